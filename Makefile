@@ -1,0 +1,33 @@
+# ssl_bench developer targets. `make demo` and `make test` set everything up themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help install demo test test-fast bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip >/dev/null
+	$(PY) -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create/reuse .venv and install ssl_bench with its dev extras
+
+demo: $(STAMP)  ## SimCLR on Fashion-MNIST (synthetic if absent) on CPU: kNN before vs after SSL
+	$(PY) -m ssl_bench.demo
+
+test: $(STAMP)  ## the full offline CPU test suite
+	WANDB_MODE=offline $(PY) -m pytest -q -ra --durations=15
+
+test-fast: $(STAMP)  ## tests without the slower learning runs
+	WANDB_MODE=offline $(PY) -m pytest -q -ra -m "not slow"
+
+bench: $(STAMP)  ## throughput benchmark; appends to BENCHMARKS.md
+	$(PY) -m ssl_bench.bench
+
+clean:  ## remove run outputs and caches
+	rm -rf outputs multirun .pytest_cache
