@@ -1,0 +1,232 @@
+"""cfg -> objects -> trainer.fit -> results. Nothing method-specific lives here."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from ssl_bench.backbones import create_backbone
+from ssl_bench.callbacks import BestMetrics, ThroughputMonitor
+from ssl_bench.data.module import SSLDataModule
+from ssl_bench.data.views import parse_pipelines
+from ssl_bench.errors import ConfigError, UserError
+from ssl_bench.methods.base import SSLMethod
+
+RUN_FILE = "ssl_bench_run.json"
+IGNORED_FOR_HASH = ("resume", "output_root", "logger")
+
+
+# ---- small helpers --------------------------------------------------------------------------------
+def cpu_supports_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 autocast on such CPUs is several times faster than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: Any, accelerator: str) -> Any:
+    if precision != "auto":
+        return precision
+    use_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    if use_cuda:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+
+
+def config_hash(cfg: DictConfig) -> str:
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for key in IGNORED_FOR_HASH:
+        data.pop(key, None)
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ensure_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"output dir '{path}' cannot be written ({err.strerror or err}). Fix: choose a writable "
+                        "location with output_root=<dir> (or hydra.run.dir=<dir>), or fix its permissions.") from None
+
+
+def find_resume_checkpoint(resume: str | None, cfg_hash: str, output_root: Path, run_dir: Path) -> Path | None:
+    """`resume=auto`: newest `last.ckpt` of an earlier run with the same config; `resume=<path>`: that file
+    (or a run dir's checkpoints/last.ckpt)."""
+    if resume in (None, "", "none", "null"):
+        return None
+    if resume == "auto":
+        candidates = []
+        for run_file in output_root.rglob(RUN_FILE):
+            other = run_file.parent
+            ckpt = other / "checkpoints" / "last.ckpt"
+            if other.resolve() == run_dir.resolve() or not ckpt.is_file():
+                continue
+            try:
+                if json.loads(run_file.read_text()).get("config_hash") == cfg_hash:
+                    candidates.append(ckpt)
+            except (OSError, json.JSONDecodeError):
+                continue
+        return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError("resume", f"no checkpoint at '{path}'.",
+                          "pass resume=auto, a run dir, or the path of a .ckpt file.")
+    return path
+
+
+def _method_class(cfg: DictConfig) -> type[SSLMethod]:
+    target = cfg.method.get("_target_")
+    try:
+        cls = get_class(target)
+    except Exception:  # noqa: BLE001 - hydra raises several kinds here
+        raise ConfigError("method._target_", f"cannot import '{target}'.", "check conf/method/<name>.yaml.") from None
+    if not (isinstance(cls, type) and issubclass(cls, SSLMethod)):
+        raise ConfigError("method._target_", f"'{target}' is not an SSLMethod.")
+    return cls
+
+
+def method_kwargs(cfg: DictConfig) -> dict:
+    kwargs = OmegaConf.to_container(cfg.method, resolve=True)
+    kwargs.pop("_target_", None)
+    kwargs.pop("name", None)
+    return kwargs
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str):
+    from pytorch_lightning.loggers import CSVLogger
+
+    loggers = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    wb = cfg.logger.get("wandb") if cfg.get("logger") else None
+    if wb:
+        from ssl_bench.wandb_utils import make_wandb_logger
+
+        loggers.append(make_wandb_logger(cfg, run_dir, run_name))
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list) -> pl.Trainer:
+    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs["precision"] = resolve_precision(kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto")))
+    ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0,
+                           every_n_epochs=1, save_on_train_epoch_end=True)
+    all_callbacks = [ckpt, *callbacks]
+    if cfg.get("progress_bar", True):
+        all_callbacks.append(RichProgressBar(leave=True))
+    kwargs.setdefault("num_sanity_val_steps", 0)
+    try:
+        return pl.Trainer(default_root_dir=str(run_dir), logger=build_loggers(cfg, run_dir, run_name),
+                          callbacks=all_callbacks, enable_progress_bar=bool(cfg.get("progress_bar", True)), **kwargs)
+    except (TypeError, ValueError, pl.utilities.exceptions.MisconfigurationException) as err:
+        raise ConfigError("trainer", f"Lightning's Trainer rejected the trainer settings: {err}",
+                          "check the trainer.* keys against pytorch_lightning.Trainer's arguments.") from None
+
+
+def build_datamodule(cfg: DictConfig) -> SSLDataModule:
+    d = cfg.data
+    pipelines = parse_pipelines(cfg.augmentation.views, image_size=d.get("image_size"))
+    options = OmegaConf.to_container(d.get("options") or {}, resolve=True)
+    return SSLDataModule(
+        name=d.name, pipelines=pipelines, root=d.get("root"), batch_size=d.batch_size,
+        eval_batch_size=d.get("eval_batch_size"), num_workers=d.num_workers, image_size=d.get("image_size"),
+        fraction=d.get("fraction"), limit=d.get("limit"), test_limit=d.get("test_limit"),
+        download=d.get("download", True), device_views=d.get("device_views", "auto"),
+        on_bad_file=d.get("on_bad_file", "skip"), seed=cfg.seed, channels_last=cfg.get("channels_last", True),
+        options=options)
+
+
+def build_method(cfg: DictConfig, num_classes: int) -> SSLMethod:
+    cls = _method_class(cfg)
+    b = OmegaConf.to_container(cfg.backbone, resolve=True)
+    backbone = create_backbone(b["name"], small_input=b.get("small_input", False), **(b.get("kwargs") or {}))
+    online = OmegaConf.to_container(cfg.online_eval, resolve=True)
+    try:
+        model = cls(backbone=backbone, num_classes=num_classes,
+                    optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+                    scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True), **online, **method_kwargs(cfg))
+    except TypeError as err:
+        raise ConfigError("method", f"{cls.__name__} rejected its arguments: {err}",
+                          f"check the keys of conf/method/{cfg.method.get('name', '?')}.yaml.") from None
+    if cfg.get("channels_last", True):
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.get("compile", False):
+        model.backbone = torch.compile(model.backbone)
+    return model
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that need no data and no model; run before anything heavy."""
+    cls = _method_class(cfg)
+    if cfg.data.batch_size < cls.min_batch_size:
+        raise ConfigError("data.batch_size", f"{cfg.method.get('name', cls.__name__)} needs at least "
+                          f"{cls.min_batch_size} images per device (its loss contrasts samples of a batch), "
+                          f"got {cfg.data.batch_size}.", "set data.batch_size to 32 or more.")
+    if cfg.optimizer.lr <= 0:
+        raise ConfigError("optimizer.lr", f"must be positive, got {cfg.optimizer.lr}.", "set e.g. optimizer.lr=0.3.")
+    temp = cfg.method.get("temperature")
+    if temp is not None and temp <= 0:
+        raise ConfigError("method.temperature", f"must be positive, got {temp}.", "use e.g. method.temperature=0.1.")
+    parse_pipelines(cfg.augmentation.views, image_size=cfg.data.get("image_size"))
+
+
+# ---- the run ---------------------------------------------------------------------------------------
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    started = time.time()
+    validate(cfg)
+    ensure_writable(run_dir)
+    run_name = cfg.get("run_name") or f"{cfg.method.name}-{cfg.data.name}-{cfg.backbone.name}-s{cfg.seed}"
+    cfg_hash = config_hash(cfg)
+    resume_ckpt = find_resume_checkpoint(cfg.get("resume"), cfg_hash, Path(cfg.output_root), run_dir)
+    (run_dir / RUN_FILE).write_text(json.dumps({"config_hash": cfg_hash, "run_name": run_name}))
+    if not (run_dir / ".hydra" / "config.yaml").exists():
+        (run_dir / ".hydra").mkdir(exist_ok=True)
+        OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision("high")
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    model = build_method(cfg, dm.num_classes)
+    throughput, best = ThroughputMonitor(every_n_steps=int(cfg.trainer.get("log_every_n_steps", 10))), BestMetrics()
+    trainer = build_trainer(cfg, run_dir, run_name, [throughput, best])
+
+    if resume_ckpt is None and dm.num_classes > 0 and cfg.online_eval.get("init_baseline", True):
+        model.metric_suffix = "_init"
+        trainer.validate(model, datamodule=dm, verbose=False)
+        model.metric_suffix = ""
+    trainer.fit(model, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
+
+    results = {
+        "status": "completed" if not trainer.interrupted else "interrupted",
+        "method": cfg.method.name, "data": cfg.data.name, "backbone": cfg.backbone.name, "seed": cfg.seed,
+        "run_name": run_name, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+        "precision": str(trainer.precision), "devices": trainer.world_size,
+        "batch_size": cfg.data.batch_size, "lr": cfg.optimizer.lr,
+        "knn_top1_init": model.knn_init, "final": best.final, "best": best.best,
+        "wall_time_s": round(time.time() - started, 2), "images_per_sec": throughput.average,
+        "resumed_from": str(resume_ckpt) if resume_ckpt else None, "run_dir": str(run_dir),
+        "config_hash": cfg_hash,
+    }
+    if trainer.is_global_zero:
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        for lg in trainer.loggers:
+            if lg.__class__.__name__ == "WandbLogger":
+                from ssl_bench.wandb_utils import finish_wandb
+
+                finish_wandb(lg, results)
+    return results
