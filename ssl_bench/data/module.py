@@ -1,0 +1,161 @@
+"""The LightningDataModule: datasets -> batches -> views.
+
+Training batches are `(views, labels, index)`. For in-memory datasets (uint8 tensors of equal size)
+the views are made on the whole batch after it reaches the device (`BatchViews`), so the DataLoader
+only indexes a tensor; image folders decode and augment per sample in DataLoader workers.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ssl_bench.data.datasets import TensorImages, load_splits
+from ssl_bench.data.views import (BatchEval, BatchViews, ViewPipeline, build_cpu_views, cpu_eval_transform)
+from ssl_bench.errors import ConfigError
+
+
+class _BatchIndexed(Dataset):
+    """Wraps TensorImages so the DataLoader fetches a whole batch with one tensor index."""
+
+    def __init__(self, data: TensorImages):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitems__(self, indices: list[int]):
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.data.images[idx], self.data.labels[idx], idx
+
+    def __getitem__(self, i: int):
+        return self.data[i]
+
+
+def _passthrough(batch):
+    return batch
+
+
+class SSLDataModule(pl.LightningDataModule):
+    def __init__(self, name: str, pipelines: Sequence[ViewPipeline], root: str | None = None, batch_size: int = 256,
+                 eval_batch_size: int | None = None, num_workers: int = 2, image_size: int | None = None,
+                 fraction: float | None = None, limit: int | None = None, test_limit: int | None = None,
+                 download: bool = True, device_views: str | bool = "auto", on_bad_file: str = "skip",
+                 seed: int = 0, channels_last: bool = True, options: dict[str, Any] | None = None):
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError("data.batch_size", f"must be >= 1, got {batch_size}.")
+        if num_workers < 0:
+            raise ConfigError("data.num_workers", f"must be >= 0, got {num_workers}.")
+        if device_views not in (True, False, "auto"):
+            raise ConfigError("data.device_views", f"must be true, false or auto, got {device_views!r}.")
+        self.name, self.root, self.pipelines = name, root, list(pipelines)
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.eval_batch_size = eval_batch_size or max(batch_size, 256)
+        self.image_size, self.fraction, self.limit, self.test_limit = image_size, fraction, limit, test_limit
+        self.download, self.device_views, self.on_bad_file = download, device_views, on_bad_file
+        self.seed, self.channels_last, self.options = seed, channels_last, dict(options or {})
+        self.info = None
+        self.splits: dict[str, Dataset | None] = {}
+
+    # ---- loading ----------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.info is not None:
+            if self.trainer is not None and getattr(self, "use_device_views", False):
+                # each rank draws its own augmentations
+                self.batch_views.reseed(self.seed + 1000 * self.trainer.global_rank)
+            return
+        self.info, self.splits = load_splits(self.name, root=self.root, download=self.download,
+                                             fraction=self.fraction, limit=self.limit, test_limit=self.test_limit,
+                                             seed=self.seed, on_bad_file=self.on_bad_file, **self.options)
+        size = self.image_size or self.info.image_size
+        if self.info.in_memory and size > self.info.image_size:
+            raise ConfigError("data.image_size", f"{size} is larger than the images of '{self.name}' "
+                              f"({self.info.image_size}px).", f"set data.image_size <= {self.info.image_size}.")
+        self.eval_size = size
+        use_device = self.info.in_memory if self.device_views == "auto" else bool(self.device_views)
+        if use_device and not self.info.in_memory:
+            raise ConfigError("data.device_views", f"'{self.name}' is an image folder; batched device-side views "
+                              "need equally sized in-memory images.", "set data.device_views=auto or false.")
+        self.use_device_views = use_device
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        if use_device:
+            self.batch_views = BatchViews(self.pipelines, self.info.mean, self.info.std, seed=self.seed + 1000 * rank)
+            self.batch_eval = BatchEval(size, self.info.mean, self.info.std)
+        else:
+            cpu_views = build_cpu_views(self.pipelines, self.info.mean, self.info.std)
+            cpu_eval = cpu_eval_transform(size, self.info.mean, self.info.std)
+            self.splits["pretrain"] = self._with_transform(self.splits["pretrain"], cpu_views)
+            for key in ("train", "test"):
+                if self.splits.get(key) is not None:
+                    self.splits[key] = self._with_transform(self.splits[key], cpu_eval)
+
+    @staticmethod
+    def _with_transform(ds, transform):
+        if isinstance(ds, TensorImages):  # in-memory data augmented per item when device views are off
+            return _Transformed(ds, transform)
+        ds.transform = transform
+        return ds
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes if self.info is not None else 0
+
+    # ---- loaders ----------------------------------------------------------------------------
+    def _loader(self, ds, batch_size: int, train: bool) -> DataLoader:
+        if isinstance(ds, TensorImages) and self.use_device_views:
+            return DataLoader(_BatchIndexed(ds), batch_size=batch_size, shuffle=train, drop_last=train,
+                              collate_fn=_passthrough, num_workers=0)
+        workers = self.num_workers
+        return DataLoader(ds, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["pretrain"], self.batch_size, train=True)
+
+    def val_dataloader(self):
+        if self.splits.get("train") is None or self.splits.get("test") is None:
+            return []
+        # 0: the un-augmented labelled train set (kNN bank), 1: the test set
+        return [self._loader(self.splits["train"], self.eval_batch_size, train=False),
+                self._loader(self.splits["test"], self.eval_batch_size, train=False)]
+
+    # ---- on-device views ------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, labels, index = batch
+        training = self.trainer is not None and self.trainer.training
+        if self.use_device_views:
+            x = self.batch_views(x) if training else self.batch_eval(x)
+        if self.channels_last:
+            if isinstance(x, (list, tuple)):
+                x = [v.contiguous(memory_format=torch.channels_last) for v in x]
+            else:
+                x = x.contiguous(memory_format=torch.channels_last)
+        return x, labels, index
+
+    # ---- exact resume of the view RNG -----------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        if getattr(self, "use_device_views", False):
+            return {"view_rng": self.batch_views.rng_state()}
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "view_rng" in state_dict and getattr(self, "use_device_views", False):
+            self.batch_views.set_rng_state(state_dict["view_rng"])
+
+
+class _Transformed(Dataset):
+    """Per-item transform over an in-memory dataset (when device views are switched off)."""
+
+    def __init__(self, data: TensorImages, transform):
+        self.data, self.transform = data, transform
+        self.labels = data.labels
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        img, label, idx = self.data[i]
+        return self.transform(img), label, idx
