@@ -1,0 +1,169 @@
+"""Synthetic shapes: a tiny offline dataset whose classes survive SSL augmentations.
+
+Each class is a SHAPE or TEXTURE (disk, ring, square outline, filled square, triangle, plus, X,
+horizontal stripes, vertical stripes, checkerboard, dots, diagonal stripes), drawn
+
+- large (40-80% of the image side), at a random position and a small random rotation (+-17 deg),
+  so a random resized crop with scale >= 0.2 still shows a recognisable part of it;
+- in a random foreground colour on a random background colour, picked with a clear luminance
+  difference, so colour carries no class information but grayscale still shows the shape;
+- over clutter: a random per-channel linear gradient, a few small random blobs and pixel noise.
+
+Because colour and polarity are random, a linear model or nearest centroid on raw pixels stays
+near chance, while a conv net (trained, or through SSL) separates the classes from edges and
+texture. Everything is vectorised with torch and deterministic given `seed`; rendering is chunked
+so memory stays bounded at any size (10k images of 32 px take well under a second on one core).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ssl_bench.errors import ConfigError
+
+#: Class names in label order; `num_classes=k` uses the first k.
+SHAPES: tuple[str, ...] = (
+    "disk",
+    "ring",
+    "square_outline",
+    "filled_square",
+    "triangle",
+    "plus",
+    "cross",
+    "horizontal_stripes",
+    "vertical_stripes",
+    "checkerboard",
+    "dots",
+    "diagonal_stripes",
+)
+
+_PIXELS_PER_CHUNK = 1 << 22  # ~16 MB per float plane; bounds peak memory at any n / image_size
+
+
+def make_synthetic(
+    n: int, num_classes: int = 10, image_size: int = 32, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` synthetic images and labels: (uint8 [n, 3, S, S], int64 [n]), classes balanced (+-1)."""
+    if not isinstance(n, int) or n < 1:
+        raise ConfigError("data.n_train", f"needs a positive number of images, got {n!r}.", "set e.g. data.n_train=5000.")
+    if not isinstance(num_classes, int) or not 2 <= num_classes <= len(SHAPES):
+        raise ConfigError(
+            "data.num_classes",
+            f"the synthetic data has {len(SHAPES)} shape classes, got num_classes={num_classes!r}.",
+            f"pick 2..{len(SHAPES)} (classes in order: {', '.join(SHAPES)}).",
+        )
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ConfigError("data.image_size", f"synthetic images need a side of at least 8 px, got {image_size!r}.",
+                          "set e.g. data.image_size=32.")
+
+    g = torch.Generator().manual_seed(int(seed))
+    S = image_size
+
+    # Per-image parameters, all drawn up front so the result does not depend on chunking.
+    labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
+    # Coordinates run over [-1, 1] (image side = 2): a half size of 0.4-0.8 spans 40-80% of the side.
+    half = 0.4 + 0.4 * torch.rand(n, generator=g)
+    cx = (torch.rand(n, generator=g) * 2 - 1) * (1 - half)
+    cy = (torch.rand(n, generator=g) * 2 - 1) * (1 - half)
+    angle = (torch.rand(n, generator=g) * 2 - 1) * 0.3
+    phase = torch.rand(n, 2, generator=g)  # texture phase (where stripes / checks start)
+    bg = torch.rand(n, 3, generator=g)
+    fg = _contrasting(bg, torch.rand(n, 3, 3, generator=g))
+    grad_dir = torch.rand(n, generator=g) * 2 * math.pi
+    grad_amp = (torch.rand(n, 3, generator=g) * 2 - 1) * 0.15
+    n_blobs = 3
+    blob_xy = torch.rand(n, n_blobs, 2, generator=g) * 2 - 1
+    blob_r = 0.08 + 0.10 * torch.rand(n, n_blobs, generator=g)
+    blob_rgb = torch.rand(n, n_blobs, 3, generator=g)
+
+    px = 2.0 / S  # one pixel in [-1, 1] units
+    coords = (torch.arange(S, dtype=torch.float32) + 0.5) * px - 1
+    ys, xs = coords.view(1, S, 1), coords.view(1, 1, S)
+
+    out = torch.empty(n, 3, S, S, dtype=torch.uint8)
+    chunk = max(1, _PIXELS_PER_CHUNK // (S * S))
+    for lo in range(0, n, chunk):
+        sl = slice(lo, min(n, lo + chunk))
+        m = sl.stop - sl.start
+        col = lambda t: t[sl].view(m, 1, 1)  # noqa: E731 - per-image scalar broadcast over pixels
+
+        # Background: colour + linear gradient, then small blobs (clutter under the shape).
+        ramp = xs * torch.cos(col(grad_dir)) + ys * torch.sin(col(grad_dir))  # [m, S, S]
+        img = bg[sl].view(m, 3, 1, 1) + grad_amp[sl].view(m, 3, 1, 1) * ramp.unsqueeze(1)
+        for b in range(n_blobs):
+            d = torch.sqrt((xs - blob_xy[sl, b, 0].view(m, 1, 1)) ** 2 + (ys - blob_xy[sl, b, 1].view(m, 1, 1)) ** 2)
+            a = _coverage(d - blob_r[sl, b].view(m, 1, 1), px).unsqueeze(1)
+            img.lerp_(blob_rgb[sl, b].view(m, 3, 1, 1).expand_as(img), a)
+
+        # Shape coordinates: centred on the shape, rotated by the image's angle.
+        dx, dy = xs - col(cx), ys - col(cy)
+        c, s = torch.cos(col(angle)), torch.sin(col(angle))
+        u, v = c * dx + s * dy, -s * dx + c * dy
+        u, v = u.expand(m, S, S), v.expand(m, S, S)
+        cover = torch.empty(m, S, S)
+        lab = labels[sl]
+        for k in range(num_classes):
+            idx = (lab == k).nonzero().squeeze(1)
+            if idx.numel():
+                cover[idx] = _draw(SHAPES[k], u[idx], v[idx], half[sl][idx].view(-1, 1, 1), phase[sl][idx], px)
+        img.lerp_(fg[sl].view(m, 3, 1, 1).expand_as(img), cover.unsqueeze(1))
+        img.add_(torch.randn(img.shape, generator=g), alpha=0.03)
+        out[sl] = (img.clamp_(0, 1) * 255).round_().to(torch.uint8)
+    return out, labels.to(torch.int64)
+
+
+def _contrasting(bg: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Per image, the candidate foreground colour whose luminance differs most from the background."""
+    w = torch.tensor([0.299, 0.587, 0.114])
+    diff = ((candidates - bg.unsqueeze(1)) @ w).abs()  # [n, 3 candidates]
+    best = diff.argmax(dim=1)
+    return candidates[torch.arange(len(bg)), best]
+
+
+def _coverage(sdf: torch.Tensor, px: float) -> torch.Tensor:
+    """Anti-aliased coverage from a signed distance (negative inside), a one-pixel soft edge."""
+    return (0.5 - sdf / px).clamp_(0, 1)
+
+
+def _draw(shape: str, u: torch.Tensor, v: torch.Tensor, r: torch.Tensor, phase: torch.Tensor, px: float) -> torch.Tensor:
+    """Coverage in [0, 1] of `shape` (half size `r`) at shape coordinates u, v: [k, S, S]."""
+    cheb = torch.maximum(u.abs(), v.abs())
+    if shape == "disk":
+        return _coverage(torch.sqrt(u * u + v * v) - r, px)
+    if shape == "ring":
+        return _coverage((torch.sqrt(u * u + v * v) - 0.72 * r).abs() - 0.22 * r, px)
+    if shape == "square_outline":
+        return _coverage((cheb - 0.78 * r).abs() - 0.17 * r, px)
+    if shape == "filled_square":
+        return _coverage(cheb - 0.85 * r, px)
+    if shape == "triangle":  # apex up (v grows downwards), base at v = 0.6 r
+        base, height = 0.6 * r, 1.6 * r
+        width = height / math.sqrt(3)
+        side = (u.abs() * height - (v + r) * width) / torch.sqrt(height**2 + width**2)
+        return _coverage(torch.maximum(v - base, side), px)
+    if shape in ("plus", "cross"):
+        if shape == "cross":
+            u, v = (u + v) / math.sqrt(2), (u - v) / math.sqrt(2)
+        arm = 0.22 * r
+        bar1 = torch.maximum(u.abs() - arm, v.abs() - r)
+        bar2 = torch.maximum(v.abs() - arm, u.abs() - r)
+        return _coverage(torch.minimum(bar1, bar2), px)
+
+    # Textures inside a square region; periods never below a few pixels so they stay visible.
+    region = _coverage(cheb - 0.85 * r, px)
+    period = torch.clamp(0.5 * r, min=4 * px)
+    p0, p1 = phase[:, 0].view(-1, 1, 1), phase[:, 1].view(-1, 1, 1)
+    if shape in ("horizontal_stripes", "vertical_stripes", "diagonal_stripes"):
+        t = {"horizontal_stripes": v, "vertical_stripes": u, "diagonal_stripes": (u + v) / math.sqrt(2)}[shape]
+        frac = torch.frac(t / period + p0 + 10)  # +10 keeps the argument positive for frac
+        return region * _coverage(((frac - 0.5).abs() - 0.25) * period, px)
+    if shape == "checkerboard":
+        cell = torch.clamp(0.45 * r, min=3 * px)
+        check = torch.sin(math.pi * (u / cell + p0)) * torch.sin(math.pi * (v / cell + p1))
+        return region * (0.5 + check * cell / (math.pi * px)).clamp_(0, 1)
+    if shape == "dots":
+        du = (torch.frac(u / period + p0 + 10) - 0.5) * period
+        dv = (torch.frac(v / period + p1 + 10) - 0.5) * period
+        return region * _coverage(torch.sqrt(du * du + dv * dv) - 0.3 * period, px)
+    raise AssertionError(shape)
