@@ -15,3 +15,29 @@ def report_user_error(err: Exception) -> None:
     """One message, no traceback, a non-zero exit."""
     print(f"ssl_bench: error: {err}", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_USER_ERROR)
+
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover - very old Hydra
+    _HydraCallback = object
+
+
+class OutputDirCheck(_HydraCallback):
+    """Hydra callback: before Hydra creates the run (or sweep) dir, check it can be written, so an
+    unwritable location ends with one message instead of a traceback from inside Hydra."""
+
+    def _check(self, path: str, key: str) -> None:
+        from ssl_bench.errors import UserError
+        from ssl_bench.train import ensure_writable
+
+        try:
+            ensure_writable(Path(path))
+        except UserError as err:
+            report_user_error(UserError(f"{err} (Hydra key: {key})"))
+
+    def on_run_start(self, config, **kwargs) -> None:
+        self._check(str(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self._check(str(config.hydra.sweep.dir), "hydra.sweep.dir")

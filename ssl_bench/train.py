@@ -140,7 +140,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
 def build_datamodule(cfg: DictConfig) -> SSLDataModule:
     d = cfg.data
     pipelines = parse_pipelines(cfg.augmentation.views, image_size=d.get("image_size"))
-    options = OmegaConf.to_container(d.get("options") or {}, resolve=True)
+    options = OmegaConf.to_container(d.options, resolve=True) if d.get("options") is not None else {}
     return SSLDataModule(
         name=d.name, pipelines=pipelines, root=d.get("root"), batch_size=d.batch_size,
         eval_batch_size=d.get("eval_batch_size"), num_workers=d.num_workers, image_size=d.get("image_size"),
@@ -155,6 +155,7 @@ def build_method(cfg: DictConfig, num_classes: int) -> SSLMethod:
     b = OmegaConf.to_container(cfg.backbone, resolve=True)
     backbone = create_backbone(b["name"], small_input=b.get("small_input", False), **(b.get("kwargs") or {}))
     online = OmegaConf.to_container(cfg.online_eval, resolve=True)
+    online.pop("init_baseline", None)
     try:
         model = cls(backbone=backbone, num_classes=num_classes,
                     optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
@@ -189,7 +190,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.time()
     validate(cfg)
     ensure_writable(run_dir)
-    run_name = cfg.get("run_name") or f"{cfg.method.name}-{cfg.data.name}-{cfg.backbone.name}-s{cfg.seed}"
+    run_name = cfg.get("run_name") or f"{cfg.method.name}-{cfg.data.name}-{cfg.backbone.tag}-s{cfg.seed}"
     cfg_hash = config_hash(cfg)
     resume_ckpt = find_resume_checkpoint(cfg.get("resume"), cfg_hash, Path(cfg.output_root), run_dir)
     (run_dir / RUN_FILE).write_text(json.dumps({"config_hash": cfg_hash, "run_name": run_name}))
@@ -213,7 +214,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     results = {
         "status": "completed" if not trainer.interrupted else "interrupted",
-        "method": cfg.method.name, "data": cfg.data.name, "backbone": cfg.backbone.name, "seed": cfg.seed,
+        "method": cfg.method.name, "data": cfg.data.name, "backbone": cfg.backbone.tag, "seed": cfg.seed,
         "run_name": run_name, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
         "precision": str(trainer.precision), "devices": trainer.world_size,
         "batch_size": cfg.data.batch_size, "lr": cfg.optimizer.lr,

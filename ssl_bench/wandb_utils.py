@@ -44,7 +44,7 @@ def make_wandb_logger(cfg: DictConfig, run_dir: Path, run_name: str):
     wb = cfg.logger.wandb
     mode = resolve_mode(wb.get("mode"))
     group = wb.get("group") or _sweep_group(run_dir) or f"{cfg.method.name}-{cfg.data.name}"
-    tags = list(wb.get("tags") or []) + [cfg.method.name, cfg.data.name, cfg.backbone.name]
+    tags = list(wb.get("tags") or []) + [cfg.method.name, cfg.data.name, cfg.backbone.tag]
     logger = WandbLogger(project=wb.project, entity=wb.get("entity"), name=run_name, group=group, tags=tags,
                          save_dir=str(run_dir), mode=mode, log_model=bool(wb.get("log_model", False)),
                          config=OmegaConf.to_container(cfg, resolve=True))

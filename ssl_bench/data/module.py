@@ -67,9 +67,12 @@ class SSLDataModule(pl.LightningDataModule):
                 # each rank draws its own augmentations
                 self.batch_views.reseed(self.seed + 1000 * self.trainer.global_rank)
             return
+        options = dict(self.options)
+        if self.name.startswith("image_folder"):
+            options.setdefault("on_bad_file", self.on_bad_file)
         self.info, self.splits = load_splits(self.name, root=self.root, download=self.download,
                                              fraction=self.fraction, limit=self.limit, test_limit=self.test_limit,
-                                             seed=self.seed, on_bad_file=self.on_bad_file, **self.options)
+                                             seed=self.seed, **options)
         size = self.image_size or self.info.image_size
         if self.info.in_memory and size > self.info.image_size:
             raise ConfigError("data.image_size", f"{size} is larger than the images of '{self.name}' "

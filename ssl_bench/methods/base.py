@@ -84,6 +84,13 @@ class SSLMethod(pl.LightningModule):
         self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=False)
         return total
 
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        self.after_optimizer_step()
+
+    def after_optimizer_step(self) -> None:
+        """Called after every real optimizer step (not on accumulation-only batches): EMA targets go here."""
+
     # ---- online evaluation ------------------------------------------------------------------
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         x, labels, _ = batch

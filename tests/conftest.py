@@ -1,0 +1,53 @@
+"""Shared test helpers: drive the real CLI in a subprocess and read what a run leaves behind."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+needs_fmnist = pytest.mark.skipif(not (FMNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
+                                  reason="Fashion-MNIST absent (apt-get install dataset-fashion-mnist)")
+
+# small, fast settings shared by CLI tests: tiny synthetic data, narrow backbone, no progress bar
+FAST = ["data=synthetic", "backbone=resnet18_narrow", "progress_bar=false", "data.options.n_train=256",
+        "data.options.n_test=128", "data.batch_size=64", "data.eval_batch_size=256", "online_eval.knn_k=20"]
+
+
+@dataclass
+class CliRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    run_dir: Path
+
+    @property
+    def results(self) -> dict:
+        return json.loads((self.run_dir / "results.json").read_text())
+
+    def metrics(self) -> list[dict]:
+        import csv
+
+        with open(self.run_dir / "metrics.csv") as f:
+            return list(csv.DictReader(f))
+
+
+def run_cli(*overrides: str, run_dir: Path, env: dict | None = None, timeout: int = 600, module: str = "ssl_bench",
+            check: bool = False) -> CliRun:
+    """`python -m ssl_bench <overrides> hydra.run.dir=<run_dir>` in a subprocess."""
+    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0",
+                **(env or {})}
+    args = [sys.executable, "-m", module, *overrides]
+    if module == "ssl_bench" and not any(o.startswith("hydra.run.dir=") for o in overrides):
+        args.append(f"hydra.run.dir={run_dir}")
+    proc = subprocess.run(args, cwd=run_dir.parent, env=full_env, capture_output=True, text=True, timeout=timeout)
+    run = CliRun(proc.returncode, proc.stdout, proc.stderr, run_dir)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"CLI failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return run

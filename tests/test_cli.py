@@ -1,0 +1,111 @@
+"""The real CLI: fast_dev_run, every bad input of the foundation issue, resume, offline W&B."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+
+import pytest
+
+from conftest import FAST, run_cli
+
+
+def test_fast_dev_run_through_cli(tmp_path):
+    run = run_cli("method=simclr", "data=synthetic", "trainer.fast_dev_run=true", *FAST, run_dir=tmp_path / "run",
+                  check=True)
+    res = run.results
+    assert res["status"] == "completed" and res["method"] == "simclr" and res["data"] == "synthetic"
+    assert res["global_step"] == 1
+    assert "val/knn_top1" in res["final"] and res["knn_top1_init"] is not None
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_cfg_job_prints_composed_config(tmp_path):
+    run = run_cli("--cfg", "job", "method=simclr", "data=cifar10", "backbone=resnet18", run_dir=tmp_path / "x",
+                  check=True)
+    for key in ("temperature: 0.5", "batch_size: 256", "name: resnet18", "max_epochs:"):
+        assert key in run.stdout
+
+
+# (overrides, exit code, words the message must contain)
+BAD_INPUTS = {
+    "unknown_method": (["method=nope"], 1, ["method", "simclr"]),
+    "unknown_backbone_option": (["backbone=nope"], 1, ["backbone", "resnet18"]),
+    "unknown_dataset": (["data=nope"], 1, ["data", "cifar10"]),
+    "unknown_augmentation": (["augmentation=nope"], 1, ["augmentation", "simclr"]),
+    "unknown_timm_model": (["backbone.name=resnet_does_not_exist"], 2, ["backbone.name", "timm"]),
+    "temperature_not_positive": (["method.temperature=0"], 2, ["method.temperature", "positive"]),
+    "lr_not_positive": (["optimizer.lr=-0.1"], 2, ["optimizer.lr", "positive"]),
+    "contrastive_batch_of_one": (["data.batch_size=1"], 2, ["data.batch_size", "at least 2"]),
+    "crop_larger_than_image": (["augmentation.views.0.crop_size=64"], 2, ["crop_size", "larger than the image"]),
+    "unknown_key": (["method.temprature=0.1"], 1, ["temprature"]),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bad")
+
+    def one(name):
+        overrides, _, _ = BAD_INPUTS[name]
+        return name, run_cli(*FAST, "trainer.fast_dev_run=true", *overrides, run_dir=base / name, timeout=300)
+
+    with cf.ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(pool.map(one, BAD_INPUTS))
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_gives_one_clear_message(bad_runs, name):
+    _, code, words = BAD_INPUTS[name]
+    run = bad_runs[name]
+    assert run.returncode == code, run.stderr[-2000:]
+    text = run.stderr + run.stdout
+    for word in words:
+        assert word in text, f"{word!r} missing from:\n{text[-2000:]}"
+    assert "Traceback" not in text
+    assert not (run.run_dir / "checkpoints").exists()
+
+
+def test_unwritable_output_dir(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    run = run_cli(*FAST, "trainer.fast_dev_run=true", f"hydra.run.dir={blocker}/run", run_dir=tmp_path / "unused")
+    assert run.returncode == 2
+    assert str(blocker / "run") in run.stderr and "cannot be written" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_resume_continues_global_step(tmp_path):
+    common = [*FAST, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "optimizer=sgd"]
+    first = run_cli(*common, run_dir=tmp_path / "first", check=True)
+    saved = first.results["global_step"]
+    assert saved == 2 * (256 // 64)
+    # a longer schedule, resumed from the first run's checkpoint
+    second = run_cli(*[o for o in common if not o.startswith("trainer.max_epochs")], "trainer.max_epochs=3",
+                     f"resume={tmp_path / 'first'}", run_dir=tmp_path / "second", check=True)
+    steps = [int(r["step"]) for r in second.metrics() if r.get("train/loss")]
+    assert min(steps) >= saved, steps  # the first logged training step continues from the checkpoint
+    assert second.results["global_step"] == saved + 256 // 64
+    assert second.results["resumed_from"].endswith("last.ckpt")
+    assert "val/knn_top1_init" not in {k for r in second.metrics() for k, v in r.items() if v}
+    # resume=auto finds the newest run with the same config
+    third = run_cli(*common, "resume=auto", f"output_root={tmp_path}", run_dir=tmp_path / "third", check=True)
+    assert third.results["resumed_from"] == str(tmp_path / "first" / "checkpoints" / "last.ckpt")
+    assert third.results["global_step"] == saved
+
+
+def test_resume_missing_checkpoint_is_a_clear_error(tmp_path):
+    run = run_cli(*FAST, f"resume={tmp_path / 'nowhere.ckpt'}", run_dir=tmp_path / "run")
+    assert run.returncode == 2 and "resume" in run.stderr and "nowhere.ckpt" in run.stderr
+
+
+def test_offline_wandb_run_has_summary(tmp_path):
+    from ssl_bench.wandb_utils import read_offline_run
+
+    run = run_cli(*FAST, "logger=wandb", "trainer.max_epochs=1", "trainer.log_every_n_steps=1", run_dir=tmp_path / "run",
+                  env={"WANDB_MODE": "offline", "WANDB_API_KEY": ""}, check=True)
+    logged = read_offline_run(tmp_path / "run")
+    assert "val/knn_top1" in logged["summary"]
+    assert logged["summary"]["val/knn_top1"] == pytest.approx(run.results["best"]["val/knn_top1"])
+    assert any("train/loss" in row for row in logged["history"])
+    assert logged["config"].get("method", {}).get("name") == "simclr"
