@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from ssl_bench.data.module import SSLDataModule
 from ssl_bench.data.views import parse_pipelines
 from ssl_bench.errors import ConfigError, UserError
 from ssl_bench.methods.base import SSLMethod
+from ssl_bench.reliability import (EXIT_NONFINITE, AtomicCheckpointIO, NonFiniteGuard, NonFiniteLossError, Preemption,
+                                   usable_checkpoint)
 
 RUN_FILE = "ssl_bench_run.json"
 IGNORED_FOR_HASH = ("resume", "output_root", "logger")
@@ -78,14 +81,14 @@ def find_resume_checkpoint(resume: str | None, cfg_hash: str, output_root: Path,
                     candidates.append(ckpt)
             except (OSError, json.JSONDecodeError):
                 continue
-        return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+        return usable_checkpoint(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
     path = Path(resume).expanduser()
     if path.is_dir():
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise ConfigError("resume", f"no checkpoint at '{path}'.",
                           "pass resume=auto, a run dir, or the path of a .ckpt file.")
-    return path
+    return usable_checkpoint(path)
 
 
 def _method_class(cfg: DictConfig) -> type[SSLMethod]:
@@ -125,13 +128,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
     kwargs["precision"] = resolve_precision(kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto")))
     ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0,
                            every_n_epochs=1, save_on_train_epoch_end=True)
-    all_callbacks = [ckpt, *callbacks]
+    all_callbacks = [NonFiniteGuard(), Preemption(run_dir / "checkpoints" / "last.ckpt"), ckpt, *callbacks]
     if cfg.get("progress_bar", True):
         all_callbacks.append(RichProgressBar(leave=True))
     kwargs.setdefault("num_sanity_val_steps", 0)
     try:
         return pl.Trainer(default_root_dir=str(run_dir), logger=build_loggers(cfg, run_dir, run_name),
-                          callbacks=all_callbacks, enable_progress_bar=bool(cfg.get("progress_bar", True)), **kwargs)
+                          callbacks=all_callbacks, plugins=[AtomicCheckpointIO()], enable_progress_bar=bool(cfg.get("progress_bar", True)), **kwargs)
     except (TypeError, ValueError, pl.utilities.exceptions.MisconfigurationException) as err:
         raise ConfigError("trainer", f"Lightning's Trainer rejected the trainer settings: {err}",
                           "check the trainer.* keys against pytorch_lightning.Trainer's arguments.") from None
@@ -210,10 +213,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         model.metric_suffix = "_init"
         trainer.validate(model, datamodule=dm, verbose=False)
         model.metric_suffix = ""
-    trainer.fit(model, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
+    model.nan_tolerance = int(cfg.get("nan_tolerance", 0))
+    preemption = next(c for c in trainer.callbacks if isinstance(c, Preemption))
+    failure = None
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
+    except NonFiniteLossError as err:
+        failure = str(err)
+    status = "failed" if failure else "preempted" if preemption.received else \
+        "interrupted" if trainer.interrupted else "completed"
 
     results = {
-        "status": "completed" if not trainer.interrupted else "interrupted",
+        "status": status, "error": failure,
         "method": cfg.method.name, "data": cfg.data.name, "backbone": cfg.backbone.tag, "seed": cfg.seed,
         "run_name": run_name, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
         "precision": str(trainer.precision), "devices": trainer.world_size,
@@ -230,4 +241,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 from ssl_bench.wandb_utils import finish_wandb
 
                 finish_wandb(lg, results)
+    if failure:
+        print(f"ssl_bench: error: {failure}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_NONFINITE)
     return results

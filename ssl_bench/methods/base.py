@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_bench.errors import ConfigError
@@ -53,6 +54,9 @@ class SSLMethod(pl.LightningModule):
         else:
             self.probe = None
         self.metric_suffix = ""          # "_init" while the random-init baseline is evaluated
+        self.nan_tolerance = 0           # consecutive non-finite steps to skip before stopping (set by train.py)
+        self._bad_steps = 0
+        self.last_loss_terms: dict[str, torch.Tensor] = {}
         self.knn_init: float | None = None
         self._val_store: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {0: [], 1: []}
 
@@ -70,6 +74,15 @@ class SSLMethod(pl.LightningModule):
         out = self.training_loss(views, labels, index)
         loss = out.pop("loss")
         feats = out.pop("feats")
+        self.last_loss_terms = {"loss": loss, **out}
+        if self.nan_tolerance > 0 and not torch.isfinite(loss):  # a host sync, only when skipping is asked for
+            self._bad_steps += 1
+            if self._bad_steps > self.nan_tolerance:
+                return loss  # NonFiniteGuard stops the run with the step, epoch and terms
+            rank_zero_warn(f"non-finite loss at step {self.global_step}: skipped "
+                           f"({self._bad_steps}/{self.nan_tolerance} consecutive)")
+            return None  # Lightning skips backward and the optimizer step
+        self._bad_steps = 0
         total = loss
         if self.probe is not None:
             probe_labels = labels.repeat(feats.shape[0] // labels.shape[0])
@@ -94,7 +107,7 @@ class SSLMethod(pl.LightningModule):
     # ---- online evaluation ------------------------------------------------------------------
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         x, labels, _ = batch
-        feats = self.backbone(x).float()
+        feats = self(x).float()              # forward(): the representation a method evaluates
         self._val_store[dataloader_idx].append((feats, labels))
         if dataloader_idx == 1 and self.probe is not None:
             self.probe_top1.update(self.probe(feats).float(), labels)

@@ -1,0 +1,162 @@
+"""What keeps long runs alive: a non-finite-loss guard, pre-emption handling, atomic checkpoints.
+
+Exit codes of `python -m ssl_bench` (also in the README):
+  0  completed, or stopped by SIGTERM/SIGUSR1 after writing a checkpoint (`resume=auto` continues it)
+  1  Hydra could not compose the config (unknown group option or key)
+  2  a user error: bad config value, missing/corrupt data, unwritable output dir, bad checkpoint path
+  3  the loss became NaN/Inf; the last good checkpoint is kept and results.json says so
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from ssl_bench.errors import ConfigError
+
+EXIT_NONFINITE = 3
+PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or Inf."""
+
+
+class NonFiniteGuard(pl.Callback):
+    """Stops the run at the first non-finite loss, naming the step, epoch and the loss terms.
+
+    On a CUDA device the check reads a flag copied to the host without blocking, one step late, so the
+    training step never waits for the GPU; a final blocking check runs before each epoch-end checkpoint,
+    so a bad state is never saved. With `method` skipping (nan_tolerance > 0, see SSLMethod) bad steps
+    are skipped inside the step instead and only `nan_tolerance` consecutive ones stop the run.
+    """
+
+    def __init__(self):
+        self._pending: tuple[torch.Tensor, int, int, dict] | None = None
+
+    def _raise(self, step: int, epoch: int, terms: dict[str, Any]) -> None:
+        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        raise NonFiniteLossError(f"the loss became non-finite at global step {step} (epoch {epoch}): {shown}. "
+                                 "The last good checkpoint is kept. Fix: lower optimizer.lr, add warm-up "
+                                 "(scheduler.warmup_epochs), set trainer.gradient_clip_val, or use "
+                                 "trainer.precision=32-true.")
+
+    def _check_pending(self, blocking: bool) -> None:
+        if self._pending is None:
+            return
+        flag, step, epoch, terms = self._pending
+        if flag.device.type == "cpu" or blocking:
+            self._pending = None
+            if bool(flag):
+                self._raise(step, epoch, terms)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._check_pending(blocking=False)
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        terms = dict(getattr(pl_module, "last_loss_terms", {}) or {"loss": loss})
+        flag = ~torch.isfinite(loss.detach())
+        if flag.device.type == "cuda":
+            flag = flag.to("cpu", non_blocking=True)
+        self._pending = (flag, trainer.global_step, trainer.current_epoch, {k: v.detach() for k, v in terms.items()})
+        if flag.device.type == "cpu" and loss.device.type == "cpu":
+            self._check_pending(blocking=True)
+
+    def on_train_epoch_end(self, trainer, pl_module):  # runs before ModelCheckpoint (Lightning orders it last)
+        self._check_pending(blocking=True)
+
+    def on_validation_start(self, trainer, pl_module):
+        self._check_pending(blocking=True)
+
+
+class Preemption(pl.Callback):
+    """SIGTERM / SIGUSR1 (SLURM's warning signal): finish the current step, write `last.ckpt`
+    atomically, stop cleanly. Under SLURM the job is requeued (`scontrol requeue`), and `resume=auto`
+    (or Lightning's SLURM environment) continues it."""
+
+    def __init__(self, checkpoint_path: Path):
+        self.checkpoint_path = Path(checkpoint_path)
+        self.received: str | None = None
+        self.saved = False
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    def on_fit_start(self, trainer, pl_module):
+        for name in PREEMPT_SIGNALS:  # every rank: under SLURM each task receives the signal
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                try:
+                    self._previous[sig] = signal.signal(sig, self._handler)
+                except ValueError:  # not the main thread
+                    pass
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.received and not self.saved:
+            trainer.save_checkpoint(str(self.checkpoint_path))
+            self.saved = True
+            trainer.should_stop = True
+            print(f"ssl_bench: received {self.received}; wrote {self.checkpoint_path} at step "
+                  f"{trainer.global_step}; continue with resume=auto", file=sys.stderr, flush=True)
+            job = os.environ.get("SLURM_JOB_ID")
+            if job and self.received == "SIGUSR1" and trainer.is_global_zero:
+                subprocess.run(["scontrol", "requeue", job], check=False)
+
+    def on_fit_end(self, trainer, pl_module):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes to `<name>.tmp`, fsyncs, keeps the previous file as `<name>.prev`, then renames into place:
+    a crash mid-write never leaves a truncated checkpoint under the real name."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.replace(path, previous_checkpoint(path))
+        os.replace(tmp, path)
+
+
+def previous_checkpoint(path: Path) -> Path:
+    return path.with_name(path.name + ".prev")
+
+
+def checkpoint_is_readable(path: Path) -> str | None:
+    """None when `path` loads as a Lightning checkpoint, else the reason it does not."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle means corrupt
+        return f"{type(err).__name__}: {err}"
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        return "not a Lightning checkpoint (no state_dict)"
+    return None
+
+
+def usable_checkpoint(path: Path) -> Path:
+    """`path` if it loads; else its `.prev` sibling (with a warning); else a ConfigError naming both."""
+    reason = checkpoint_is_readable(path)
+    if reason is None:
+        return path
+    prev = previous_checkpoint(path)
+    if prev.is_file() and checkpoint_is_readable(prev) is None:
+        print(f"ssl_bench: warning: checkpoint '{path}' is corrupt ({reason}); resuming from the previous "
+              f"good one '{prev}'.", file=sys.stderr, flush=True)
+        return prev
+    raise ConfigError("resume", f"checkpoint '{path}' is corrupt ({reason}) and no good previous checkpoint "
+                      f"('{prev.name}') exists.", "start a fresh run (resume=null) or pass another checkpoint.")

@@ -1,0 +1,95 @@
+"""Every option of every config group composes and resolves; the configs travel with the package."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from ssl_bench.config import CONFIG_DIR
+
+GROUPS = ["method", "backbone", "data", "augmentation", "optimizer", "scheduler", "trainer", "logger", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def all_options():
+    return [(g, o) for g in GROUPS for o in options(g)]
+
+
+def compose_with(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("group,option", all_options())
+def test_every_option_composes_and_resolves(group, option):
+    cfg = compose_with(f"{group}={option}")
+    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert data["method"]["name"] and data["data"]["name"] and data["backbone"]["name"]
+    if group == "method":
+        assert data["method"]["_target_"].startswith("ssl_bench.methods.")
+
+
+def test_groups_are_not_empty():
+    for group in GROUPS[:-1]:
+        assert options(group), group
+
+
+@pytest.mark.parametrize("option", options("method"))
+def test_method_targets_import_and_take_their_yaml_keys(option):
+    import inspect
+
+    from hydra.utils import get_class
+
+    cfg = compose_with(f"method={option}")
+    cls = get_class(cfg.method._target_)
+    params = set()
+    for klass in cls.__mro__:
+        if "__init__" in klass.__dict__:
+            params |= set(inspect.signature(klass.__init__).parameters)
+    for key in cfg.method:
+        if key not in ("_target_", "name"):
+            assert key in params, f"conf/method/{option}.yaml key {key!r} is not an argument of {cls.__name__}"
+
+
+def test_keys_documented_in_readme_exist():
+    cfg = compose_with()
+    for key in ("data.batch_size", "data.num_workers", "optimizer.lr", "method.temperature", "trainer.max_epochs",
+                "trainer.max_steps", "trainer.fast_dev_run", "trainer.precision", "trainer.devices", "seed", "resume"):
+        assert OmegaConf.select(cfg, key, default="__missing__") != "__missing__", key
+
+
+def test_backbones_build_with_expected_widths():
+    from ssl_bench.backbones import create_backbone
+
+    for option, width in (("resnet18", 512), ("resnet18_narrow", 128), ("vit_tiny", 192)):
+        cfg = compose_with(f"backbone={option}", "data=cifar10")
+        b = OmegaConf.to_container(cfg.backbone, resolve=True)
+        model = create_backbone(b["name"], small_input=b["small_input"], **b["kwargs"])
+        assert model.num_features == width
+        import torch
+
+        assert model(torch.zeros(2, 3, 32, 32)).shape == (2, width)
+
+
+def test_wheel_carries_the_configs(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(repo)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    wheel = next(tmp_path.glob("ssl_bench-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "ssl_bench/conf/config.yaml" in names
+    for group in GROUPS[:-1]:
+        for option in options(group):
+            assert f"ssl_bench/conf/{group}/{option}.yaml" in names
+    repo_modules = {str(p.relative_to(repo)) for p in (repo / "ssl_bench").rglob("*.py")}
+    assert repo_modules <= names, f"modules missing from the wheel (add their package to pyproject): " \
+                                  f"{sorted(repo_modules - names)}"
