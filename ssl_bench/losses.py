@@ -34,3 +34,65 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, gather
         F.one_hot(self_idx, keys.shape[0]).bool(), float("-inf")
     )
     return F.cross_entropy(logits, pos_idx)
+
+
+# ---- BYOL / SimSiam / SwAV ---------------------------------------------------------------------
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL's regression loss (Grill et al. 2020, eq. 2): ||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z), mean over N.
+
+    p: NxD online predictions, z: NxD target projections (the caller passes them without gradient).
+    The method sums the two directions, L = L(v, v') + L(v', v), as the paper's symmetrised loss.
+    """
+    return (2 - 2 * F.cosine_similarity(p.float(), z.float(), dim=1)).mean()
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """SimSiam's D(p, z) = -cos(p, z) (Chen & He 2020, eq. 1), mean over N. Stop-gradient is the caller's."""
+    return -F.cosine_similarity(p.float(), z.float(), dim=1).mean()
+
+
+@torch.no_grad()
+def sinkhorn_knopp(scores: torch.Tensor, iterations: int = 3, eps: float = 0.05) -> torch.Tensor:
+    """SwAV's equipartitioned codes (Caron et al. 2020, sec. 3.1 / appendix A.1), in float32 even under autocast.
+
+    scores: BxK prototype scores of the (local) batch. Q = exp(scores / eps), then `iterations` rounds of
+    alternately scaling the K prototype rows to total 1/K and the B sample columns to total 1/B (B = global
+    batch: under DDP the row sums are all-reduced). Returns BxK codes whose rows (one per sample) sum to 1;
+    each prototype's mass over the global batch tends to B/K (exact only as iterations grow).
+    """
+    with torch.autocast(device_type=scores.device.type, enabled=False):
+        s = scores.detach().float() / eps
+        _, size = world()
+        peak = s.max()
+        if size > 1:
+            torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX)
+        q = torch.exp(s - peak).T                                    # K x B (a global constant cancels below)
+        k, b = q.shape[0], q.shape[1] * size
+        total = q.sum()
+        if size > 1:
+            torch.distributed.all_reduce(total)
+        q /= total
+        for _ in range(iterations):
+            rows = q.sum(dim=1, keepdim=True)                         # K x 1: mass per prototype
+            if size > 1:
+                torch.distributed.all_reduce(rows)
+            q /= rows * k
+            q /= q.sum(dim=0, keepdim=True) * b                       # 1 x B: mass per sample
+        return (q * b).T                                              # B x K, rows sum to 1
+
+
+def swav_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], temperature: float = 0.1) -> torch.Tensor:
+    """SwAV's swapped prediction (Caron et al. 2020, eq. 1 and the multi-crop eq. 3).
+
+    scores: one NxK tensor of prototype scores per view (large crops first); codes: one NxK code tensor per
+    large crop (`codes[i]` belongs to `scores[i]`). For each code i, every other view v predicts it:
+    -sum_k q_i log softmax(s_v / T)_k, averaged over N, over the V - 1 views and over the codes.
+    """
+    total = scores[0].new_zeros((), dtype=torch.float32)
+    for i, q in enumerate(codes):
+        sub = total.new_zeros(())
+        for v, s in enumerate(scores):
+            if v != i:
+                sub = sub - (q.float() * F.log_softmax(s.float() / temperature, dim=1)).sum(dim=1).mean()
+        total = total + sub / (len(scores) - 1)
+    return total / len(codes)
