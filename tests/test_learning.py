@@ -1,0 +1,24 @@
+"""SimCLR learns: kNN top-1 rises clearly above the random-init baseline (synthetic, Fashion-MNIST)."""
+import pytest
+
+from conftest import LEARN, knn_gain, needs_fmnist, run_cli
+
+
+@pytest.mark.slow
+def test_simclr_learns_on_synthetic(tmp_path):
+    run = run_cli(*LEARN, "method=simclr", "method.temperature=0.2", "method.proj_hidden_dim=512",
+                  "optimizer=lars", "optimizer.lr=1.0", run_dir=tmp_path / "run", check=True)
+    init, after = knn_gain(run)
+    # measured on 2 cores: 25 -> ~50; 15 points is far outside run-to-run noise (~3 points)
+    assert after >= init + 15, (init, after)
+    z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
+    assert min(z_std) > 0.02
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_simclr_learns_on_fashion_mnist(tmp_path):
+    run = run_cli("experiment=demo_fmnist", "progress_bar=false", "data.limit=4000", "data.test_limit=1000",
+                  "trainer.max_epochs=2", run_dir=tmp_path / "run", check=True)
+    init, after = knn_gain(run)
+    assert after >= init + 5, (init, after)  # measured: 55 -> 69 after one epoch of 10k images
