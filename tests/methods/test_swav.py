@@ -1,0 +1,215 @@
+"""SwAV: Sinkhorn-Knopp and the swapped loss vs loop references (also across 2 processes), prototypes,
+multi-crop forward, frozen prototypes, the queue, 30 steps, the CLI with multi-crop, learning."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import FAST, run_cli
+from ssl_bench.backbones import create_backbone
+from ssl_bench.errors import ConfigError
+from ssl_bench.losses import sinkhorn_knopp, swav_loss
+from ssl_bench.methods.swav import SwAV
+from ssl_bench.nn.multicrop import multicrop_forward, resolution_groups
+from ssl_bench.nn.prototypes import Prototypes
+
+SMALL = dict(proj_hidden_dim=64, proj_output_dim=32, num_prototypes=20)
+
+
+def narrow():
+    return create_backbone("resnet18", small_input=True, channels=(16, 32, 64, 128))
+
+
+def sinkhorn_reference(scores, iterations, eps):
+    """Appendix A.1 written out: alternate prototype rows -> 1/K and sample columns -> 1/B, then scale by B."""
+    q = torch.exp(scores.double() / eps).T                                 # K x B
+    k, b = q.shape
+    q = q / q.sum()
+    for _ in range(iterations):
+        for r in range(k):
+            q[r] = q[r] / q[r].sum() / k
+        for c in range(b):
+            q[:, c] = q[:, c] / q[:, c].sum() / b
+    return (q * b).T
+
+
+def test_sinkhorn_matches_reference_and_marginals():
+    torch.manual_seed(0)
+    scores = F.normalize(torch.randn(12, 8), dim=1) @ F.normalize(torch.randn(5, 8), dim=1).T   # B=12, K=5
+    q = sinkhorn_knopp(scores, iterations=3, eps=0.05)
+    assert q.dtype == torch.float32 and q.shape == (12, 5)
+    assert torch.allclose(q.double(), sinkhorn_reference(scores, 3, 0.05), atol=1e-5)
+    assert torch.allclose(q.sum(dim=1), torch.ones(12), atol=1e-5)          # each sample's code sums to 1
+    converged = sinkhorn_knopp(scores, iterations=200, eps=0.05)
+    assert torch.allclose(converged.sum(dim=0), torch.full((5,), 12 / 5), atol=1e-3)   # uniform N/K per prototype
+
+
+def test_sinkhorn_runs_in_float32_under_bf16_autocast():
+    scores = torch.randn(16, 10).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q = sinkhorn_knopp(scores, 3, 0.05)
+    assert q.dtype == torch.float32 and torch.isfinite(q).all()
+
+
+def swav_reference(scores, codes, t):
+    total = 0.0
+    for i, q in enumerate(codes):
+        sub = 0.0
+        for v, s in enumerate(scores):
+            if v == i:
+                continue
+            for n in range(s.shape[0]):
+                p = torch.exp(s[n] / t) / torch.exp(s[n] / t).sum()
+                sub = sub - (q[n] * torch.log(p)).sum() / s.shape[0]
+        total = total + sub / (len(scores) - 1)
+    return total / len(codes)
+
+
+def test_swav_loss_matches_reference_value_and_gradient():
+    torch.manual_seed(0)
+    scores = [torch.randn(4, 6, dtype=torch.float64, requires_grad=True) for _ in range(4)]   # 2 large + 2 small
+    codes = [sinkhorn_knopp(s.detach(), 3, 0.05).double() for s in scores[:2]]
+    ours = swav_loss(scores, codes, 0.1)
+    ref = swav_reference(scores, codes, 0.1)
+    assert torch.allclose(ours.double(), ref, atol=1e-4)
+    g_ours, g_ref = torch.autograd.grad(ours, scores), torch.autograd.grad(ref, scores)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_ours, g_ref))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sinkhorn_worker(rank, world, port, scores, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    n = scores.shape[0] // world
+    out[rank] = sinkhorn_knopp(scores[rank * n:(rank + 1) * n], 3, 0.05)
+    dist.destroy_process_group()
+
+
+def test_sinkhorn_across_two_processes_equals_single_process():
+    torch.manual_seed(1)
+    scores = F.normalize(torch.randn(8, 4), dim=1) @ F.normalize(torch.randn(6, 4), dim=1).T
+    out = mp.Manager().dict()
+    mp.spawn(_sinkhorn_worker, args=(2, _free_port(), scores, out), nprocs=2, join=True)
+    assert torch.allclose(torch.cat([out[0], out[1]]), sinkhorn_knopp(scores, 3, 0.05), atol=1e-5)
+
+
+def test_prototypes_are_unit_vectors_and_scores_are_cosines():
+    proto = Prototypes(8, 5)
+    with torch.no_grad():
+        proto.weight.mul_(3.0)
+    proto.normalize_()
+    assert torch.allclose(proto.weight.norm(dim=1), torch.ones(5), atol=1e-6)
+    z = torch.randn(4, 8)
+    assert torch.allclose(proto(z), F.normalize(z, dim=1) @ proto.weight.T, atol=1e-6)
+
+
+def test_multicrop_forward_one_call_per_resolution():
+    views = [torch.randn(3, 2, 8, 8) for _ in range(2)] + [torch.randn(3, 2, 4, 4) for _ in range(3)]
+    assert resolution_groups(views) == [(0, 2), (2, 5)]
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    calls = []
+    out = multicrop_forward(lambda x: (calls.append(x.shape[0]), net(x))[1], views)
+    assert calls == [6, 9]
+    assert torch.allclose(out, torch.cat([net(v) for v in views]), atol=1e-6)
+
+
+def test_bad_values_name_the_key():
+    with pytest.raises(ConfigError, match="method.temperature"):
+        SwAV(narrow(), **SMALL, temperature=0)
+    with pytest.raises(ConfigError, match="method.sk_epsilon"):
+        SwAV(narrow(), **SMALL, sk_epsilon=-1)
+
+
+def multicrop_views(n=16):
+    return [torch.randn(n, 3, 16, 16) for _ in range(2)] + [torch.randn(n, 3, 8, 8) for _ in range(2)]
+
+
+def test_prototypes_frozen_in_the_first_epoch_and_renormalised():
+    torch.manual_seed(0)
+    m = SwAV(narrow(), **SMALL, freeze_prototypes_epochs=1)
+    m.training_loss(multicrop_views(8), None, None)["loss"].backward()
+    assert m.prototypes.weight.grad is not None
+    m.on_before_optimizer_step(None)                       # current_epoch 0 < 1: dropped
+    assert m.prototypes.weight.grad is None
+    m.freeze_prototypes_epochs = 0
+    m.training_loss(multicrop_views(8), None, None)["loss"].backward()
+    m.on_before_optimizer_step(None)
+    assert m.prototypes.weight.grad is not None
+    with torch.no_grad():
+        m.prototypes.weight.mul_(2)
+    m.after_optimizer_step()
+    assert torch.allclose(m.prototypes.weight.norm(dim=1), torch.ones(20), atol=1e-6)
+
+
+def test_queue_fills_then_joins_sinkhorn(monkeypatch):
+    torch.manual_seed(0)
+    m = SwAV(narrow(), **SMALL, queue_length=16, epoch_queue_starts=0)
+    import ssl_bench.methods.swav as swav_mod
+    sizes = []
+    real = swav_mod.sinkhorn_knopp
+    monkeypatch.setattr(swav_mod, "sinkhorn_knopp", lambda s, i, e: (sizes.append(s.shape[0]), real(s, i, e))[1])
+    for _ in range(3):
+        m.training_loss(multicrop_views(8), None, None)
+    assert m.queue.shape == (2, 16, 32) and m.queue_filled == 16
+    assert sizes == [8, 8, 8, 8, 24, 24]                   # batch only until the queue is full, then queue + batch
+
+
+def test_thirty_steps_lower_the_loss():
+    torch.manual_seed(0)
+    m = SwAV(narrow(), **SMALL, freeze_prototypes_epochs=0)
+    views = multicrop_views(8)
+    opt = torch.optim.SGD([p for g in m.parameter_groups(True) for p in g["params"]], lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(30):
+        out = m.training_loss(views, None, None)
+        opt.zero_grad()
+        out["loss"].backward()
+        m.on_before_optimizer_step(opt)
+        opt.step()
+        m.after_optimizer_step()
+        losses.append(out["loss"].item())
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+
+
+def test_fast_dev_run_through_cli_with_multicrop(tmp_path):
+    run = run_cli("method=swav", "augmentation=swav", "trainer.fast_dev_run=true", *FAST, "method.num_prototypes=30",
+                  "method.proj_hidden_dim=128", run_dir=tmp_path / "run", check=True)
+    res = run.results
+    assert res["status"] == "completed" and res["method"] == "swav" and res["global_step"] == 1
+
+
+@pytest.mark.slow
+def test_swav_learns(tmp_path):
+    res, z_std = learning_run("swav", tmp_path, ["augmentation=swav", "method.num_prototypes=30",
+                                                 "method.proj_hidden_dim=512", "optimizer.lr=0.6"])
+    assert res["final"]["val/knn_top1"] > res["knn_top1_init"] + 5, res
+    assert min(z_std) > 0.25 / 128 ** 0.5, z_std
+
+
+def learning_run(method, tmp_path, overrides):
+    """A short CLI run on synthetic data: the lead's shared recipe (conftest.LEARN) when it exists, with this
+    test's overrides replacing recipe entries for the same key (Hydra rejects duplicates)."""
+    import conftest
+
+    recipe = list(getattr(conftest, "LEARN", None) or LEARN_FALLBACK)
+    keys = {o.split("=", 1)[0] for o in overrides}
+    recipe = [r for r in recipe if r.split("=", 1)[0] not in keys]
+    run = run_cli(f"method={method}", *recipe, *overrides, run_dir=tmp_path / "learn", check=True)
+    z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
+    return run.results, z_std
+
+
+LEARN_FALLBACK = ["data=synthetic", "backbone=resnet18_narrow", "progress_bar=false", "data.options.n_train=1024",
+                  "data.options.n_test=512", "data.batch_size=128", "data.eval_batch_size=512", "online_eval.knn_k=20",
+                  "trainer.max_epochs=5", "trainer.log_every_n_steps=2", "scheduler.warmup_epochs=1",
+                  "optimizer=lars", "optimizer.lr=1.0", "optimizer.weight_decay=1e-5"]
