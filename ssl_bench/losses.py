@@ -96,3 +96,81 @@ def swav_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], temperature
                 sub = sub - (q.float() * F.log_softmax(s.float() / temperature, dim=1)).sum(dim=1).mean()
         total = total + sub / (len(scores) - 1)
     return total / len(codes)
+
+
+# ---- MoCo / InstDisc -----------------------------------------------------------------------------
+def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07,
+             return_terms: bool = False):
+    """InfoNCE with a queue of negatives (MoCo, He et al. 2019, eq. 1 / Algorithm 1).
+
+    q: NxD queries (gradients flow), k: NxD keys of the same N images (treated as constants), queue: KxD
+    negatives with unit rows. q and k are L2-normalised here. logits = [q.k, q.queue^T] / T is N x (1+K)
+    with the positive at column 0; the loss is cross-entropy towards column 0, mean over the N local
+    queries (DDP's gradient averaging then gives the global mean: nothing here needs a gather).
+    With `return_terms` also returns {pos_sim, neg_sim, acc}: mean cosines and the % of queries whose
+    key beats every negative.
+    """
+    q = F.normalize(q.float(), dim=1)                                  # queries: NxD
+    k = F.normalize(k.detach().float(), dim=1)                         # keys: NxD
+    l_pos = (q * k).sum(dim=1, keepdim=True)                           # positive logits: Nx1
+    l_neg = q @ queue.detach().float().T                               # negative logits: NxK
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature            # Nx(1+K)
+    labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    loss = F.cross_entropy(logits, labels)
+    if not return_terms:
+        return loss
+    with torch.no_grad():
+        terms = {"pos_sim": l_pos.mean(), "neg_sim": l_neg.mean(),
+                 "acc": 100.0 * (logits.argmax(dim=1) == 0).float().mean()}
+    return loss, terms
+
+
+def _instdisc_scores(f, positives, negatives, temperature):
+    f = F.normalize(f.float(), dim=1)                                   # NxD
+    s_pos = (f * positives.detach().float()).sum(dim=1) / temperature  # N
+    neg = negatives.detach().float()
+    if neg.dim() == 2:                                                  # MxD shared by the whole batch
+        s_neg = f @ neg.T / temperature                                 # NxM
+    else:                                                               # NxMxD, one draw per sample
+        s_neg = torch.einsum("nd,nmd->nm", f, neg) / temperature
+    return s_pos, s_neg
+
+
+@torch.no_grad()
+def estimate_nce_z(f: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, temperature: float,
+                   num_samples: int) -> torch.Tensor:
+    """InstDisc's normalisation constant, estimated once by Monte Carlo (Wu et al. 2018, eq. 6):
+    Z ~= n * E_j[exp(v_j . f / T)] over the memory rows scored in this batch (positives and negatives),
+    averaged over ranks under DDP. Returns a 0-d float32 tensor."""
+    s_pos, s_neg = _instdisc_scores(f, positives, negatives, temperature)
+    mean = torch.cat([s_pos.exp(), s_neg.exp().flatten()]).mean()
+    _, size = world()
+    if size > 1:
+        torch.distributed.all_reduce(mean)
+        mean = mean / size
+    return mean * num_samples
+
+
+def instdisc_nce(f: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, temperature: float,
+                 z: float | torch.Tensor, num_samples: int, return_terms: bool = False):
+    """Noise-contrastive estimation of the non-parametric softmax (InstDisc, Wu et al. 2018, eq. 2-5).
+
+    f: NxD features of the batch (gradients flow; L2-normalised here). positives: NxD memory rows v_i of
+    the same images; negatives: m memory rows drawn from the noise distribution P_n = 1/n, either MxD
+    shared by the batch or NxMxD (constants). With P(i|f) = exp(v_i . f / T) / Z and Z fixed
+    (`estimate_nce_z`), a row is "data" with probability h(i, f) = P(i|f) / (P(i|f) + m P_n), and
+        J = -mean_over_N [ log h(i, f_i) + sum_{j in negatives} log(1 - h(j, f_i)) ].
+    Written with softplus: -log h = softplus(log(m P_n) - log P), -log(1 - h) = softplus(log P - log(m P_n)).
+    With `return_terms` also returns {nce_pos, nce_neg, pos_sim}: the two halves of J and mean v_i . f_i.
+    """
+    s_pos, s_neg = _instdisc_scores(f, positives, negatives, temperature)
+    m = s_neg.shape[1]
+    log_z = torch.log(torch.as_tensor(z, dtype=torch.float32, device=s_pos.device))
+    log_noise = torch.log(torch.tensor(m / num_samples, dtype=torch.float32, device=s_pos.device))  # log(m P_n)
+    pos_term = F.softplus(log_noise - (s_pos - log_z))                  # -log h(i, f_i):       N
+    neg_term = F.softplus((s_neg - log_z) - log_noise).sum(dim=1)       # -sum log(1 - h(j, f_i)): N
+    loss = (pos_term + neg_term).mean()
+    if not return_terms:
+        return loss
+    return loss, {"nce_pos": pos_term.mean().detach(), "nce_neg": neg_term.mean().detach(),
+                  "pos_sim": (s_pos.mean() * temperature).detach()}

@@ -1,0 +1,73 @@
+"""InstDisc: Unsupervised Feature Learning via Non-Parametric Instance Discrimination.
+Wu, Xiong, Yu, Lin, 2018. https://arxiv.org/abs/1805.01978
+
+Every training image is its own class. A memory bank holds one L2-normalised 128-d feature per image;
+the non-parametric softmax P(i|f) = exp(v_i . f / T) / Z is trained by noise-contrastive estimation
+against m = 4096 bank rows drawn uniformly (P_n = 1/n), with Z estimated once on the first batch and
+then fixed (as the paper's Monte-Carlo estimate, eq. 6, and the official lemniscate code). After each
+batch only that batch's rows move: v_i <- normalize(0.5 v_i + 0.5 f_i). One view per image is used.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssl_bench.errors import ConfigError
+from ssl_bench.losses import estimate_nce_z, instdisc_nce
+from ssl_bench.methods.base import SSLMethod, embedding_std
+from ssl_bench.nn.queue import MemoryBank
+
+
+class InstDisc(SSLMethod):
+    num_large_crops = 1
+
+    def __init__(self, backbone: nn.Module, temperature: float = 0.07, proj_output_dim: int = 128,
+                 num_negatives: int = 4096, bank_momentum: float = 0.5, bank_size: int | None = None, **kwargs):
+        super().__init__(backbone, **kwargs)
+        if temperature <= 0:
+            raise ConfigError("method.temperature", f"must be positive, got {temperature}.",
+                              "use the paper's 0.07.")
+        if num_negatives < 1:
+            raise ConfigError("method.num_negatives", f"must be >= 1, got {num_negatives}.",
+                              "use the paper's 4096.")
+        if not 0.0 <= bank_momentum <= 1.0:
+            raise ConfigError("method.bank_momentum", f"must be in [0, 1], got {bank_momentum}.",
+                              "use the paper's 0.5.")
+        if bank_size is not None and bank_size < 1:
+            raise ConfigError("method.bank_size", f"must be positive or null (= the dataset size), got {bank_size}.")
+        self.temperature, self.num_negatives = temperature, num_negatives
+        self.head = nn.Linear(self.feat_dim, proj_output_dim)    # the paper's linear 128-d embedding
+        # one row per training image; sized from the datamodule in setup() when bank_size is null
+        self.bank = MemoryBank(bank_size or 0, proj_output_dim, bank_momentum)
+        self.register_buffer("nce_z", torch.tensor(-1.0))      # Z of the NCE; < 0 until estimated
+
+    def setup(self, stage: str) -> None:
+        """Size the bank to the pretraining set (before a checkpoint restores it)."""
+        dm = getattr(self._trainer, "datamodule", None)
+        pretrain = getattr(dm, "splits", {}).get("pretrain") if dm is not None else None
+        if pretrain is None:
+            return
+        n = len(pretrain)
+        if self.bank.num_samples == 0:
+            self.bank.resize(n)
+        elif self.bank.num_samples != n:
+            raise ConfigError("method.bank_size", f"is {self.bank.num_samples} but the pretraining set has {n} "
+                              "images (the bank needs one row per image).", "set method.bank_size=null.")
+
+    # ---- the loss -----------------------------------------------------------------------------
+    def training_loss(self, views, labels, index):
+        n = self.bank.num_samples
+        if n == 0:
+            raise ConfigError("method.bank_size", "the memory bank size is unknown (no datamodule to read it from).",
+                              "set method.bank_size to the number of training images.")
+        feats = self.backbone(views[0])                                    # N x F
+        f = F.normalize(self.head(feats).float(), dim=1)                   # N x D
+        positives = self.bank(index)                                       # v_i of the batch: N x D
+        noise = torch.randint(0, n, (self.num_negatives,), device=f.device)
+        negatives = self.bank(noise)                                       # m x D, shared by the batch
+        if self.nce_z <= 0:                                                # once, then fixed
+            self.nce_z.fill_(estimate_nce_z(f, positives, negatives, self.temperature, n).item())
+        loss, terms = instdisc_nce(f, positives, negatives, self.temperature, self.nce_z, n, return_terms=True)
+        self.bank.update(index, f.detach())                                # only the batch's rows move
+        return {"loss": loss, "feats": feats, "z_std": embedding_std(f), **terms}

@@ -1,0 +1,91 @@
+"""SimCLR v2: Big Self-Supervised Models are Strong Semi-Supervised Learners.
+Chen, Kornblith, Swersky, Norouzi, Hinton, 2020. https://arxiv.org/abs/2006.10029
+
+SimCLR with (i) a deeper, 3-layer projection head, (ii) the representation taken from the head's first
+layer rather than the backbone output (`probe_from_projector_layer: 1`: the probe and the kNN then see
+that layer), and (iii) optionally MoCo's memory: a momentum copy of the encoder whose keys fill a queue
+of negatives (`queue_size > 0`).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ssl_bench.errors import ConfigError
+from ssl_bench.losses import info_nce, nt_xent
+from ssl_bench.methods.base import SSLMethod, embedding_std
+from ssl_bench.methods.moco import shuffled_key_forward
+from ssl_bench.nn.ema import ema_update, make_target
+from ssl_bench.nn.heads import MLP
+from ssl_bench.nn.queue import FeatureQueue
+
+
+class SimCLRv2(SSLMethod):
+    min_batch_size = 2
+
+    def __init__(self, backbone: nn.Module, temperature: float = 0.1, proj_hidden_dim: int | None = None,
+                 proj_output_dim: int = 128, proj_layers: int = 3, probe_from_projector_layer: int = 0,
+                 queue_size: int = 0, momentum_tau: float = 0.999, bn_splits: int = 8, **kwargs):
+        super().__init__(backbone, **kwargs)
+        if temperature <= 0:
+            raise ConfigError("method.temperature", f"must be positive, got {temperature}.",
+                              "use SimCLR v2's 0.1 (or 0.2-0.5 at small batch).")
+        if probe_from_projector_layer not in (0, 1) or (probe_from_projector_layer == 1 and proj_layers < 2):
+            raise ConfigError("method.probe_from_projector_layer",
+                              f"must be 0 (backbone) or 1 (first projector layer, needs proj_layers >= 2), "
+                              f"got {probe_from_projector_layer} with proj_layers={proj_layers}.")
+        if queue_size < 0:
+            raise ConfigError("method.queue_size", f"must be >= 0 (0 = no memory), got {queue_size}.")
+        if not 0.0 <= momentum_tau <= 1.0:
+            raise ConfigError("method.momentum_tau", f"must be in [0, 1], got {momentum_tau}.", "use 0.999.")
+        self.temperature, self.tau, self.bn_splits = temperature, momentum_tau, bn_splits
+        self.probe_layer = probe_from_projector_layer
+        hidden = proj_hidden_dim or self.feat_dim        # the paper keeps the backbone's width in the head
+        self.projector = MLP(self.feat_dim, hidden, proj_output_dim, num_layers=proj_layers)
+        if self.probe_layer == 1 and self.probe is not None:
+            self.probe = nn.Linear(hidden, self.num_classes)   # the probe reads the head's first layer
+        self.use_memory = queue_size > 0
+        if self.use_memory:
+            self.target_backbone = make_target(self.backbone)
+            self.target_projector = make_target(self.projector)
+            self.queue = FeatureQueue(queue_size, proj_output_dim)
+
+    # ---- forward pieces ------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The evaluated representation: backbone features, or the first projector layer's output."""
+        return self.represent(self.backbone(x))
+
+    def represent(self, feats: torch.Tensor) -> torch.Tensor:
+        return self._layers(feats, 0, 3) if self.probe_layer == 1 else feats   # first layer: Linear, BN, ReLU
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        return self._layers(h, 3, None) if self.probe_layer == 1 else self.projector(h)
+
+    def _layers(self, x: torch.Tensor, start: int, stop: int | None) -> torch.Tensor:
+        for layer in list(self.projector)[start:stop]:
+            x = layer(x)
+        return x
+
+    # ---- the loss -----------------------------------------------------------------------------
+    def training_loss(self, views, labels, index):
+        x = torch.cat(views[:2])
+        h = self.represent(self.backbone(x))                 # 2N x F (or 2N x hidden)
+        z = self.project(h)                                  # 2N x D
+        z1, z2 = z.chunk(2)
+        if not self.use_memory:
+            return {"loss": nt_xent(z1, z2, self.temperature), "feats": h, "z_std": embedding_std(z)}
+        # MoCo-style memory: keys of the other view from the momentum encoder, negatives from the queue
+        k = shuffled_key_forward(lambda b: self.target_projector(self.target_backbone(b)), x, self.bn_splits)
+        k1, k2 = k.chunk(2)
+        negatives = self.queue()
+        loss12, t12 = info_nce(z1, k2, negatives, self.temperature, return_terms=True)
+        loss21, t21 = info_nce(z2, k1, negatives, self.temperature, return_terms=True)
+        self.queue.enqueue(torch.nn.functional.normalize(k.float(), dim=1))
+        terms = {name: (t12[name] + t21[name]) / 2 for name in t12}
+        return {"loss": (loss12 + loss21) / 2, "feats": h, "z_std": embedding_std(z), **terms}
+
+    # ---- batch-end updates --------------------------------------------------------------------
+    def after_optimizer_step(self) -> None:
+        if self.use_memory:
+            ema_update(self.target_backbone, self.backbone, self.tau)
+            ema_update(self.target_projector, self.projector, self.tau)

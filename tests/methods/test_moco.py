@@ -1,0 +1,135 @@
+"""MoCo v1/v2: InfoNCE vs a loop reference, EMA key encoder, queue-fed training, the CLI."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import FAST, run_cli
+from ssl_bench.backbones import create_backbone
+from ssl_bench.errors import ConfigError
+from ssl_bench.losses import info_nce
+from ssl_bench.methods.moco import MoCo
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The in-process loops are tiny: one intra-op thread avoids oversubscribing shared CPU cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def narrow():
+    return create_backbone("resnet18", small_input=True, channels=(16, 32, 64, 128))
+
+
+def info_nce_reference(q, k, queue, t):
+    """Eq. (1) of MoCo as a loop: -log exp(q.k+/t) / (exp(q.k+/t) + sum_j exp(q.queue_j/t))."""
+    total = 0.0
+    for i in range(q.shape[0]):
+        qi, ki = q[i] / q[i].norm(), k[i] / k[i].norm()
+        pos = torch.exp(qi @ ki / t)
+        neg = sum(torch.exp(qi @ queue[j] / t) for j in range(queue.shape[0]))
+        total = total - torch.log(pos / (pos + neg))
+    return total / q.shape[0]
+
+
+def test_info_nce_matches_reference_value_and_gradient():
+    torch.manual_seed(0)
+    q = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    queue = F.normalize(torch.randn(7, 6, dtype=torch.float64), dim=1)
+    for t in (0.07, 0.2):
+        ours, terms = info_nce(q, k, queue, t, return_terms=True)
+        ref = info_nce_reference(q, k.detach(), queue, t)
+        assert math.isclose(ours.item(), ref.item(), rel_tol=1e-5), (ours, ref)
+        g_ours, g_k = torch.autograd.grad(ours, (q, k), allow_unused=True)
+        (g_ref,) = torch.autograd.grad(ref, (q,))
+        assert torch.allclose(g_ours, g_ref, atol=1e-5)
+        assert g_k is None                                      # keys are constants
+        assert set(terms) == {"pos_sim", "neg_sim", "acc"}
+
+
+def test_info_nce_prefers_the_matching_key():
+    z = F.normalize(torch.randn(8, 16), dim=1)
+    queue = F.normalize(torch.randn(32, 16), dim=1)
+    assert info_nce(z, z, queue, 0.1) < info_nce(z, z.roll(1, 0), queue, 0.1)
+
+
+def test_ema_update_is_exact_and_no_gradient_reaches_the_key_encoder():
+    torch.manual_seed(0)
+    m = MoCo(narrow(), queue_size=64, momentum_tau=0.9, bn_splits=2)
+    views = [torch.randn(8, 3, 32, 32) for _ in range(2)]
+    out = m.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))
+    out["loss"].backward()
+    targets = list(m.target_backbone.parameters()) + list(m.target_projector.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in targets)
+    with torch.no_grad():
+        for p in list(m.backbone.parameters()) + list(m.projector.parameters()):
+            p.add_(0.01 * torch.randn_like(p))             # make online and target differ
+    online = [p.detach().clone() for p in list(m.backbone.parameters()) + list(m.projector.parameters())]
+    before = [p.detach().clone() for p in targets]
+    m.after_optimizer_step()
+    for t, b, o in zip(targets, before, online):
+        assert torch.allclose(t, 0.9 * b + 0.1 * o, atol=1e-6, rtol=0)
+
+
+def test_keys_are_enqueued_and_the_queue_wraps():
+    torch.manual_seed(0)
+    m = MoCo(narrow(), queue_size=20, bn_splits=2)           # 8 keys per step do not divide 20
+    views = [torch.randn(8, 3, 32, 32) for _ in range(2)]
+    for step in range(3):
+        m.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))
+    assert int(m.queue.ptr) == 24 % 20
+    sym = MoCo(narrow(), queue_size=20, symmetric=True, bn_splits=2)
+    out = sym.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))
+    assert int(sym.queue.ptr) == 16 and out["feats"].shape[0] == 16
+
+
+@pytest.mark.parametrize("kwargs, key", [({"temperature": 0}, "method.temperature"),
+                                         ({"momentum_tau": 1.5}, "method.momentum_tau"),
+                                         ({"queue_size": 0}, "method.queue_size")])
+def test_bad_values_name_their_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        MoCo(narrow(), **kwargs)
+
+
+@pytest.mark.parametrize("variant", [dict(proj_layers=1, temperature=0.1),
+                                     dict(proj_layers=2, temperature=0.2, symmetric=True)], ids=["v1", "v2_sym"])
+def test_thirty_steps_lower_the_loss(variant):
+    """A fixed pool of 64 images fed in 4 batches of 16; the queue (32) holds the keys of the two previous
+    batches, so a batch never meets its own stale keys (on one fixed batch the queue would fill with them)."""
+    torch.manual_seed(0)
+    m = MoCo(narrow(), queue_size=32, momentum_tau=0.9, bn_splits=4, **variant)
+    base = torch.randn(64, 3, 16, 16)
+    v1, v2 = base + 0.3 * torch.randn_like(base), base + 0.3 * torch.randn_like(base)
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+    losses = []
+    for step in range(30):
+        sl = slice((step % 4) * 16, (step % 4 + 1) * 16)
+        out = m.training_loss([v1[sl], v2[sl]], torch.zeros(16, dtype=torch.long), torch.arange(16))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        m.after_optimizer_step()
+        losses.append(out["loss"].item())
+    early, late = sum(losses[2:10]) / 8, sum(losses[-8:]) / 8
+    assert late < 0.8 * early, losses
+
+
+@pytest.mark.parametrize("method", ["moco_v1", "moco_v2"])
+def test_fast_dev_run_through_cli(tmp_path, method):
+    run = run_cli(f"method={method}", "trainer.fast_dev_run=true", *FAST, run_dir=tmp_path / "run", check=True)
+    res = run.results
+    assert res["status"] == "completed" and res["method"] == method and res["global_step"] == 1
+    rows = run.metrics()
+    for name in ("train/loss", "train/z_std", "train/pos_sim", "train/neg_sim", "train/acc"):
+        assert any(r.get(name) not in (None, "") for r in rows), name
+
+
+def test_cli_rejects_a_bad_queue_size(tmp_path):
+    run = run_cli("method=moco_v1", "method.queue_size=0", "trainer.fast_dev_run=true", *FAST,
+                  run_dir=tmp_path / "run")
+    assert run.returncode == 2 and "method.queue_size" in run.stderr and "Traceback" not in run.stderr

@@ -1,0 +1,69 @@
+"""SimCLR v2: 3-layer head, probe from the head's first layer, optional MoCo-style memory, the CLI."""
+import pytest
+import torch
+
+from conftest import FAST, run_cli
+from ssl_bench.backbones import create_backbone
+from ssl_bench.errors import ConfigError
+from ssl_bench.methods.simclr_v2 import SimCLRv2
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The in-process loops are tiny: one intra-op thread avoids oversubscribing shared CPU cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def narrow():
+    return create_backbone("resnet18", small_input=True, channels=(16, 32, 64, 128))
+
+
+def test_probe_reads_the_first_projector_layer():
+    m = SimCLRv2(narrow(), num_classes=3, proj_hidden_dim=48, probe_from_projector_layer=1).eval()
+    x = torch.randn(4, 3, 16, 16)
+    assert m(x).shape == (4, 48) and m.probe.in_features == 48
+    assert sum(isinstance(l, torch.nn.Linear) for l in m.projector) == 3
+    m0 = SimCLRv2(narrow(), num_classes=3, probe_from_projector_layer=0).eval()
+    assert m0(x).shape == (4, 128)
+    with pytest.raises(ConfigError, match="probe_from_projector_layer"):
+        SimCLRv2(narrow(), probe_from_projector_layer=2)
+
+
+def test_memory_variant_keeps_gradients_off_the_momentum_encoder():
+    torch.manual_seed(0)
+    m = SimCLRv2(narrow(), queue_size=24, momentum_tau=0.9, bn_splits=2)
+    views = [torch.randn(8, 3, 16, 16) for _ in range(2)]
+    out = m.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))
+    out["loss"].backward()
+    assert all(p.grad is None for p in m.target_backbone.parameters())
+    assert int(m.queue.ptr) == 16 and {"pos_sim", "neg_sim", "acc", "z_std"} <= set(out)
+    before = [p.clone() for p in m.target_projector.parameters()]
+    m.after_optimizer_step()
+    for t, b, o in zip(m.target_projector.parameters(), before, m.projector.parameters()):
+        assert torch.allclose(t, 0.9 * b + 0.1 * o.detach(), atol=1e-6, rtol=0)
+
+
+def test_thirty_steps_on_a_fixed_batch_lower_the_loss():
+    torch.manual_seed(0)
+    m = SimCLRv2(narrow(), proj_hidden_dim=64, temperature=0.2, probe_from_projector_layer=1)
+    base = torch.randn(16, 3, 16, 16)
+    views = [base + 0.3 * torch.randn_like(base), base + 0.3 * torch.randn_like(base)]
+    opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(30):
+        out = m.training_loss(views, torch.zeros(16, dtype=torch.long), torch.arange(16))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+
+
+def test_fast_dev_run_through_cli_with_memory_and_layer_probe(tmp_path):
+    run = run_cli("method=simclr_v2", "method.queue_size=512", "method.probe_from_projector_layer=1",
+                  "trainer.fast_dev_run=true", *FAST, run_dir=tmp_path / "run", check=True)
+    assert run.results["status"] == "completed" and run.results["method"] == "simclr_v2"
+    assert "val/knn_top1" in run.results["final"]
