@@ -293,7 +293,7 @@ def plot_accuracy(rows: list[dict], params: list[str], path: Path) -> Path:
     series = [("knn_top1_best", "kNN top-1 (best)"), ("probe_top1_best", "online probe top-1 (best)"),
               ("linear_top1", "linear eval top-1")]
     series = [s for s in series if any(a[s[0]][0] is not None for a in agg)] or series[:1]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(agg) + 2), 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.4 * len(agg) + 2), 4.5), dpi=110)
     width = 0.8 / len(series)
     for i, (key, label) in enumerate(series):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(agg))]
@@ -303,7 +303,7 @@ def plot_accuracy(rows: list[dict], params: list[str], path: Path) -> Path:
     ax.set_xticks(range(len(agg)))
     ax.set_xticklabels([a["config"] for a in agg], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title("Accuracy per configuration (mean ± std over seeds)" if agg else "No completed runs")
+    ax.set_title("Accuracy per configuration (mean ± std over seeds)" if agg else "No completed runs", fontsize=10)
     if agg:
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -325,6 +325,9 @@ def plot_curves(rows: list[dict], path: Path) -> Path:
         ax.plot(xs, ys, style, marker="o", markersize=3, label=f"{r['run']}" + ("" if r["status"] == "completed"
                                                                                else f" ({r['status']})"))
         drawn += 1
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch (0 = random init)")
     ax.set_ylabel("val/knn_top1 (%)")
     ax.set_title("kNN top-1 during training" if drawn else "No metrics.csv with val/knn_top1")
