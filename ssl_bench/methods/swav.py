@@ -48,7 +48,9 @@ class SwAV(SSLMethod):
         self.queue_length, self.epoch_queue_starts = queue_length, epoch_queue_starts
         self.projector = MLP(self.feat_dim, proj_hidden_dim, proj_output_dim)      # 2-layer head (paper, A.1)
         self.prototypes = Prototypes(proj_output_dim, num_prototypes)
-        self.register_buffer("queue", None, persistent=False)   # num_large x L x D, allocated when it starts
+        # num_large x L x D, allocated when it starts; a plain attribute, not a buffer, so DDP does not
+        # broadcast rank 0's queue over the others' and checkpoints stay independent of the queue
+        self.queue: torch.Tensor | None = None
         self.queue_filled = 0
 
     # ---- the loss on multi-crop views -------------------------------------------------------
