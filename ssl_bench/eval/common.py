@@ -121,11 +121,11 @@ def pick_device(device: str) -> torch.device:
 
 def build_for_eval(ckpt: str | Path, overrides: list[str] | None = None):
     """(RunRef, datamodule after setup, method with the checkpoint's backbone weights, on CPU)."""
-    from ssl_bench.train import build_datamodule, build_method
-
     run_dir, ckpt_file = resolve_run(ckpt)
     cfg = load_run_config(run_dir, overrides)
     sd = load_state_dict(ckpt_file)
+    from ssl_bench.train import build_datamodule, build_method  # heavy imports only once the inputs are sound
+
     dm = build_datamodule(cfg)
     dm.setup("fit")
     if dm.num_classes == 0 or dm.splits.get("train") is None or dm.splits.get("test") is None:
