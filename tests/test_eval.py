@@ -77,6 +77,15 @@ def test_knn_matches_brute_force(k, t):
     assert top5 == 100.0  # 4 classes: the top-5 holds every class
 
 
+def test_wandb_run_id_is_the_training_runs(tmp_path):
+    from ssl_bench.eval.common import find_wandb_run_id
+
+    assert find_wandb_run_id(tmp_path) is None
+    for name in ("run-20260101_100000-train01", "offline-run-20260101_120000-eval0001", "latest-run"):
+        (tmp_path / "wandb" / name).mkdir(parents=True)
+    assert find_wandb_run_id(tmp_path) == "train01"
+
+
 # ---- the real run --------------------------------------------------------------------------------------
 def test_linear_keeps_backbone_bit_identical(tiny_run):
     from ssl_bench.eval.common import build_for_eval
@@ -136,6 +145,7 @@ def test_finetune_runs(tiny_run, tmp_path):
     assert res["num_train"] == 128 and 0.0 <= res["top1"] <= 100.0
 
 
+@pytest.mark.slow
 def test_embed_and_eval_logged_to_offline_wandb(tiny_run):
     from PIL import Image
 
@@ -169,6 +179,7 @@ def test_embed_and_eval_logged_to_offline_wandb(tiny_run):
     assert any("media" in p.parts for p in (tiny_run / "wandb").rglob("*.png"))
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_linear_on_random_init_fashion_mnist_is_plausible(tmp_path):
     run = run_cli("data=fashion_mnist", "backbone=resnet18_narrow", "progress_bar=false", "data.limit=1000",

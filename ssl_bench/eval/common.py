@@ -264,8 +264,9 @@ def find_wandb_run_id(run_dir: Path) -> str | None:
     wdir = run_dir / "wandb"
     if not wdir.is_dir():
         return None
-    dirs = sorted(p for p in wdir.iterdir() if p.is_dir() and (p.name.startswith("run-") or
-                                                               p.name.startswith("offline-run-")))
+    dirs = [p for p in wdir.iterdir() if p.is_dir() and (p.name.startswith("run-") or p.name.startswith("offline-run-"))]
+    # the oldest is the training run (later ones are evals); sort by the <date>_<time> part
+    dirs.sort(key=lambda p: p.name.removeprefix("offline-").removeprefix("run-"))
     return dirs[0].name.rsplit("-", 1)[-1] if dirs else None
 
 
