@@ -189,8 +189,10 @@ def test_linear_on_random_init_fashion_mnist_is_plausible(tmp_path):
                   *EVAL_FAST, cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr[-3000:]
     res = json.loads((run.run_dir / "eval_linear.json").read_text())
-    # random conv features of Fashion-MNIST are linearly quite separable: far above chance, below SOTA
-    assert 50.0 <= res["top1"] <= 95.0, res
+    # random-init features of the narrow ResNet (128-d): far above chance (10%), far below a trained net.
+    # Measured here: 52.4%; sklearn's LogisticRegression on the same standardised features: 47.2%.
+    assert 35.0 <= res["top1"] <= 80.0, res
+    assert res["top5"] >= res["top1"]
 
 
 # ---- bad inputs ----------------------------------------------------------------------------------------
