@@ -183,7 +183,7 @@ class SplitBatches:
 
     @property
     def labels(self) -> torch.Tensor:
-        return torch.as_tensor(self.base.labels if self.in_memory else [s[1] for s in self.base.samples])
+        return torch.as_tensor(self.base.labels)
 
     def __len__(self) -> int:
         return len(self.base)
