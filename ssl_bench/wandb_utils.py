@@ -57,6 +57,14 @@ def make_wandb_logger(cfg: DictConfig, run_dir: Path, run_name: str):
 
 def _sweep_group(run_dir: Path) -> str | None:
     """Jobs of one Hydra multirun share a group: the sweep dir's name (date/time)."""
+    try:  # any hydra.sweep.dir, not only <...>/multirun/<date>/<time>
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return "sweep-" + "-".join(Path(HydraConfig.get().sweep.dir).parts[-2:])
+    except Exception:  # noqa: BLE001 - no Hydra runtime: fall back to the path
+        pass
     parts = run_dir.resolve().parts
     if "multirun" in parts:
         i = parts.index("multirun")

@@ -270,6 +270,18 @@ def find_wandb_run_id(run_dir: Path) -> str | None:
     return dirs[0].name.rsplit("-", 1)[-1] if dirs else None
 
 
+def _job_sweep_group(run_dir: Path) -> str | None:
+    """The group training gave a multirun job (wandb_utils._sweep_group), from the job's .hydra/hydra.yaml."""
+    try:
+        hydra = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra
+        sweep_dir = OmegaConf.to_container(hydra.sweep, resolve=False)["dir"]
+        if str(hydra.get("mode")) == "MULTIRUN" and "${" not in str(sweep_dir):
+            return "sweep-" + "-".join(Path(str(sweep_dir)).parts[-2:])
+    except Exception:  # noqa: BLE001 - a single run, or no hydra.yaml
+        return None
+    return None
+
+
 def wandb_log(run: RunRef, mode: str, summary: dict[str, Any], images: dict[str, Path] | None = None,
               setting: str = "auto") -> str | None:
     """Log an eval's summary (and images) to the run's W&B run: resumed by id when the run has one
@@ -288,7 +300,8 @@ def wandb_log(run: RunRef, mode: str, summary: dict[str, Any], images: dict[str,
 
     wb_cfg = wb_cfg or {}
     name = run.cfg.get("run_name") or run.run_dir.name
-    group = wb_cfg.get("group") or _sweep_group(run.run_dir) or f"{run.cfg.method.name}-{run.cfg.data.name}"
+    group = wb_cfg.get("group") or _job_sweep_group(run.run_dir) or _sweep_group(run.run_dir) or \
+        f"{run.cfg.method.name}-{run.cfg.data.name}"
     kwargs = dict(project=wb_cfg.get("project", "ssl_bench"), entity=wb_cfg.get("entity"), dir=str(run.run_dir),
                   mode=resolve_mode(wb_cfg.get("mode")))
     if run_id and setting in ("auto", "resume"):
