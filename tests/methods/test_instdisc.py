@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import FAST, run_cli
+from conftest import FAST, LEARN, knn_gain, run_cli
 from ssl_bench.backbones import create_backbone
 from ssl_bench.losses import estimate_nce_z, instdisc_nce
 from ssl_bench.methods.instdisc import InstDisc
@@ -107,3 +107,12 @@ def test_fast_dev_run_sizes_the_bank_from_the_data(tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["state_dict"]["bank.bank"].shape == (256, 128)        # FAST: n_train=256, 128-d
     assert state["state_dict"]["nce_z"] > 0
+
+
+@pytest.mark.slow
+def test_instdisc_learns_on_synthetic(tmp_path):
+    """The shared short run (conftest.LEARN), one view per image, 1024 negatives of the 2000-row bank."""
+    run = run_cli(*LEARN, "method=instdisc", "optimizer=sgd", "optimizer.lr=0.3", "method.num_negatives=1024",
+                  "method.temperature=0.1", "augmentation.views.0.num_crops=1", run_dir=tmp_path / "run", check=True)
+    init, after = knn_gain(run)
+    assert after >= init + 8, (init, after)

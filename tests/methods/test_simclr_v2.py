@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import FAST, run_cli
+from conftest import FAST, LEARN, knn_gain, run_cli
 from ssl_bench.backbones import create_backbone
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.simclr_v2 import SimCLRv2
@@ -67,3 +67,14 @@ def test_fast_dev_run_through_cli_with_memory_and_layer_probe(tmp_path):
                   "trainer.fast_dev_run=true", *FAST, run_dir=tmp_path / "run", check=True)
     assert run.results["status"] == "completed" and run.results["method"] == "simclr_v2"
     assert "val/knn_top1" in run.results["final"]
+
+
+@pytest.mark.slow
+def test_simclr_v2_learns_on_synthetic(tmp_path):
+    """The shared short run (conftest.LEARN) with the SimCLR learning test's optimiser and temperature."""
+    run = run_cli(*LEARN, "method=simclr_v2", "method.temperature=0.2", "method.proj_hidden_dim=512",
+                  "optimizer=lars", "optimizer.lr=1.0", run_dir=tmp_path / "run", check=True)
+    init, after = knn_gain(run)
+    assert after >= init + 10, (init, after)
+    z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
+    assert min(z_std) > 0.02, z_std
