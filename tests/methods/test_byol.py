@@ -71,6 +71,7 @@ def test_fast_dev_run_through_cli(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1300)  # the CLI run is ~3-10 min on 2 shared cores
 def test_byol_learns_without_collapse(tmp_path):
     init, best, z_std = learning_run("byol", tmp_path, ["augmentation=byol", "method.proj_hidden_dim=512",
                                                          "method.pred_hidden_dim=512", "method.proj_output_dim=128",
@@ -81,7 +82,8 @@ def test_byol_learns_without_collapse(tmp_path):
 
 def learning_run(method, tmp_path, overrides):
     """The shared short synthetic run (conftest.LEARN) plus this method's overrides; (kNN init, best, z_std)."""
-    run = run_cli(*LEARN, f"method={method}", *overrides, run_dir=tmp_path / "learn", check=True)
+    run = run_cli(*LEARN, f"method={method}", *overrides, run_dir=tmp_path / "learn", check=True,
+                  timeout=1200)
     init, best = knn_gain(run)
     z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     return init, best, z_std

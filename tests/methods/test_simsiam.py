@@ -79,6 +79,7 @@ SIMSIAM_RUN = ["optimizer=lars", "optimizer.lr=1.0", "method.proj_hidden_dim=512
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1300)  # the CLI run is ~3-10 min on 2 shared cores
 def test_simsiam_learns_without_collapse(tmp_path):
     init, best, z_std = learning_run("simsiam", tmp_path, SIMSIAM_RUN)
     assert best >= init + 10, (init, best)
@@ -86,6 +87,7 @@ def test_simsiam_learns_without_collapse(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1300)  # the CLI run is ~3-10 min on 2 shared cores
 def test_simsiam_without_stop_gradient_collapses(tmp_path):
     init, best, z_std = learning_run("simsiam", tmp_path, [*SIMSIAM_RUN, "method.stop_gradient=false"])
     collapsed = z_std[-1] < 0.25 / 512 ** 0.5
@@ -94,7 +96,8 @@ def test_simsiam_without_stop_gradient_collapses(tmp_path):
 
 def learning_run(method, tmp_path, overrides):
     """The shared short synthetic run (conftest.LEARN) plus this method's overrides; (kNN init, best, z_std)."""
-    run = run_cli(*LEARN, f"method={method}", *overrides, run_dir=tmp_path / "learn", check=True)
+    run = run_cli(*LEARN, f"method={method}", *overrides, run_dir=tmp_path / "learn", check=True,
+                  timeout=1200)
     init, best = knn_gain(run)
     z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     return init, best, z_std

@@ -189,6 +189,7 @@ def test_fast_dev_run_through_cli_with_multicrop(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1300)  # the CLI run is ~3-10 min on 2 shared cores
 def test_swav_learns(tmp_path):
     init, best, z_std = learning_run("swav", tmp_path, ["augmentation=swav", "method.num_prototypes=30",
                                                          "method.proj_hidden_dim=512", "optimizer=lars",
@@ -199,7 +200,8 @@ def test_swav_learns(tmp_path):
 
 def learning_run(method, tmp_path, overrides):
     """The shared short synthetic run (conftest.LEARN) plus this method's overrides; (kNN init, best, z_std)."""
-    run = run_cli(*LEARN, f"method={method}", *overrides, run_dir=tmp_path / "learn", check=True)
+    run = run_cli(*LEARN, f"method={method}", *overrides, run_dir=tmp_path / "learn", check=True,
+                  timeout=1200)
     init, best = knn_gain(run)
     z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     return init, best, z_std
