@@ -59,14 +59,15 @@ class NonFiniteGuard(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._check_pending(blocking=False)
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is None:
             return
         terms = dict(getattr(pl_module, "last_loss_terms", {}) or {"loss": loss})
         flag = ~torch.isfinite(loss.detach())
         if flag.device.type == "cuda":
             flag = flag.to("cpu", non_blocking=True)
-        self._pending = (flag, trainer.global_step, trainer.current_epoch, {k: v.detach() for k, v in terms.items()})
+        step = getattr(pl_module, "last_loss_step", trainer.global_step)  # the step that computed this loss
+        self._pending = (flag, step, trainer.current_epoch, {k: v.detach() for k, v in terms.items()})
         if flag.device.type == "cpu" and loss.device.type == "cpu":
             self._check_pending(blocking=True)
 
@@ -91,7 +92,9 @@ class Preemption(pl.Callback):
     def _handler(self, signum, frame):
         self.received = signal.Signals(signum).name
 
-    def on_fit_start(self, trainer, pl_module):
+    def on_train_start(self, trainer, pl_module):
+        # after Lightning's own signal connector (which would end fit() at once on SIGTERM, before results
+        # are written); we save, stop at the batch boundary, and requeue under SLURM ourselves
         for name in PREEMPT_SIGNALS:  # every rank: under SLURM each task receives the signal
             sig = getattr(signal, name, None)
             if sig is not None:
@@ -111,9 +114,10 @@ class Preemption(pl.Callback):
             if job and self.received == "SIGUSR1" and trainer.is_global_zero:
                 subprocess.run(["scontrol", "requeue", job], check=False)
 
-    def on_fit_end(self, trainer, pl_module):
+    def on_train_end(self, trainer, pl_module):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous.clear()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -126,8 +126,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
 
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs["precision"] = resolve_precision(kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto")))
-    ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0,
-                           every_n_epochs=1, save_on_train_epoch_end=True)
+    # checkpoints/last.ckpt after every epoch (top-1 without a monitor = the newest; AtomicCheckpointIO keeps
+    # the one before as last.ckpt.prev). Lightning's save_last only fires when a top-k file was saved.
+    ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", save_top_k=1, monitor=None,
+                           every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False)
     all_callbacks = [NonFiniteGuard(), Preemption(run_dir / "checkpoints" / "last.ckpt"), ckpt, *callbacks]
     if cfg.get("progress_bar", True):
         all_callbacks.append(RichProgressBar(leave=True))

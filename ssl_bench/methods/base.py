@@ -75,6 +75,7 @@ class SSLMethod(pl.LightningModule):
         loss = out.pop("loss")
         feats = out.pop("feats")
         self.last_loss_terms = {"loss": loss, **out}
+        self.last_loss_step = self.global_step
         if self.nan_tolerance > 0 and not torch.isfinite(loss):  # a host sync, only when skipping is asked for
             self._bad_steps += 1
             if self._bad_steps > self.nan_tolerance:

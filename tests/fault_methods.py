@@ -1,0 +1,23 @@
+"""Methods that misbehave on purpose, for the reliability tests (importable via PYTHONPATH=tests)."""
+from __future__ import annotations
+
+import time
+
+from ssl_bench.methods.simclr import SimCLR
+
+
+class NaNAtSteps(SimCLR):
+    """SimCLR whose loss is NaN at the given global steps."""
+
+    def __init__(self, backbone, nan_steps: list[int] = (), step_delay: float = 0.0, **kwargs):
+        super().__init__(backbone, **kwargs)
+        self.nan_steps = set(nan_steps)
+        self.step_delay = step_delay
+
+    def training_loss(self, views, labels, index):
+        out = super().training_loss(views, labels, index)
+        if self.step_delay:
+            time.sleep(self.step_delay)
+        if self.trainer is not None and self.global_step in self.nan_steps:
+            out["loss"] = out["loss"] * float("nan")
+        return out
