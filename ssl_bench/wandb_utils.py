@@ -145,7 +145,8 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
         elif kind == "summary":
             for item in rec.summary.update:
                 summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-        elif kind == "config":
-            for item in rec.config.update:
+        elif kind in ("config", "run"):  # wandb.init(config=...) travels in the run record
+            updates = rec.config.update if kind == "config" else rec.run.config.update
+            for item in updates:
                 config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return {"history": history, "summary": summary, "config": config}
