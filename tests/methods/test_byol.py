@@ -75,7 +75,8 @@ def test_fast_dev_run_through_cli(tmp_path):
 def test_byol_learns_without_collapse(tmp_path):
     init, best, z_std = learning_run("byol", tmp_path, ["augmentation=byol", "method.proj_hidden_dim=512",
                                                          "method.pred_hidden_dim=512", "method.proj_output_dim=128",
-                                                         "optimizer=lars", "optimizer.lr=1.0"])
+                                                         "optimizer=lars", "optimizer.lr=1.0",
+                                                         "method.base_tau=0.9"])  # ~60 steps: the target must move
     assert best >= init + 10, (init, best)
     assert min(z_std) > 0.25 / 128 ** 0.5, z_std
 
