@@ -38,7 +38,8 @@ class SwAV(SSLMethod):
                   ("sk_iterations", sk_iterations, sk_iterations >= 1, ">= 1", "use 3 (the paper's value)."),
                   ("num_prototypes", num_prototypes, num_prototypes >= 2, ">= 2", "use 3000, or ~10x the classes."),
                   ("queue_length", queue_length, queue_length >= 0, ">= 0", "use 0 (no queue) or e.g. 3840."),
-                  ("freeze_prototypes_epochs", freeze_prototypes_epochs, freeze_prototypes_epochs >= 0, ">= 0", "use 1."),
+                  ("freeze_prototypes_epochs", freeze_prototypes_epochs, freeze_prototypes_epochs >= 0, ">= 0",
+                   "use 1."),
                   ("epoch_queue_starts", epoch_queue_starts, epoch_queue_starts >= 0, ">= 0", "use e.g. 15."))
         for key, value, ok, need, fix in checks:
             if not ok:

@@ -28,7 +28,8 @@ def test_byol_loss_matches_formula_value_and_gradient():
     assert byol_loss(z, 3 * z) < 1e-6                                 # aligned vectors: zero loss
 
 
-@pytest.mark.parametrize("kwargs,key", [({"base_tau": 1.5}, "method.base_tau"), ({"final_tau": -0.1}, "method.final_tau"),
+@pytest.mark.parametrize("kwargs,key", [({"base_tau": 1.5}, "method.base_tau"),
+                                        ({"final_tau": -0.1}, "method.final_tau"),
                                         ({"base_tau": 0.999, "final_tau": 0.99}, "method.base_tau")])
 def test_bad_tau_names_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
