@@ -21,3 +21,12 @@ class NaNAtSteps(SimCLR):
         if self.trainer is not None and self.global_step in self.nan_steps:
             out["loss"] = out["loss"] * float("nan")
         return out
+
+
+class HostSyncSimCLR(SimCLR):
+    """SimCLR that reads its loss on the host every step (what the no-host-sync test must catch)."""
+
+    def training_loss(self, views, labels, index):
+        out = super().training_loss(views, labels, index)
+        self.seen_loss = out["loss"].item()
+        return out
