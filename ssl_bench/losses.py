@@ -138,11 +138,13 @@ def _instdisc_scores(f, positives, negatives, temperature):
 
 @torch.no_grad()
 def estimate_nce_z(f: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, temperature: float,
-                   num_samples: int) -> torch.Tensor:
-    """InstDisc's normalisation constant, estimated once by Monte Carlo (Wu et al. 2018, eq. 6):
-    Z ~= n * E_j[exp(v_j . f / T)] over the memory rows scored in this batch (positives and negatives),
+                   num_samples: int, positive_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """InstDisc's normalisation constant by Monte Carlo (Wu et al. 2018, eq. 6): Z ~= n * E_j[exp(v_j . f / T)]
+    over the memory rows scored in this batch (positives, those of `positive_mask` if given, and negatives),
     averaged over ranks under DDP. Returns a 0-d float32 tensor."""
     s_pos, s_neg = _instdisc_scores(f, positives, negatives, temperature)
+    if positive_mask is not None:
+        s_pos = s_pos[positive_mask]
     mean = torch.cat([s_pos.exp(), s_neg.exp().flatten()]).mean()
     _, size = world()
     if size > 1:
@@ -152,7 +154,8 @@ def estimate_nce_z(f: torch.Tensor, positives: torch.Tensor, negatives: torch.Te
 
 
 def instdisc_nce(f: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, temperature: float,
-                 z: float | torch.Tensor, num_samples: int, return_terms: bool = False):
+                 z: float | torch.Tensor, num_samples: int, return_terms: bool = False,
+                 positive_mask: torch.Tensor | None = None):
     """Noise-contrastive estimation of the non-parametric softmax (InstDisc, Wu et al. 2018, eq. 2-5).
 
     f: NxD features of the batch (gradients flow; L2-normalised here). positives: NxD memory rows v_i of
@@ -161,7 +164,10 @@ def instdisc_nce(f: torch.Tensor, positives: torch.Tensor, negatives: torch.Tens
     (`estimate_nce_z`), a row is "data" with probability h(i, f) = P(i|f) / (P(i|f) + m P_n), and
         J = -mean_over_N [ log h(i, f_i) + sum_{j in negatives} log(1 - h(j, f_i)) ].
     Written with softplus: -log h = softplus(log(m P_n) - log P), -log(1 - h) = softplus(log P - log(m P_n)).
-    With `return_terms` also returns {nce_pos, nce_neg, pos_sim}: the two halves of J and mean v_i . f_i.
+    `positive_mask` (N bools, optional) keeps the positive term only where it is True: a memory row that was
+    never written holds no feature of its image yet, so it is no positive (the negative terms always count).
+    With `return_terms` also returns {nce_pos, nce_neg, pos_sim}: the two halves of J and mean v_i . f_i
+    (over the kept positives; 0 when none is kept).
     """
     s_pos, s_neg = _instdisc_scores(f, positives, negatives, temperature)
     m = s_neg.shape[1]
@@ -169,8 +175,10 @@ def instdisc_nce(f: torch.Tensor, positives: torch.Tensor, negatives: torch.Tens
     log_noise = torch.log(torch.tensor(m / num_samples, dtype=torch.float32, device=s_pos.device))  # log(m P_n)
     pos_term = F.softplus(log_noise - (s_pos - log_z))                  # -log h(i, f_i):       N
     neg_term = F.softplus((s_neg - log_z) - log_noise).sum(dim=1)       # -sum log(1 - h(j, f_i)): N
-    loss = (pos_term + neg_term).mean()
+    keep = torch.ones_like(pos_term) if positive_mask is None else positive_mask.to(pos_term.dtype)
+    loss = (pos_term * keep + neg_term).mean()
     if not return_terms:
         return loss
-    return loss, {"nce_pos": pos_term.mean().detach(), "nce_neg": neg_term.mean().detach(),
-                  "pos_sim": (s_pos.mean() * temperature).detach()}
+    kept = keep.sum().clamp(min=1.0)
+    return loss, {"nce_pos": ((pos_term * keep).sum() / kept).detach(), "nce_neg": neg_term.mean().detach(),
+                  "pos_sim": ((s_pos * keep).sum() / kept * temperature).detach()}

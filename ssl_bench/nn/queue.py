@@ -48,17 +48,21 @@ class FeatureQueue(nn.Module):
 class MemoryBank(nn.Module):
     """One L2-normalised feature per training image (InstDisc, Wu et al. 2018, sec. 3.2).
 
-    `bank` is NxD, initialised with random unit vectors. `update(index, feats)` moves only the rows of
-    the batch's samples: v_i <- normalize(m * v_i + (1 - m) * f_i) (the official code's momentum 0.5
-    update, which plays the role of the paper's proximal term).
+    `bank` is NxD, initialised with random unit vectors; `visited` marks the rows written at least once.
+    `update(index, feats)` moves only the rows of the batch's samples: v_i <- normalize(m * v_i + (1 - m) * f_i)
+    (the official code's momentum 0.5 update, which plays the role of the paper's proximal term). With
+    `copy_first_visit` a row's first write stores normalize(f_i) itself instead: the official lemniscate code
+    mixes the first feature with the random init too, which washes out over a long ImageNet run, but in a short
+    run half-random rows are poor positives and negatives and bias the NCE normaliser (see InstDisc).
     """
 
-    def __init__(self, num_samples: int, dim: int, momentum: float = 0.5):
+    def __init__(self, num_samples: int, dim: int, momentum: float = 0.5, copy_first_visit: bool = False):
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"MemoryBank momentum must be in [0, 1], got {momentum}")
-        self.dim, self.momentum = int(dim), float(momentum)
+        self.dim, self.momentum, self.copy_first_visit = int(dim), float(momentum), bool(copy_first_visit)
         self.register_buffer("bank", torch.zeros(0, self.dim))
+        self.register_buffer("visited", torch.zeros(0, dtype=torch.bool))
         self.resize(num_samples)
 
     @property
@@ -66,9 +70,15 @@ class MemoryBank(nn.Module):
         return self.bank.shape[0]
 
     def resize(self, num_samples: int) -> None:
-        """(Re)allocate `num_samples` random unit rows (used when the dataset size is known late)."""
-        bank = F.normalize(torch.randn(int(num_samples), self.dim, device=self.bank.device), dim=1)
-        self.bank = bank if num_samples > 0 else torch.zeros(0, self.dim, device=self.bank.device)
+        """(Re)allocate `num_samples` random unit rows, none visited (used when the dataset size is known late)."""
+        device = self.bank.device
+        bank = F.normalize(torch.randn(int(num_samples), self.dim, device=device), dim=1)
+        self.bank = bank if num_samples > 0 else torch.zeros(0, self.dim, device=device)
+        self.visited = torch.zeros(max(int(num_samples), 0), dtype=torch.bool, device=device)
+
+    def all_visited(self) -> bool:
+        """Whether every row holds a feature (a host sync: call it only until it first returns True)."""
+        return self.num_samples > 0 and bool(self.visited.all())
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
         """The stored rows of `index` (detached), len(index) x D."""
@@ -80,11 +90,17 @@ class MemoryBank(nn.Module):
             index, feats = gather_no_grad(index), gather_no_grad(feats.detach())
         feats = F.normalize(feats.detach().to(self.bank.dtype), dim=1)
         mixed = self.bank[index] * self.momentum + feats * (1.0 - self.momentum)
+        if self.copy_first_visit:                                        # first visit: the feature itself
+            mixed = torch.where(self.visited[index].unsqueeze(1), mixed, feats)
         self.bank.index_copy_(0, index, F.normalize(mixed, dim=1))
+        self.visited[index] = True
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # a bank allocated before the dataset size was known adopts the checkpoint's shape
         saved = state_dict.get(prefix + "bank")
         if saved is not None and saved.shape != self.bank.shape:
             self.bank = torch.empty_like(saved, device=self.bank.device)
+            self.visited = torch.zeros(saved.shape[0], dtype=torch.bool, device=self.bank.device)
+        if saved is not None and prefix + "visited" not in state_dict:   # a checkpoint from before `visited`
+            state_dict[prefix + "visited"] = torch.ones(saved.shape[0], dtype=torch.bool)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
