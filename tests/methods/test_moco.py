@@ -89,6 +89,21 @@ def test_keys_are_enqueued_and_the_queue_wraps():
     assert {"loss", "feats", "z_std", "pos_sim", "neg_sim", "acc"} == set(out)   # logged as train/<name>
 
 
+def test_queries_use_the_same_bn_splits_as_the_keys():
+    """SplitBatchNorm in both encoders, as the official CIFAR demo: the queries' BN statistics come from
+    sub-batches too (one BN over the whole batch lets the model tell this batch's keys from the queue's)."""
+    torch.manual_seed(0)
+    views = [torch.randn(8, 3, 16, 16) for _ in range(2)]
+    for symmetric, chunks in ((False, [views[0][:4], views[0][4:]]),
+                              (True, [views[0][:4], views[0][4:], views[1][:4], views[1][4:]])):
+        m = MoCo(narrow(), queue_size=16, bn_splits=2, symmetric=symmetric, proj_norm=True)
+        out = m.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))
+        with torch.no_grad():
+            expected = torch.cat([m.backbone(c) for c in chunks])
+        assert torch.allclose(out["feats"], expected, atol=1e-5)
+        assert sum(isinstance(layer, torch.nn.BatchNorm1d) for layer in m.projector) == 1   # v1 head: fc + BN
+
+
 @pytest.mark.parametrize("kwargs, key", [({"temperature": 0}, "method.temperature"),
                                          ({"momentum_tau": 1.5}, "method.momentum_tau"),
                                          ({"queue_size": 0}, "method.queue_size")])
@@ -134,18 +149,26 @@ def test_cli_rejects_a_bad_queue_size(tmp_path):
     assert run.returncode == 2 and "method.queue_size" in run.stderr and "Traceback" not in run.stderr
 
 
+# The short recipe for MoCo, measured on 2 CPU cores (kNN top-1 init -> after; each ~50 s):
+# * the paper's head (no BN) with the key encoder fast enough to follow a 62-step run (m=0.9) falls into a
+#   drift shortcut: the whole embedding rotates away from the stale queue, contrastive acc 100% by step 14
+#   while z_std falls to 0.01 (kNN 22 -> 24); with m=0.99 the key encoder stays near its random init
+#   (pos_sim -0.47 at step 14, kNN 22 -> 23). BN in the head (proj_norm, MoCo v3's head) removes the drift.
+# * then queue 512 / 256 / 128: kNN 26 / 36 / 34 after 2 epochs (m=0.9, T=0.2, LARS 1.0, symmetric);
+#   m=0.5: 35; T=0.5: 29; LARS 2.0: 33. A third epoch: v2 22.2 -> 41.4, v1 22.2 -> 49.2 (42.4 after 2).
+MOCO_LEARN = ["optimizer=lars", "optimizer.lr=1.0", "method.temperature=0.2", "method.queue_size=256",
+              "method.momentum_tau=0.9", "method.symmetric=true", "method.bn_splits=2", "method.proj_norm=true",
+              "trainer.max_epochs=3"]
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="not yet calibrated: queue 1024/m=0.99/asymmetric gave kNN 22.2 -> 25.6 "
-                   "(+3.4) in 3 epochs; this faster setting reached 23.2 after 1 epoch with z_std falling to 0.012.")
-def test_moco_v2_learns_on_synthetic(tmp_path):
-    """The shared short run (conftest.LEARN): 48 steps. MoCo starts slowly (stale queue, slow key encoder):
-    with queue 1024, m=0.99, asymmetric, kNN went only 22.2 -> 25.6 (2 cores), so this run uses a short
-    queue (2 batches), a fast key encoder (m=0.9) and the symmetric loss."""
-    run = run_cli(*LEARN, "method=moco_v2", "optimizer=sgd", "optimizer.lr=0.3", "method.queue_size=256",
-                  "method.momentum_tau=0.9", "method.symmetric=true", "method.bn_splits=4",
-                  "method.proj_hidden_dim=512",
-                  run_dir=tmp_path / "run", check=True)
+@pytest.mark.parametrize("method, extra", [("moco_v1", []), ("moco_v2", ["method.proj_hidden_dim=512"])])
+def test_moco_learns_on_synthetic(tmp_path, method, extra):
+    """The shared short run (conftest.LEARN) plus a third epoch: MoCo's gradient reaches only the queries,
+    and its positives come from a lagging key encoder, so it learns more slowly per step than SimCLR.
+    Queue 256 = the keys of the last 2 steps (symmetric: 128 keys a step); 32 images per BN split."""
+    run = run_cli(*LEARN, f"method={method}", *MOCO_LEARN, *extra, run_dir=tmp_path / "run", check=True)
     init, after = knn_gain(run)
-    assert after >= init + 8, (init, after)
+    assert after >= init + 15, (init, after)     # measured +19 (v2) and +27 (v1); noise is a few points
     z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     assert min(z_std) > 0.02, z_std
