@@ -75,6 +75,6 @@ def test_simclr_v2_learns_on_synthetic(tmp_path):
     run = run_cli(*LEARN, "method=simclr_v2", "method.temperature=0.2", "method.proj_hidden_dim=512",
                   "optimizer=lars", "optimizer.lr=1.0", run_dir=tmp_path / "run", check=True)
     init, after = knn_gain(run)
-    assert after >= init + 10, (init, after)
+    assert after >= init + 15, (init, after)      # measured 22.2 -> 54.0 (21.6 after epoch 1), 41 s on 2 cores
     z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     assert min(z_std) > 0.02, z_std
