@@ -14,7 +14,7 @@ from torch import nn
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses import info_nce, nt_xent
 from ssl_bench.methods.base import SSLMethod, embedding_std
-from ssl_bench.methods.moco import shuffled_key_forward
+from ssl_bench.methods.moco import shuffled_key_forward, split_forward
 from ssl_bench.nn.ema import ema_update, make_target
 from ssl_bench.nn.heads import MLP
 from ssl_bench.nn.queue import FeatureQueue
@@ -69,13 +69,18 @@ class SimCLRv2(SSLMethod):
     # ---- the loss -----------------------------------------------------------------------------
     def training_loss(self, views, labels, index):
         x = torch.cat(views[:2])
-        h = self.represent(self.backbone(x))                 # 2N x F (or 2N x hidden)
-        z = self.project(h)                                  # 2N x D
-        z1, z2 = z.chunk(2)
         if not self.use_memory:
+            h = self.represent(self.backbone(x))             # 2N x F (or 2N x hidden)
+            z = self.project(h)                              # 2N x D
+            z1, z2 = z.chunk(2)
             return {"loss": nt_xent(z1, z2, self.temperature), "feats": h, "z_std": embedding_std(z)}
-        # MoCo-style memory: keys of the other view from the momentum encoder, negatives from the queue
-        k = shuffled_key_forward(lambda b: self.target_projector(self.target_backbone(b)), x, self.bn_splits)
+        # MoCo-style memory: keys of the other view from the momentum encoder, negatives from the queue. As in
+        # MoCo, queries and keys are normalised over the same number of sub-batches (bn_splits per view)
+        splits = 2 * self.bn_splits
+        h = split_forward(lambda b: self.represent(self.backbone(b)), x, splits)
+        z = split_forward(self.project, h, splits)
+        z1, z2 = z.chunk(2)
+        k = shuffled_key_forward(lambda b: self.target_projector(self.target_backbone(b)), x, splits)
         k1, k2 = k.chunk(2)
         negatives = self.queue()
         loss12, t12 = info_nce(z1, k2, negatives, self.temperature, return_terms=True)
