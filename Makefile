@@ -11,7 +11,6 @@ help:  ## list the targets
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip >/dev/null
 	$(PY) -m pip install -e '.[dev]'
 	touch $(STAMP)
 
@@ -20,11 +19,15 @@ install: $(STAMP)  ## create/reuse .venv and install ssl_bench with its dev extr
 demo: $(STAMP)  ## SimCLR on Fashion-MNIST (synthetic if absent) on CPU: kNN before vs after SSL
 	$(PY) -m ssl_bench.demo
 
-test: $(STAMP)  ## the full offline CPU test suite
-	WANDB_MODE=offline $(PY) -m pytest -q -ra --durations=15
+# Two pytest workers with one OpenMP thread each keep both cores busy (CLI tests spend seconds in
+# start-up); more threads per process only make OpenMP's spinning threads fight over the 2 cores.
+TEST_ENV := WANDB_MODE=offline OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+test: $(STAMP)  ## the full offline CPU test suite (slow learning tests included)
+	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile -q -ra --durations=20
 
 test-fast: $(STAMP)  ## tests without the slower learning runs
-	WANDB_MODE=offline $(PY) -m pytest -q -ra -m "not slow"
+	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile -q -ra -m "not slow"
 
 bench: $(STAMP)  ## throughput benchmark; appends to BENCHMARKS.md
 	$(PY) -m ssl_bench.bench

@@ -102,7 +102,7 @@ def compose(method: str, backbone: str, image_size: int, batch_size: int, steps:
     from ssl_bench.config import CONFIG_DIR
 
     overrides = [f"method={method}", f"backbone={backbone}", "data=synthetic", f"data.image_size={image_size}",
-                 f"data.options.image_size={image_size}", f"data.batch_size={batch_size}",
+                 f"++data.options.image_size={image_size}", f"data.batch_size={batch_size}",
                  f"data.options.n_train={batch_size * (steps + 1)}", "data.options.n_test=64",
                  f"trainer.precision={precision}", "progress_bar=false"]
     if method in AUGMENTATION_OF:

@@ -18,7 +18,8 @@ def test_simclr_learns_on_synthetic(tmp_path):
 @pytest.mark.slow
 @needs_fmnist
 def test_simclr_learns_on_fashion_mnist(tmp_path):
-    run = run_cli("experiment=demo_fmnist", "progress_bar=false", "data.limit=4000", "data.test_limit=1000",
-                  "trainer.max_epochs=2", run_dir=tmp_path / "run", check=True)
+    run = run_cli("experiment=demo_fmnist", "progress_bar=false", "data.limit=2000", "data.test_limit=500",
+                  "data.batch_size=64", "trainer.max_epochs=1", "scheduler.warmup_epochs=0.3",
+                  run_dir=tmp_path / "run", check=True)
     init, after = knn_gain(run)
-    assert after >= init + 5, (init, after)  # measured: 55 -> 69 after one epoch of 10k images
+    assert after >= init + 5, (init, after)  # measured: 55 -> 69 after one epoch of 10k images (batch 256)
