@@ -77,10 +77,12 @@ def test_byol_learns_without_collapse(tmp_path):
     init, best, z_std = learning_run("byol", tmp_path, ["augmentation=byol", "method.proj_hidden_dim=512",
                                                          "method.pred_hidden_dim=512", "method.proj_output_dim=128",
                                                          "optimizer=lars", "optimizer.lr=1.0",
-                                                         "method.base_tau=0.9"])  # ~60 steps: the target must move
-    # measured on LEARN (62 steps): kNN 22.2 -> 25.8, z_std ~0.06. BYOL needs a longer run than the shared
-    # short recipe for the +15 of contrastive methods; this guards against collapse and a regression.
-    assert best >= init + 1.5, (init, best)
+                                                         "augmentation.views.1.scale=[0.2,1.0]",
+                                                         "trainer.max_epochs=3",
+                                                         "method.base_tau=0.9"])  # ~90 steps: the target must move
+    # measured (1 thread, 3 epochs): kNN 22.2 -> 36.0 best, 29.4 final, z_std >= 0.058. BYOL is noisier than
+    # the contrastive methods in so short a run; this guards against collapse and against not learning.
+    assert best >= init + 5, (init, best)
     assert min(z_std) > 0.25 / 128 ** 0.5, z_std
 
 
