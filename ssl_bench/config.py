@@ -37,7 +37,16 @@ class OutputDirCheck(_HydraCallback):
             report_user_error(UserError(f"{err} (Hydra key: {key})"))
 
     def on_run_start(self, config, **kwargs) -> None:
-        self._check(str(config.hydra.run.dir), "hydra.run.dir")
+        run_dir = Path(str(config.hydra.run.dir))
+        finished = [p for p in (run_dir / "results.json", run_dir / "checkpoints" / "last.ckpt") if p.exists()]
+        if finished and not config.get("resume") and not config.get("overwrite", False):
+            from ssl_bench.errors import UserError
+
+            report_user_error(UserError(
+                f"run dir '{run_dir}' already holds a run ({', '.join(p.name for p in finished)}); nothing was "
+                f"changed. Fix: continue it with resume={run_dir}, replace it with overwrite=true, or choose "
+                "another hydra.run.dir."))
+        self._check(str(run_dir), "hydra.run.dir")
 
     def on_multirun_start(self, config, **kwargs) -> None:
         self._check(str(config.hydra.sweep.dir), "hydra.sweep.dir")

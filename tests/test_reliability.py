@@ -106,3 +106,16 @@ def test_atomic_checkpoint_io_keeps_previous_and_leaves_no_temp(tmp_path):
     io.save_checkpoint({"state_dict": {}, "global_step": 2}, path)
     assert _global_step(path) == 2 and _global_step(path.with_name("last.ckpt.prev")) == 1
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_existing_run_dir_is_never_overwritten_silently(tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli(*FAST, "trainer.max_epochs=1", run_dir=run_dir, check=True)
+    before = (run_dir / "results.json").read_bytes(), (run_dir / ".hydra" / "config.yaml").read_bytes()
+    again = run_cli(*FAST, "trainer.max_epochs=1", "seed=1", run_dir=run_dir)
+    assert again.returncode == 2 and str(run_dir) in again.stderr and "resume=" in again.stderr
+    assert "overwrite=true" in again.stderr and "Traceback" not in again.stderr
+    after = (run_dir / "results.json").read_bytes(), (run_dir / ".hydra" / "config.yaml").read_bytes()
+    assert before == after  # nothing was touched, not even Hydra's copy of the config
+    forced = run_cli(*FAST, "trainer.max_epochs=1", "seed=1", "overwrite=true", run_dir=run_dir, check=True)
+    assert forced.results["seed"] == 1
