@@ -67,3 +67,30 @@ def knn_gain(run: CliRun) -> tuple[float, float]:
     """(kNN top-1 at random init, best kNN top-1 after SSL) of a finished run."""
     res = run.results
     return res["knn_top1_init"], res["best"]["val/knn_top1"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """In-process tests use one intra-op thread: their loops are tiny, and more threads only oversubscribe
+    the 2 shared cores (CLI subprocesses take OMP_NUM_THREADS from `make test`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def narrow_backbone():
+    """The narrow ResNet-18 (16-32-64-128) with the small-input stem that the in-process tests train."""
+    from ssl_bench.backbones import create_backbone
+
+    return create_backbone("resnet18", small_input=True, channels=(16, 32, 64, 128))
+
+
+def learning_run(method: str, tmp_path: Path, overrides: list[str]) -> tuple[float, float, list[float]]:
+    """The shared short synthetic run (LEARN) plus a method's overrides: (kNN init, best kNN, train/z_std)."""
+    run = run_cli(*LEARN, f"method={method}", *overrides, run_dir=tmp_path / "learn", check=True, timeout=1200)
+    init, best = knn_gain(run)
+    z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
+    return init, best, z_std

@@ -5,14 +5,11 @@ from torch import nn
 
 import ssl_bench.methods.byol as byol_mod
 import ssl_bench.methods.simsiam as simsiam_mod
+from conftest import narrow_backbone as narrow
 from ssl_bench.backbones import create_backbone
 from ssl_bench.methods.byol import BYOL
 from ssl_bench.methods.simsiam import SimSiam
 from ssl_bench.nn.ema import cosine_tau, ema_update, make_target
-
-
-def narrow():
-    return create_backbone("resnet18", small_input=True, channels=(16, 32, 64, 128))
 
 
 def test_one_update_is_tau_target_plus_one_minus_tau_online():

@@ -15,14 +15,6 @@ EVAL_FAST = ["wandb=false", "device=cpu"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """One real 1-epoch pretraining run with W&B (offline), shared by the tests of this module."""

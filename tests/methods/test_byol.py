@@ -3,17 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import FAST, LEARN, knn_gain, run_cli
+from conftest import FAST, LEARN, knn_gain, run_cli, narrow_backbone as narrow, learning_run
 from ssl_bench.backbones import create_backbone
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses import byol_loss
 from ssl_bench.methods.byol import BYOL
 
 SMALL = dict(proj_hidden_dim=64, proj_output_dim=32, pred_hidden_dim=64)
-
-
-def narrow():
-    return create_backbone("resnet18", small_input=True, channels=(16, 32, 64, 128))
 
 
 def test_byol_loss_matches_formula_value_and_gradient():
@@ -86,10 +82,3 @@ def test_byol_learns_without_collapse(tmp_path):
     assert min(z_std) > 0.25 / 128 ** 0.5, z_std
 
 
-def learning_run(method, tmp_path, overrides):
-    """The shared short synthetic run (conftest.LEARN) plus this method's overrides; (kNN init, best, z_std)."""
-    run = run_cli(*LEARN, f"method={method}", *overrides, run_dir=tmp_path / "learn", check=True,
-                  timeout=1200)
-    init, best = knn_gain(run)
-    z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
-    return init, best, z_std

@@ -2,23 +2,10 @@
 import pytest
 import torch
 
-from conftest import FAST, LEARN, knn_gain, run_cli
+from conftest import FAST, LEARN, knn_gain, run_cli, narrow_backbone as narrow
 from ssl_bench.backbones import create_backbone
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.simclr_v2 import SimCLRv2
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The in-process loops are tiny: one intra-op thread avoids oversubscribing shared CPU cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def narrow():
-    return create_backbone("resnet18", small_input=True, channels=(16, 32, 64, 128))
 
 
 def test_probe_reads_the_first_projector_layer():

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import FAST, LEARN, knn_gain, run_cli
+from conftest import FAST, LEARN, knn_gain, run_cli, narrow_backbone as narrow, learning_run
 from ssl_bench.backbones import create_backbone
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses import sinkhorn_knopp, swav_loss
@@ -19,10 +19,6 @@ from ssl_bench.nn.multicrop import multicrop_forward, resolution_groups
 from ssl_bench.nn.prototypes import Prototypes
 
 SMALL = dict(proj_hidden_dim=64, proj_output_dim=32, num_prototypes=20)
-
-
-def narrow():
-    return create_backbone("resnet18", small_input=True, channels=(16, 32, 64, 128))
 
 
 def sinkhorn_reference(scores, iterations, eps):
@@ -199,10 +195,3 @@ def test_swav_learns(tmp_path):
     assert min(z_std) > 0.25 / 128 ** 0.5, z_std
 
 
-def learning_run(method, tmp_path, overrides):
-    """The shared short synthetic run (conftest.LEARN) plus this method's overrides; (kNN init, best, z_std)."""
-    run = run_cli(*LEARN, f"method={method}", *overrides, run_dir=tmp_path / "learn", check=True,
-                  timeout=1200)
-    init, best = knn_gain(run)
-    z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
-    return init, best, z_std
