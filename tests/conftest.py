@@ -94,3 +94,22 @@ def learning_run(method: str, tmp_path: Path, overrides: list[str]) -> tuple[flo
     init, best = knn_gain(run)
     z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     return init, best, z_std
+
+
+def train_fixed_batch(model, views, steps: int = 30, lr: float = 0.05):
+    """`steps` SGD steps of a method on one fixed list of views, with the hooks a Trainer would call around
+    each optimizer step. Returns (losses, the last training_loss output)."""
+    import torch
+
+    params = [p for g in model.parameter_groups(True) for p in g["params"]]
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
+    losses, out = [], None
+    for _ in range(steps):
+        out = model.training_loss(views, None, None)
+        opt.zero_grad()
+        out["loss"].backward()
+        model.on_before_optimizer_step(opt)
+        opt.step()
+        model.after_optimizer_step()
+        losses.append(out["loss"].item())
+    return losses, out
