@@ -54,7 +54,3 @@ def create_backbone(name: str, small_input: bool = False, in_chans: int = 3, **t
                           "choose a classification backbone.")
     return model
 
-
-@torch.no_grad()
-def feature_dim(model: nn.Module) -> int:
-    return int(model.num_features)
