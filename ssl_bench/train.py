@@ -1,7 +1,9 @@
 """cfg -> objects -> trainer.fit -> results. Nothing method-specific lives here."""
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import sys
 import time
@@ -160,8 +162,14 @@ def build_method(cfg: DictConfig, num_classes: int) -> SSLMethod:
     backbone = create_backbone(b["name"], small_input=b.get("small_input", False), **(b.get("kwargs") or {}))
     online = OmegaConf.to_container(cfg.online_eval, resolve=True)
     online.pop("init_baseline", None)
+    extra = {}
+    if "backbone_factory" in inspect.signature(cls.__init__).parameters:
+        # methods with more than one encoder (e.g. CMC: one per colour channel group) build the others
+        # from the same backbone config: backbone_factory(in_chans=1) -> a fresh model
+        extra["backbone_factory"] = functools.partial(create_backbone, b["name"], small_input=b.get("small_input", False),
+                                                      **(b.get("kwargs") or {}))
     try:
-        model = cls(backbone=backbone, num_classes=num_classes,
+        model = cls(backbone=backbone, num_classes=num_classes, **extra,
                     optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
                     scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True), **online, **method_kwargs(cfg))
     except TypeError as err:
