@@ -1,0 +1,106 @@
+"""Deep InfoMax: Learning deep representations by mutual information estimation and maximization.
+Hjelm, Fedorov, Lavoie-Marchildon, Grewal, Bachman, Trischler, Bengio, ICLR 2019. https://arxiv.org/abs/1808.06670
+
+The encoder E = f o C: C gives an M x M map of local features, f the global feature Y = E(x) (here the timm
+backbone: C = the map of `local_layer` from `forward_intermediates`, Y = the pooled output). The objective
+(eq. 8) is
+    alpha * I(X; Y)  +  beta * mean_ij I(C_ij(X); Y)  -  gamma * D(V || E(X))     (maximised)
+  * local DIM (beta, sec. 3.2): Y against every location of the map; the same image's locations are the
+    positives, all locations of the other images of the batch the negatives;
+  * global DIM (alpha, sec. 3.1): Y against the whole map;
+  * prior matching (gamma, sec. 3.3): an adversarial discriminator pushes sigmoid(Y) towards the uniform
+    prior on [0, 1]^F (the official code squashes Y with a sigmoid for the uniform prior).
+The MI estimator is Jensen-Shannon by default (`estimator: jsd`; `nce` and `dv` selectable, sec. 3.1, eq. 2-5).
+Critics are "encode-and-dot" (appendix A.2 / the official LocalDIM): local features and Y are each embedded
+by a residual 1x1-conv network ending in a LayerNorm (`ResidualEmbed1x1`) and scored by their dot product.
+The global critic encodes the map with a 3x3 conv, pools it to 4x4 (so the head does not depend on the image
+size; the official GlobalDIM reuses the encoder's remaining layers instead) and a two-layer MLP, then takes
+the dot product with the embedded Y. The prior discriminator is the official 1000-200-1 ReLU MLP; it learns
+from its own GAN loss on detached codes while the encoder gets the non-saturating loss -log D(sigmoid(Y))
+through a parameter-detached copy of D, so one optimizer step plays both sides of the minimax.
+One view per image: the paper trains DIM on the images without augmentation.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from ssl_bench.errors import ConfigError
+from ssl_bench.methods.base import SSLMethod, embedding_std
+from ssl_bench.mi_estimators import ESTIMATORS, batch_mi
+from ssl_bench.nn.local_features import (ResidualEmbed1x1, forward_with_maps, global_local_scores, layer_channels,
+                                         resolve_layer)
+
+
+class DIM(SSLMethod):
+    num_large_crops = 1
+    min_batch_size = 2          # the negatives are the other images of the batch
+
+    def __init__(self, backbone: nn.Module, estimator: str = "jsd", local_layer: int = -2, mi_units: int = 2048,
+                 alpha: float = 0.0, beta: float = 1.0, gamma: float = 0.1, global_hidden_dim: int = 512,
+                 prior_hidden_dims: tuple[int, int] = (1000, 200), **kwargs):
+        super().__init__(backbone, **kwargs)
+        if estimator not in ESTIMATORS:
+            raise ConfigError("method.estimator", f"unknown MI estimator '{estimator}'.",
+                              f"choose one of {', '.join(ESTIMATORS)} (the paper's local DIM default: jsd).")
+        for key, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+            if value < 0:
+                raise ConfigError(f"method.{key}", f"must be >= 0, got {value}.", "use the paper's 0, 1, 0.1 (local DIM).")
+        if alpha == 0 and beta == 0:
+            raise ConfigError("method.beta", "alpha and beta are both 0: no MI term is left to learn from.",
+                              "set method.beta=1 (local DIM) or method.alpha=1 (global DIM).")
+        if mi_units < 1:
+            raise ConfigError("method.mi_units", f"must be >= 1, got {mi_units}.", "use the paper's 2048.")
+        self.estimator, self.alpha, self.beta, self.gamma = estimator, alpha, beta, gamma
+        self.local_layer = resolve_layer(backbone, local_layer, "method.local_layer")
+        channels = layer_channels(backbone, self.local_layer)
+        # local DIM critic: C_ij and Y embedded into the same mi_units space, score = dot product
+        self.local_embed = ResidualEmbed1x1(channels, mi_units, out_norm="layer")
+        self.global_embed = ResidualEmbed1x1(self.feat_dim, mi_units, out_norm="layer")
+        if alpha > 0:           # global DIM critic: the whole map as one vector against Y
+            self.map_encoder = nn.Sequential(
+                nn.Conv2d(channels, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                nn.Linear(64 * 16, global_hidden_dim), nn.ReLU(inplace=True), nn.Linear(global_hidden_dim, mi_units))
+            self.global_y_embed = ResidualEmbed1x1(self.feat_dim, mi_units, out_norm="layer")
+        if gamma > 0:           # prior discriminator D: F -> 1000 -> 200 -> 1
+            h1, h2 = prior_hidden_dims
+            self.prior_disc = nn.Sequential(nn.Linear(self.feat_dim, h1), nn.ReLU(inplace=True),
+                                            nn.Linear(h1, h2), nn.ReLU(inplace=True), nn.Linear(h2, 1))
+
+    def training_loss(self, views, labels, index):
+        y, (c,) = forward_with_maps(self.backbone, views[0], [self.local_layer])   # Y: N x F, C: N x Cm x M x M
+        terms: dict[str, torch.Tensor] = {}
+        loss = y.new_zeros((), dtype=torch.float32)
+        g = self.global_embed(y)                                                    # N x U
+        if self.beta > 0:
+            scores = global_local_scores(g, self.local_embed(c))                     # N x N x M*M
+            local_mi = batch_mi(scores, self.estimator)
+            loss = loss - self.beta * local_mi
+            terms["local_mi"] = local_mi.detach()
+        if self.alpha > 0:
+            scores = self.global_y_embed(y).float() @ self.map_encoder(c).float().T  # N x N: Y_i vs map_k
+            global_mi = batch_mi(scores, self.estimator)
+            loss = loss - self.alpha * global_mi
+            terms["global_mi"] = global_mi.detach()
+        if self.gamma > 0:
+            encoder_loss, disc_loss = self.prior_losses(y)
+            loss = loss + self.gamma * encoder_loss + disc_loss
+            terms.update(prior_encoder=encoder_loss.detach(), prior_disc=disc_loss.detach())
+        return {"loss": loss, "feats": y, "z_std": embedding_std(g), **terms}
+
+    def prior_losses(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(encoder's non-saturating loss -log D(q), discriminator's loss -log D(v) - log(1 - D(q))) with
+        q = sigmoid(Y) and v ~ U[0, 1]^F (sec. 3.3, eq. 7). D learns only from the second, the encoder only
+        from the first."""
+        q = torch.sigmoid(y.float())
+        v = torch.rand_like(q)
+        real, fake = self.prior_disc(v).float(), self.prior_disc(q.detach()).float()
+        disc_loss = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                     + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+        frozen = {name: p.detach() for name, p in self.prior_disc.named_parameters()}
+        judged = functional_call(self.prior_disc, frozen, (q,)).float()
+        encoder_loss = F.binary_cross_entropy_with_logits(judged, torch.ones_like(judged))
+        return encoder_loss, disc_loss
