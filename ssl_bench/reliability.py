@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
@@ -107,6 +108,9 @@ class Preemption(pl.Callback):
         if self.received and not self.saved:
             trainer.save_checkpoint(str(self.checkpoint_path))
             self.saved = True
+            for cb in trainer.checkpoint_callbacks:
+                if isinstance(cb, LastCheckpoint):
+                    cb.hold = True
             trainer.should_stop = True
             print(f"ssl_bench: received {self.received}; wrote {self.checkpoint_path} at step "
                   f"{trainer.global_step}; continue with resume=auto", file=sys.stderr, flush=True)
@@ -118,6 +122,26 @@ class Preemption(pl.Callback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """`checkpoints/last.ckpt` after every epoch, except once a pre-emption checkpoint was written: the
+    epoch-end save that follows a mid-epoch stop would mark the epoch finished and lose its remaining
+    batches on resume."""
+
+    def __init__(self, dirpath: Path):
+        # top-1 without a monitor = the newest (Lightning's save_last only fires when a top-k file was saved)
+        super().__init__(dirpath=str(dirpath), filename="last", save_top_k=1, monitor=None, every_n_epochs=1,
+                         save_on_train_epoch_end=True, enable_version_counter=False)
+        self.hold = False
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not self.hold:
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module):
+        if not self.hold:
+            super().on_validation_end(trainer, pl_module)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -21,8 +21,8 @@ from ssl_bench.data.module import SSLDataModule
 from ssl_bench.data.views import parse_pipelines
 from ssl_bench.errors import ConfigError, UserError
 from ssl_bench.methods.base import SSLMethod
-from ssl_bench.reliability import (EXIT_NONFINITE, AtomicCheckpointIO, NonFiniteGuard, NonFiniteLossError, Preemption,
-                                   usable_checkpoint)
+from ssl_bench.reliability import (EXIT_NONFINITE, AtomicCheckpointIO, LastCheckpoint, NonFiniteGuard,
+                                   NonFiniteLossError, Preemption, usable_checkpoint)
 
 RUN_FILE = "ssl_bench_run.json"
 IGNORED_FOR_HASH = ("resume", "output_root", "logger")
@@ -123,18 +123,17 @@ def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str):
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list) -> pl.Trainer:
-    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+    from pytorch_lightning.callbacks import RichProgressBar
 
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs["precision"] = resolve_precision(kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto")))
-    # checkpoints/last.ckpt after every epoch (top-1 without a monitor = the newest; AtomicCheckpointIO keeps
-    # the one before as last.ckpt.prev). Lightning's save_last only fires when a top-k file was saved.
-    ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", save_top_k=1, monitor=None,
-                           every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False)
+    # checkpoints/last.ckpt after every epoch (AtomicCheckpointIO keeps the one before as last.ckpt.prev)
+    ckpt = LastCheckpoint(run_dir / "checkpoints")
     all_callbacks = [NonFiniteGuard(), Preemption(run_dir / "checkpoints" / "last.ckpt"), ckpt, *callbacks]
     if cfg.get("progress_bar", True):
         all_callbacks.append(RichProgressBar(leave=True))
     kwargs.setdefault("num_sanity_val_steps", 0)
+    kwargs.setdefault("use_distributed_sampler", False)  # the datamodule shards itself (resumable, see EpochSampler)
     try:
         return pl.Trainer(default_root_dir=str(run_dir), logger=build_loggers(cfg, run_dir, run_name),
                           callbacks=all_callbacks, plugins=[AtomicCheckpointIO()], enable_progress_bar=bool(cfg.get("progress_bar", True)), **kwargs)

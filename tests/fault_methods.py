@@ -1,8 +1,13 @@
 """Methods that misbehave on purpose, for the reliability tests (importable via PYTHONPATH=tests)."""
 from __future__ import annotations
 
+import os
+import signal
 import time
 
+from ssl_bench.methods.byol import BYOL
+from ssl_bench.methods.instdisc import InstDisc
+from ssl_bench.methods.moco import MoCo
 from ssl_bench.methods.simclr import SimCLR
 
 
@@ -30,3 +35,29 @@ class HostSyncSimCLR(SimCLR):
         out = super().training_loss(views, labels, index)
         self.seen_loss = out["loss"].item()
         return out
+
+
+class _PreemptAt:
+    """Sends itself SIGTERM during global step `preempt_at` (a pre-emption at a known step, for the
+    exact-resume test). -1 = never."""
+
+    def __init__(self, backbone, preempt_at: int = -1, **kwargs):
+        super().__init__(backbone, **kwargs)
+        self.preempt_at = preempt_at
+
+    def training_loss(self, views, labels, index):
+        if self.trainer is not None and self.global_step == self.preempt_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().training_loss(views, labels, index)
+
+
+class MoCoPreemptAt(_PreemptAt, MoCo):
+    pass
+
+
+class BYOLPreemptAt(_PreemptAt, BYOL):
+    pass
+
+
+class InstDiscPreemptAt(_PreemptAt, InstDisc):
+    pass

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ssl_bench.data.datasets import TensorImages, load_splits
+from ssl_bench.data.sampler import EpochSampler
 from ssl_bench.data.views import (BatchEval, BatchViews, ViewPipeline, build_cpu_views, cpu_eval_transform)
 from ssl_bench.errors import ConfigError
 
@@ -58,6 +59,7 @@ class SSLDataModule(pl.LightningDataModule):
         self.download, self.device_views, self.on_bad_file = download, device_views, on_bad_file
         self.seed, self.channels_last, self.options = seed, channels_last, dict(options or {})
         self.info = None
+        self._pending_skip: tuple[int, int] | None = None
         self.splits: dict[str, Dataset | None] = {}
 
     # ---- loading ----------------------------------------------------------------------------
@@ -108,12 +110,23 @@ class SSLDataModule(pl.LightningDataModule):
 
     # ---- loaders ----------------------------------------------------------------------------
     def _loader(self, ds, batch_size: int, train: bool) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        # our own sharding (Trainer(use_distributed_sampler=False)) so that the order is resumable mid-epoch
+        sampler = EpochSampler(len(ds), shuffle=train, seed=self.seed, rank=rank, world_size=world, drop_last=train)
+        if train:
+            self.train_sampler = sampler
+            if self._pending_skip is not None:
+                sampler.skip_next(*self._pending_skip)
+                self._pending_skip = None
+        # a private generator for the workers' base seed: creating an iterator never draws from the
+        # global RNG, so a resumed run's global random stream matches an uninterrupted one
+        gen = torch.Generator().manual_seed(self.seed + 7919 * rank)
         if isinstance(ds, TensorImages) and self.use_device_views:
-            return DataLoader(_BatchIndexed(ds), batch_size=batch_size, shuffle=train, drop_last=train,
-                              collate_fn=_passthrough, num_workers=0)
+            return DataLoader(_BatchIndexed(ds), batch_size=batch_size, sampler=sampler, drop_last=train,
+                              collate_fn=_passthrough, num_workers=0, generator=gen)
         workers = self.num_workers
-        return DataLoader(ds, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=train, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), generator=gen)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits["pretrain"], self.batch_size, train=True)
@@ -138,15 +151,30 @@ class SSLDataModule(pl.LightningDataModule):
                 x = x.contiguous(memory_format=torch.channels_last)
         return x, labels, index
 
-    # ---- exact resume of the view RNG -----------------------------------------------------------
+    # ---- exact resume: view RNG and the position in the epoch ----------------------------------
     def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {}
         if getattr(self, "use_device_views", False):
-            return {"view_rng": self.batch_views.rng_state()}
-        return {}
+            state["view_rng"] = self.batch_views.rng_state()
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            # batches of the current epoch already trained on (a mid-epoch checkpoint resumes after them)
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if done >= trainer.num_training_batches:  # an epoch-end checkpoint: the next epoch starts afresh
+                done = 0
+            state["position"] = {"epoch": trainer.current_epoch, "batches": int(done), "batch_size": self.batch_size}
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "view_rng" in state_dict and getattr(self, "use_device_views", False):
             self.batch_views.set_rng_state(state_dict["view_rng"])
+        pos = state_dict.get("position")
+        if pos and pos["batches"] > 0:
+            skip = (pos["epoch"], pos["batches"] * pos["batch_size"])
+            if getattr(self, "train_sampler", None) is not None:
+                self.train_sampler.skip_next(*skip)
+            else:
+                self._pending_skip = skip
 
 
 class _Transformed(Dataset):

@@ -8,8 +8,10 @@ heads in `__init__` and implements `training_loss(views, labels, index)`, return
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,25 @@ from torchmetrics.classification import MulticlassAccuracy
 from ssl_bench.errors import ConfigError
 from ssl_bench.eval.knn import knn_accuracy
 from ssl_bench.optim import SCHEDULERS, build_optimizer, split_decay_groups, warmup_cosine
+
+
+def _rng_states() -> dict[str, Any]:
+    """The global RNG states, as tensors and plain numbers (checkpoints load with weights_only=True)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "python": [version, list(py_state), py_gauss],
+            "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    version, py_state, py_gauss = states["python"]
+    random.setstate((version, tuple(py_state), py_gauss))
+    keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def embedding_std(z: torch.Tensor) -> torch.Tensor:
@@ -178,7 +199,11 @@ class SSLMethod(pl.LightningModule):
 
     # ---- checkpoint extras ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ssl_bench"] = {"knn_init": self.knn_init}
+        # the global RNGs too (negative sampling, shuffled BN ...): a resumed run continues the same stream
+        checkpoint["ssl_bench"] = {"knn_init": self.knn_init, "rng": _rng_states()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.knn_init = checkpoint.get("ssl_bench", {}).get("knn_init")
+        extra = checkpoint.get("ssl_bench", {})
+        self.knn_init = extra.get("knn_init")
+        if extra.get("rng") is not None:
+            _restore_rng_states(extra["rng"])
