@@ -1,0 +1,174 @@
+"""Deep InfoMax: the three MI estimators against their formulas (value and gradient), the critics and maps,
+fixed-batch training, the CLI, and learning on synthetic data and Fashion-MNIST."""
+import math
+
+import pytest
+import torch
+
+from conftest import FAST, knn_gain, learning_run, needs_fmnist, run_cli, train_fixed_batch, narrow_backbone as narrow
+from ssl_bench.errors import ConfigError
+from ssl_bench.methods.dim import DIM
+from ssl_bench.mi_estimators import batch_mi, dv_mi, infonce_mi, jsd_mi
+from ssl_bench.nn.local_features import ResidualEmbed1x1, forward_with_maps, global_local_scores, resolve_layer
+
+
+def softplus(x):
+    return math.log1p(math.exp(-abs(x))) + max(x, 0.0)
+
+
+# ---- reference formulas, written literally (Hjelm et al. 2019, eq. 2, 4, 5) -------------------------------
+def jsd_reference(scores):
+    """E_P[-sp(-T)] - E_{PxP~}[sp(T)] with P the diagonal (same image) pairs of scores[i, k, l]."""
+    n, _, L = scores.shape
+    pos = [scores[i, i, l] for i in range(n) for l in range(L)]
+    neg = [scores[i, k, l] for i in range(n) for k in range(n) if k != i for l in range(L)]
+    return sum(-torch.nn.functional.softplus(-t) for t in pos) / len(pos) \
+        - sum(torch.nn.functional.softplus(t) for t in neg) / len(neg)
+
+
+def dv_reference(scores):
+    """E_P[T] - log E_{PxP~}[exp(T)]."""
+    n, _, L = scores.shape
+    pos = [scores[i, i, l] for i in range(n) for l in range(L)]
+    neg = [scores[i, k, l] for i in range(n) for k in range(n) if k != i for l in range(L)]
+    return sum(pos) / len(pos) - torch.log(sum(torch.exp(t) for t in neg) / len(neg))
+
+
+def nce_reference(scores):
+    """For global i and its own location l: T - log(exp(T) + sum over all locations of the other images)."""
+    n, _, L = scores.shape
+    total, count = 0.0, 0
+    for i in range(n):
+        negatives = sum(torch.exp(scores[i, k, m]) for k in range(n) if k != i for m in range(L))
+        for l in range(L):
+            total = total + scores[i, i, l] - torch.log(torch.exp(scores[i, i, l]) + negatives)
+            count += 1
+    return total / count
+
+
+@pytest.mark.parametrize("estimator,reference", [("jsd", jsd_reference), ("dv", dv_reference),
+                                                 ("nce", nce_reference)])
+def test_estimators_match_their_formulas_value_and_gradient(estimator, reference):
+    torch.manual_seed(0)
+    for shape in ((4, 4, 3), (5, 5)):                       # local (L locations) and global (N x N) scores
+        scores = (2.0 * torch.randn(*shape, dtype=torch.float64)).requires_grad_(True)
+        ours = batch_mi(scores, estimator)
+        ref = reference(scores if scores.dim() == 3 else scores.unsqueeze(-1))
+        assert math.isclose(ours.item(), ref.item(), rel_tol=1e-6, abs_tol=1e-6), (estimator, ours, ref)
+        (g,) = torch.autograd.grad(ours, scores)
+        (r,) = torch.autograd.grad(ref, scores)
+        assert torch.allclose(g.double(), r, atol=1e-6), estimator
+
+
+def test_estimator_functions_on_their_own():
+    torch.manual_seed(1)
+    pos, neg = torch.randn(7, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    assert math.isclose(jsd_mi(pos, neg).item(),
+                        sum(-softplus(-p) for p in pos.tolist()) / 7 - sum(softplus(t) for t in neg.flatten().tolist()) / 15,
+                        rel_tol=1e-6)
+    assert math.isclose(dv_mi(pos, neg).item(),
+                        pos.mean().item() - math.log(sum(math.exp(t) for t in neg.flatten().tolist()) / 15), rel_tol=1e-6)
+    # infonce_mi with one positive per row is minus the cross-entropy; an explicit neg_mask drops candidates
+    s = torch.randn(4, 6, dtype=torch.float64)
+    target = torch.tensor([0, 3, 5, 1])
+    pos_mask = torch.nn.functional.one_hot(target, 6).bool()
+    assert math.isclose(infonce_mi(s, pos_mask).item(), -torch.nn.functional.cross_entropy(s, target).item(),
+                        rel_tol=1e-6)
+    neg_mask = ~pos_mask
+    neg_mask[:, 2] = False                                  # column 2 neither positive nor negative
+    keep = list(range(6))
+    expected = sum(s[q, target[q]] - torch.logsumexp(s[q, [c for c in keep if c != 2 or c == target[q]]], 0)
+                   for q in range(4)) / 4
+    assert math.isclose(infonce_mi(s, pos_mask, neg_mask).item(), expected.item(), rel_tol=1e-6)
+    # a perfect critic: JSD and NCE are higher than for a random one
+    good = torch.eye(4, dtype=torch.float64)[:, :, None] * 10 - 5
+    assert batch_mi(good, "jsd") > batch_mi(torch.zeros(4, 4, 1), "jsd")
+    assert batch_mi(good, "nce") > batch_mi(torch.zeros(4, 4, 1), "nce")
+
+
+def test_maps_come_from_forward_intermediates_and_pooling_matches_the_backbone():
+    torch.manual_seed(0)
+    b = narrow().eval()
+    x = torch.randn(2, 3, 32, 32)
+    pooled, (m3, m4) = forward_with_maps(b, x, [resolve_layer(b, -2, "k"), resolve_layer(b, -1, "k")])
+    assert torch.allclose(pooled, b(x), atol=1e-6)
+    assert m3.shape == (2, 64, 8, 8) and m4.shape == (2, 128, 4, 4)     # small-input stem: 8x8 and 4x4 at 32 px
+    with pytest.raises(ConfigError, match="method.local_layer"):
+        resolve_layer(b, 7, "method.local_layer")
+
+
+def test_encode_and_dot_critic_shapes_and_identity_like_start():
+    torch.manual_seed(0)
+    emb = ResidualEmbed1x1(8, 16, out_norm="batch", zero_init_residual=True)
+    x = torch.randn(3, 8, 5, 5)
+    out = emb(x)
+    assert out.shape == (3, 16, 5, 5) and emb(torch.randn(3, 8)).shape == (3, 16)
+    # zero residual + near-identity shortcut: the first 8 channels start as BN(x) up to the 0.01 noise
+    ref = torch.nn.functional.batch_norm(emb.shortcut(x), None, None, training=True)
+    assert torch.allclose(out, ref, atol=1e-5)
+    w = emb.shortcut.weight[:, :, 0, 0]
+    assert torch.all(w.diagonal() == 1) and (w - torch.eye(16, 8)).abs().max() <= 0.01
+    g, local = torch.randn(3, 4), torch.randn(3, 4, 2, 2)
+    s = global_local_scores(g, local)
+    assert s.shape == (3, 3, 4) and torch.allclose(s[1, 2, 3], g[1] @ local[2, :, 1, 1])
+
+
+def test_bad_values_raise_config_errors():
+    for kwargs, key in (({"estimator": "mine"}, "method.estimator"), ({"gamma": -1.0}, "method.gamma"),
+                        ({"alpha": 0.0, "beta": 0.0}, "method.beta"), ({"local_layer": 9}, "method.local_layer")):
+        with pytest.raises(ConfigError, match=key):
+            DIM(narrow(), **kwargs)
+
+
+@pytest.mark.parametrize("estimator", ["jsd", "nce", "dv"])
+def test_thirty_steps_on_a_fixed_batch_lower_the_loss(estimator):
+    torch.manual_seed(0)
+    m = DIM(narrow(), estimator=estimator, mi_units=64, alpha=1.0, gamma=0.1, global_hidden_dim=64,
+            prior_hidden_dims=(64, 32))
+    views = [torch.randn(16, 3, 16, 16)]
+    losses, out = train_fixed_batch(m, views, steps=30, lr=0.01)
+    assert {"local_mi", "global_mi", "prior_encoder", "prior_disc"} <= set(out)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1 * abs(sum(losses[:5]) / 5), losses
+    assert out["feats"].shape == (16, 128) and out["z_std"] > 0
+
+
+def test_prior_discriminator_and_encoder_get_only_their_own_gradients():
+    torch.manual_seed(0)
+    m = DIM(narrow(), mi_units=32, beta=1.0, gamma=1.0, prior_hidden_dims=(16, 8))
+    y = torch.randn(8, 128, requires_grad=True)
+    enc, disc = m.prior_losses(y)
+    assert all(g is None for g in torch.autograd.grad(enc, list(m.prior_disc.parameters()), allow_unused=True))
+    (gy,) = torch.autograd.grad(disc, y, allow_unused=True)
+    assert gy is None                                       # D's loss sees only detached codes
+    assert torch.autograd.grad(enc, y)[0].abs().sum() > 0
+
+
+def test_fast_dev_run_through_cli(tmp_path):
+    run = run_cli("method=dim", "augmentation=dim", "trainer.fast_dev_run=true", *FAST, "method.mi_units=128",
+                  run_dir=tmp_path / "run", check=True)
+    res = run.results
+    assert res["status"] == "completed" and res["method"] == "dim" and res["global_step"] == 1
+
+
+# measured on 2 shared cores (kNN top-1 init -> best, LEARN recipe, Adam 1e-3, no augmentation, 512 units):
+#   jsd, layer3 (8x8): 22.2 -> 25.4;  nce, layer3: 22.2 -> 28.0;  nce, layer2 (16x16 map): 22.2 -> 29.6
+DIM_RUN = ["augmentation=dim", "augmentation.views.0.scale=[1.0,1.0]", "optimizer=adamw", "optimizer.lr=1e-3",
+           "optimizer.weight_decay=0", "method.mi_units=512"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1300)
+def test_dim_learns_on_synthetic(tmp_path):
+    init, best, z_std = learning_run("dim", tmp_path, [*DIM_RUN, "method.estimator=nce", "method.local_layer=2"])
+    assert best >= init + 4, (init, best)         # measured 22.2 -> 29.6
+    assert min(z_std) > 0.005, z_std
+
+
+@pytest.mark.slow
+@needs_fmnist
+@pytest.mark.timeout(1300)
+def test_dim_learns_on_fashion_mnist(tmp_path):
+    run = run_cli("experiment=fmnist_dim", "progress_bar=false", "data.limit=2000", "data.test_limit=500",
+                  "trainer.max_epochs=2", run_dir=tmp_path / "run", check=True)
+    init, after = knn_gain(run)
+    assert after > init + 2, (init, after)
