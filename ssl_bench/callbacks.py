@@ -1,4 +1,4 @@
-"""Callbacks every run gets: throughput, best metrics."""
+"""Callbacks every run gets: throughput, best metrics, skipped image files."""
 from __future__ import annotations
 
 import time
@@ -68,3 +68,13 @@ class BestMetrics(pl.Callback):
     def load_state_dict(self, state_dict):
         self.final = dict(state_dict.get("final", {}))
         self.best = dict(state_dict.get("best", {}))
+
+
+class BadFileCounter(pl.Callback):
+    """Logs `data/bad_files`: how many image files were skipped as unreadable so far (data.on_bad_file=skip).
+    The warnings name each file; results.json lists them."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        dm = trainer.datamodule
+        if dm is not None and hasattr(dm, "bad_files"):
+            pl_module.log("data/bad_files", float(len(dm.bad_files())), on_epoch=True)

@@ -13,7 +13,11 @@ CONFIG_DIR = _PACKAGED if (_PACKAGED / "config.yaml").is_file() else _CHECKOUT
 
 def report_user_error(err: Exception) -> None:
     """One message, no traceback, a non-zero exit."""
-    print(f"ssl_bench: error: {err}", file=sys.stderr, flush=True)
+    msg = str(err)
+    if "Original Traceback" in msg:  # re-raised from a DataLoader worker: keep the error's own line
+        last = [line for line in msg.splitlines() if line.strip()][-1]
+        msg = last.split(": ", 1)[1] if last.startswith(("ssl_bench.", "DataError", "ConfigError")) else last
+    print(f"ssl_bench: error: {msg}", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_USER_ERROR)
 
 

@@ -25,3 +25,7 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError):
     """Data is missing, corrupt or empty. The message names where we looked and how to get it."""
+
+
+class OutputError(UserError):
+    """An output (run dir, checkpoint, results) cannot be written: permissions, a full disk."""

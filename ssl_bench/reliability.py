@@ -8,6 +8,7 @@ Exit codes of `python -m ssl_bench` (also in the README):
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from ssl_bench.errors import ConfigError
+from ssl_bench.errors import ConfigError, OutputError
 
 EXIT_NONFINITE = 3
 PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")
@@ -152,13 +153,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            kept = f" The last good checkpoint '{path}' is kept." if path.exists() else ""
+            raise OutputError(f"could not write checkpoint '{path}' ({_reason(err)}).{kept} Fix: free space on "
+                              f"that disk or choose another output_root=<dir>, then continue with "
+                              f"resume={path.parent.parent}.") from None
         if path.exists():
             os.replace(path, previous_checkpoint(path))
         os.replace(tmp, path)
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC or "No space left" in str(err) \
+            or "error code: 28" in str(err):
+        return "no space left on the device"
+    return getattr(err, "strerror", None) or str(err)
 
 
 def previous_checkpoint(path: Path) -> Path:

@@ -5,6 +5,7 @@ import functools
 import hashlib
 import inspect
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench.backbones import create_backbone
-from ssl_bench.callbacks import BestMetrics, ThroughputMonitor
+from ssl_bench.callbacks import BadFileCounter, BestMetrics, ThroughputMonitor
 from ssl_bench.data.module import SSLDataModule
 from ssl_bench.data.views import parse_pipelines
 from ssl_bench.errors import ConfigError, UserError
@@ -194,6 +195,29 @@ def validate(cfg: DictConfig) -> None:
     if temp is not None and temp <= 0:
         raise ConfigError("method.temperature", f"must be positive, got {temp}.", "use e.g. method.temperature=0.1.")
     parse_pipelines(cfg.augmentation.views, image_size=cfg.data.get("image_size"))
+    check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", 1))
+
+
+def check_devices(accelerator: str, devices: Any) -> None:
+    """More devices than this machine has: one message naming the key, before any data is loaded."""
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, (list, tuple)):
+        wanted, highest = len(devices), max(devices, default=-1) + 1
+    elif isinstance(devices, int) and devices > 0:
+        wanted = highest = devices
+    else:
+        return  # "auto" / -1: Lightning takes what there is
+    accelerator = str(accelerator)
+    gpus = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0):
+        if highest > gpus:
+            raise ConfigError("trainer.devices", f"asks for {wanted} GPU(s) (up to index {highest - 1}) but this machine "
+                              f"has {gpus}.", "set trainer.devices to at most the GPUs of one node (multi-node: "
+                              "trainer.num_nodes), or trainer=cpu / trainer=ddp_cpu to run on the CPU.")
+    elif accelerator in ("cpu", "auto") and wanted > (os.cpu_count() or 1):
+        raise ConfigError("trainer.devices", f"asks for {wanted} CPU processes but this machine has "
+                          f"{os.cpu_count()} cores.", "use trainer.devices=1 (or 2 with trainer=ddp_cpu for testing).")
 
 
 # ---- the run ---------------------------------------------------------------------------------------
@@ -215,7 +239,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     dm.setup("fit")
     model = build_method(cfg, dm.num_classes)
     throughput, best = ThroughputMonitor(every_n_steps=int(cfg.trainer.get("log_every_n_steps", 10))), BestMetrics()
-    trainer = build_trainer(cfg, run_dir, run_name, [throughput, best])
+    trainer = build_trainer(cfg, run_dir, run_name, [throughput, best, BadFileCounter()])
 
     if resume_ckpt is None and dm.num_classes > 0 and cfg.online_eval.get("init_baseline", True):
         model.metric_suffix = "_init"
@@ -240,7 +264,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "knn_top1_init": model.knn_init, "final": best.final, "best": best.best,
         "wall_time_s": round(time.time() - started, 2), "images_per_sec": throughput.average,
         "resumed_from": str(resume_ckpt) if resume_ckpt else None, "run_dir": str(run_dir),
-        "config_hash": cfg_hash,
+        "config_hash": cfg_hash, "bad_files": dm.bad_files(),
     }
     if trainer.is_global_zero:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2))

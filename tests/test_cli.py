@@ -39,6 +39,10 @@ BAD_INPUTS = {
     "contrastive_batch_of_one": (["data.batch_size=1"], 2, ["data.batch_size", "at least 2"]),
     "crop_larger_than_image": (["augmentation.views.0.crop_size=64"], 2, ["crop_size", "larger than the image"]),
     "unknown_key": (["method.temprature=0.1"], 1, ["temprature"]),
+    "tau_outside_0_1": (["method=byol", "method.base_tau=1.5"], 2, ["method.base_tau", "[0, 1]"]),
+    "more_gpus_than_available": (["trainer.accelerator=gpu", "trainer.devices=64"], 2, ["trainer.devices", "GPU"]),
+    "more_cpu_processes_than_cores": (["trainer.accelerator=cpu", "trainer.devices=4096"], 2,
+                                      ["trainer.devices", "cores"]),
 }
 
 

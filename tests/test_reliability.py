@@ -119,3 +119,64 @@ def test_existing_run_dir_is_never_overwritten_silently(tmp_path):
     assert before == after  # nothing was touched, not even Hydra's copy of the config
     forced = run_cli(*FAST, "trainer.max_epochs=1", "seed=1", "overwrite=true", run_dir=run_dir, check=True)
     assert forced.results["seed"] == 1
+
+
+# ---- corrupt data, a full disk, through the CLI -------------------------------------------------------
+FOLDER = ["data=image_folder", "data.image_size=32", "data.small_input=true", "data.batch_size=8",
+          "data.num_workers=2", "backbone=resnet18_narrow", "progress_bar=false", "online_eval.knn_k=5",
+          "trainer.max_epochs=1", "optimizer=sgd"]
+
+
+def _image_folder(root: Path, per_class: int = 12) -> None:
+    from PIL import Image
+
+    for split, n in (("train", per_class), ("val", 4)):
+        for c, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (36, 36), tuple(v + 3 * i for v in colour)).save(root / split / c / f"{i}.jpg")
+
+
+def test_corrupt_images_are_skipped_named_and_counted(tmp_path):
+    root = tmp_path / "ds"
+    _image_folder(root)
+    zero = root / "train" / "red" / "zero.jpg"
+    zero.write_bytes(b"")
+    truncated = root / "train" / "blue" / "truncated.jpg"
+    truncated.write_bytes((root / "train" / "blue" / "0.jpg").read_bytes()[:120])
+    run = run_cli(*FOLDER, f"data.root={root}", run_dir=tmp_path / "run", check=True)
+    assert run.results["status"] == "completed"
+    assert str(zero) in run.stderr and str(truncated) in run.stderr          # warned, by name
+    assert sorted(run.results["bad_files"]) == sorted([str(truncated), str(zero)])
+    counted = [float(r["data/bad_files"]) for r in run.metrics() if r.get("data/bad_files")]
+    assert counted and counted[-1] == 2.0                                    # counted in the logs
+    strict = run_cli(*FOLDER, f"data.root={root}", "data.on_bad_file=error", run_dir=tmp_path / "strict")
+    assert strict.returncode == 2, strict.stderr[-2000:]
+    assert ("zero.jpg" in strict.stderr or "truncated.jpg" in strict.stderr) and "Traceback" not in strict.stderr
+
+
+def test_empty_dataset_or_class_ends_before_training(tmp_path):
+    root = tmp_path / "ds"
+    _image_folder(root, per_class=2)
+    (root / "train" / "green").mkdir()
+    run = run_cli(*FOLDER, f"data.root={root}", run_dir=tmp_path / "run")
+    assert run.returncode == 2 and str(root / "train" / "green") in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    (tmp_path / "empty").mkdir()
+    run = run_cli(*FOLDER, "data=image_folder_unlabelled", f"data.root={tmp_path / 'empty'}", run_dir=tmp_path / "e")
+    assert run.returncode == 2 and str(tmp_path / "empty") in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to simulate a full disk")
+def test_full_disk_ends_with_message_and_keeps_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli(*FAST, "optimizer=sgd", "trainer.max_epochs=1", run_dir=run_dir, check=True)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert _global_step(ckpt) == STEPS_PER_EPOCH
+    # the next checkpoint write goes to a "disk" that is full
+    os.symlink("/dev/full", ckpt.with_name("last.ckpt.tmp"))
+    run = run_cli(*FAST, "optimizer=sgd", "trainer.max_epochs=2", f"resume={run_dir}", run_dir=run_dir)
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert "no space left on the device" in run.stderr and str(ckpt) in run.stderr and "Traceback" not in run.stderr
+    assert _global_step(ckpt) == STEPS_PER_EPOCH                            # the last good checkpoint is intact
+    assert not ckpt.with_name("last.ckpt.tmp").exists()

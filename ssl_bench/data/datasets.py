@@ -91,9 +91,9 @@ class FolderImages(Dataset):
     """Image files decoded on access: (transform(uint8 [3, H, W]) or the uint8 tensor, label, index).
 
     An unreadable or truncated file raises `DataError` naming it when `on_bad_file='error'`; with
-    'skip' it is warned about once, recorded in `bad_files` and replaced by the next readable
-    sample (wrapping), so a DataLoader never dies mid-epoch. With worker processes each worker
-    keeps its own `bad_files`; the warnings still name every file.
+    'skip' it is warned about once, marked bad and replaced by the next readable sample (wrapping),
+    so a DataLoader never dies mid-epoch. The marks live in shared memory: every DataLoader worker
+    sees what the others found, and `bad_files` (read in the main process) lists them all.
     """
 
     def __init__(self, samples: list[tuple[str, int]], transform: Callable | None = None, on_bad_file: str = "skip"):
@@ -104,8 +104,11 @@ class FolderImages(Dataset):
         self.labels = torch.tensor([label for _, label in self.samples], dtype=torch.int64)
         self.transform = transform
         self.on_bad_file = on_bad_file
-        self.bad_files: list[str] = []
-        self._bad: set[int] = set()
+        self._bad = torch.zeros(len(self.samples), dtype=torch.bool).share_memory_()
+
+    @property
+    def bad_files(self) -> list[str]:
+        return [self.samples[j][0] for j in self._bad.nonzero().flatten().tolist()]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -117,7 +120,7 @@ class FolderImages(Dataset):
         n = len(self.samples)
         for step in range(n):
             j = (int(i) + step) % n
-            if j in self._bad:
+            if self._bad[j]:
                 continue
             path, label = self.samples[j]
             try:
@@ -125,8 +128,7 @@ class FolderImages(Dataset):
             except DataError:
                 if self.on_bad_file == "error":
                     raise
-                self._bad.add(j)
-                self.bad_files.append(path)
+                self._bad[j] = True
                 warnings.warn(f"skipping unreadable image file {path} (data.on_bad_file=skip); "
                               "using the next sample instead", stacklevel=2)
                 continue

@@ -104,6 +104,15 @@ class SSLDataModule(pl.LightningDataModule):
         ds.transform = transform
         return ds
 
+    def bad_files(self) -> list[str]:
+        """Image files skipped as unreadable (folder datasets with data.on_bad_file=skip), all splits."""
+        found: list[str] = []
+        for ds in self.splits.values():
+            for path in getattr(ds, "bad_files", ()):
+                if path not in found:
+                    found.append(path)
+        return found
+
     @property
     def num_classes(self) -> int:
         return self.info.num_classes if self.info is not None else 0
