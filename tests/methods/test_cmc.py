@@ -1,0 +1,159 @@
+"""CMC: Lab conversion vs published values, cross-view NCE and in-batch losses vs literal references, view graphs,
+bank rows, fixed-batch training, the CLI and learning."""
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import FAST, LEARN, knn_gain, needs_fmnist, run_cli, train_fixed_batch
+from ssl_bench.backbones import create_backbone
+from ssl_bench.errors import ConfigError
+from ssl_bench.methods.cmc import CMC, cross_view_batch_loss, cross_view_nce, view_pairs
+from ssl_bench.nn.color import ColorSplit, normalize_lab, parse_channel_groups, rgb_to_lab
+
+factory = functools.partial(create_backbone, "resnet18", small_input=True, channels=(8, 16, 32, 64))
+
+# sRGB -> CIE L*a*b* (D65), published values (e.g. EasyRGB / Bruce Lindbloom's calculator, as skimage's rgb2lab)
+LAB_REFERENCE = [
+    ((1.0, 1.0, 1.0), (100.0, 0.0, 0.0)),
+    ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),
+    ((1.0, 0.0, 0.0), (53.24, 80.09, 67.20)),
+    ((0.0, 1.0, 0.0), (87.73, -86.18, 83.18)),
+    ((0.0, 0.0, 1.0), (32.30, 79.19, -107.86)),
+    ((1.0, 1.0, 0.0), (97.14, -21.55, 94.48)),
+    ((0.0, 1.0, 1.0), (91.11, -48.09, -14.13)),
+    ((1.0, 0.0, 1.0), (60.32, 98.23, -60.82)),
+    ((0.5, 0.5, 0.5), (53.39, 0.0, 0.0)),
+]
+
+
+def test_rgb_to_lab_matches_published_values():
+    rgb = torch.tensor([c for c, _ in LAB_REFERENCE]).T.reshape(3, -1, 1)        # 3 x 9 x 1 "image"
+    lab = rgb_to_lab(rgb).reshape(3, -1).T
+    assert torch.allclose(lab, torch.tensor([v for _, v in LAB_REFERENCE]), atol=0.02), lab
+    # normalised Lab spans [-1, 1] over the sRGB cube: the extremes sit on the bounds
+    norm = normalize_lab(rgb_to_lab(rgb)).reshape(3, -1).T
+    assert norm.min() >= -1.0001 and norm.max() <= 1.0001
+    assert torch.isclose(norm[3, 1], torch.tensor(-1.0), atol=1e-3) and torch.isclose(norm[4, 2], torch.tensor(-1.0), atol=1e-3)
+
+
+def test_color_split_undoes_the_data_normalisation():
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    split = ColorSplit(parse_channel_groups([["L"], ["a", "b"]]), mean, std)
+    rgb = torch.rand(2, 3, 4, 4)
+    x = (rgb - torch.tensor(mean).reshape(1, 3, 1, 1)) / torch.tensor(std).reshape(1, 3, 1, 1)
+    l_view, ab_view = split(x)
+    expected = normalize_lab(rgb_to_lab(rgb))
+    assert l_view.shape == (2, 1, 4, 4) and ab_view.shape == (2, 2, 4, 4)
+    assert torch.allclose(l_view, expected[:, :1], atol=1e-5) and torch.allclose(ab_view, expected[:, 1:], atol=1e-5)
+    with pytest.raises(ValueError):
+        parse_channel_groups([["L"], ["x"]])
+
+
+def test_view_graphs():
+    assert view_pairs(2, "core") == view_pairs(2, "full") == [(0, 1)]
+    assert view_pairs(4, "core") == [(0, 1), (0, 2), (0, 3)]
+    assert view_pairs(4, "full") == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+
+
+def nce_reference(f, pos, neg, t, z, n):
+    """InstDisc / CMC NCE literally: P = exp(v.f/t)/Z, h = P / (P + m/n), J = -E[log h(pos) + sum log(1 - h(neg))]."""
+    m, total = neg.shape[0], 0.0
+    for i in range(f.shape[0]):
+        fi = f[i] / f[i].norm()
+        p = torch.exp(pos[i] @ fi / t) / z
+        total = total - torch.log(p / (p + m / n))
+        for j in range(m):
+            q = torch.exp(neg[j] @ fi / t) / z
+            total = total - torch.log(1 - q / (q + m / n))
+    return total / f.shape[0]
+
+
+@pytest.mark.parametrize("graph", ["core", "full"])
+def test_cross_view_nce_matches_the_literal_formula(graph):
+    """CMC sec. 3.3: each pair (a, b) contributes J(f_a | memory of b) + J(f_b | memory of a)."""
+    torch.manual_seed(0)
+    v, n = 3, 40
+    f = [torch.randn(4, 5, dtype=torch.float64, requires_grad=True) for _ in range(v)]
+    pos = [F.normalize(torch.randn(4, 5, dtype=torch.float64), dim=1) for _ in range(v)]
+    neg = [F.normalize(torch.randn(6, 5, dtype=torch.float64), dim=1) for _ in range(v)]
+    z = torch.rand(v, v, dtype=torch.float64) * 50 + 10
+    pairs = view_pairs(v, graph)
+    ours = cross_view_nce(f, pos, neg, 0.1, z, n, pairs)
+    ref = sum(nce_reference(f[a], pos[b], neg[b], 0.1, z[a, b], n) + nce_reference(f[b], pos[a], neg[a], 0.1, z[b, a], n)
+              for a, b in pairs)
+    assert torch.allclose(ours.double(), ref, rtol=1e-5), (ours, ref)
+    g_ours, g_ref = torch.autograd.grad(ours, f), torch.autograd.grad(ref, f)
+    for a, b in zip(g_ours, g_ref):
+        assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-7)
+    if graph == "core":          # view 2 and view 1 never meet: moving f_2 leaves the (1, 2) terms out
+        assert (1, 2) not in pairs
+
+
+def test_cross_view_batch_loss_matches_the_literal_formula():
+    """Eq. 2-3 with in-batch candidates: -log h(v1_i, v2_i) / sum_j h(v1_i, v2_j), both directions, per pair."""
+    torch.manual_seed(0)
+    f = [torch.randn(5, 4, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    t, pairs = 0.2, view_pairs(3, "full")
+
+    def h(x, y):
+        return torch.exp((x / x.norm()) @ (y / y.norm()) / t)
+
+    ref = 0.0
+    for a, b in pairs:
+        for anchor, other in ((a, b), (b, a)):
+            ref = ref + sum(-torch.log(h(f[anchor][i], f[other][i]) / sum(h(f[anchor][i], f[other][j]) for j in range(5)))
+                            for i in range(5)) / 5
+    ours = cross_view_batch_loss(f, t, pairs)
+    assert torch.allclose(ours.double(), ref, rtol=1e-6)
+    for a, b in zip(torch.autograd.grad(ours, f), torch.autograd.grad(ref, f)):
+        assert torch.allclose(a.double(), b, rtol=1e-5, atol=1e-8)
+
+
+def test_one_encoder_per_view_and_forward_concatenates():
+    m = CMC(None, backbone_factory=factory, views=[["L"], ["a", "b"]], num_classes=10, bank_size=8, num_negatives=4)
+    assert [e.conv1.in_channels for e in m.backbone.encoders] == [1, 2]
+    assert m.feat_dim == 128 and m.probe.in_features == 128
+    m.eval()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        l_view, ab_view = m.backbone.split(x)
+        expected = torch.cat([m.backbone.encoders[0](l_view), m.backbone.encoders[1](ab_view)], dim=1)
+        assert torch.allclose(m(x), expected, atol=1e-6)
+    with pytest.raises(ConfigError):
+        CMC(None, backbone_factory=factory, graph="star")
+    with pytest.raises(ConfigError):
+        CMC(None, backbone_factory=None)
+
+
+def test_bank_rows_move_only_at_the_batch_indices():
+    torch.manual_seed(0)
+    m = CMC(None, backbone_factory=factory, views=[["L"], ["a"], ["b"]], graph="full", bank_size=12, num_negatives=6)
+    before = [b.bank.clone() for b in m.banks]
+    index = torch.tensor([2, 5, 9, 11])
+    out = m.training_loss([torch.randn(4, 3, 16, 16)], torch.zeros(4, dtype=torch.long), index)
+    assert {"loss", "feats", "z_std"} == set(out) and out["feats"].shape == (4, 192)
+    for bank, old in zip(m.banks, before):
+        changed = (bank.bank != old).any(dim=1).nonzero().flatten()
+        assert changed.tolist() == index.tolist()
+        assert bank.visited.nonzero().flatten().tolist() == index.tolist()
+    assert (m.nce_z[0, 1:] > 0).all() and (m.nce_z[1:, 0] > 0).all() and m.nce_z[1, 2] > 0 and m.nce_z[0, 0] < 0
+
+
+def test_thirty_steps_on_a_fixed_batch_lower_the_loss():
+    torch.manual_seed(0)
+    m = CMC(None, backbone_factory=factory, negatives="batch", temperature=0.2)
+    x = torch.rand(16, 3, 16, 16) * 4 - 2
+    losses, out = train_fixed_batch(m, [x], steps=30, lr=0.05)
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+
+
+def test_fast_dev_run_through_the_cli(tmp_path):
+    # one real step, not fast_dev_run alone: the banks are sized from the data and saved in the checkpoint
+    run = run_cli("method=cmc", "augmentation=cmc", *FAST, "method.num_negatives=64", "trainer.max_epochs=1",
+                  "+trainer.limit_train_batches=1", run_dir=tmp_path / "run", check=True)
+    assert run.results["status"] == "completed" and run.results["method"] == "cmc"
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["state_dict"]["banks.0.bank"].shape == (256, 128)
+    assert state["state_dict"]["banks.1.bank"].shape == (256, 128)
