@@ -17,6 +17,10 @@ Departures: the grid's proportions scale with the image (the paper's 256 px / 64
 encoder is any timm backbone (BatchNorm swapped for per-sample LayerNorm = GroupNorm with one group)
 rather than ResNet-161; `num_negatives` can sub-sample the keys shared by all predictions of a step
 (null = every patch of the batch, as the paper). Under DDP the keys are this rank's patches.
+`temperature` (null = the paper's dot products) scores cosine / T instead. Measured in short CPU runs (30
+steps, synthetic, narrow ResNet-18): the paper's layer-normalised encoder collapsed (z_std 0.03 -> 0.005, loss at
+log N) where batch norm learned, and dot-product scores start far above chance; the fmnist experiment therefore
+uses encoder_norm=batch and temperature=0.1, while conf/method/cpc_v2.yaml keeps the paper's settings.
 """
 from __future__ import annotations
 

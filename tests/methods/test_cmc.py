@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import FAST, LEARN, knn_gain, needs_fmnist, run_cli, train_fixed_batch
+from conftest import FAST, knn_gain, needs_fmnist, run_cli, train_fixed_batch
 from ssl_bench.backbones import create_backbone
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.cmc import CMC, cross_view_batch_loss, cross_view_nce, view_pairs
@@ -157,3 +157,16 @@ def test_fast_dev_run_through_the_cli(tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["state_dict"]["banks.0.bank"].shape == (256, 128)
     assert state["state_dict"]["banks.1.bank"].shape == (256, 128)
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_cmc_learns_on_fashion_mnist(tmp_path):
+    """experiment=fmnist_cmc (5k images, 5 epochs; two crops of L, one encoder each, in-batch negatives).
+    Measured on 2 shared cores, one thread: kNN top-1 51.6 at init -> 71.7, 174 s. On `synthetic` (1k images,
+    3 epochs, L vs ab, in-batch negatives) it gained only 23.0 -> 27.3 (SGD 0.1) and fell with LARS 1.0 (20.3):
+    the synthetic colours are drawn at random, independent of the shape, so L and ab share little but outlines -
+    no synthetic test here."""
+    run = run_cli("experiment=fmnist_cmc", "progress_bar=false", run_dir=tmp_path / "run", check=True, timeout=1200)
+    init, after = knn_gain(run)
+    assert after >= init + 10, (init, after)

@@ -1,12 +1,11 @@
 """CPC v2: grid InfoNCE vs a literal reference, the context never sees the rows it predicts, the patch grid
 and its augmentation, fixed-batch training, the CLI and learning."""
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import FAST, LEARN, knn_gain, needs_fmnist, run_cli, train_fixed_batch
+from conftest import FAST, knn_gain, needs_fmnist, run_cli, train_fixed_batch
 from ssl_bench.backbones import create_backbone
 from ssl_bench.methods.cpc_v2 import CPCv2, grid_info_nce
 from ssl_bench.nn.masked_conv import ContextNetwork
@@ -145,3 +144,15 @@ def test_fast_dev_run_through_the_cli(tmp_path):
                   "backbone.kwargs.channels=[8,16,32,64]", "trainer.fast_dev_run=true",
                   run_dir=tmp_path / "run", check=True)
     assert run.results["status"] == "completed" and run.results["method"] == "cpc_v2"
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_cpc_v2_learns_on_fashion_mnist(tmp_path):
+    """experiment=fmnist_cpc_v2 (2k images, 3 epochs, 6x6 grid). Measured on 2 shared cores, one thread: kNN top-1
+    44.3 at init -> 52.2 / 59.4 / 59.4 after epochs 1-3, 105 s. On `synthetic` (1k images, 2 epochs) the same
+    settings did not beat the init kNN (18.7 -> 17.7): the shapes' outlines are cut across patches, and
+    predicting neighbouring patches in 30 steps learns local texture, not shape - no synthetic test here."""
+    run = run_cli("experiment=fmnist_cpc_v2", "progress_bar=false", run_dir=tmp_path / "run", check=True, timeout=1200)
+    init, after = knn_gain(run)
+    assert after >= init + 5, (init, after)
