@@ -11,8 +11,8 @@ backbone: C = the map of `local_layer` from `forward_intermediates`, Y = the poo
   * prior matching (gamma, sec. 3.3): an adversarial discriminator pushes sigmoid(Y) towards the uniform
     prior on [0, 1]^F (the official code squashes Y with a sigmoid for the uniform prior).
 The MI estimator is Jensen-Shannon by default (`estimator: jsd`; `nce` and `dv` selectable, sec. 3.1, eq. 2-5).
-Critics are "encode-and-dot" (appendix A.2 / the official LocalDIM): local features and Y are each embedded
-by a residual 1x1-conv network ending in a LayerNorm (`ResidualEmbed1x1`) and scored by their dot product.
+Critics are "encode-and-dot" (the paper's encoder-and-dot-product critic; the official LocalDIM's networks): local
+features and Y are each embedded by a residual 1x1-conv network ending in a LayerNorm (`ResidualEmbed1x1`) and scored by their dot product.
 The global critic encodes the map with a 3x3 conv, pools it to 4x4 (so the head does not depend on the image
 size; the official GlobalDIM reuses the encoder's remaining layers instead) and a two-layer MLP, then takes
 the dot product with the embedded Y. The prior discriminator is the official 1000-200-1 ReLU MLP; it learns
