@@ -104,8 +104,9 @@ def test_amdim_learns_on_synthetic(tmp_path):
 @needs_fmnist
 @pytest.mark.timeout(1300)
 def test_amdim_learns_on_fashion_mnist(tmp_path):
-    # the full fmnist_amdim experiment (5k images, 5 epochs): measured 53.1 -> 63.4 best, 63.2 final (5 epochs, 206 s on 2 shared cores). Shorter runs (2000 images,
-    # 1-2 epochs at batch 64-128) stayed at or below the baseline (49.8 -> 46-49), so the test runs it whole.
+    # the full fmnist_amdim experiment (5k images, 5 epochs):
+    # measured 53.1 -> 63.4 best, 63.2 final (5 epochs, 206 s on 2 shared cores).
+    # Shorter runs (2000 images, 1-2 epochs at batch 64-128) stayed at or below the baseline (49.8 -> 46-49), so the test runs it whole.
     run = run_cli("experiment=fmnist_amdim", "progress_bar=false", run_dir=tmp_path / "run", check=True)
     init, after = knn_gain(run)
     assert after > init, (init, after)

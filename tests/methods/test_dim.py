@@ -168,8 +168,9 @@ def test_dim_learns_on_synthetic(tmp_path):
 @needs_fmnist
 @pytest.mark.timeout(1300)
 def test_dim_learns_on_fashion_mnist(tmp_path):
-    # the full fmnist_dim experiment (5k images, 5 epochs): measured 53.1 -> 55.9 best (5 epochs, 214 s on 2 shared cores). Shorter runs (2000 images,
-    # 1-2 epochs at batch 64-128) stayed at or below the baseline (49.8 -> 46-49), so the test runs it whole.
+    # the full fmnist_dim experiment (5k images, 5 epochs):
+    # measured 53.1 -> 55.9 best (5 epochs, 214 s on 2 shared cores).
+    # Shorter runs (2000 images, 1-2 epochs at batch 64-128) stayed at or below the baseline (49.8 -> 46-49), so the test runs it whole.
     run = run_cli("experiment=fmnist_dim", "progress_bar=false", run_dir=tmp_path / "run", check=True)
     init, after = knn_gain(run)
     assert after > init, (init, after)
