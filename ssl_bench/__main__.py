@@ -1,28 +1,73 @@
-"""`python -m ssl_bench method=simclr data=cifar10 backbone=resnet18` - the Hydra entry point."""
+"""`python -m ssl_bench method=simclr data=cifar10 backbone=resnet18` - the Hydra entry point.
+
+One run: exit codes as documented in ssl_bench.reliability. A multirun (`-m`): a job that fails - bad
+value, missing data, NaN loss, a crash - is recorded as failed in its own results.json and the sweep goes
+on; at the end the sweep dir gets its leaderboard (ssl_bench.config.SweepSummary) and the exit code is
+EXIT_SWEEP_FAILURES when any job failed.
+"""
 from __future__ import annotations
 
+import json
+import math
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from ssl_bench import config as _config
 from ssl_bench.config import CONFIG_DIR, report_user_error
-from ssl_bench.errors import UserError
+from ssl_bench.errors import EXIT_NONFINITE, EXIT_SWEEP_FAILURES, UserError
+
+
+def _record_failure(run_dir: Path, cfg: DictConfig, error: str) -> None:
+    """results.json of a sweep job that ended before training could write one."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "results.json").write_text(json.dumps({
+            "status": "failed", "error": error, "method": cfg.method.get("name"), "data": cfg.data.get("name"),
+            "seed": cfg.get("seed"), "run_dir": str(run_dir)}, indent=2))
+    except OSError:
+        pass
+
+
+def _objective(results: dict, cfg: DictConfig) -> float:
+    """What a sweeper (Optuna) optimises: `optimize_metric` of the run's best metrics (NaN when missing)."""
+    value = (results.get("best") or {}).get(cfg.get("optimize_metric", "val/knn_top1"))
+    return float(value) if value is not None else math.nan
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
-def _hydra_main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    from ssl_bench.train import run
+    from ssl_bench.train import check_launch, run
 
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    run_dir = Path(hc.runtime.output_dir)
     try:
-        results = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        check_launch(cfg, multirun, str(hc.launcher.get("_target_", "")))
+        results = run(cfg, run_dir)
     except UserError as err:
-        report_user_error(err)
-    # the sweep objective (Optuna and friends): best online kNN top-1
-    return results.get("best", {}).get("val/knn_top1")
+        if not multirun:
+            report_user_error(err)
+        print(f"ssl_bench: error: job {hc.job.num} ({run_dir.name}): {err}", file=sys.stderr, flush=True)
+        _record_failure(run_dir, cfg, str(err))
+        return math.nan
+    except Exception as err:  # noqa: BLE001 - in a sweep, any crash of one job is recorded, the rest go on
+        if not multirun:
+            raise
+        traceback.print_exc()
+        _record_failure(run_dir, cfg, f"{type(err).__name__}: {err}")
+        return math.nan
+    if results["status"] == "failed":
+        if not multirun:
+            raise SystemExit(EXIT_NONFINITE)
+        return math.nan
+    return _objective(results, cfg)
 
 
 def main() -> None:
@@ -30,6 +75,8 @@ def main() -> None:
         _hydra_main()
     except UserError as err:
         report_user_error(err)
+    if _config.SWEEP_FAILURES:
+        raise SystemExit(EXIT_SWEEP_FAILURES)
 
 
 if __name__ == "__main__":

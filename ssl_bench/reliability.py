@@ -1,10 +1,11 @@
 """What keeps long runs alive: a non-finite-loss guard, pre-emption handling, atomic checkpoints.
 
 Exit codes of `python -m ssl_bench` (also in the README):
-  0  completed, or stopped by SIGTERM/SIGUSR1 after writing a checkpoint (`resume=auto` continues it)
+  0  completed, or stopped by SIGTERM/SIGUSR1/SIGUSR2 after writing a checkpoint (`resume=auto` continues it)
   1  Hydra could not compose the config (unknown group option or key)
   2  a user error: bad config value, missing/corrupt data, unwritable output dir, bad checkpoint path
   3  the loss became NaN/Inf; the last good checkpoint is kept and results.json says so
+  4  a multirun finished but some jobs failed (each failed job's results.json says why)
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from ssl_bench.errors import ConfigError, OutputError
+from ssl_bench.errors import EXIT_NONFINITE, ConfigError, OutputError  # noqa: F401 - EXIT_NONFINITE re-exported
 
-EXIT_NONFINITE = 3
-PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")
+# SIGUSR1: Lightning's / sbatch --signal convention; SIGUSR2: what submitit asks SLURM to send before the limit
+PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -81,9 +82,9 @@ class NonFiniteGuard(pl.Callback):
 
 
 class Preemption(pl.Callback):
-    """SIGTERM / SIGUSR1 (SLURM's warning signal): finish the current step, write `last.ckpt`
-    atomically, stop cleanly. Under SLURM the job is requeued (`scontrol requeue`), and `resume=auto`
-    (or Lightning's SLURM environment) continues it."""
+    """SIGTERM / SIGUSR1 / SIGUSR2 (SLURM's warning signals): finish the current step, write `last.ckpt`
+    atomically, stop cleanly. Under SLURM the job is requeued (by submitit's handler when it launched the
+    job, else `scontrol requeue`), and `resume=auto` continues it."""
 
     def __init__(self, checkpoint_path: Path):
         self.checkpoint_path = Path(checkpoint_path)
@@ -115,9 +116,19 @@ class Preemption(pl.Callback):
             trainer.should_stop = True
             print(f"ssl_bench: received {self.received}; wrote {self.checkpoint_path} at step "
                   f"{trainer.global_step}; continue with resume=auto", file=sys.stderr, flush=True)
-            job = os.environ.get("SLURM_JOB_ID")
-            if job and self.received == "SIGUSR1" and trainer.is_global_zero:
-                subprocess.run(["scontrol", "requeue", job], check=False)
+            self._requeue(trainer)
+
+    def _requeue(self, trainer) -> None:
+        """Under SLURM, after the checkpoint: a handler that was there before ours (submitit's, under the
+        submitit launcher) requeues the job its own way; otherwise `scontrol requeue` on the warning signal."""
+        sig = getattr(signal, self.received, None)
+        previous = self._previous.get(sig)
+        if callable(previous) and self.received != "SIGTERM":
+            previous(sig, None)
+            return
+        job = os.environ.get("SLURM_JOB_ID")
+        if job and self.received in ("SIGUSR1", "SIGUSR2") and trainer.is_global_zero:
+            subprocess.run(["scontrol", "requeue", job], check=False)
 
     def on_train_end(self, trainer, pl_module):
         for sig, handler in self._previous.items():

@@ -22,11 +22,11 @@ from ssl_bench.data.module import SSLDataModule
 from ssl_bench.data.views import parse_pipelines
 from ssl_bench.errors import ConfigError, UserError
 from ssl_bench.methods.base import SSLMethod
-from ssl_bench.reliability import (EXIT_NONFINITE, AtomicCheckpointIO, LastCheckpoint, NonFiniteGuard,
+from ssl_bench.reliability import (AtomicCheckpointIO, LastCheckpoint, NonFiniteGuard,
                                    NonFiniteLossError, Preemption, usable_checkpoint)
 
 RUN_FILE = "ssl_bench_run.json"
-IGNORED_FOR_HASH = ("resume", "output_root", "logger")
+IGNORED_FOR_HASH = ("resume", "output_root", "logger", "optimize_metric", "cpu_threads", "progress_bar")
 
 
 # ---- small helpers --------------------------------------------------------------------------------
@@ -198,6 +198,22 @@ def validate(cfg: DictConfig) -> None:
     check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", 1))
 
 
+def check_launch(cfg: DictConfig, multirun: bool, launcher: str) -> None:
+    """DDP inside a local multirun is a known trap: Lightning's `ddp` starts the other ranks by re-running
+    the command line, and in a Hydra sweep that command is the whole sweep. Refuse it with the two ways
+    that work: a launcher that starts every rank itself (SLURM / submitit), or `ddp_spawn`."""
+    t = cfg.trainer
+    strategy = str(t.get("strategy", "auto"))
+    devices, nodes = t.get("devices", 1), int(t.get("num_nodes", 1) or 1)
+    several = nodes > 1 or devices in (-1, "-1", "auto") or (isinstance(devices, (list, tuple)) and len(devices) > 1) \
+        or (isinstance(devices, int) and devices > 1) or (isinstance(devices, str) and devices.isdigit() and int(devices) > 1)
+    if multirun and several and "submitit" not in launcher and "spawn" not in strategy:
+        raise ConfigError("trainer.strategy", f"'{strategy}' with several devices inside a local multirun: Lightning "
+                          "would start the other ranks by re-running the whole sweep command.",
+                          "run the sweep through SLURM (launcher=slurm, or launcher=submitit_local on one machine), "
+                          "or set trainer.strategy=ddp_spawn for a local sweep.")
+
+
 def check_devices(accelerator: str, devices: Any) -> None:
     """More devices than this machine has: one message naming the key, before any data is loaded."""
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
@@ -233,6 +249,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         (run_dir / ".hydra").mkdir(exist_ok=True)
         OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
 
+    if cfg.get("cpu_threads"):  # a share of the cores, e.g. per job of a parallel local sweep
+        torch.set_num_threads(int(cfg.cpu_threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
     dm = build_datamodule(cfg)
@@ -264,7 +282,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "knn_top1_init": model.knn_init, "final": best.final, "best": best.best,
         "wall_time_s": round(time.time() - started, 2), "images_per_sec": throughput.average,
         "resumed_from": str(resume_ckpt) if resume_ckpt else None, "run_dir": str(run_dir),
-        "config_hash": cfg_hash, "bad_files": dm.bad_files(),
+        "config_hash": cfg_hash, "bad_files": dm.bad_files(), "torch_threads": torch.get_num_threads(),
     }
     if trainer.is_global_zero:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2))
@@ -275,5 +293,4 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 finish_wandb(lg, results)
     if failure:
         print(f"ssl_bench: error: {failure}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_NONFINITE)
-    return results
+    return results  # status "failed": the caller exits with EXIT_NONFINITE (a sweep goes on)

@@ -180,3 +180,30 @@ def test_full_disk_ends_with_message_and_keeps_last_checkpoint(tmp_path):
     assert "no space left on the device" in run.stderr and str(ckpt) in run.stderr and "Traceback" not in run.stderr
     assert _global_step(ckpt) == STEPS_PER_EPOCH                            # the last good checkpoint is intact
     assert not ckpt.with_name("last.ckpt.tmp").exists()
+
+
+def test_warning_signal_checkpoints_then_hands_over_to_the_previous_handler(tmp_path):
+    """Under the submitit launcher SIGUSR2 belongs to submitit (it requeues the job): ssl_bench writes its
+    checkpoint first, then calls submitit's handler. SIGTERM never chains (it would kill the process)."""
+    from types import SimpleNamespace
+
+    from ssl_bench.reliability import Preemption
+
+    calls = []
+    saved = []
+    old = signal.signal(signal.SIGUSR2, lambda s, f: calls.append(s))
+    try:
+        cb = Preemption(tmp_path / "last.ckpt")
+        trainer = SimpleNamespace(save_checkpoint=lambda p: saved.append(p), should_stop=False, global_step=7,
+                                  checkpoint_callbacks=[],
+                                  is_global_zero=True)
+        cb.on_train_start(trainer, None)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0.1)
+        assert cb.received == "SIGUSR2" and not calls      # ours ran, not the old one (yet)
+        cb.on_train_batch_end(trainer, None, None, None, 0)
+        assert saved == [str(tmp_path / "last.ckpt")] and trainer.should_stop
+        assert calls == [signal.SIGUSR2]                    # after the checkpoint
+        cb.on_train_end(trainer, None)
+    finally:
+        signal.signal(signal.SIGUSR2, old)
