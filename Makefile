@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-fast bench clean
+.PHONY: help install demo test test-fast test-long bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,11 +23,14 @@ demo: $(STAMP)  ## SimCLR on Fashion-MNIST (synthetic if absent) on CPU: kNN bef
 # start-up); more threads per process only make OpenMP's spinning threads fight over the 2 cores.
 TEST_ENV := WANDB_MODE=offline OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-test: $(STAMP)  ## the full offline CPU test suite (slow learning tests included)
-	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile -q -ra --durations=20
+test: $(STAMP)  ## the offline CPU test suite of CI (slow learning tests included, `long` ones not)
+	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile -q -ra --durations=20 -m "not long"
+
+test-long: $(STAMP)  ## the whole Fashion-MNIST experiments of the newer methods (minutes each)
+	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile -q -ra -m long
 
 test-fast: $(STAMP)  ## tests without the slower learning runs
-	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile -q -ra -m "not slow"
+	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile -q -ra -m "not slow and not long"
 
 bench: $(STAMP)  ## throughput benchmark; appends to BENCHMARKS.md
 	$(PY) -m ssl_bench.bench

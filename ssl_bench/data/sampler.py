@@ -15,6 +15,9 @@ import torch
 from torch.utils.data import Sampler
 
 
+_SAMPLER_STREAM = 0x5EED_0F_DA7A
+
+
 class EpochSampler(Sampler[int]):
     def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
                  drop_last: bool = False):
@@ -39,7 +42,8 @@ class EpochSampler(Sampler[int]):
     def order(self, epoch: int) -> torch.Tensor:
         """This rank's indices for `epoch`, before any skip."""
         if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed + epoch)
+            # a stream of its own: seeded apart from the view RNG (which starts from `seed` itself)
+            gen = torch.Generator().manual_seed(_SAMPLER_STREAM + 1_000_003 * self.seed + epoch)
             perm = torch.randperm(self.size, generator=gen)
         else:
             perm = torch.arange(self.size)

@@ -100,7 +100,7 @@ def test_amdim_learns_on_synthetic(tmp_path):
     assert min(z_std) > 0.25 / 256 ** 0.5, z_std
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @needs_fmnist
 @pytest.mark.timeout(1300)
 def test_amdim_learns_on_fashion_mnist(tmp_path):

@@ -159,7 +159,7 @@ def test_fast_dev_run_through_the_cli(tmp_path):
     assert state["state_dict"]["banks.1.bank"].shape == (256, 128)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @needs_fmnist
 def test_cmc_learns_on_fashion_mnist(tmp_path):
     """experiment=fmnist_cmc (5k images, 5 epochs; two crops of L, one encoder each, in-batch negatives).

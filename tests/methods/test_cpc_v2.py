@@ -146,7 +146,7 @@ def test_fast_dev_run_through_the_cli(tmp_path):
     assert run.results["status"] == "completed" and run.results["method"] == "cpc_v2"
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @needs_fmnist
 def test_cpc_v2_learns_on_fashion_mnist(tmp_path):
     """experiment=fmnist_cpc_v2 (2k images, 3 epochs, 6x6 grid). Measured on 2 shared cores, one thread: kNN top-1

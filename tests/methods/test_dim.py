@@ -164,7 +164,7 @@ def test_dim_learns_on_synthetic(tmp_path):
     assert min(z_std) > 0.005, z_std
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @needs_fmnist
 @pytest.mark.timeout(1300)
 def test_dim_learns_on_fashion_mnist(tmp_path):
