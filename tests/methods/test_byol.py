@@ -61,16 +61,16 @@ def test_fast_dev_run_through_cli(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1300)  # ~45 s on 2 quiet cores; minutes when shared
-def test_byol_learns_without_collapse(tmp_path):
+def test_byol_trains_without_collapse(tmp_path):
     init, best, z_std = learning_run("byol", tmp_path, ["augmentation=byol", "method.proj_hidden_dim=512",
                                                          "method.pred_hidden_dim=512", "method.proj_output_dim=128",
                                                          "optimizer=lars", "optimizer.lr=1.0",
                                                          "augmentation.views.1.scale=[0.2,1.0]",
                                                          "trainer.max_epochs=3",
                                                          "method.base_tau=0.9"])  # ~90 steps: the target must move
-    # measured (1 thread, 3 epochs): kNN 22.2 -> 36.0 best, 29.4 final, z_std >= 0.058. BYOL is noisier than
-    # the contrastive methods in so short a run; this guards against collapse and against not learning.
-    assert best >= init + 5, (init, best)
+    # No kNN margin is asserted: over seeds 0-3 this 3-epoch run gave kNN gains of +4.4, -2.8, +8.6, +0.4
+    # (best vs random init) - too noisy to test "learns" in CI minutes (issue #3). What is robust, and
+    # asserted, is that the embeddings do not collapse.
     assert min(z_std) > 0.25 / 128 ** 0.5, z_std
 
 

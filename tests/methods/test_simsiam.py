@@ -68,9 +68,11 @@ SIMSIAM_RUN = ["optimizer=lars", "optimizer.lr=1.0", "method.proj_hidden_dim=512
 
 @pytest.mark.slow
 @pytest.mark.timeout(1300)  # ~45 s on 2 quiet cores; minutes when shared
-def test_simsiam_learns_without_collapse(tmp_path):
+def test_simsiam_trains_without_collapse(tmp_path):
     init, best, z_std = learning_run("simsiam", tmp_path, SIMSIAM_RUN)
-    assert best >= init + 10, (init, best)
+    # No kNN margin is asserted: over seeds 0-7 this 2-epoch run gained -1.6 .. +11.4 kNN points (median
+    # +6), too noisy for a CI test (issue #3). The collapse signal is robust: with the stop-gradient the
+    # embeddings keep their spread, without it (the next test) they collapse.
     assert min(z_std) > 0.25 / 512 ** 0.5, z_std
 
 
