@@ -1,6 +1,7 @@
 """Gradient parity under DDP (issue: sweeps and scale-out): for each loss that talks across ranks - MoCo's
 InfoNCE with its queue (keys gathered into the queue), SwAV's Sinkhorn (all-reduced marginals) and
-InstDisc's memory bank (gathered row updates, an all-reduced Z) - the parameter gradients of 2 CPU processes
+InstDisc's and CMC's memory banks (gathered row updates, an all-reduced Z), CMC's in-batch cross-view loss
+(candidates gathered with gradients) - the parameter gradients of 2 CPU processes
 with batch B each, averaged as DDP averages them, equal those of 1 process with batch 2B on the same samples.
 Two steps each, so what the first step wrote into the queue / bank is part of the second step's loss.
 
@@ -23,8 +24,8 @@ N, STEPS = 8, 2  # global batch, steps
 class Tiny(nn.Sequential):
     """A BN-free conv net with the backbone interface (`num_features`)."""
 
-    def __init__(self):
-        super().__init__(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    def __init__(self, in_chans: int = 3):
+        super().__init__(nn.Conv2d(in_chans, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.num_features = 8
 
 
@@ -37,6 +38,11 @@ def _build(name):
     if name == "swav":
         from ssl_bench.methods.swav import SwAV
         return SwAV(Tiny(), proj_hidden_dim=16, proj_output_dim=8, num_prototypes=6, freeze_prototypes_epochs=0)
+    if name.startswith("cmc"):
+        from ssl_bench.methods.cmc import CMC
+        return CMC(Tiny(), backbone_factory=lambda in_chans: Tiny(in_chans), negatives=name.split("_")[1],
+                   temperature=0.1, proj_output_dim=8, num_negatives=5, bank_size=3 * N,
+                   pixel_mean=[0.5, 0.5, 0.5], pixel_std=[0.25, 0.25, 0.25])
     from ssl_bench.methods.instdisc import InstDisc
     return InstDisc(Tiny(), temperature=0.1, proj_output_dim=8, num_negatives=5, bank_size=3 * N)
 
@@ -87,7 +93,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-NAMES = ["moco_v2", "swav", "instdisc"]
+NAMES = ["moco_v2", "swav", "instdisc", "cmc_bank", "cmc_batch"]
 
 
 def _worker(rank, world, port, out):
