@@ -22,7 +22,15 @@ from ssl_bench.errors import EXIT_NONFINITE, EXIT_SWEEP_FAILURES, UserError
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig, error: str) -> None:
-    """results.json of a sweep job that ended before training could write one."""
+    """results.json of a sweep job that ended before training could write one; its W&B run (if one was
+    started) is closed as failed, so the next job of the sweep starts a run of its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        try:
+            wandb.run.summary["status"] = "failed"
+            wandb.finish(exit_code=1)
+        except Exception:  # noqa: BLE001 - closing the log must not hide the job's own error
+            pass
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "results.json").write_text(json.dumps({

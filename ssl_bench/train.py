@@ -135,9 +135,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
         all_callbacks.append(RichProgressBar(leave=True))
     kwargs.setdefault("num_sanity_val_steps", 0)
     kwargs.setdefault("use_distributed_sampler", False)  # the datamodule shards itself (resumable, see EpochSampler)
+    loggers = build_loggers(cfg, run_dir, run_name)
     try:
-        return pl.Trainer(default_root_dir=str(run_dir), logger=build_loggers(cfg, run_dir, run_name),
-                          callbacks=all_callbacks, plugins=[AtomicCheckpointIO()], enable_progress_bar=bool(cfg.get("progress_bar", True)), **kwargs)
+        trainer = pl.Trainer(default_root_dir=str(run_dir), logger=loggers, callbacks=all_callbacks,
+                             plugins=[AtomicCheckpointIO()], enable_progress_bar=bool(cfg.get("progress_bar", True)),
+                             **kwargs)
+        # the loggers we made (fast_dev_run swaps them for dummies, but a W&B run was started and must end)
+        trainer.ssl_bench_loggers = loggers
+        return trainer
     except (TypeError, ValueError, pl.utilities.exceptions.MisconfigurationException) as err:
         raise ConfigError("trainer", f"Lightning's Trainer rejected the trainer settings: {err}",
                           "check the trainer.* keys against pytorch_lightning.Trainer's arguments.") from None
@@ -286,7 +291,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     }
     if trainer.is_global_zero:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-        for lg in trainer.loggers:
+        for lg in getattr(trainer, "ssl_bench_loggers", trainer.loggers):
             if lg.__class__.__name__ == "WandbLogger":
                 from ssl_bench.wandb_utils import finish_wandb
 

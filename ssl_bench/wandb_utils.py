@@ -43,7 +43,10 @@ def make_wandb_logger(cfg: DictConfig, run_dir: Path, run_name: str):
 
     wb = cfg.logger.wandb
     mode = resolve_mode(wb.get("mode"))
-    group = wb.get("group") or _sweep_group(run_dir) or f"{cfg.method.name}-{cfg.data.name}"
+    sweep = _sweep_group(run_dir)
+    group = wb.get("group") or sweep or f"{cfg.method.name}-{cfg.data.name}"
+    if sweep:  # jobs of a sweep often share a run name (the swept key is not in it): use the job dir's
+        run_name = run_dir.name
     tags = list(wb.get("tags") or []) + [cfg.method.name, cfg.data.name, cfg.backbone.tag]
     logger = WandbLogger(project=wb.project, entity=wb.get("entity"), name=run_name, group=group, tags=tags,
                          save_dir=str(run_dir), mode=mode, log_model=bool(wb.get("log_model", False)),
@@ -133,11 +136,12 @@ def read_wandb_records(path: str | Path):
 
 
 def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
-    """{'history': [row, ...], 'summary': {...}, 'config': {...}} of the (first) W&B run below run_dir."""
+    """{'history': [row, ...], 'summary': {...}, 'config': {...}, 'run': {name, group, tags}} of the (first)
+    W&B run below run_dir."""
     files = sorted(Path(run_dir).rglob("*.wandb"))
     if not files:
         raise FileNotFoundError(f"no .wandb file below {run_dir}")
-    history, summary, config = [], {}, {}
+    history, summary, config, run = [], {}, {}, {}
     for rec in read_wandb_records(files[0]):
         kind = rec.WhichOneof("record_type")
         if kind == "history":
@@ -146,7 +150,10 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
             for item in rec.summary.update:
                 summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
         elif kind in ("config", "run"):  # wandb.init(config=...) travels in the run record
+            if kind == "run":
+                run = {"id": rec.run.run_id, "name": rec.run.display_name, "group": rec.run.run_group,
+                       "tags": list(rec.run.tags)}
             updates = rec.config.update if kind == "config" else rec.run.config.update
             for item in updates:
                 config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-    return {"history": history, "summary": summary, "config": config}
+    return {"history": history, "summary": summary, "config": config, "run": run}

@@ -130,3 +130,17 @@ def test_ddp_cpu_two_processes_write_one_results_and_one_log(tmp_path):
     assert res["global_step"] == 256 // (64 * 2)                    # each rank takes half of every epoch
     assert "val/knn_top1" in res["final"]
     assert len(list(tmp_path.rglob("results.json"))) == 1 and len(list(tmp_path.rglob("metrics.csv"))) == 1
+
+
+def test_sweep_jobs_are_separate_wandb_runs_in_one_group(tmp_path):
+    from ssl_bench.wandb_utils import read_offline_run
+
+    # the first job fails (NaN at its second step): its W&B run must still end, the second get its own
+    proc, sweep = multirun(tmp_path, *FAST, "trainer.max_epochs=1", "logger=wandb", "optimizer=sgd",
+                           "method._target_=fault_methods.NaNAtSteps", "+method.nan_steps=[1],[]")
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    jobs = sorted(p.parent for p in sweep.glob("*/results.json"))
+    runs = [read_offline_run(job)["run"] for job in jobs]
+    assert len(runs) == 2 and runs[0]["id"] != runs[1]["id"]
+    assert [r["name"] for r in runs] == [job.name for job in jobs]         # <num>_<run name>: distinct
+    assert runs[0]["group"] == runs[1]["group"] and runs[0]["group"].startswith("sweep-")
