@@ -122,7 +122,8 @@ def test_optuna_search_composes_and_runs_two_trials(tmp_path):
 def test_ddp_cpu_two_processes_write_one_results_and_one_log(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "ssl_bench", *FAST, "trainer=ddp_cpu", "trainer.max_epochs=1",
-                           "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=ENV,
+                           "trainer.log_every_n_steps=1", "optimizer=sgd", "optimizer.lr=0.4", "optimizer.scale_lr=true",
+                           "scheduler=constant", f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=ENV,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((run_dir / "results.json").read_text())
@@ -130,6 +131,35 @@ def test_ddp_cpu_two_processes_write_one_results_and_one_log(tmp_path):
     assert res["global_step"] == 256 // (64 * 2)                    # each rank takes half of every epoch
     assert "val/knn_top1" in res["final"]
     assert len(list(tmp_path.rglob("results.json"))) == 1 and len(list(tmp_path.rglob("metrics.csv"))) == 1
+    import csv
+
+    with open(run_dir / "metrics.csv") as f:
+        lrs = {float(r["lr"]) for r in csv.DictReader(f) if r.get("lr")}
+    assert len(lrs) == 1 and abs(lrs.pop() - 0.4 * 64 * 2 / 256) < 1e-6   # scaled by the global batch (2 x 64)
+
+
+def test_each_rank_draws_its_own_augmentations_and_its_own_shard():
+    from types import SimpleNamespace
+
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from ssl_bench.config import CONFIG_DIR
+    from ssl_bench.train import build_datamodule
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["data=synthetic", "data.options.n_train=64", "data.options.n_test=32",
+                                           "data.batch_size=8"])
+    views, shards = [], []
+    for rank in (0, 1):
+        dm = build_datamodule(cfg)
+        dm.trainer = SimpleNamespace(global_rank=rank, world_size=2, training=True)
+        dm.setup("fit")
+        x = dm.splits["pretrain"].images[:8]
+        views.append(dm.batch_views(x))
+        shards.append(list(dm.train_dataloader().sampler))
+    assert not torch.equal(views[0][0], views[1][0])                     # different crops / jitter per rank
+    assert set(shards[0]).isdisjoint(shards[1]) and len(shards[0]) == len(shards[1]) == 32
 
 
 def test_sweep_jobs_are_separate_wandb_runs_in_one_group(tmp_path):
