@@ -96,7 +96,9 @@ AMDIM_RUN = ["augmentation=amdim", "augmentation.views.0.scale=[0.2,1.0]", "opti
 @pytest.mark.timeout(1300)
 def test_amdim_learns_on_synthetic(tmp_path):
     init, best, z_std = learning_run("amdim", tmp_path, AMDIM_RUN)
-    assert best >= init + 3, (init, best)         # measured 22.2 -> 27.8 (Adam 1e-3; LARS 1.0: 27.2)
+    # measured 22.2 -> 27.8 (Adam 1e-3; LARS 1.0: 27.2). Over seeds 0-3 the gain was +5.6, -3.6, +3.4, +1.2:
+    # not yet a robust margin in so short a run (issue #4); this guards seed 0 against regressions.
+    assert best >= init + 3, (init, best)
     assert min(z_std) > 0.25 / 256 ** 0.5, z_std
 
 

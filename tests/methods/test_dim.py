@@ -160,7 +160,9 @@ DIM_RUN = ["augmentation=dim", "augmentation.views.0.scale=[1.0,1.0]", "optimize
 @pytest.mark.timeout(1300)
 def test_dim_learns_on_synthetic(tmp_path):
     init, best, z_std = learning_run("dim", tmp_path, [*DIM_RUN, "method.estimator=nce", "method.local_layer=2"])
-    assert best >= init + 4, (init, best)         # measured 22.2 -> 29.6
+    # measured 22.2 -> 29.6. Over seeds 0-3 the gain was +7.4, -2.8, +8.6, +4.8: not yet a robust margin in
+    # so short a run (issue #4); this guards seed 0 against regressions.
+    assert best >= init + 4, (init, best)
     assert min(z_std) > 0.005, z_std
 
 
