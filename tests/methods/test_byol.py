@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import FAST, LEARN, knn_gain, run_cli, narrow_backbone as narrow, learning_run, train_fixed_batch
+from conftest import (FAST, LEARN, knn_gain, learning_run, narrow_backbone as narrow, needs_fmnist, run_cli,
+                      train_fixed_batch)
 from ssl_bench.backbones import create_backbone
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses import byol_loss
@@ -74,3 +75,16 @@ def test_byol_trains_without_collapse(tmp_path):
     assert min(z_std) > 0.25 / 128 ** 0.5, z_std
 
 
+
+
+@pytest.mark.slow
+@needs_fmnist
+@pytest.mark.timeout(1300)
+def test_byol_learns_on_fashion_mnist(tmp_path):
+    """Where BYOL's short run is reliable: 2k Fashion-MNIST images, 2 epochs of batch 64 (~22 s on one core).
+    Over seeds 0-3 the kNN gain was +8.7, +11.7, +15.2, +17.6 (init 43-50); on `synthetic` it is noise."""
+    run = run_cli("experiment=fmnist_byol", "progress_bar=false", "data.limit=2000", "data.test_limit=1000",
+                  "data.batch_size=64", "trainer.max_epochs=2", "scheduler.warmup_epochs=0.3", "method.base_tau=0.9",
+                  run_dir=tmp_path / "run", check=True)
+    init, after = knn_gain(run)
+    assert after >= init + 6, (init, after)
