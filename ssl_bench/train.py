@@ -203,15 +203,25 @@ def validate(cfg: DictConfig) -> None:
     check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", 1))
 
 
+def _requested_devices(devices: Any) -> tuple[int, int] | None:
+    """(how many devices, highest index + 1) that `trainer.devices` asks for; None for "auto" / -1 (all there are)."""
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, (list, tuple)):
+        return len(devices), max(devices, default=-1) + 1
+    if isinstance(devices, int) and devices > 0:
+        return devices, devices
+    return None
+
+
 def check_launch(cfg: DictConfig, multirun: bool, launcher: str) -> None:
     """DDP inside a local multirun is a known trap: Lightning's `ddp` starts the other ranks by re-running
     the command line, and in a Hydra sweep that command is the whole sweep. Refuse it with the two ways
     that work: a launcher that starts every rank itself (SLURM / submitit), or `ddp_spawn`."""
     t = cfg.trainer
     strategy = str(t.get("strategy", "auto"))
-    devices, nodes = t.get("devices", 1), int(t.get("num_nodes", 1) or 1)
-    several = nodes > 1 or devices in (-1, "-1", "auto") or (isinstance(devices, (list, tuple)) and len(devices) > 1) \
-        or (isinstance(devices, int) and devices > 1) or (isinstance(devices, str) and devices.isdigit() and int(devices) > 1)
+    requested = _requested_devices(t.get("devices", 1))
+    several = int(t.get("num_nodes", 1) or 1) > 1 or requested is None or requested[0] > 1
     if multirun and several and "submitit" not in launcher and "spawn" not in strategy:
         raise ConfigError("trainer.strategy", f"'{strategy}' with several devices inside a local multirun: Lightning "
                           "would start the other ranks by re-running the whole sweep command.",
@@ -221,14 +231,10 @@ def check_launch(cfg: DictConfig, multirun: bool, launcher: str) -> None:
 
 def check_devices(accelerator: str, devices: Any) -> None:
     """More devices than this machine has: one message naming the key, before any data is loaded."""
-    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
-        devices = int(devices)
-    if isinstance(devices, (list, tuple)):
-        wanted, highest = len(devices), max(devices, default=-1) + 1
-    elif isinstance(devices, int) and devices > 0:
-        wanted = highest = devices
-    else:
+    requested = _requested_devices(devices)
+    if requested is None:
         return  # "auto" / -1: Lightning takes what there is
+    wanted, highest = requested
     accelerator = str(accelerator)
     gpus = torch.cuda.device_count()
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0):
