@@ -59,6 +59,34 @@ def test_synthetic_bad_num_classes():
         make_synthetic(10, num_classes=len(SHAPES) + 1)
 
 
+def test_synthetic_colour_palette_puts_the_shape_in_both_l_and_ab():
+    """palette=colour: shape and background differ in Lab lightness and in chroma (so an L view and an ab view
+    each show the shape), the default grey palette is unchanged, and colour says nothing about the class."""
+    from ssl_bench.data.synthetic import _colour_pair
+    from ssl_bench.nn.color import rgb_to_lab
+
+    bg, fg = _colour_pair(2000, torch.Generator().manual_seed(0))
+    lab_bg, lab_fg = rgb_to_lab(bg[:, :, None, None]).flatten(1), rgb_to_lab(fg[:, :, None, None]).flatten(1)
+    d_light = (lab_fg[:, 0] - lab_bg[:, 0]).abs()
+    d_chroma = (lab_fg[:, 1:] - lab_bg[:, 1:]).norm(dim=1)
+    assert d_light.min() > 20 and d_chroma.min() > 20, (d_light.min(), d_chroma.min())   # Lab units (L: 0-100)
+    assert 0.3 < (lab_fg[:, 0] > lab_bg[:, 0]).float().mean() < 0.7                       # light or dark shapes
+
+    x, y = make_synthetic(400, seed=0, palette="colour")
+    grey, _ = make_synthetic(400, seed=0)
+    assert torch.equal(grey, make_synthetic(400, seed=0, palette="grey")[0])
+    lab = rgb_to_lab(x.float() / 255)
+    assert lab[:, 1:].abs().mean() > 1.5 * rgb_to_lab(grey.float() / 255)[:, 1:].abs().mean()
+    # the per-class mean colour is the same up to sampling noise: ~40 images per class
+    means = torch.stack([lab[y == k].mean(dim=(0, 2, 3)) for k in range(10)])
+    assert (means[:, 1:] - means[:, 1:].mean(0)).abs().max() < 6, means
+
+
+def test_synthetic_bad_palette():
+    with pytest.raises(ConfigError, match="data.options.palette"):
+        make_synthetic(10, palette="rainbow")
+
+
 def test_synthetic_load_splits():
     info, splits = load_splits("synthetic", n_train=200, n_test=50, num_classes=5, image_size=16)
     assert info == DatasetInfo("synthetic", 5, 16, info.mean, info.std, True)

@@ -526,7 +526,7 @@ _OPTIONS = {
     "stl10": ("unlabeled",),
     "image_folder": ("image_size", "on_bad_file"),
     "image_folder_unlabelled": ("image_size", "on_bad_file"),
-    "synthetic": ("n_train", "n_test", "num_classes", "image_size", "data_seed"),
+    "synthetic": ("n_train", "n_test", "num_classes", "image_size", "data_seed", "palette"),
 }
 
 
@@ -540,7 +540,8 @@ def load_splits(name: str, root: str | None = None, download: bool = True, fract
     test_limit a stratified subset of test. Options by dataset: stl10 `unlabeled` (default True:
     pretrain = train + unlabeled); image folders `image_size` (default 224), `on_bad_file`
     ('skip' | 'error'); synthetic `n_train` (5000), `n_test` (1000), `num_classes` (10),
-    `image_size` (32), `data_seed` (0; the images, not the subset). Unknown options raise.
+    `image_size` (32), `data_seed` (0; the images, not the subset), `palette` ('grey' | 'colour').
+    Unknown options raise.
     """
     _check_name(name)
     unknown = sorted(set(options) - set(_OPTIONS[name]))
@@ -555,8 +556,9 @@ def load_splits(name: str, root: str | None = None, download: bool = True, fract
         from ssl_bench.data.synthetic import make_synthetic
 
         k, size, ds = options.get("num_classes", 10), options.get("image_size", 32), int(options.get("data_seed", 0))
-        xtr, ytr = make_synthetic(options.get("n_train", 5000), k, size, seed=2 * ds)
-        xte, yte = make_synthetic(options.get("n_test", 1000), k, size, seed=2 * ds + 1)
+        palette = options.get("palette", "grey")
+        xtr, ytr = make_synthetic(options.get("n_train", 5000), k, size, seed=2 * ds, palette=palette)
+        xte, yte = make_synthetic(options.get("n_test", 1000), k, size, seed=2 * ds + 1, palette=palette)
         mean = tuple(round(v, 4) for v in (xtr.float().mean(dim=(0, 2, 3)) / 255).tolist())
         std = tuple(round(v, 4) for v in (xtr.float().std(dim=(0, 2, 3)) / 255).tolist())
         info = DatasetInfo(name, k, size, mean, std, in_memory=True)

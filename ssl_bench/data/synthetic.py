@@ -14,6 +14,12 @@ Because position, size, rotation, tint and clutter vary, a linear model or neare
 pixels stays around 30% (10 classes), while a conv net (trained, or through SSL) separates the
 classes from edges and texture. Everything is vectorised with torch and deterministic given `seed`; rendering is chunked
 so memory stays bounded at any size (10k images of 32 px take well under a second on one core).
+
+`palette="colour"` draws the same shapes in strong colours instead, for methods whose views split colour
+channels (CMC's L vs ab): shape and background differ both in lightness and in chroma, each by a random
+amount with a floor, with the shape light on dark or dark on light at random and the two hues roughly
+opposite. Lightness and hue are drawn independently, so the only thing an L view and an ab view of one image
+share is the geometry - the class - while a grey image (a/b = 0) would leave the ab view blank.
 """
 from __future__ import annotations
 
@@ -40,13 +46,23 @@ SHAPES: tuple[str, ...] = (
 )
 
 _TINT = 0.12  # largest per-channel colour offset from grey
+PALETTES = ("grey", "colour")
+# Two orthonormal RGB directions that keep the luma 0.2126 R + 0.7152 G + 0.0722 B: adding
+# c * (cos h * _CHROMA_U + sin h * _CHROMA_V) to a grey level sets hue angle h and chroma c and leaves the
+# lightness (nearly: sRGB is not linear) where it was.
+_LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
+_CHROMA_U = torch.tensor([1.0, 0.0, -0.2126 / 0.0722])
+_CHROMA_U = _CHROMA_U / _CHROMA_U.norm()
+_CHROMA_V = torch.linalg.cross(_LUMA, _CHROMA_U)
+_CHROMA_V = _CHROMA_V / _CHROMA_V.norm()
 _PIXELS_PER_CHUNK = 1 << 22  # ~16 MB per float plane; bounds peak memory at any n / image_size
 
 
 def make_synthetic(
-    n: int, num_classes: int = 10, image_size: int = 32, seed: int = 0
+    n: int, num_classes: int = 10, image_size: int = 32, seed: int = 0, palette: str = "grey"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` synthetic images and labels: (uint8 [n, 3, S, S], int64 [n]), classes balanced (+-1)."""
+    """`n` synthetic images and labels: (uint8 [n, 3, S, S], int64 [n]), classes balanced (+-1).
+    `palette`: "grey" (near-grey, the default) or "colour" (see the module docstring)."""
     if not isinstance(n, int) or n < 1:
         raise ConfigError("data.n_train", f"needs a positive number of images, got {n!r}.", "set e.g. data.n_train=5000.")
     if not isinstance(num_classes, int) or not 2 <= num_classes <= len(SHAPES):
@@ -58,6 +74,10 @@ def make_synthetic(
     if not isinstance(image_size, int) or image_size < 8:
         raise ConfigError("data.image_size", f"synthetic images need a side of at least 8 px, got {image_size!r}.",
                           "set e.g. data.image_size=32.")
+
+    if palette not in PALETTES:
+        raise ConfigError("data.options.palette", f"must be one of {', '.join(PALETTES)}, got {palette!r}.",
+                          "use grey (the default) or colour (for colour-split views such as CMC's L vs ab).")
 
     g = torch.Generator().manual_seed(int(seed))
     S = image_size
@@ -80,6 +100,8 @@ def make_synthetic(
     tint = (torch.rand(n, 2, 3, generator=g) * 2 - 1) * _TINT
     bg = (lum_bg[:, None] + tint[:, 0]).clamp(0, 1)
     fg = (lum_fg[:, None] + tint[:, 1]).clamp(0, 1)
+    if palette == "colour":
+        bg, fg = _colour_pair(n, g)
     grad_dir = torch.rand(n, generator=g) * 2 * math.pi
     grad_amp = (torch.rand(n, 3, generator=g) * 2 - 1) * 0.15
     n_blobs = 3
@@ -122,6 +144,25 @@ def make_synthetic(
         img.add_(torch.randn(img.shape, generator=g), alpha=0.03)
         out[sl] = (img.clamp_(0, 1) * 255).round_().to(torch.uint8)
     return out, labels.to(torch.int64)
+
+
+def _colour_pair(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Background and shape colours [n, 3] of the colour palette: a lightness gap of 0.3-0.6 (shape lighter or
+    darker at random), chroma 0.15-0.3 each, hues ~opposite (180 +- 60 degrees apart), all independent."""
+    gap = 0.3 + 0.3 * torch.rand(n, generator=g)
+    low = 0.1 + (0.8 - gap) * torch.rand(n, generator=g)               # both levels stay in [0.1, 0.9]
+    light_shape = torch.rand(n, generator=g) < 0.5
+    lum_fg = torch.where(light_shape, low + gap, low)
+    lum_bg = torch.where(light_shape, low, low + gap)
+    hue_bg = torch.rand(n, generator=g) * 2 * math.pi
+    hue_fg = hue_bg + math.pi + (torch.rand(n, generator=g) * 2 - 1) * math.pi / 3
+    chroma = 0.15 + 0.15 * torch.rand(n, 2, generator=g)
+
+    def rgb(lum, hue, c):
+        offset = c[:, None] * (torch.cos(hue)[:, None] * _CHROMA_U + torch.sin(hue)[:, None] * _CHROMA_V)
+        return (lum[:, None] + offset).clamp(0, 1)
+
+    return rgb(lum_bg, hue_bg, chroma[:, 0]), rgb(lum_fg, hue_fg, chroma[:, 1])
 
 
 def _coverage(sdf: torch.Tensor, px: float) -> torch.Tensor:
