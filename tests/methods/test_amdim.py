@@ -88,17 +88,19 @@ def test_fast_dev_run_through_cli(tmp_path):
     assert res["status"] == "completed" and res["method"] == "amdim" and res["global_step"] == 1
 
 
-AMDIM_RUN = ["augmentation=amdim", "augmentation.views.0.scale=[0.2,1.0]", "optimizer=adamw", "optimizer.lr=1e-3",
-             "optimizer.weight_decay=0", "method.n_rkhs=256"]
+# The learning recipe: the shared short run (conftest.LEARN: 2k images, 2 epochs) with LARS 0.3. kNN top-1 gains
+# (best - random init) over seeds 0-3, 2 runs sharing 2 cores, ~36 s each:
+#   LARS 0.3 (this test):        +35.2 (22.2 -> 57.4), +12.0, +14.6, +23.0
+#   Adam 1e-3 (the old recipe):  +5.6, -3.6, +3.4, +1.2;  4 epochs: +6.8, -2.4, +1.2, +2.2
+AMDIM_RUN = ["augmentation=amdim", "augmentation.views.0.scale=[0.2,1.0]", "optimizer=lars", "optimizer.lr=0.3",
+             "method.n_rkhs=256"]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1300)
 def test_amdim_learns_on_synthetic(tmp_path):
     init, best, z_std = learning_run("amdim", tmp_path, AMDIM_RUN)
-    # measured 22.2 -> 27.8 (Adam 1e-3; LARS 1.0: 27.2). Over seeds 0-3 the gain was +5.6, -3.6, +3.4, +1.2:
-    # not yet a robust margin in so short a run (issue #4); this guards seed 0 against regressions.
-    assert best >= init + 3, (init, best)
+    assert best >= init + 9, (init, best)                        # the lowest of 4 seeds +12.0
     assert min(z_std) > 0.25 / 256 ** 0.5, z_std
 
 

@@ -145,20 +145,26 @@ def test_fast_dev_run_sizes_the_bank_from_the_data(tmp_path):
 
 
 @pytest.mark.slow
-def test_instdisc_trains_stably_on_synthetic(tmp_path):
-    """The shared short run (conftest.LEARN) plus a third epoch, one view per image, 1024 negatives of the
-    2000-row bank, the paper's lr 0.03. A stability test more than a learning one: InstDisc's positives are
-    bank rows written one epoch (31 steps) earlier, by a network that has changed a lot since (pos_sim ~0.1
-    in epochs 2-3), so a 93-step run learns little. Measured (2 cores, kNN top-1 init -> best):
+@pytest.mark.timeout(1300)
+def test_instdisc_learns_on_synthetic(tmp_path):
+    """The shared short run (conftest.LEARN) for 4 epochs, one view per image, 1024 negatives of the 2000-row
+    bank, T=0.1, BN after the head, SGD 0.2 and a bank that stores each image's latest feature (bank_momentum=0).
+    InstDisc's positives are bank rows written one epoch (31 steps) earlier by a network that has changed since,
+    so a short run learns slowly; how each piece was chosen (2 cores, kNN top-1 init -> best, seed 0 unless noted):
       Z fixed on the first batch (the official code):                 loss 34 -> 205, kNN 22.2 -> 21.8
       Z per batch until the bank is full, the paper's linear head:    z_std 0.035 -> 0.007, kNN 22.2 -> 19-20
-      the same with head_norm (this test), lr 0.03 / 0.1:             z_std ~0.088, kNN 22.2 -> 27.2 / 28.2
-    A 500-image set for 8 epochs (7-step epochs, fresher positives) gave 19.0 -> 25.6: no better."""
-    run = run_cli(*LEARN, "method=instdisc", "optimizer=sgd", "optimizer.lr=0.03", "method.num_negatives=1024",
-                  "method.temperature=0.1", "method.head_norm=true", "augmentation.views.0.num_crops=1",
-                  "trainer.max_epochs=3", run_dir=tmp_path / "run", check=True)
+      the same with head_norm, lr 0.03, 3 epochs, momentum 0.5:       gains over seeds 0-3: -0.6, +3.0, +1.0, +1.8
+      lr 0.1, 4 epochs, momentum 0.5:                                 +5.4, -0.4, +8.0, +13.2
+      lr 0.1, 4 epochs, momentum 0 (the freshest positives):          +11.8, +3.4, +8.4, +17.0
+      lr 0.2, 4 epochs, momentum 0 (this test):                       +9.8 (22.2 -> 32.0), +5.6, +9.0, +12.4
+      lr 0.1, 5 epochs, momentum 0:                                   +17.6, +5.2, +10.2, +13.6
+      1000 images, 8 epochs, lr 0.1, momentum 0.5:                    +7.4, +0.2, +1.4, +15.6"""
+    run = run_cli(*LEARN, "method=instdisc", "optimizer=sgd", "optimizer.lr=0.2", "method.num_negatives=1024",
+                  "method.temperature=0.1", "method.head_norm=true", "method.bank_momentum=0",
+                  "augmentation.views.0.num_crops=1", "trainer.max_epochs=4", run_dir=tmp_path / "run", check=True,
+                  timeout=1200)
     init, after = knn_gain(run)
-    # no kNN margin: over seeds 0-3 the gain was -0.6, +3.0, +1.0, +1.8 (issue #3); stability is asserted
+    assert after >= init + 4, (init, after)                                        # the lowest of 4 seeds +5.6
     rows = [r for r in run.metrics() if r.get("train/z_std")]
     assert min(float(r["train/z_std"]) for r in rows) > 0.05                      # no collapse
     assert max(float(r["train/loss"]) for r in rows) < 30                         # no NCE blow-up (was 205)

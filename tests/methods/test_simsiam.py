@@ -62,17 +62,28 @@ def test_fast_dev_run_through_cli(tmp_path):
     assert res["status"] == "completed" and res["method"] == "simsiam" and res["global_step"] == 1
 
 
+# the collapse demonstration (2 epochs, LARS 1.0: without the stop-gradient it collapses within them)
 SIMSIAM_RUN = ["optimizer=lars", "optimizer.lr=1.0", "method.proj_hidden_dim=512", "method.proj_output_dim=512",
                "method.pred_hidden_dim=128"]
+# The learning recipe: the shared short run (conftest.LEARN) for 4 epochs (124 steps) at LARS 0.3. kNN top-1 gains
+# (best - random init) measured over seeds 0-7, 2 runs sharing 2 cores, ~50 s each:
+#   LARS 0.3, 4 epochs (this test): +5.8, +8.0, +9.8, +10.8, +10.2, +5.0, +10.0, +3.2
+#   LARS 0.2, 4 epochs:             +9.4, +3.4, +6.4, +10.6 (seeds 0-3)
+#   LARS 0.5, 4 epochs:             +18.0, +3.2, +12.2, +3.4
+#   LARS 1.0, 4 epochs:             +8.6, +16.0, -3.8, +27.0
+#   LARS 1.0, 2 epochs:             -1.6, +5.2, +6.2, +5.8, -0.8, +11.4, +9.6, +6.6
+# A high lr first tears down the random-init features (kNN dips below init in epoch 1) and only some seeds
+# recover in time; at 0.3 every seed ends above its baseline.
+SIMSIAM_LEARN = ["optimizer=lars", "optimizer.lr=0.3", "trainer.max_epochs=4", "method.proj_hidden_dim=512",
+                 "method.proj_output_dim=512", "method.pred_hidden_dim=128"]
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1300)  # ~45 s on 2 quiet cores; minutes when shared
-def test_simsiam_trains_without_collapse(tmp_path):
-    init, best, z_std = learning_run("simsiam", tmp_path, SIMSIAM_RUN)
-    # No kNN margin is asserted: over seeds 0-7 this 2-epoch run gained -1.6 .. +11.4 kNN points (median
-    # +6), too noisy for a CI test (issue #3). The collapse signal is robust: with the stop-gradient the
-    # embeddings keep their spread, without it (the next test) they collapse.
+@pytest.mark.timeout(1300)  # ~50 s on 2 quiet cores; minutes when shared
+def test_simsiam_learns_without_collapse(tmp_path):
+    init, best, z_std = learning_run("simsiam", tmp_path, SIMSIAM_LEARN)
+    assert best >= init + 3, (init, best)                       # seed 0: 22.2 -> 28.0; the lowest of 8 seeds +3.2
+    # the collapse signal: with the stop-gradient the embeddings keep their spread (without it, the next test)
     assert min(z_std) > 0.25 / 512 ** 0.5, z_std
 
 

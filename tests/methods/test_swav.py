@@ -175,15 +175,26 @@ def test_fast_dev_run_through_cli_with_multicrop(tmp_path):
     assert res["status"] == "completed" and res["method"] == "swav" and res["global_step"] == 1
 
 
+# The learning recipe: the shared short run (conftest.LEARN) with two 32 px views (SimCLR's, no small crops),
+# 30 prototypes that learn from the first step, LARS 0.3, 3 epochs. kNN top-1 gains (best - random init), seeds 0-3,
+# 2 runs sharing 2 cores, ~36 s each:
+#   2 views, LARS 0.3, 3 epochs (this test):                        +12.4, +4.4, +9.6, +13.4
+#   2 + 2 small crops (16 px, scale 0.2-0.5), the same otherwise:   +9.8, -0.6, +9.4, +0.8
+#   2 + 6 small crops (augmentation=swav), LARS 0.6, 2 epochs:      +5.6, -4.0, -1.4, -6.2 (prototypes frozen in epoch 1)
+#   the same with prototypes learning from the start:               -2.6, -2.2, -1.8, -2.0 (loss stays at log K)
+#   2 + 6 small crops, a 512-embedding queue from the start, LARS 0.3, 3 epochs: +5.8, -1.0, +1.6, +2.6
+# On these 32 px shapes a 16 px crop of 5-14% of the image rarely shows enough of the shape to predict the large
+# crops' codes, and in a run this short those predictions (6 of the 7 per code) pull the embedding towards a
+# uniform score; multi-crop is covered by the forward / loss tests above and by experiment=fmnist_swav.
+SWAV_LEARN = ["augmentation=simclr", "method.num_prototypes=30", "method.proj_hidden_dim=512",
+              "method.freeze_prototypes_epochs=0", "optimizer=lars", "optimizer.lr=0.3", "trainer.max_epochs=3"]
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(1300)  # ~45 s on 2 quiet cores; minutes when shared
-def test_swav_trains_without_collapse(tmp_path):
-    init, best, z_std = learning_run("swav", tmp_path, ["augmentation=swav", "method.num_prototypes=30",
-                                                         "method.proj_hidden_dim=512", "optimizer=lars",
-                                                         "optimizer.lr=0.6"])
-    # No kNN margin is asserted: over seeds 0-3 this 2-epoch run gained +5.6, -4.0, -1.4, -6.2 (prototypes are
-    # frozen for epoch 1 of 2) - no evidence of learning in CI minutes yet (issue #3); the Fashion-MNIST
-    # experiment gains +7 (BENCHMARKS.md). Asserted: no collapse of the embeddings.
+@pytest.mark.timeout(1300)  # ~40 s on 2 quiet cores; minutes when shared
+def test_swav_learns_without_collapse(tmp_path):
+    init, best, z_std = learning_run("swav", tmp_path, SWAV_LEARN)
+    assert best >= init + 4, (init, best)                  # seed 0: 22.2 -> 34.6; the lowest of 4 seeds +4.4
     assert min(z_std) > 0.25 / 128 ** 0.5, z_std
 
 
