@@ -26,8 +26,8 @@ TEST_ENV := WANDB_MODE=offline OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 test: $(STAMP)  ## the offline CPU test suite of CI (slow learning tests included, `long` ones not)
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile -q -ra --durations=20 -m "not long"
 
-test-long: $(STAMP)  ## the whole Fashion-MNIST experiments of the newer methods (minutes each)
-	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile -q -ra -m long
+test-long: $(STAMP)  ## the whole Fashion-MNIST experiments of every method (minutes each)
+	$(TEST_ENV) $(PY) -m pytest -n 2 --dist load -q -ra -m long
 
 test-fast: $(STAMP)  ## tests without the slower learning runs
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile -q -ra -m "not slow and not long"
