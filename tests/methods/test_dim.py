@@ -150,19 +150,25 @@ def test_fast_dev_run_through_cli(tmp_path):
     assert res["status"] == "completed" and res["method"] == "dim" and res["global_step"] == 1
 
 
-# measured on 2 shared cores (kNN top-1 init -> best, LEARN recipe, Adam 1e-3, no augmentation, 512 units):
-#   jsd, layer3 (8x8): 22.2 -> 25.4;  nce, layer3: 22.2 -> 28.0;  nce, layer2 (16x16 map): 22.2 -> 29.6
-DIM_RUN = ["augmentation=dim", "augmentation.views.0.scale=[1.0,1.0]", "optimizer=adamw", "optimizer.lr=1e-3",
-           "optimizer.weight_decay=0", "method.mi_units=512"]
+# The learning recipe: the shared short run (conftest.LEARN: 2k images, 2 epochs), no augmentation (as the paper on
+# CIFAR), the InfoNCE estimator on the 16x16 map of layer2, 512 critic units, SGD 0.03 (momentum 0.9, wd 5e-4).
+# kNN top-1 gains (best - random init) over seeds 0-3, 2 runs sharing 2 cores, ~28 s each:
+#   nce, SGD 0.03 (this test):     +20.8 (22.2 -> 43.0), +10.2, +13.8, +19.4
+#   nce, SGD 0.01:                 +18.4, +13.8, +4.2, +12.6
+#   nce, SGD 0.1 / LARS 0.3:       the loss becomes NaN within 30 steps (the encode-and-dot scores are unbounded:
+#                                  two LayerNorm'd 512-d embeddings; AMDIM's clipping is what keeps it stable there)
+#   nce, LARS 0.3 with LARS also on the norm/bias parameters: +14.4, +7.6, +3.6, +13.0
+#   nce, Adam 1e-3 (the old recipe): +7.4, -2.8, +8.6, +4.8;  4 epochs: +6.6, -1.4, +7.2, +4.8;  Adam 3e-3: +9.4, -1.2, +7.0, +2.6
+#   jsd (the paper's default), SGD 0.03: +1.0, -1.8, -8.6, +1.2;  Adam 1e-3, layer3 map, seed 0: 22.2 -> 25.4
+DIM_RUN = ["augmentation=dim", "augmentation.views.0.scale=[1.0,1.0]", "optimizer=sgd", "optimizer.lr=0.03",
+           "method.mi_units=512"]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1300)
 def test_dim_learns_on_synthetic(tmp_path):
     init, best, z_std = learning_run("dim", tmp_path, [*DIM_RUN, "method.estimator=nce", "method.local_layer=2"])
-    # measured 22.2 -> 29.6. Over seeds 0-3 the gain was +7.4, -2.8, +8.6, +4.8: not yet a robust margin in
-    # so short a run (issue #4); this guards seed 0 against regressions.
-    assert best >= init + 4, (init, best)
+    assert best >= init + 8, (init, best)                        # the lowest of 4 seeds +10.2
     assert min(z_std) > 0.005, z_std
 
 
