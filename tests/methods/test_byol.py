@@ -81,8 +81,6 @@ def test_byol_learns_without_collapse(tmp_path):
     assert min(z_std) > 0.25 / 128 ** 0.5, z_std
 
 
-
-
 @pytest.mark.slow
 @needs_fmnist
 @pytest.mark.timeout(1300)

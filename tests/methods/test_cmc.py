@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import FAST, LEARN, knn_gain, needs_fmnist, run_cli, train_fixed_batch
+from conftest import FAST, knn_gain, learning_run, needs_fmnist, run_cli, train_fixed_batch
 from ssl_bench.backbones import create_backbone
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.cmc import CMC, cross_view_batch_loss, cross_view_nce, view_pairs
@@ -178,24 +178,22 @@ def test_cmc_learns_on_fashion_mnist(tmp_path):
 #   in-batch negatives, 3 epochs (this test): +10.0 (16.6 -> 26.6), +5.2, +14.4, +16.0;  2 epochs: +7.0, +4.0, +13.0, +11.0
 #   memory bank + NCE (1024 negatives, T=0.1, head_norm), 2 epochs: +0.8, +2.6, +2.0, +0.0 - the bank's positives
 #   are an epoch old, as in InstDisc, and a 2-epoch run is too short for them.
-CMC_LAB = ["method=cmc", "augmentation=cmc", "data.options.palette=colour", "method.negatives=batch",
+CMC_LAB = ["augmentation=cmc", "data.options.palette=colour", "method.negatives=batch",
            "method.temperature=0.2", "optimizer=sgd", "optimizer.lr=0.1", "data.batch_size=32", "trainer.max_epochs=3"]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1300)
 def test_cmc_l_vs_ab_learns_on_colour_synthetic(tmp_path):
-    run = run_cli(*LEARN, *CMC_LAB, run_dir=tmp_path / "run", check=True, timeout=1200)
-    init, after = knn_gain(run)
+    init, after, z_std = learning_run("cmc", tmp_path, CMC_LAB)
     assert after >= init + 4, (init, after)                   # seed 0: +10.0; the lowest of 4 seeds +5.2
-    z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     assert min(z_std) > 0.02, z_std
 
 
 # Two crops of L (the variant of experiment=fmnist_cmc, for grey data): views [[L], [L]], each from its own random crop
 # (crop_per_view, two crops), one encoder each, in-batch negatives at T=0.2, brightness / contrast jitter on the
 # crops (without it the crops' luminance levels identify an image: kNN fell 34.2 -> 31.2), SGD 0.1, batches of 32.
-CMC_SYNTHETIC = ["method=cmc", "augmentation=cmc", "method.views=[[L],[L]]", "method.crop_per_view=true",
+CMC_SYNTHETIC = ["augmentation=cmc", "method.views=[[L],[L]]", "method.crop_per_view=true",
                  "augmentation.views.0.num_crops=2", "method.negatives=batch", "method.temperature=0.2",
                  "augmentation.views.0.color_jitter.prob=0.8", "+augmentation.views.0.color_jitter.strength=1.0",
                  "+augmentation.views.0.color_jitter.brightness=0.4", "+augmentation.views.0.color_jitter.contrast=0.4",
@@ -209,8 +207,6 @@ def test_cmc_learns_on_synthetic(tmp_path):
     run (conftest.LEARN: 2k images, 2 epochs). Measured kNN top-1 gains (best - init) over seeds 0-3: +13.6
     (34.2 -> 47.8), +10.8 (30.6 -> 41.4), +10.6 (33.6 -> 44.2), +15.4 (34.6 -> 50.0); about 35 s each on one
     thread, two runs sharing 2 cores. With batches of 64: +7.0 / +12.2 / +10.0 / +9.0; LARS 1.0: +3.0 / +2.4 (s0, s3)."""
-    run = run_cli(*LEARN, *CMC_SYNTHETIC, run_dir=tmp_path / "run", check=True, timeout=1200)
-    init, after = knn_gain(run)
+    init, after, z_std = learning_run("cmc", tmp_path, CMC_SYNTHETIC)
     assert after >= init + 9, (init, after)
-    z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     assert min(z_std) > 0.02, z_std

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import FAST, LEARN, knn_gain, needs_fmnist, run_cli, train_fixed_batch
+from conftest import FAST, knn_gain, learning_run, needs_fmnist, run_cli, train_fixed_batch
 from ssl_bench.backbones import create_backbone
 from ssl_bench.methods.cpc_v2 import CPCv2, grid_info_nce
 from ssl_bench.nn.masked_conv import ContextNetwork
@@ -163,7 +163,7 @@ def test_cpc_v2_learns_on_fashion_mnist(tmp_path):
 # stride 8 (a 3x3 grid: each patch shows a good part of the shape), two directions, K=2, cosine scores at T=0.1,
 # a batch-normalised encoder (layer norm collapsed, see the module docstring), no patch colour dropping (the shapes
 # are near-grey) and no patch-level spatial transforms, AdamW 5e-3 and batches of 32 (more steps for the same time).
-CPC_SYNTHETIC = ["method=cpc_v2", "augmentation=cpc_v2", "method.patch_size=16", "method.patch_stride=8",
+CPC_SYNTHETIC = ["augmentation=cpc_v2", "method.patch_size=16", "method.patch_stride=8",
                  "method.directions=[down,up]", "method.pred_steps=2", "method.temperature=0.1",
                  "method.encoder_norm=batch", "method.context_hidden=64", "method.context_blocks=3",
                  "method.patch_augment.color_drop=0.0", "method.patch_augment.rotate=0", "method.patch_augment.shear=0",
@@ -178,8 +178,6 @@ def test_cpc_v2_learns_on_synthetic(tmp_path):
     +9.4 (23.6 -> 33.0); about 45 s each on one thread, two runs sharing 2 cores. With 8 px patches at stride 4
     (a 7x7 grid, the fmnist experiment's) kNN stayed at init (20.8 -> 20.8, 105 s); with 16 px patches, batches of 64
     and AdamW 5e-3 the gains were +8.4 / +4.4 / +16.4 / +1.0."""
-    run = run_cli(*LEARN, *CPC_SYNTHETIC, run_dir=tmp_path / "run", check=True, timeout=1200)
-    init, after = knn_gain(run)
+    init, after, z_std = learning_run("cpc_v2", tmp_path, CPC_SYNTHETIC)
     assert after >= init + 8, (init, after)
-    z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     assert min(z_std) > 0.02, z_std
