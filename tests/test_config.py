@@ -93,3 +93,14 @@ def test_wheel_carries_the_configs(tmp_path):
     repo_modules = {str(p.relative_to(repo)) for p in (repo / "ssl_bench").rglob("*.py")}
     assert repo_modules <= names, f"modules missing from the wheel (add their package to pyproject): " \
                                   f"{sorted(repo_modules - names)}"
+
+
+def test_cifar10_byol_views_have_no_blur_as_solo_learns_cifar_recipe():
+    views = compose_with("experiment=cifar10_byol").augmentation.views
+    assert [v.blur.prob for v in views] == [0.0, 0.0] and [v.solarize for v in views] == [0.0, 0.2]
+    assert compose_with("augmentation=byol").augmentation.views[0].blur.prob == 1.0   # the ImageNet views keep it
+
+
+def test_synthetic_images_are_drawn_at_the_training_size_and_palette_is_an_option():
+    cfg = compose_with("data=synthetic", "data.image_size=16", "data.options.palette=colour")
+    assert cfg.data.options.image_size == 16 and cfg.data.options.palette == "colour"
