@@ -1,26 +1,33 @@
 """CPC v2: Data-Efficient Image Recognition with Contrastive Predictive Coding.
 Henaff, Srinivas, De Fauw, Razavi, Doersch, Eslami, van den Oord, 2020. https://arxiv.org/abs/1905.09272
 
-Each image is cut into a G x G grid of overlapping patches (nn/patch_grid.py; 7x7 by default), every
-patch is augmented on its own and encoded by the backbone into z_{i,j} (one call for all B*G*G patches).
-A masked-convolution context network (nn/masked_conv.py) gives c_{i,j} from the rows u <= i only, and a
-linear map W_k per offset predicts z_{i+k,j} for k = 1..K (sec. 2.1). The InfoNCE loss (eq. 1-2) scores
-the prediction against the true patch and negatives "taken from other locations in the image and other
-images in the mini-batch". Sec. 4.1 improvements, all here: layer normalisation in the encoder
-(`encoder_norm`: batch statistics let patches see each other), predictions in several directions
-(`directions`: the grid is rotated, one context network and one set of W_k per direction) and
-patch-based augmentation (`patch_augment`: colour dropping, flips, spatial and colour transformations).
+Each image is cut into a G x G grid of overlapping patches (nn/patch_grid.py; 7x7 of image/4 px at stride
+image/8 by default, the paper's 64 px patches at stride 32 on 256 px crops), every patch is augmented on its
+own and encoded by the backbone into z_{i,j} (one call for all B*G*G patches). The loss is the appendix
+pseudo-code `CPC(latents, target_dim=64, emb_scale=0.1, steps_to_ignore=2, steps_to_predict=3)`:
+  * context c = pixelCNN(z): the masked context network of nn/masked_conv.py, c_{i,j} sees rows u <= i only;
+  * targets = a 1x1 conv of z to `target_dim` channels;
+  * for i in range(steps_to_ignore, steps_to_predict): predictions = a 1x1 conv of c to `target_dim`
+    channels times `emb_scale`, for the target i + 1 rows below; each prediction is scored by dot products
+    against every target of the batch (other positions and other images, eq. 2) and the cross-entropy with
+    the true target as label is averaged; the loss sums these over i.
+The defaults predict only 3 rows ahead. With patches at half-patch stride a target 1 row ahead shares half
+its pixels with the context row it is predicted from (a low-level shortcut); 2 rows ahead it borders it,
+3 rows ahead half a patch of pixels separates them (tests/methods/test_cpc_v2.py: no pixel is shared).
+Sec. 4.1 improvements, all here: layer normalisation in the encoder (`encoder_norm`: batch statistics let
+patches see each other), predictions in all four directions (`directions`: the grid is rotated, one context
+network, target and prediction convs per direction - the pseudo-code run once per direction; the loss
+averages the directions) and patch-based augmentation (`patch_augment`: colour dropping, flips, spatial and
+colour transformations).
 
 The evaluated representation (forward) is the paper's linear-evaluation feature: the patch embeddings of
 the whole grid, mean-pooled (sec. 4.2) - so kNN and the probe see full images cut the same way.
-Departures: the grid's proportions scale with the image (the paper's 256 px / 64 px patches); the
-encoder is any timm backbone (BatchNorm swapped for per-sample LayerNorm = GroupNorm with one group)
-rather than ResNet-161; `num_negatives` can sub-sample the keys shared by all predictions of a step
-(null = every patch of the batch, as the paper). Under DDP the keys are this rank's patches.
-`temperature` (null = the paper's dot products) scores cosine / T instead. Measured in short CPU runs (30
-steps, synthetic, narrow ResNet-18): the paper's layer-normalised encoder collapsed (z_std 0.03 -> 0.005, loss at
-log N) where batch norm learned, and dot-product scores start far above chance; the fmnist experiment therefore
-uses encoder_norm=batch and temperature=0.1, while conf/method/cpc_v2.yaml keeps the paper's settings.
+Departures: the grid's proportions scale with the image; the encoder is any timm backbone (BatchNorm swapped
+for per-sample LayerNorm = GroupNorm with one group) rather than ResNet-161; the directions are averaged
+(the paper does not say how it combines them; a mean keeps the loss scale of one direction);
+`num_negatives` can sub-sample the targets shared by all predictions of a step (null = every patch of the
+batch, as the paper). Under DDP the targets are this rank's patches. `temperature` (null = the paper's
+scaled dot products) scores cosine / T instead.
 """
 from __future__ import annotations
 
@@ -41,10 +48,10 @@ DIRECTIONS = {"down": 0, "left": 1, "up": 2, "right": 3}
 
 def grid_info_nce(pred: torch.Tensor, z: torch.Tensor, offset: int, neg_index: torch.Tensor | None = None,
                   temperature: float | None = None):
-    """CPC's InfoNCE (Henaff et al. 2020, eq. 1-2) for one offset k, per prediction.
+    """CPC's InfoNCE (Henaff et al. 2020, eq. 1-2; the body of the appendix `CPC` loop) for one offset k.
 
-    pred: B x D x G x G, pred[b, :, i, j] = W_k c_{i,j} predicts z[b, :, i + k, j] (rows i < G - k are used).
-    z: B x D x G x G patch embeddings. Keys: every patch of the batch (B*G*G, the
+    pred: B x T x G x G, pred[b, :, i, j] (already scaled by emb_scale) predicts z[b, :, i + k, j] (rows
+    i < G - k are used). z: B x T x G x G projected targets. Keys: every target of the batch (B*G*G, the
     positive among them) or, with `neg_index`, the positive plus z at those flat (b, i, j) positions (a
     drawn index equal to the positive is masked out). Scores are the paper's dot products, or with a
     `temperature` cosine similarities / temperature. Returns (loss per prediction, correct per prediction).
@@ -52,8 +59,9 @@ def grid_info_nce(pred: torch.Tensor, z: torch.Tensor, offset: int, neg_index: t
     B, D, G, _ = z.shape
     if not 0 < offset < G:
         raise ValueError(f"offset {offset} must be in [1, {G - 1}] on a {G}x{G} grid")
-    q = pred[:, :, :G - offset].permute(0, 2, 3, 1).reshape(-1, D).float()      # queries: B(G-k)G x D
-    keys = z.permute(0, 2, 3, 1).reshape(-1, D).float()                           # keys: BGG x D
+    dtype = torch.promote_types(z.dtype, torch.float32)                           # bf16 autocast -> float32
+    q = pred[:, :, :G - offset].permute(0, 2, 3, 1).reshape(-1, D).to(dtype)    # queries: B(G-k)G x T
+    keys = z.permute(0, 2, 3, 1).reshape(-1, D).to(dtype)                         # keys: BGG x T
     if temperature is not None:
         q, keys = F.normalize(q, dim=1) / temperature, F.normalize(keys, dim=1)
     b, i, j = torch.meshgrid(torch.arange(B), torch.arange(G - offset), torch.arange(G), indexing="ij")
@@ -88,17 +96,31 @@ class CPCv2(SSLMethod):
     num_large_crops = 1
 
     def __init__(self, backbone: nn.Module, patch_size: int | None = None, patch_stride: int | None = None,
-                 pred_steps: int = 3, directions: Sequence[str] = ("down", "up", "left", "right"),
+                 steps_to_ignore: int = 2, steps_to_predict: int = 3, target_dim: int = 64,
+                 emb_scale: float = 0.1,
+                 directions: Sequence[str] = ("down", "up", "left", "right"),
                  context_blocks: int = 5, context_hidden: int = 256, context_kernel: int = 3,
-                 num_negatives: int | None = None, temperature: float | None = None, encoder_norm: str = "layer",
-                 patch_augment: dict | None = None,
-                 pixel_mean: Sequence[float] | None = None, pixel_std: Sequence[float] | None = None, **kwargs):
+                 num_negatives: int | None = None, temperature: float | None = None,
+                 encoder_norm: str = "layer", patch_augment: dict | None = None,
+                 pixel_mean: Sequence[float] | None = None, pixel_std: Sequence[float] | None = None,
+                 **kwargs):
         if encoder_norm not in ("layer", "batch"):
             raise ConfigError("method.encoder_norm", f"must be layer or batch, got {encoder_norm!r}.",
                               "use layer (the paper, sec. 4.1).")
         super().__init__(batchnorm_to_layernorm(backbone) if encoder_norm == "layer" else backbone, **kwargs)
-        if pred_steps < 1:
-            raise ConfigError("method.pred_steps", f"must be >= 1, got {pred_steps}.", "use e.g. 3.")
+        if steps_to_ignore < 0:
+            raise ConfigError("method.steps_to_ignore", f"must be >= 0, got {steps_to_ignore}.",
+                              "use the paper's 2 (predict 3 rows ahead only).")
+        if steps_to_predict <= steps_to_ignore:
+            raise ConfigError("method.steps_to_predict",
+                              f"must be > steps_to_ignore ({steps_to_ignore}), got {steps_to_predict}: "
+                              "no offset is left to predict.",
+                              "use the paper's steps_to_ignore=2, steps_to_predict=3.")
+        if target_dim < 1:
+            raise ConfigError("method.target_dim", f"must be >= 1, got {target_dim}.", "use the paper's 64.")
+        if emb_scale <= 0:
+            raise ConfigError("method.emb_scale", f"must be positive, got {emb_scale}.",
+                              "use the paper's 0.1.")
         unknown = [d for d in directions if d not in DIRECTIONS]
         if not directions or unknown or len(set(directions)) != len(directions):
             raise ConfigError("method.directions", f"{list(directions)} is not a list of distinct directions.",
@@ -108,7 +130,10 @@ class CPCv2(SSLMethod):
         if temperature is not None and temperature <= 0:
             raise ConfigError("method.temperature", f"must be positive or null (dot products), got {temperature}.")
         self.patch_size, self.patch_stride, self.temperature = patch_size, patch_stride, temperature
-        self.pred_steps, self.directions, self.num_negatives = int(pred_steps), list(directions), num_negatives
+        #: rows ahead that are predicted: i + 1 for i in range(steps_to_ignore, steps_to_predict) (appendix)
+        self.offsets = tuple(i + 1 for i in range(int(steps_to_ignore), int(steps_to_predict)))
+        self.target_dim, self.emb_scale = int(target_dim), float(emb_scale)
+        self.directions, self.num_negatives = list(directions), num_negatives
         try:
             self.context = nn.ModuleDict({d: ContextNetwork(self.feat_dim, context_hidden, context_blocks,
                                                             context_kernel) for d in self.directions})
@@ -116,8 +141,10 @@ class CPCv2(SSLMethod):
         except (ValueError, TypeError) as err:
             raise ConfigError("method", f"CPC v2 rejected its context / patch_augment settings: {err}",
                               "check conf/method/cpc_v2.yaml.") from None
-        # W_k, k = 1..K, stacked: one 1x1 conv D -> K*D per direction
-        self.predictors = nn.ModuleDict({d: nn.Conv2d(self.feat_dim, self.pred_steps * self.feat_dim, 1)
+        # per direction: the targets' 1x1 conv D -> T, and one 1x1 conv D -> T of the context per offset (stacked)
+        self.target_proj = nn.ModuleDict({d: nn.Conv2d(self.feat_dim, self.target_dim, 1)
+                                          for d in self.directions})
+        self.predictors = nn.ModuleDict({d: nn.Conv2d(self.feat_dim, len(self.offsets) * self.target_dim, 1)
                                          for d in self.directions})
         if pixel_mean is not None and pixel_std is not None:
             self.patch_augment.set_stats(pixel_mean, pixel_std)
@@ -147,24 +174,35 @@ class CPCv2(SSLMethod):
         return self.encode_grid(x).mean(dim=(2, 3))
 
     # ---- the loss ----------------------------------------------------------------------------------
+    def cpc_loss(self, z: torch.Tensor, direction: str, neg_index: torch.Tensor | None = None):
+        """The appendix `CPC(latents)` on a grid z [B, D, G, G] whose prediction direction points down the
+        rows: (sum over the offsets of the mean cross-entropy, correct per prediction)."""
+        context = self.context[direction](z)                           # B x D x G x G, row i sees rows <= i
+        targets = self.target_proj[direction](z)                       # B x T x G x G
+        preds = self.predictors[direction](context) * self.emb_scale   # B x n_offsets*T x G x G
+        T, losses, correct = self.target_dim, [], []
+        for n, k in enumerate(self.offsets):
+            loss_k, ok = grid_info_nce(preds[:, n * T:(n + 1) * T], targets, k, neg_index, self.temperature)
+            losses.append(loss_k.mean())
+            correct.append(ok)
+        return torch.stack(losses).sum(), torch.cat(correct)
+
     def training_loss(self, views, labels, index):
         z = self.encode_grid(views[0], augment=True)                   # B x D x G x G
         B, D, G, _ = z.shape
-        if self.pred_steps >= G:
-            raise ConfigError("method.pred_steps", f"{self.pred_steps} rows ahead do not fit a {G}x{G} grid.",
-                              f"set method.pred_steps <= {G - 1}.")
+        if self.offsets[-1] >= G:
+            raise ConfigError("method.steps_to_predict",
+                              f"{self.offsets[-1]} rows ahead do not fit a {G}x{G} grid.",
+                              f"set method.steps_to_predict <= {G - 1}, or a smaller method.patch_stride.")
         neg_index = None
         if self.num_negatives is not None and self.num_negatives < B * G * G:
             neg_index = torch.randint(0, B * G * G, (self.num_negatives,), device=z.device)
         losses, correct = [], []
         for d in self.directions:
-            zr = torch.rot90(z, DIRECTIONS[d], dims=(2, 3))           # this direction points down the rows
-            preds = self.predictors[d](self.context[d](zr))            # B x K*D x G x G
-            for k in range(1, self.pred_steps + 1):
-                loss_k, ok = grid_info_nce(preds[:, (k - 1) * D:k * D], zr, k, neg_index, self.temperature)
-                losses.append(loss_k)
-                correct.append(ok)
-        loss = torch.cat(losses).mean()                                # mean over every (direction, k, b, i, j)
+            loss_d, ok = self.cpc_loss(torch.rot90(z, DIRECTIONS[d], dims=(2, 3)), d, neg_index)
+            losses.append(loss_d)
+            correct.append(ok)
+        loss = torch.stack(losses).mean()                              # mean over the directions
         feats = z.mean(dim=(2, 3))                                     # B x D, as forward()
         z_flat = z.permute(0, 2, 3, 1).reshape(-1, D)
         return {"loss": loss, "feats": feats, "z_std": embedding_std(z_flat),
