@@ -1,6 +1,6 @@
-"""CPC v2: grid InfoNCE and the whole loss vs literal references (eq. 1-2, the appendix pseudo-code), the context
-never sees the rows it predicts and the targets share no pixel with them, the patch grid and its augmentation,
-fixed-batch training, the CLI and learning."""
+"""CPC v2: grid InfoNCE and the whole loss vs literal references (eq. 1-2, the appendix pseudo-code), the
+context never sees the rows it predicts and the targets share no pixel with them, the patch grid and its
+augmentation, fixed-batch training, the CLI and learning."""
 
 import pytest
 import torch
@@ -18,17 +18,14 @@ def tiny_backbone():
     return create_backbone("resnet18", small_input=True, channels=(8, 16, 32, 64))
 
 
-def info_nce_reference(pred, z, k, neg_index=None, temperature=None):
+def info_nce_reference(pred, z, k, neg_index=None):
     """Henaff et al. eq. 1-2 literally: for every (b, i, j) with i + k < G, -log of exp(s(pred, z_{b,i+k,j})) over
     the sum of exp(s) with every key (all positions of all images, or the positive + the drawn negatives)."""
     B, D, G, _ = z.shape
     keys = [(b, i, j) for b in range(B) for i in range(G) for j in range(G)]
 
     def score(p, key):
-        v = z[key[0], :, key[1], key[2]]
-        if temperature is None:
-            return p @ v
-        return (p / p.norm()) @ (v / v.norm()) / temperature
+        return p @ z[key[0], :, key[1], key[2]]
 
     terms = []
     for b in range(B):
@@ -44,14 +41,14 @@ def info_nce_reference(pred, z, k, neg_index=None, temperature=None):
     return torch.stack(terms)
 
 
-@pytest.mark.parametrize("k,temperature,sampled", [(1, None, False), (2, None, True), (1, 0.2, True)])
-def test_grid_info_nce_matches_the_literal_formula_value_and_gradient(k, temperature, sampled):
+@pytest.mark.parametrize("k,sampled", [(1, False), (2, True)])
+def test_grid_info_nce_matches_the_literal_formula_value_and_gradient(k, sampled):
     torch.manual_seed(0)
     pred = (0.3 * torch.randn(2, 4, 3, 3, dtype=torch.float64)).requires_grad_()
     z = (0.3 * torch.randn(2, 4, 3, 3, dtype=torch.float64)).requires_grad_()
     neg = torch.tensor([0, 5, 7, 12, 17, 3]) if sampled else None      # 7 = (0, 2, 1): a positive for some rows
-    ours, _ = grid_info_nce(pred, z, k, neg, temperature)
-    ref = info_nce_reference(pred, z, k, neg, temperature)
+    ours, _ = grid_info_nce(pred, z, k, neg)
+    ref = info_nce_reference(pred, z, k, neg)
     assert ours.shape == ref.shape == (2 * (3 - k) * 3,)
     assert torch.allclose(ours.double(), ref, rtol=1e-5), (ours, ref)
     g_ours = torch.autograd.grad(ours.sum(), (pred, z))
@@ -60,9 +57,9 @@ def test_grid_info_nce_matches_the_literal_formula_value_and_gradient(k, tempera
         assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-6)
 
 
-# ---- the appendix pseudo-code of Henaff et al. 2020, transcribed literally (TF-style NHWC tensors) -----------
-# Each `Conv2D(...)` call of the pseudo-code creates a layer; here it takes the next (weight, bias) of the module
-# under test, in the order the pseudo-code creates them, and checks that its shape is the one the code asks for.
+# ---- the appendix pseudo-code of Henaff et al. 2020, transcribed literally (TF-style NHWC tensors) ------
+# Each `Conv2D(...)` call of the pseudo-code creates a layer; here it takes the next (weight, bias) of the
+# module under test, in the order the pseudo-code creates them, and checks its shape is the one asked for.
 class PseudoCodeLayers:
     def __init__(self, weights):
         self.weights = list(weights)
@@ -82,7 +79,7 @@ def ReLU(x):
     return torch.relu(x)
 
 
-def Pad(x, paddings):                                                  # tf.pad: [[before, after]] per dimension
+def Pad(x, paddings):                                             # tf.pad: [[before, after]] per dimension
     return F.pad(x, [p for before_after in reversed(paddings) for p in before_after])
 
 
@@ -145,7 +142,8 @@ def module_weights_in_pseudo_code_order(m, direction):
     """(weight, bias) of the context blocks, the target conv and each offset's prediction conv."""
     weights = []
     for block in m.context[direction].blocks:
-        weights += [(conv.weight, conv.bias) for conv in (block.reduce, block.across, block.down, block.expand)]
+        convs = (block.reduce, block.across, block.down, block.expand)
+        weights += [(conv.weight, conv.bias) for conv in convs]
     weights.append((m.target_proj[direction].weight, m.target_proj[direction].bias))
     pred, T = m.predictors[direction], m.target_dim
     weights += [(pred.weight[n * T:(n + 1) * T], pred.bias[n * T:(n + 1) * T]) for n in range(len(m.offsets))]
@@ -154,8 +152,9 @@ def module_weights_in_pseudo_code_order(m, direction):
 
 @pytest.mark.parametrize("steps", [(2, 3), (0, 3)])
 def test_cpc_loss_matches_the_appendix_pseudo_code_value_and_gradient(steps):
-    """The method's loss for one direction against the paper's pseudo-code (pixelCNN + CPC) on the same weights:
-    the default predicts 3 rows ahead only; (0, 3) sums the offsets 1, 2 and 3 as the pseudo-code's loop."""
+    """The method's loss for one direction against the paper's pseudo-code (pixelCNN + CPC) on the same
+    weights: the default predicts 3 rows ahead only; (0, 3) sums the offsets 1, 2 and 3 as the pseudo-code's
+    loop does."""
     torch.manual_seed(0)
     m = CPCv2(tiny_backbone(), steps_to_ignore=steps[0], steps_to_predict=steps[1], target_dim=16,
               directions=["down"], context_hidden=12, context_blocks=5).double()
@@ -164,7 +163,7 @@ def test_cpc_loss_matches_the_appendix_pseudo_code_value_and_gradient(steps):
     L = PseudoCodeLayers(module_weights_in_pseudo_code_order(m, "down"))
     ref = pseudo_code_cpc(L, z.permute(0, 2, 3, 1), target_dim=16, emb_scale=0.1, steps_to_ignore=steps[0],
                           steps_to_predict=steps[1], num_blocks=5, hidden=12)
-    assert not L.weights                                            # every module weight was used, none missing
+    assert not L.weights                                          # every module weight used, none missing
     assert correct.numel() == sum(3 * (7 - k) * 7 for k in m.offsets)
     assert torch.allclose(ours.double(), ref, rtol=1e-10), (ours, ref)
     params = [z, *(p for name, p in m.named_parameters() if not name.startswith("backbone"))]
@@ -176,17 +175,18 @@ def test_cpc_loss_matches_the_appendix_pseudo_code_value_and_gradient(steps):
 
 def test_defaults_are_the_papers():
     m = CPCv2(tiny_backbone(), context_hidden=8, context_blocks=1)
-    assert m.offsets == (3,) and m.target_dim == 64 and m.emb_scale == 0.1 and m.temperature is None
+    assert m.offsets == (3,) and m.target_dim == 64 and m.emb_scale == 0.1
     assert m.directions == ["down", "up", "left", "right"]
     assert m.predictors["down"].out_channels == 64 and m.target_proj["down"].out_channels == 64
 
 
 @pytest.mark.parametrize("image_size", [28, 32, 64, 96, 256])
 def test_a_target_never_shares_pixels_with_the_context_rows_it_is_predicted_from(image_size):
-    """Under the default grid (image / 4 px patches at half-patch stride; 8 px at stride 4 on 28 and 32 px) every
-    predicted offset leaves the target patch row clear of every pixel of the rows <= i the context sees. Offset 1
-    (the old defaults predicted offsets 1, 2, 3) shares half a patch: the check itself can fail."""
-    patch, stride, G = grid_geometry(image_size, 8 if image_size == 28 else None, 4 if image_size == 28 else None)
+    """Under the default grid (image / 4 px patches at half-patch stride; 8 px at stride 4 on 28 and 32 px)
+    every predicted offset leaves the target patch row clear of every pixel of the rows <= i the context sees.
+    Offset 1 (the old defaults predicted offsets 1, 2, 3) shares half a patch: the check itself can fail."""
+    fmnist = image_size == 28                                          # the fmnist experiment's 8 px / 4
+    patch, stride, G = grid_geometry(image_size, 8 if fmnist else None, 4 if fmnist else None)
     ids = torch.arange(image_size * image_size, dtype=torch.float64).reshape(1, 1, image_size, image_size)
     patches, g = cut_patches(ids, patch, stride)                        # the method's own cutting
     rows = patches.reshape(G, G, -1)                                    # row i: the pixel ids of its patches
@@ -204,8 +204,8 @@ def test_a_target_never_shares_pixels_with_the_context_rows_it_is_predicted_from
 
 
 def test_each_direction_is_the_pseudo_code_on_the_rotated_grid():
-    """training_loss = mean over the directions of cpc_loss on the grid rotated so that the direction points down
-    the rows; "up" predicts row i from the rows below it, "left" column j from the columns to its right."""
+    """training_loss = mean over the directions of cpc_loss on the grid rotated so that the direction points
+    down the rows; "up" predicts row i from the rows below it, "left" column j from those to its right."""
     torch.manual_seed(0)
     dirs = ["down", "up", "left", "right"]
     m = CPCv2(tiny_backbone(), directions=dirs, context_hidden=8, context_blocks=2,
@@ -215,10 +215,11 @@ def test_each_direction_is_the_pseudo_code_on_the_rotated_grid():
     z = m.encode_grid(x)
     expected = sum(m.cpc_loss(torch.rot90(z, DIRECTIONS[d], dims=(2, 3)), d)[0] for d in dirs) / 4
     assert torch.allclose(out["loss"], expected, rtol=1e-10)
-    pos = torch.arange(49).reshape(1, 1, 7, 7)                           # flat (row, column) index of each patch
-    up, left = torch.rot90(pos, DIRECTIONS["up"], dims=(2, 3)), torch.rot90(pos, DIRECTIONS["left"], dims=(2, 3))
-    assert up[0, 0, 0, 0] == 48 and up[0, 0, 6, 0] == 6                # rotated row 0 = the bottom row
-    assert left[0, 0, 0, 0] == 6 and left[0, 0, 1, 0] == 5              # rotated row 0 = the right-most column
+    pos = torch.arange(49).reshape(1, 1, 7, 7)                       # flat (row, column) index of each patch
+    up = torch.rot90(pos, DIRECTIONS["up"], dims=(2, 3))
+    left = torch.rot90(pos, DIRECTIONS["left"], dims=(2, 3))
+    assert up[0, 0, 0, 0] == 48 and up[0, 0, 6, 0] == 6            # rotated row 0 = the bottom row
+    assert left[0, 0, 0, 0] == 6 and left[0, 0, 1, 0] == 5          # rotated row 0 = the right-most column
 
 
 def test_bad_values_raise_config_errors():
@@ -303,8 +304,8 @@ def test_forward_is_the_mean_pooled_grid():
 
 
 def test_forty_steps_on_a_fixed_batch_lower_the_loss():
-    """The paper's scores (dot products of predictions scaled by 0.1) start at chance, log(12 * 49) = 6.38, and
-    move slowly: measured with SGD 0.01 -> 0.7% lower after 30 steps, 0.1 -> 6%, 0.3 -> 11%."""
+    """The paper's scores (dot products of predictions scaled by 0.1) start at chance, log(12 * 49) = 6.38,
+    and move slowly: measured with SGD 0.01 -> 0.7% lower after 30 steps, 0.1 -> 6%, 0.3 -> 11%."""
     from ssl_bench.data.synthetic import make_synthetic
 
     torch.manual_seed(0)
@@ -327,35 +328,33 @@ def test_fast_dev_run_through_the_cli(tmp_path):
 @pytest.mark.long
 @needs_fmnist
 def test_cpc_v2_learns_on_fashion_mnist(tmp_path):
-    """experiment=fmnist_cpc_v2 (2k images, 3 epochs, 6x6 grid). Measured on 2 shared cores, one thread: kNN top-1
-    44.3 at init -> 52.2 / 59.4 / 59.4 after epochs 1-3, 105 s. On `synthetic` (1k images, 2 epochs) the same
-    settings did not beat the init kNN (18.7 -> 17.7): with 8 px patches the shapes' outlines are cut across
-    patches, and predicting neighbouring patches in 30 steps learns local texture, not shape - the synthetic test
-    (test_cpc_v2_learns_on_synthetic) uses 16 px patches instead."""
+    """experiment=fmnist_cpc_v2 (2k images, 3 epochs, 6x6 grid, the paper's loss). Measured on 2 cores shared
+    by 6-8 processes, one thread: kNN top-1 44.3 at init -> 53.7 / 59.1 / 61.5 after epochs 1-3, 130 s wall."""
     run = run_cli("experiment=fmnist_cpc_v2", "progress_bar=false", run_dir=tmp_path / "run", check=True, timeout=1200)
     init, after = knn_gain(run)
     assert after >= init + 5, (init, after)
 
 
-# test-only settings of the synthetic learning test (conf/method/cpc_v2.yaml keeps the paper's): 16 px patches at
-# stride 8 (a 3x3 grid: each patch shows a good part of the shape), two directions, K=2, cosine scores at T=0.1,
-# a batch-normalised encoder (layer norm collapsed, see the module docstring), no patch colour dropping (the shapes
-# are near-grey) and no patch-level spatial transforms, AdamW 5e-3 and batches of 32 (more steps for the same time).
-CPC_SYNTHETIC = ["augmentation=cpc_v2", "method.patch_size=16", "method.patch_stride=8",
-                 "method.directions=[down,up]", "method.pred_steps=2", "method.temperature=0.1",
+# test-only settings of the synthetic learning test (conf/method/cpc_v2.yaml keeps the paper's): 12 px patches
+# at stride 6 (a 4x4 grid: one row of contexts 3 rows ahead of its targets, 6 px apart, and each patch a good
+# part of the shape), a batch-normalised encoder, a 64-wide 3-block context network, AdamW 5e-3 and batches of
+# 32 (more steps for the same time). The loss, the four directions and the patch augmentation are the paper's.
+CPC_SYNTHETIC = ["augmentation=cpc_v2", "method.patch_size=12", "method.patch_stride=6",
                  "method.encoder_norm=batch", "method.context_hidden=64", "method.context_blocks=3",
-                 "method.patch_augment.color_drop=0.0", "method.patch_augment.rotate=0", "method.patch_augment.shear=0",
-                 "method.patch_augment.translate=0", "method.patch_augment.scale=[1.0,1.0]", "optimizer=adamw",
-                 "optimizer.lr=5e-3", "optimizer.weight_decay=1e-5", "data.batch_size=32"]
+                 "optimizer=adamw", "optimizer.lr=5e-3", "optimizer.weight_decay=1e-5", "data.batch_size=32"]
 
 
 @pytest.mark.slow
 def test_cpc_v2_learns_on_synthetic(tmp_path):
-    """The shared short run (conftest.LEARN: 2k images, 2 epochs) with CPC_SYNTHETIC. Measured kNN top-1 gains
-    (best - init) over seeds 0-3: +12.4 (20.4 -> 32.8), +11.2 (24.2 -> 35.4), +18.8 (25.0 -> 43.8),
-    +9.4 (23.6 -> 33.0); about 45 s each on one thread, two runs sharing 2 cores. With 8 px patches at stride 4
-    (a 7x7 grid, the fmnist experiment's) kNN stayed at init (20.8 -> 20.8, 105 s); with 16 px patches, batches of 64
-    and AdamW 5e-3 the gains were +8.4 / +4.4 / +16.4 / +1.0."""
+    """The shared short run (conftest.LEARN: 2k images, 2 epochs) with CPC_SYNTHETIC. Measured kNN top-1
+    gains (best - init) over seeds 0-3: +7.8 (22.8 -> 30.6), +10.8 (25.4 -> 36.2), +11.6 (27.8 -> 39.4),
+    +7.4 (24.6 -> 32.0); about 57 s of CPU each on one thread (55-73 s wall, 2 cores shared by 6-8 processes).
+    What mattered (seed 1 unless said): without the patch augmentation - the images' faint per-image tint and
+    gradient tell them apart, the low-level cue colour dropping removes - -2.6 / -2.4 with 12 / 14 px patches
+    and 2 directions, -2.6 / +1.4 / -6.4 over seeds 1-3 (12 px), -4.6 with 4 directions; with it +10.8. The
+    paper's 7x7 grid (8 px patches at stride 4) +20.8 but 82 s of CPU; batches of 64 +9.4 (8 px); layer norm
+    (the paper's encoder) +5.0, z_std down to 0.016. Cosine scores / 0.1 instead of the paper's: -2.8 (seed 0,
+    14 px, no augmentation; +16.4 with the paper's scores)."""
     init, after, z_std = learning_run("cpc_v2", tmp_path, CPC_SYNTHETIC)
-    assert after >= init + 8, (init, after)
+    assert after >= init + 6, (init, after)               # the lowest of 4 seeds: +7.4
     assert min(z_std) > 0.02, z_std
