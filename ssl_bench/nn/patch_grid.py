@@ -5,7 +5,7 @@ give a 7x7 grid of 64 px patches with 32 px overlap (van den Oord et al. 2018, s
 fig. 2). `grid_geometry` keeps these proportions for any size (patch = size / 4, stride = patch / 2: 8 px
 patches at stride 4 on 32 px images, 16/8 on 64 px, 24/12 on 96 px - always 7x7), or takes explicit values.
 At half-patch stride a patch shares half its pixels with the patch one row below and borders the one two rows
-below; CPC v2's loss predicts 3 rows ahead (methods/cpc_v2.py), half a patch clear of every pixel its context saw.
+below; CPC v2's loss predicts 3 rows ahead (methods/cpc_v2.py), half a patch clear of its context's pixels.
 
 Patches are a flat batch [B*G*G, C, p, p] in (image, row, column) order, so one backbone call encodes them.
 `PatchAugment` augments each patch independently, batched (no loop over patches): the paper's colour
