@@ -82,7 +82,7 @@ def test_thirty_steps_on_a_fixed_batch_lower_the_loss():
 
 
 def test_fast_dev_run_through_cli(tmp_path):
-    run = run_cli("method=amdim", "augmentation=amdim", "trainer.fast_dev_run=true", *FAST, "method.n_rkhs=128",
+    run = run_cli("method=amdim", "trainer.fast_dev_run=true", *FAST, "augmentation=amdim", "method.n_rkhs=128",
                   run_dir=tmp_path / "run", check=True)
     res = run.results
     assert res["status"] == "completed" and res["method"] == "amdim" and res["global_step"] == 1

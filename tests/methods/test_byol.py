@@ -54,7 +54,7 @@ def test_thirty_steps_lower_the_loss():
 
 
 def test_fast_dev_run_through_cli(tmp_path):
-    run = run_cli("method=byol", "augmentation=byol", "trainer.fast_dev_run=true", *FAST,
+    run = run_cli("method=byol", "trainer.fast_dev_run=true", *FAST, "augmentation=byol",
                   "method.proj_hidden_dim=128", "method.pred_hidden_dim=128", run_dir=tmp_path / "run", check=True)
     res = run.results
     assert res["status"] == "completed" and res["method"] == "byol" and res["global_step"] == 1

@@ -169,7 +169,7 @@ def test_thirty_steps_lower_the_loss():
 
 
 def test_fast_dev_run_through_cli_with_multicrop(tmp_path):
-    run = run_cli("method=swav", "augmentation=swav", "trainer.fast_dev_run=true", *FAST, "method.num_prototypes=30",
+    run = run_cli("method=swav", "trainer.fast_dev_run=true", *FAST, "augmentation=swav", "method.num_prototypes=30",
                   "method.proj_hidden_dim=128", run_dir=tmp_path / "run", check=True)
     res = run.results
     assert res["status"] == "completed" and res["method"] == "swav" and res["global_step"] == 1
