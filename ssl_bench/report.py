@@ -28,8 +28,9 @@ import math
 import statistics
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ssl_bench.errors import UserError
 
@@ -174,10 +175,10 @@ def _status(run: Path, res: dict | None, curve: list) -> tuple[str, str | None]:
         return "failed", err
     epochs = [e for e, _ in curve if e > 0]
     if epochs:
-        return "incomplete", f"no results.json after {int(max(epochs))} logged epoch(s): killed, or still " \
-                             "running"
-    return "incomplete", "no results.json and no finished epoch: stopped before training (e.g. a rejected " \
-                         "command), or still starting"
+        return "incomplete", (f"no results.json after {int(max(epochs))} logged epoch(s): killed, or still "
+                              "running")
+    return "incomplete", ("no results.json and no finished epoch: stopped before training (e.g. a rejected "
+                          "command), or still starting")
 
 
 def read_run(run: Path, root: Path | None = None) -> dict[str, Any]:
@@ -274,9 +275,7 @@ def _value(row: dict, key: str) -> Any:
 def _show(value: Any, limit: int | None = None) -> str:
     if value is None or value is _ABSENT or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if isinstance(value, float):
-        text = f"{value:g}"
-    elif isinstance(value, (list, dict)):
+    if isinstance(value, (list, dict)):
         text = json.dumps(value, separators=(",", ":"))
     else:
         text = str(value)
@@ -357,6 +356,15 @@ def _names(rows: list[dict], limit: int = 8) -> str:
     return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
 
 
+def _grouped(keys: list[str]) -> list[str]:
+    """Keys for a sentence; several under one two-level prefix are one: `augmentation.views.*` (22 keys)."""
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        groups.setdefault(".".join(k.split(".")[:2]) if k.count(".") > 1 else k, []).append(k)
+    return [f"`{ks[0]}`" if len(ks) == 1 else f"`{prefix}.*` ({len(ks)} keys)"
+            for prefix, ks in groups.items()]
+
+
 def build_tables(rows: list[dict], show_all: bool = False) -> dict[str, Any]:
     """The leaderboard text and what it is made of: the rows shown (completed ones, or every run with
     show_all), the hidden ones, the column keys and the configuration labels."""
@@ -392,10 +400,10 @@ def build_tables(rows: list[dict], show_all: bool = False) -> dict[str, Any]:
              "with their errors." for kind, rs in sorted(kinds.items())]
     # keys under method.* / data.* / backbone.* obviously follow those columns; the others (optimizer, views,
     # schedule: a method's or dataset's recipe) are worth naming
-    recipe_keys = [k for k in by_identity if k.split(".")[0] not in IDENTITY]
+    recipe_keys = _grouped([k for k in by_identity if k.split(".")[0] not in IDENTITY])
     if recipe_keys:
         notes.append("Differ only where method/data/backbone differ (their recipes), so no column: "
-                     + ", ".join(f"`{k}`" for k in recipe_keys[:8])
+                     + ", ".join(recipe_keys[:8])
                      + (f" and {len(recipe_keys) - 8} more" if len(recipe_keys) > 8 else "") + ".")
     if shown and not any(r["linear_top1"] is not None for r in shown):
         notes.append("No offline linear eval yet (python -m ssl_bench.eval mode=linear ckpt=<run dir>).")
@@ -456,8 +464,8 @@ def curve_plot_data(rows: list[dict], labels: Callable[[dict], str]) -> dict[str
     if not rows:
         reason = "no runs to plot"
     elif not series:
-        reason = (f"none of the {len(rows)} run(s) shown finished an epoch with a kNN evaluation "
-                  "(no val/knn_top1 in their metrics.csv)")
+        reason = (f"none of the {len(rows)} run(s) shown logged val/knn_top1 for a finished epoch in its "
+                  "metrics.csv (trainer.fast_dev_run=true, for one, logs none)")
     return {"series": series, "reason": reason}
 
 

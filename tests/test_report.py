@@ -1,5 +1,5 @@
-"""The leaderboard report: fabricated sweeps (failed, stale and completed runs), columns from resolved configs,
-the plots' data and layout, offline-eval sources, a real run, bad inputs."""
+"""The leaderboard report: fabricated sweeps (failed, stale and completed runs), columns from resolved
+configs, the plots' data and layout, offline-eval sources, a real run, bad inputs."""
 from __future__ import annotations
 
 import csv
@@ -18,7 +18,8 @@ def write_config(d, method, seed, lr, cfg_update=None):
     """.hydra/config.yaml as Hydra saves it: interpolations unresolved."""
     (d / ".hydra").mkdir(parents=True)
     cfg = {"seed": seed, "method": {"name": method, "temperature": 0.2},
-           "data": {"name": "synthetic", "limit": None, "image_size": 32, "options": {"image_size": "${data.image_size}"}},
+           "data": {"name": "synthetic", "limit": None, "image_size": 32,
+                    "options": {"image_size": "${data.image_size}"}},
            "backbone": {"name": "resnet18", "tag": "${backbone.name}_narrow"}, "optimizer": {"lr": lr},
            "run_name": "${method.name}-s${seed}", "output_root": str(d.parent)}
     for key, value in (cfg_update or {}).items():
@@ -53,9 +54,11 @@ def fake_run(d, method, seed, knn=None, probe=None, linear=None, lr=0.3, status=
                                         "RuntimeError: boom\n")
         return d
     (d / "results.json").write_text(json.dumps({
-        "status": status, "error": error, "method": method, "data": "synthetic", "backbone": "resnet18_narrow",
-        "seed": seed, "epochs": epochs, "global_step": 8, "knn_top1_init": 10.0,
-        "final": {"val/knn_top1": knn, "val/probe_top1": probe}, "best": {"val/knn_top1": knn, "val/probe_top1": probe},
+        "status": status, "error": error, "method": method, "data": "synthetic",
+        "backbone": "resnet18_narrow", "seed": seed, "epochs": epochs, "global_step": 8,
+        "knn_top1_init": 10.0,
+        "final": {"val/knn_top1": knn, "val/probe_top1": probe},
+        "best": {"val/knn_top1": knn, "val/probe_top1": probe},
         "wall_time_s": 12.5, "images_per_sec": 100.0 + seed, "lr": lr, "batch_size": 64, "run_dir": str(d),
         **(results_extra or {})}))
     if linear is not None:
@@ -109,13 +112,14 @@ def test_report_table_plots_and_failed_run_summarised(sweep):
     # before: the crashed byol job was a row flagged **FAILED**; now it is one summary line, not a row
     out = _cli(sweep)
     header, rows = _table(out.split("## Mean")[0])
-    # method/data/backbone columns always; besides them only seed differs (optimizer.lr is the same everywhere)
+    # method/data/backbone columns always; besides them only seed differs (optimizer.lr is the same in all)
     assert header[:5] == ["run", "method", "data", "backbone", "epochs"] and "status" not in header
     assert "seed" in header and "optimizer.lr" not in header and "method.temperature" not in header
     assert [r["run"] for r in rows] == ["1_simclr-s1", "0_simclr-s0"]  # best kNN first; the failed run no row
     simclr1 = rows[0]
     assert simclr1["kNN best"] == "44.00" and simclr1["linear"] == "52.00" and simclr1["kNN init"] == "10.00"
-    assert simclr1["backbone"] == "resnet18_narrow" and simclr1["seed"] == "1" and simclr1["probe best"] == "37.00"
+    assert simclr1["backbone"] == "resnet18_narrow" and simclr1["seed"] == "1"
+    assert simclr1["probe best"] == "37.00"
     summary = [ln for ln in out.splitlines() if "not shown" in ln]
     assert len(summary) == 1 and "1 failed run not shown: `2_byol-s0`" in summary[0] and "--all" in summary[0]
     assert "42.00 ± 2.83" in out and "51.00 ± 1.41" in out  # mean +- std over the two simclr seeds
@@ -136,7 +140,8 @@ def test_all_lists_failed_runs_with_status_and_error(sweep, tmp_path):
     by_run = {r["run"]: r for r in rows}
     assert set(by_run) == {"0_simclr-s0", "1_simclr-s1", "2_byol-s0"}
     byol = by_run["2_byol-s0"]
-    assert byol["status"] == "**FAILED**" and byol["error"] == "RuntimeError: boom" and byol["kNN best"] == "20.00"
+    assert byol["status"] == "**FAILED**" and byol["error"] == "RuntimeError: boom"
+    assert byol["kNN best"] == "20.00"
     assert by_run["1_simclr-s1"]["status"] == "completed" and by_run["1_simclr-s1"]["error"] == ""
     assert [r["run"] for r in rows][-1] == "2_byol-s0" and "not shown" not in out
     with open(tmp_path / "all" / "report.csv") as f:
@@ -161,9 +166,9 @@ def test_columns_are_resolved_config_keys_that_differ_between_runs_shown(tmp_pat
     assert rep["swept"] == ["optimizer.lr", "seed"]
     header, rows = _table(rep["text"].split("## Mean")[0])
     assert header == ["run", "method", "data", "backbone", "epochs", "optimizer.lr", "seed", "kNN init",
-                      "kNN best", "kNN final", "time s", "img/s"]  # metrics nobody has (probe, linear): no column
-    assert not any(h.startswith(("optimizr", "cpu_threads", "progress_bar", "logger", "run_name", "output_root",
-                                 "data.options", "trainer")) for h in header)
+                      "kNN best", "kNN final", "time s", "img/s"]  # metrics no run has: no column
+    assert not any(h.startswith(("optimizr", "cpu_threads", "progress_bar", "logger", "run_name",
+                                 "output_root", "data.options", "trainer")) for h in header)
     assert [r["run"] for r in rows] == ["b", "c", "a"]
     assert {r["run"]: r["optimizer.lr"] for r in rows} == {"a": "0.3", "b": "0.6", "c": "0.3"}
     notes = [ln for ln in rep["text"].splitlines() if "not shown" in ln]
@@ -193,7 +198,7 @@ def test_keys_that_follow_the_method_are_named_not_columns(tmp_path):
     fake_run(tmp_path / "c", "simclr", 0, knn=20.0, lr=0.1)
     rep = make_report([tmp_path], out=tmp_path / "r", quiet=True)
     assert rep["swept"] == ["optimizer.lr"] and rep["by_identity"] == ["method.base_tau"]
-    assert rep["accuracy_data"]["labels"] == ["byol lr=1", "simclr lr=0.3", "simclr lr=0.1"]
+    assert rep["accuracy_data"]["labels"] == ["byol lr=1.0", "simclr lr=0.3", "simclr lr=0.1"]
 
 
 def test_missing_probe_values_are_absent_from_the_bars_and_init_knn_is_shown(tmp_path):
@@ -207,13 +212,14 @@ def test_missing_probe_values_are_absent_from_the_bars_and_init_knn_is_shown(tmp
     assert series["probe_top1_best"] == [(1, 25.0, 0.0)]          # no bar (not a zero) for lr=0.6
     assert series["knn_top1_init"] == [(0, 10.0, 0.0), (1, 10.0, 0.0)]  # the random-init baseline per config
     assert "linear_top1" not in series                             # no offline eval anywhere: no series
-    assert all(pts[0][0] == 0.0 for pts in (s["points"] for s in rep["curve_data"]["series"]))  # epoch 0 = init
+    assert all(s["points"][0] == (0.0, 10.0) for s in rep["curve_data"]["series"])  # epoch 0: random init
     _decodes(rep["accuracy_png"])
 
 
 def _drawn_tick_labels(axis):
     lo, hi = sorted(axis.get_view_interval())
-    return [lab for loc, lab in zip(axis.get_ticklocs(), axis.get_ticklabels()) if lo <= loc <= hi and lab.get_text()]
+    return [lab for loc, lab in zip(axis.get_ticklocs(), axis.get_ticklabels())
+            if lo <= loc <= hi and lab.get_text()]
 
 
 def test_plot_labels_do_not_overlap_or_leave_the_figure():
@@ -264,7 +270,8 @@ def test_a_sweep_without_finished_epochs_writes_no_curves_png_and_says_why(tmp_p
     assert rep["curves_png"] is None and not (out / "report_curves.png").exists()
     assert rep["accuracy_png"] is None and not (out / "report_accuracy.png").exists()
     md = (out / "report.md").read_text()
-    assert "No kNN curves plot: none of the 2 run(s) shown finished an epoch" in md and ".png)" not in md
+    assert "No kNN curves plot: none of the 2 run(s) shown logged val/knn_top1 for a finished epoch" in md
+    assert ".png)" not in md
     assert "No accuracy plot: no completed run has a kNN" in md
 
 
@@ -316,7 +323,7 @@ def test_report_on_a_real_run(real_run, tmp_path):
 @pytest.mark.parametrize("case", ["missing", "empty"])
 def test_report_bad_path_is_one_clear_message(tmp_path, case):
     target = tmp_path / "nowhere" if case == "missing" else tmp_path
-    proc = subprocess.run([sys.executable, "-m", "ssl_bench.report", str(target)], capture_output=True, text=True,
-                          cwd=REPO, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "ssl_bench.report", str(target)], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert str(target) in proc.stderr and proc.stderr.count("ssl_bench: error:") == 1
