@@ -14,7 +14,7 @@ import pytest
 from conftest import FAST, REPO
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",
-       "PYTHONPATH": str(REPO / "tests")}
+       "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"}
 TINY = [*FAST, "trainer.fast_dev_run=true"]
 
 
