@@ -82,7 +82,8 @@ def test_wandb_run_id_is_the_training_runs(tmp_path):
 def test_stratified_holdout_is_seeded_balanced_and_disjoint():
     from ssl_bench.eval.common import stratified_holdout
 
-    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)[torch.randperm(100, generator=torch.Generator().manual_seed(1))]
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)[order]
     fit, held = stratified_holdout(labels, 0.1, seed=3)
     assert sorted(fit.tolist() + held.tolist()) == list(range(100))
     assert [int((labels[held] == c).sum()) for c in range(3)] == [5, 3, 2]   # 10% of every class
@@ -103,6 +104,43 @@ def test_knn_selection_sees_only_training_images():
     ref = {r["k"]: knn_accuracy(x[held], y[held], x[fit], y[fit], 4, r["k"], 0.1)[0] for r in grid}
     assert {r["k"]: r["heldout_top1"] for r in grid} == ref
     assert chosen == {"k": max(ref, key=lambda k: (ref[k], -k)), "t": 0.1}
+
+
+def test_split_batches_of_part_of_an_image_folder(tmp_path):
+    """Folder data (decoded per item): a held-out part and the rest, plain or augmented, keep their labels."""
+    import numpy as np
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from ssl_bench.config import CONFIG_DIR
+    from ssl_bench.eval.common import SplitBatches, augment_pipeline, stratified_holdout
+    from ssl_bench.train import build_datamodule
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("a", "b", "c"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(10):
+                pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / c / f"{i}.png")
+    data = OmegaConf.load(CONFIG_DIR / "data" / "image_folder.yaml")
+    data.merge_with({"root": str(tmp_path), "image_size": 32, "num_workers": 0,
+                     "options": {"image_size": 32}})
+    aug = OmegaConf.load(CONFIG_DIR / "augmentation" / "simclr.yaml")
+    dm = build_datamodule(OmegaConf.create({"seed": 0, "data": data, "augmentation": aug}))
+    dm.setup("fit")
+    cpu = torch.device("cpu")
+    labels = SplitBatches(dm, "train", 8, cpu).labels
+    fit, held = stratified_holdout(labels, 0.2, seed=0)
+    assert [int((labels[held] == c).sum()) for c in range(3)] == [2, 2, 2]
+    for idx in (fit, held):
+        plain = SplitBatches(dm, "train", 8, cpu, indices=idx)
+        x, y = zip(*plain())
+        assert len(plain) == len(idx) and torch.equal(torch.cat(y), labels[idx])
+        assert torch.cat(x).shape == (len(idx), 3, 32, 32)
+        views = SplitBatches(dm, "train", 4, cpu, augment=augment_pipeline(32), indices=idx)
+        ys = torch.cat([y for _, y in views(shuffle=True)])
+        assert sorted(ys.tolist()) == sorted(labels[idx].tolist())
 
 
 # ---- the real run --------------------------------------------------------------------------------------
@@ -144,7 +182,7 @@ def test_knn_headline_is_the_online_protocol_and_grids_choose_on_train(tiny_run,
                    "grid_t=[0.07,0.1]", f"out={tmp_path}", *EVAL_FAST, cwd=tiny_run.parent)
     assert run.returncode == 0, run.stderr[-3000:]
     res = json.loads((tmp_path / "eval_knn.json").read_text())
-    # the headline: the run's online k and T, the same features: what training logged, exactly (float32 as logged)
+    # the headline: the run's online k and T on the same features: what training logged, exactly (as float32)
     online = json.loads((tiny_run / "results.json").read_text())["final"]
     assert (res["k"], res["t"], res["k_t_from"]) == (20, 0.1, "run online_eval")
     assert float(torch.tensor(res["top1"], dtype=torch.float32)) == online["val/knn_top1"]
@@ -154,7 +192,8 @@ def test_knn_headline_is_the_online_protocol_and_grids_choose_on_train(tiny_run,
     assert set(sel["grid"][0]) == {"k", "t", "heldout_top1", "heldout_top5"}   # no test number per pair
     best = max(sel["grid"], key=lambda r: r["heldout_top1"])
     assert sel["chosen"] == {"k": best["k"], "t": best["t"]}
-    assert (sel["fraction"], sel["seed"]) == (0.1, 0) and sel["num_heldout"] + sel["num_fit"] == res["num_train"]
+    assert (sel["fraction"], sel["seed"]) == (0.1, 0)
+    assert sel["num_heldout"] + sel["num_fit"] == res["num_train"]
     assert 0.0 <= sel["test_top1"] <= sel["test_top5"] <= 100.0
     if sel["chosen"] == {"k": 20, "t": 0.1}:
         assert sel["test_top1"] == res["top1"]
@@ -179,7 +218,8 @@ def _evaluate_with_test_labels(tiny_run, out, args, permute: bool) -> dict:
     if permute:
         test = dm.splits["test"]
         base = getattr(test, "data", test)
-        base.labels = base.labels[torch.randperm(len(base.labels), generator=torch.Generator().manual_seed(5))]
+        perm = torch.randperm(len(base.labels), generator=torch.Generator().manual_seed(5))
+        base.labels = base.labels[perm]
     return evaluate(cfg, run, dm, model, torch.device("cpu"), overrides, log=lambda *_: None)
 
 
@@ -217,15 +257,19 @@ def test_finetune_trains_what_the_representation_reads():
     from ssl_bench.methods.cpc_v2 import CPCv2
     from ssl_bench.methods.simclr_v2 import SimCLRv2
 
+    def reached(model, x):
+        params = representation_parameters(model, x)
+        return {n for n, p in model.named_parameters() if any(p is q for q in params)}
+
     x = torch.randn(2, 3, 32, 32)
     model = SimCLRv2(narrow_backbone(), num_classes=10, probe_from_projector_layer=1)
-    names = {n for n, p in model.named_parameters() if any(p is q for q in representation_parameters(model, x))}
+    names = reached(model, x)
     assert {n.split(".")[0] for n in names} == {"backbone", "projector"}
     assert {n for n in names if n.startswith("projector")} == {"projector.0.weight", "projector.1.weight",
                                                               "projector.1.bias"}
     assert all(p.grad is None for p in model.parameters())          # the probe ran on a copy
     model = CPCv2(narrow_backbone(), num_classes=10, context_blocks=1, context_hidden=8)
-    names = {n for n, p in model.named_parameters() if any(p is q for q in representation_parameters(model, x))}
+    names = reached(model, x)
     assert {n.split(".")[0] for n in names} == {"backbone"}
 
 
@@ -280,8 +324,8 @@ def test_linear_on_random_init_fashion_mnist_is_plausible(tmp_path):
 
 
 # ---- bad inputs ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("case", ["missing_path", "not_a_run_dir", "other_backbone", "unknown_key", "bad_mode",
-                                  "k_as_a_grid", "finetune_lr_list", "select_fraction"])
+@pytest.mark.parametrize("case", ["missing_path", "not_a_run_dir", "other_backbone", "unknown_key",
+                                  "bad_mode", "k_as_a_grid", "finetune_lr_list", "select_fraction"])
 def test_bad_eval_inputs_give_one_clear_message(tiny_run, tmp_path, case):
     args, words = {
         "missing_path": ([f"ckpt={tmp_path / 'nowhere'}"], ["nowhere", "does not exist"]),

@@ -2,8 +2,8 @@
 
 Per method: a tiny run (conftest FAST data, one epoch of one optimizer step at full lr, so the weights and the
 BatchNorm statistics have moved from their init) logs val/knn_top1 and val/knn_top5 at its last epoch; then
-`python -m ssl_bench.eval mode=knn ckpt=<run>` (its `main`, in-process) at the run's online k and T on the same
-data must give the same numbers exactly: it rebuilds the whole method and computes `forward` as the
+`python -m ssl_bench.eval mode=knn ckpt=<run>` (its `main`, in-process) at the run's online k and T on the
+same data must give the same numbers exactly: it rebuilds the whole method and computes `forward` as the
 validation epoch did (eval mode, no grad, the run's bf16 autocast, channels_last, the same batches).
 
 Both halves run in this process (train.run is what `python -m ssl_bench` calls after Hydra composes the
@@ -70,4 +70,5 @@ def test_offline_knn_equals_the_online_knn(method, tmp_path):
     assert (res["k"], res["t"], res["k_t_from"]) == (20, 0.1, "run online_eval")   # FAST's online_eval.knn_k
     assert res["representation"]["precision"] == results["precision"]
     assert res["num_train"] == 256 and res["num_test"] == 128
-    assert (as_logged(res["top1"]), as_logged(res["top5"])) == (online["val/knn_top1"], online["val/knn_top5"])
+    offline = (as_logged(res["top1"]), as_logged(res["top5"]))
+    assert offline == (online["val/knn_top1"], online["val/knn_top5"])

@@ -67,7 +67,7 @@ def _as_list(value) -> list:
 
 
 def _knn_protocol(cfg: DictConfig, rc: DictConfig) -> tuple[int, float, str]:
-    """(k, T, where they came from): the eval options when set, else the run's online_eval (the online kNN)."""
+    """(k, T, their source): the eval options when set, else the run's online_eval (its online kNN)."""
     online = rc.get("online_eval") or {}
     k = int(cfg.k) if cfg.k is not None else int(online.get("knn_k", 200))
     t = float(cfg.t) if cfg.t is not None else float(online.get("knn_t", 0.1))

@@ -118,7 +118,8 @@ def load_method_into(model: nn.Module, sd: dict[str, torch.Tensor], ckpt: Path, 
         try:
             model.load_state_dict(state, strict=False)
         except RuntimeError as err:
-            problems = [line.strip() for line in str(err).replace("\t", "\n").splitlines() if line.strip()][1:]
+            lines = str(err).replace("\t", "\n").splitlines()
+            problems = [line.strip() for line in lines if line.strip()][1:]
     if problems:
         first = problems[:1] + ([f"(and {len(problems) - 1} more)"] if len(problems) > 1 else [])
         b = cfg.backbone
@@ -164,7 +165,8 @@ def build_for_eval(ckpt: str | Path, overrides: list[str] | None = None):
 #: Lightning precision flags -> (autocast dtype, whole-model dtype); Lightning itself turns 16-mixed on a
 #: CPU into bf16-mixed (accelerator_connector), and so do we
 PRECISIONS = {"32-true": (None, None), "32": (None, None), "bf16-mixed": (torch.bfloat16, None),
-              "16-mixed": (torch.float16, None), "bf16-true": (None, torch.bfloat16), "16-true": (None, torch.float16)}
+              "16-mixed": (torch.float16, None), "bf16-true": (None, torch.bfloat16),
+              "16-true": (None, torch.float16)}
 
 
 def run_precision(run_dir: Path, cfg: DictConfig) -> str:
@@ -232,7 +234,8 @@ class Representation:
             return self.model(self.prepare(x)).float()
 
     @torch.no_grad()
-    def features(self, dm, split: str, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, dm, split: str,
+                 indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Features [N, D] and labels [N] of a whole split (or of `indices` of it), un-augmented, in order."""
         was_training = self.model.training
         self.model.eval()
@@ -292,8 +295,9 @@ def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tupl
     mask[val] = False
     fit = mask.nonzero().squeeze(1)
     if val.numel() == 0 or fit.numel() == 0:
-        raise ConfigError("select_fraction", f"leaves no held-out or no fitting images of the {labels.numel()} "
-                          "training images.", "use more training data (data.limit) or another fraction.")
+        raise ConfigError("select_fraction", "leaves no held-out or no fitting images of the "
+                          f"{labels.numel()} training images.",
+                          "use more training data (data.limit) or another fraction.")
     return fit, val
 
 
@@ -342,6 +346,7 @@ class SplitBatches:
             self._labels = torch.as_tensor(self.base.labels)
             if self.indices is not None:
                 self._labels = self._labels[self.indices]
+            if augment:
                 views = build_cpu_views([augment], info.mean, info.std)
                 self.folder.transform = _FirstView(views)
             else:

@@ -69,9 +69,10 @@ def head_accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str
     return {"top1": 100.0 * c1 / max(y.numel(), 1), "top5": 100.0 * c5 / max(y.numel(), 1)}
 
 
-def train_head_on_features(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int = 100, lr: float = 0.1,
-                           batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 0.0,
-                           optimizer: str = "sgd", feature_norm: bool = True, seed: int = 0) -> LinearHead:
+def train_head_on_features(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int = 100,
+                           lr: float = 0.1, batch_size: int = 256, momentum: float = 0.9,
+                           weight_decay: float = 0.0, optimizer: str = "sgd", feature_norm: bool = True,
+                           seed: int = 0) -> LinearHead:
     """A linear head trained on fixed features (SGD/LARS, cosine schedule, shuffled mini-batches)."""
     torch.manual_seed(seed)
     head = LinearHead(x.shape[1], num_classes, feature_norm).to(x.device)
@@ -101,9 +102,10 @@ def train_linear_on_features(train_x: torch.Tensor, train_y: torch.Tensor, test_
                              batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 0.0,
                              optimizer: str = "sgd", feature_norm: bool = True, seed: int = 0) -> dict:
     """Train a linear head on fixed features; {'top1', 'top5', 'train_top1'} in percent."""
-    head = train_head_on_features(train_x, train_y, num_classes, epochs, lr, batch_size, momentum, weight_decay,
-                                  optimizer, feature_norm, seed)
-    return {**head_accuracy(head, test_x, test_y), "train_top1": head_accuracy(head, train_x, train_y)["top1"]}
+    head = train_head_on_features(train_x, train_y, num_classes, epochs, lr, batch_size, momentum,
+                                  weight_decay, optimizer, feature_norm, seed)
+    train_top1 = head_accuracy(head, train_x, train_y)["top1"]
+    return {**head_accuracy(head, test_x, test_y), "train_top1": train_top1}
 
 
 def train_head_on_views(rep: Representation, dm, num_classes: int, indices: torch.Tensor | None, epochs: int,
@@ -112,9 +114,8 @@ def train_head_on_views(rep: Representation, dm, num_classes: int, indices: torc
     """A linear head trained on the frozen representation of fresh random crop + flip views of the train
     split (or of its `indices`), one pass of the model per view."""
     torch.manual_seed(seed)
-    train = SplitBatches(dm, "train", batch_size, rep.device, augment=augment_pipeline(dm.eval_size, crop_scale,
-                                                                                       hflip), seed=seed,
-                         indices=indices)
+    views = augment_pipeline(dm.eval_size, crop_scale, hflip)
+    train = SplitBatches(dm, "train", batch_size, rep.device, augment=views, seed=seed, indices=indices)
     head = LinearHead(rep.dim(dm), num_classes, feature_norm).to(rep.device)
     opt = make_optimizer(head.parameters(), optimizer, lr, momentum, weight_decay)
     total, step = epochs * max(1, train.num_batches(drop_last=True)), 0
@@ -198,22 +199,24 @@ def select_lr(lrs: Sequence[float], train_labels: torch.Tensor, fit: Callable, h
         grid.append({"lr": one, "heldout_top1": acc["top1"], "heldout_top5": acc["top5"]})
     chosen = max(grid, key=lambda r: r["heldout_top1"])["lr"]
     return chosen, {"chosen_on": "held-out part of the train split", "fraction": fraction, "seed": seed,
-                    "num_fit": int(fit_idx.numel()), "num_heldout": int(val_idx.numel()), "metric": "heldout_top1",
+                    "num_fit": int(fit_idx.numel()), "num_heldout": int(val_idx.numel()),
+                    "metric": "heldout_top1",
                     "grid": grid, "chosen": {"lr": chosen},
                     "then": "retrained on the whole train split; top1/top5 are its test accuracy"}
 
 
 def finetune_eval(rep: Representation, dm, num_classes: int, epochs: int = 30, lr: float = 0.05,
-                  batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4, optimizer: str = "sgd",
-                  crop_scale=(0.08, 1.0), hflip: float = 0.5, seed: int = 0, log=print) -> dict:
+                  batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
+                  optimizer: str = "sgd", crop_scale=(0.08, 1.0), hflip: float = 0.5, seed: int = 0,
+                  log=print) -> dict:
     """Train a copy of the representation's parameters and a linear head end to end (crop + flip views, SGD,
     cosine), at the run's precision; score the test split."""
     torch.manual_seed(seed)
     started = time.time()
     model = copy.deepcopy(rep.model)
     tuned = Representation(model, rep.device, rep.precision, rep.channels_last, rep.batch_size)
-    train = SplitBatches(dm, "train", batch_size, rep.device, augment=augment_pipeline(dm.eval_size, crop_scale, hflip),
-                         seed=seed)
+    views = augment_pipeline(dm.eval_size, crop_scale, hflip)
+    train = SplitBatches(dm, "train", batch_size, rep.device, augment=views, seed=seed)
     x0, _ = next(iter(SplitBatches(dm, "train", 2, rep.device)(shuffle=False)))
     params = representation_parameters(model, tuned.prepare(x0))
     model.requires_grad_(False)
@@ -247,4 +250,5 @@ def finetune_eval(rep: Representation, dm, num_classes: int, epochs: int = 30, l
     log(f"finetune: top1 {res['top1']:.2f} top5 {res['top5']:.2f}")
     return {**res, "lr": float(lr), "epochs": epochs, "optimizer": optimizer, "batch_size": batch_size,
             "weight_decay": weight_decay, "trained_modules": trained,
-            "trained_parameters": int(sum(p.numel() for p in params)), "time_s": round(time.time() - started, 2)}
+            "trained_parameters": int(sum(p.numel() for p in params)),
+            "time_s": round(time.time() - started, 2)}
