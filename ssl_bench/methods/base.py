@@ -96,8 +96,8 @@ class SSLMethod(pl.LightningModule):
         and `D` may then differ from `self.feat_dim`. It must be deterministic in eval mode (no augmentation,
         no sampling), or online and offline numbers cannot agree. Fine-tuning trains exactly the parameters
         it reaches. (DESIGN.md suggests a separate `representation(x)`; `forward` is kept as that one
-        definition because Lightning's `self(x)`, `predict`, tracing and export all call it: a second name
-        would be a second definition that could drift from it.)
+        definition because Lightning's `self(x)` and predict, torch.jit.trace and ONNX export call it: a
+        second name would be a second definition that could drift from it.)
         """
         return self.backbone(x)
 
