@@ -86,7 +86,19 @@ class SSLMethod(pl.LightningModule):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone features (the representation that is evaluated)."""
+        """THE representation of the method: normalised images [B, C, H, W] -> features [B, D].
+
+        This one method is what every evaluation measures: the online kNN and probe (validation_step), and
+        offline `python -m ssl_bench.eval` (knn, linear, finetune, embed), which rebuilds the whole method
+        from the run and calls it (ssl_bench.eval.common.Representation). Default: the backbone's pooled
+        features. A method whose paper evaluates something else overrides this (CPC v2: the patch grid
+        mean-pooled; SimCLR v2: the projector's first layer; CMC: its colour-view encoders concatenated),
+        and `D` may then differ from `self.feat_dim`. It must be deterministic in eval mode (no augmentation,
+        no sampling), or online and offline numbers cannot agree. Fine-tuning trains exactly the parameters
+        it reaches. (DESIGN.md suggests a separate `representation(x)`; `forward` is kept as that one
+        definition because Lightning's `self(x)` and predict, torch.jit.trace and ONNX export call it: a
+        second name would be a second definition that could drift from it.)
+        """
         return self.backbone(x)
 
     # ---- training ---------------------------------------------------------------------------
@@ -129,7 +141,9 @@ class SSLMethod(pl.LightningModule):
     # ---- online evaluation ------------------------------------------------------------------
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         x, labels, _ = batch
-        feats = self(x).float()              # forward(): the representation a method evaluates
+        # forward(), the representation; under Lightning: eval mode, no grad, the run's precision (autocast),
+        # channels_last inputs. Offline eval computes the very same (ssl_bench.eval.common.Representation).
+        feats = self(x).float()
         self._val_store[dataloader_idx].append((feats, labels))
         if dataloader_idx == 1 and self.probe is not None:
             self.probe_top1.update(self.probe(feats).float(), labels)
