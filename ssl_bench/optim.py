@@ -59,8 +59,8 @@ class LARS(torch.optim.Optimizer):
     """
 
     def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 eta: float = 0.02, eps: float = 1e-8, clip_lr: bool = False, exclude_bias_n_norm: bool = False,
-                 nesterov: bool = False):
+                 eta: float = 0.02, eps: float = 1e-8, clip_lr: bool = False,
+                 exclude_bias_n_norm: bool = False, nesterov: bool = False):
         if nesterov and momentum <= 0:
             raise ConfigError("optimizer.nesterov", "Nesterov momentum needs a momentum > 0.",
                               "set optimizer.momentum=0.9 or optimizer.nesterov=false.")
@@ -152,7 +152,8 @@ def optimizer_options(name: str, lr: float, weight_decay: float, options: dict) 
     and returns the options `name` uses, defaults filled in. A key that `name` does not use must be null or
     absent; a key it uses may be absent (OPTIMIZER_KEYS gives the default) but not null."""
     if name not in OPTIMIZER_KEYS:
-        raise ConfigError("optimizer.name", f"unknown optimizer '{name}'.", f"choose one of {', '.join(OPTIMIZERS)}.")
+        raise ConfigError("optimizer.name", f"unknown optimizer '{name}'.",
+                          f"choose one of {', '.join(OPTIMIZERS)}.")
     if lr is None or lr <= 0:
         raise ConfigError("optimizer.lr", f"must be positive, got {lr}.", "set optimizer.lr to e.g. 0.3.")
     if weight_decay is None or weight_decay < 0:
@@ -194,7 +195,8 @@ def scheduler_options(cfg: dict) -> tuple[str, dict]:
     cfg = dict(cfg)
     name = cfg.pop("name", "constant")
     if name not in SCHEDULER_KEYS:
-        raise ConfigError("scheduler.name", f"unknown scheduler '{name}'.", f"choose one of {', '.join(SCHEDULERS)}.")
+        raise ConfigError("scheduler.name", f"unknown scheduler '{name}'.",
+                          f"choose one of {', '.join(SCHEDULERS)}.")
     used = SCHEDULER_KEYS[name]
     for key, value in cfg.items():
         if key not in ALL_SCHEDULER_KEYS:
@@ -210,8 +212,9 @@ def scheduler_options(cfg: dict) -> tuple[str, dict]:
         if key not in optional and out[key] is None:
             raise ConfigError(f"scheduler.{key}", f"is missing or null, but scheduler '{name}' uses it.",
                               f"set it (see conf/scheduler/{name}.yaml).")
-    if out.get("warmup_steps") is not None and (out["warmup_steps"] < 0 or out["warmup_steps"] != int(out["warmup_steps"])):
-        raise ConfigError("scheduler.warmup_steps", f"must be a whole number >= 0, got {out['warmup_steps']}.")
+    steps = out.get("warmup_steps")
+    if steps is not None and (steps < 0 or steps != int(steps)):
+        raise ConfigError("scheduler.warmup_steps", f"must be a whole number >= 0, got {steps}.")
     for key in ("warmup_epochs", "warmup_start_lr", "min_lr"):
         if out.get(key) is not None and out[key] < 0:
             raise ConfigError(f"scheduler.{key}", f"must be >= 0, got {out[key]}.")
@@ -221,7 +224,8 @@ def scheduler_options(cfg: dict) -> tuple[str, dict]:
             raise ConfigError("scheduler.milestones", f"must be increasing whole epochs >= 0, got {ms}.",
                               "e.g. scheduler.milestones=[251,281].")
         if out["gamma"] <= 0:
-            raise ConfigError("scheduler.gamma", f"must be > 0, got {out['gamma']}.", "e.g. scheduler.gamma=0.2.")
+            raise ConfigError("scheduler.gamma", f"must be > 0, got {out['gamma']}.",
+                              "e.g. scheduler.gamma=0.2.")
         out["milestones"] = [int(m) for m in ms]
     return name, out
 
@@ -254,7 +258,7 @@ def build_optimizer(groups: list[dict], name: str, lr: float, weight_decay: floa
                              foreach=True)
 
 
-# ---- schedules: absolute learning rate of one parameter group at optimizer step k (0-based) -----------------
+# ---- schedules: the lr (or multiplier) of one parameter group at optimizer step k (0-based) ----------------
 def warmup_cosine_lr(step: int, base_lr: float, total_steps: int, warmup_steps: float,
                      warmup_start_lr: float = 3e-5, min_lr: float = 0.0) -> float:
     """The lr at `step` of solo-learn's warm-up + cosine: LinearWarmupCosineAnnealingLR (solo-learn
@@ -262,15 +266,20 @@ def warmup_cosine_lr(step: int, base_lr: float, total_steps: int, warmup_steps: 
 
     The source is recursive (each lr computed from the previous one); its closed form, exactly:
       * step 0: `warmup_start_lr` (the base lr when `warmup_steps` is 0, as solo/methods/base.py passes
-        warmup_start_lr=lr when warmup_epochs is 0);
+        warmup_start_lr=lr when warmup_epochs is 0 - there the main lr for every group, so its classifier
+        follows the backbone's lr; here each group starts from its own);
       * 0 < step < W: warmup_start_lr + step * (base - warmup_start_lr) / (W - 1) - the warm-up reaches the
         base lr at step W - 1, one step before the cosine starts (the source's off-by-one);
       * step == W (W whole): the base lr;
       * after: a cosine from the last lr `a` before it, min_lr + (lr_a - min_lr) * c(step) / c(a), where
         c(k) = 1 + cos(pi * (k - W) / (total - W)) and a = W when W is whole, else ceil(W) - 1. For a
         whole W that is the familiar min_lr + (base - min_lr) * (1 + cos(pi (k - W) / (total - W))) / 2.
-    W may be fractional (solo-learn: warmup_epochs * estimated_stepping_batches / max_epochs). Past
-    `total_steps` the lr stays at `min_lr` (the source would rise again; no step uses it).
+    W may be fractional (solo-learn: warmup_epochs * estimated_stepping_batches / max_epochs). Then the
+    source's warm-up overshoots: the cosine starts from lr_a = base * (ceil(W) - 1) / (W - 1) (for a zero
+    warmup_start_lr), and with W < 1 the lr stays near warmup_start_lr; `warmup_overshoot` measures it.
+    Past `total_steps` the lr stays at `min_lr` (the source would rise again; no step uses it).
+    The source's LightningModule multiplies warmup_start_lr and min_lr by accumulate_grad_batches (as its
+    lr); here they are absolute, whatever the accumulation.
     """
     W = float(warmup_steps)
     if W <= 0:
@@ -293,6 +302,17 @@ def warmup_cosine_lr(step: int, base_lr: float, total_steps: int, warmup_steps: 
     if denom <= 0:
         return min_lr
     return min_lr + (anchor_lr - min_lr) * (1 + math.cos(math.pi * (k - W) / span)) / denom
+
+
+def warmup_overshoot(warmup_steps: float, warmup_start_lr: float, base_lr: float) -> float:
+    """Peak lr / base lr of warmup_cosine_lr: 1 for a whole number of warm-up steps, more for a fractional
+    one (the source's recursion, see warmup_cosine_lr), below 1 when W < 1."""
+    W = float(warmup_steps)
+    if W <= 0 or W == int(W):
+        return 1.0
+    anchor = math.ceil(W) - 1
+    peak = warmup_start_lr + anchor * (base_lr - warmup_start_lr) / (W - 1) if anchor > 0 else warmup_start_lr
+    return peak / base_lr
 
 
 def warmup_step_factor(step: int, steps_per_epoch: int, warmup_steps: float, milestones: Sequence[int],

@@ -24,7 +24,7 @@ from ssl_bench.config import CONFIG_DIR
 from ssl_bench.errors import ConfigError
 from ssl_bench.optim import (ALL_OPTIMIZER_KEYS, ALL_SCHEDULER_KEYS, LARS, OPTIMIZER_KEYS, build_optimizer,
                              optimizer_options, scheduler_options, split_decay_groups, warmup_cosine_lr,
-                             warmup_step_factor)
+                             warmup_overshoot, warmup_step_factor)
 
 
 # ---- LARS -------------------------------------------------------------------------------------------------
@@ -165,14 +165,17 @@ def test_lars_step_makes_no_host_sync(monkeypatch):
     calls = []
     for name in ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__"):
         original = getattr(torch.Tensor, name)
-        monkeypatch.setattr(torch.Tensor, name,
-                            lambda self, *a, __o=original, __n=name, **k: (calls.append(__n), __o(self, *a, **k))[1])
+        def patched(self, *a, __o=original, __n=name, **k):
+            calls.append(__n)
+            return __o(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, patched)
     opt.step()
     opt.step()
     assert calls == []
 
 
-# ---- weight-decay exclusion for SGD / AdamW -----------------------------------------------------------------
+# ---- weight-decay exclusion for SGD / AdamW ------------------------------------------------------------
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
 def test_exclude_bias_n_norm_for_sgd_and_adamw(name):
     torch.manual_seed(0)
@@ -240,7 +243,8 @@ def test_every_preset_lists_every_key_and_composing_leaves_nothing_stale():
     sched_names = sorted(p.stem for p in (Path(CONFIG_DIR) / "scheduler").glob("*.yaml"))
     assert opt_names == sorted(OPTIMIZER_KEYS) and "warmup_step" in sched_names
     for n in opt_names:
-        assert set(_preset("optimizer", n)) == {"name", "lr", "scale_lr", "weight_decay", *ALL_OPTIMIZER_KEYS}, n
+        keys = {"name", "lr", "scale_lr", "weight_decay", *ALL_OPTIMIZER_KEYS}
+        assert set(_preset("optimizer", n)) == keys, n
     for n in sched_names:
         assert set(_preset("scheduler", n)) == {"name", *ALL_SCHEDULER_KEYS}, n
     for group, names in (("optimizer", opt_names), ("scheduler", sched_names)):
@@ -249,10 +253,14 @@ def test_every_preset_lists_every_key_and_composing_leaves_nothing_stale():
                 merged = OmegaConf.to_container(OmegaConf.merge(_preset(group, a), _preset(group, b)))
                 assert merged == _preset(group, b), (group, a, b)
     # the presets pick the sources' weight-decay exclusion
-    assert [_preset("optimizer", n)["exclude_bias_n_norm"] for n in ("sgd", "lars", "adamw")] == [False, True, False]
+    excl = [_preset("optimizer", n)["exclude_bias_n_norm"] for n in ("sgd", "lars", "adamw")]
+    assert excl == [False, True, False]
 
 
-@pytest.mark.parametrize("experiment", sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml")))
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_has_valid_optimizer_and_scheduler_keys(experiment):
     cfg = OmegaConf.to_container(_compose(f"experiment={experiment}"), resolve=True)
     o = {k: v for k, v in cfg["optimizer"].items() if k not in ("name", "lr", "scale_lr", "weight_decay")}
@@ -301,18 +309,20 @@ class SoloWarmupCosine:
         if self.last_epoch == self.warmup_epochs:
             return self.base_lrs
         if (self.last_epoch - 1 - self.max_epochs) % (2 * (self.max_epochs - self.warmup_epochs)) == 0:
-            return [lr + (base_lr - self.eta_min) * (1 - math.cos(math.pi / (self.max_epochs - self.warmup_epochs)))
-                    / 2 for base_lr, lr in zip(self.base_lrs, self.lrs)]
-        return [(1 + math.cos(math.pi * (self.last_epoch - self.warmup_epochs) / (self.max_epochs - self.warmup_epochs)))
+            return [lr + (base_lr - self.eta_min)
+                    * (1 - math.cos(math.pi / (self.max_epochs - self.warmup_epochs))) / 2
+                    for base_lr, lr in zip(self.base_lrs, self.lrs)]
+        return [(1 + math.cos(math.pi * (self.last_epoch - self.warmup_epochs)
+                              / (self.max_epochs - self.warmup_epochs)))
                 / (1 + math.cos(math.pi * (self.last_epoch - self.warmup_epochs - 1)
                                 / (self.max_epochs - self.warmup_epochs)))
                 * (lr - self.eta_min) + self.eta_min for lr in self.lrs]
 
 
 def solo_warmup_cosine_lrs(base_lrs, total, warmup_epochs, max_epochs, warmup_start_lr=3e-5, min_lr=0.0):
-    """The lr of every group at every optimizer step 0..total-1, with the arguments solo/methods/base.py passes:
-    warm-up steps = warmup_epochs * estimated_stepping_batches / max_epochs, warmup_start_lr = the base lr when
-    warmup_epochs is 0."""
+    """The lr of every group at every optimizer step 0..total-1, with the arguments solo/methods/base.py
+    passes: warm-up steps = warmup_epochs * estimated_stepping_batches / max_epochs, warmup_start_lr = the
+    base lr when warmup_epochs is 0."""
     sched = SoloWarmupCosine(base_lrs, warmup_epochs * (total / max_epochs), total,
                              warmup_start_lr if warmup_epochs > 0 else base_lrs[0], min_lr)
     out = []
@@ -356,8 +366,9 @@ def _scheduled_lrs(sched_cfg, groups, *, total, max_epochs, batches, max_steps=-
     backbone = nn.Linear(2, 2)
     backbone.num_features = 2
     method = SSLMethod(backbone, num_classes=0, optimizer={"name": optimizer, "lr": 0.1}, scheduler=sched_cfg)
-    method._trainer = FakeTrainer(estimated_stepping_batches=total, max_epochs=max_epochs, max_steps=max_steps,
-                                  num_training_batches=batches, accumulate_grad_batches=1)
+    method._trainer = FakeTrainer(estimated_stepping_batches=total, max_epochs=max_epochs,
+                                  max_steps=max_steps, num_training_batches=batches,
+                                  accumulate_grad_batches=1)
     opt = torch.optim.SGD(groups, lr=groups[0]["lr"])
     sched = method._build_scheduler(opt)
     out = []
@@ -386,11 +397,11 @@ def test_warmup_cosine_through_the_method_follows_solo_learn_per_group(warmup_ep
         assert math.isclose(a[0], b[0], rel_tol=1e-9) and math.isclose(a[1], b[1], rel_tol=1e-9), k
         assert a[2] == 0.6
     if warmup_epochs == 1:
-        assert math.isclose(ours[0][0], 3e-5) and math.isclose(ours[76][0], 0.6)   # warm-up ends at step W - 1
+        assert math.isclose(ours[0][0], 3e-5) and math.isclose(ours[76][0], 0.6)   # the warm-up ends at W - 1
 
 
 def amdim_lrs(lr_real, steps_per_epoch, epochs=300, milestones=(250, 280), gamma=0.2):
-    # gamma 0.2 and milestones [250, 280] over 300 epochs are the source's CIFAR-10 / CIFAR-100 / STL-10 values
+    # gamma 0.2 and milestones [250, 280] over 300 epochs: the source's CIFAR-10 / CIFAR-100 / STL-10 values
     """The lr of each optimizer step of AMDIM's `_train` loop with `train_self_supervised`'s scheduler,
     transcribed (a real torch MultiStepLR stepped with the finished epoch's index, as the source does)."""
     optimizer = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=lr_real, betas=(0.8, 0.999),
@@ -415,7 +426,7 @@ def amdim_lrs(lr_real, steps_per_epoch, epochs=300, milestones=(250, 280), gamma
     (250, 300, (250, 280)),    # CIFAR-10: 50k images / batch 200
     (500, 300, (250, 280)),
     (300, 300, (250, 280)),    # the warm-up ends mid-epoch
-    (300, 4, (0, 2)),          # a milestone before the warm-up ends: the lr stays at the base to the epoch's end
+    (300, 4, (0, 2)),          # a milestone before the warm-up ends: the lr stays at base to the epoch's end
 ])
 def test_warmup_step_matches_amdims_official_schedule(steps_per_epoch, epochs, milestones):
     ref = amdim_lrs(2e-4, steps_per_epoch, epochs, milestones)
@@ -437,10 +448,12 @@ def test_warmup_step_epochs_or_steps():
     for k in (0, 100, 499, 500, 600):
         by_epochs = warmup_step_factor(k, 250, 2 * 250, [3], 0.5)
         assert by_epochs == min(1.0, (k + 1) / 500)
-    cfg = {**_preset("scheduler", "warmup_step"), "warmup_epochs": 0.5, "warmup_steps": None, "milestones": [2]}
+    cfg = {**_preset("scheduler", "warmup_step"), "warmup_epochs": 0.5, "warmup_steps": None,
+           "milestones": [2]}
     groups = [{"params": [nn.Parameter(torch.zeros(1))], "lr": 1.0}]
     lrs = [x[0] for x in _scheduled_lrs(cfg, groups, total=40, max_epochs=4, batches=10)]
-    assert lrs[:6] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0]) and lrs[19] == 1.0 and lrs[20] == 0.2 * 1.0
+    assert lrs[:6] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+    assert lrs[19] == 1.0 and lrs[20] == 0.2
     cfg["warmup_steps"] = 2
     lrs = [x[0] for x in _scheduled_lrs(cfg, groups, total=40, max_epochs=4, batches=10)]
     assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])
@@ -450,3 +463,11 @@ def test_constant_keeps_the_lr():
     groups = [{"params": [nn.Parameter(torch.zeros(1))], "lr": 0.3}]
     assert all(x == [0.3] for x in _scheduled_lrs(_preset("scheduler", "constant"), groups, total=20,
                                                    max_epochs=2, batches=10))
+
+
+def test_warmup_overshoot_measures_the_peak_of_a_fractional_warmup():
+    for W in (1.5, 12.5, 38.5, 100.0, 0.5):
+        peak = max(warmup_cosine_lr(k, 1.0, 400, W, 0.0) for k in range(400))
+        expected = peak if W >= 1 else warmup_cosine_lr(1, 1.0, 400, W, 0.0)
+        assert math.isclose(warmup_overshoot(W, 0.0, 1.0), expected)
+    assert warmup_overshoot(1.5, 0.0, 1.0) == 2.0 and warmup_overshoot(100, 3e-5, 0.5) == 1.0

@@ -22,7 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ssl_bench.errors import ConfigError
 from ssl_bench.eval.knn import knn_accuracy
 from ssl_bench.optim import (build_optimizer, optimizer_options, scheduler_options, split_decay_groups,
-                             warmup_cosine_lr, warmup_step_factor)
+                             warmup_cosine_lr, warmup_overshoot, warmup_step_factor)
 
 
 def _rng_states() -> dict[str, Any]:
@@ -174,7 +174,7 @@ class SSLMethod(pl.LightningModule):
         if cfg.pop("scale_lr", False):  # linear scaling (Goyal et al. 2017): lr x global batch / 256
             batch = getattr(self.trainer.datamodule, "batch_size", 256)
             lr = lr * batch * self.trainer.world_size * self.trainer.accumulate_grad_batches / 256
-        groups = self.parameter_groups()
+        groups = self.parameter_groups(False)   # exclude_bias_n_norm: build_optimizer applies it
         if self.probe is not None:  # plain SGD step (LARS: no trust ratio), no weight decay
             groups.append({"params": list(self.probe.parameters()), "lr": self.probe_lr, "weight_decay": 0.0,
                            "lars_adapt": False, "is_probe": True})
@@ -207,6 +207,11 @@ class SSLMethod(pl.LightningModule):
             else float(cfg["warmup_epochs"]) * per_epoch   # warmup_steps wins when set
         if name == "warmup_cosine":
             start, floor = float(cfg["warmup_start_lr"]), float(cfg["min_lr"])
+            peak = warmup_overshoot(warmup, start, float(optimizer.param_groups[0]["lr"]))
+            if abs(peak - 1) > 0.01:
+                rank_zero_warn(f"warmup_cosine: {warmup:g} warm-up steps is not a whole number, and the "
+                               f"schedule (solo-learn's, exactly) then peaks at {peak:.3g} x optimizer.lr. "
+                               "Set scheduler.warmup_steps, or a warmup_epochs giving whole steps.")
 
             def make(base: float):
                 return lambda step: warmup_cosine_lr(step, base, total, warmup, start, floor) / base
@@ -219,7 +224,8 @@ class SSLMethod(pl.LightningModule):
 
             def make(base: float):
                 return lambda step: warmup_step_factor(step, whole, warmup, milestones, gamma)
-        fns = [(lambda step: 1.0) if g.get("fixed_lr") else make(float(g["lr"])) for g in optimizer.param_groups]
+        fns = [(lambda step: 1.0) if g.get("fixed_lr") else make(float(g["lr"]))
+               for g in optimizer.param_groups]
         return torch.optim.lr_scheduler.LambdaLR(optimizer, fns)
 
     # ---- checkpoint extras ------------------------------------------------------------------
