@@ -14,7 +14,7 @@ from torch import nn
 
 from ssl_bench.errors import ConfigError
 
-OPTIMIZERS = ("sgd", "lars", "adamw")
+OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 SCHEDULERS = ("warmup_cosine", "warmup_step", "constant")
 
 #: the keys each optimizer uses beyond name / lr / scale_lr / weight_decay, with the value a caller that
@@ -23,6 +23,7 @@ OPTIMIZER_KEYS: dict[str, dict[str, Any]] = {
     "sgd": {"momentum": 0.9, "nesterov": False, "exclude_bias_n_norm": False},
     "lars": {"momentum": 0.9, "nesterov": False, "eta": 0.02, "eps": 1e-8, "clip_lr": False,
              "exclude_bias_n_norm": False},
+    "adam": {"betas": (0.9, 0.999), "eps": 1e-8, "exclude_bias_n_norm": False},
     "adamw": {"betas": (0.9, 0.999), "eps": 1e-8, "exclude_bias_n_norm": False},
 }
 ALL_OPTIMIZER_KEYS = sorted({k for keys in OPTIMIZER_KEYS.values() for k in keys})
@@ -183,7 +184,7 @@ def optimizer_options(name: str, lr: float, weight_decay: float, options: dict) 
         key = "optimizer.eta" if kw["eta"] <= 0 else "optimizer.eps"
         raise ConfigError(key, f"must be {'> 0' if key.endswith('eta') else '>= 0'}, got {kw[key[10:]]}.",
                           "the presets use eta 0.02, eps 1e-8.")
-    if name == "adamw" and len(kw["betas"]) != 2:
+    if name in ("adam", "adamw") and len(kw["betas"]) != 2:
         raise ConfigError("optimizer.betas", f"needs two values, got {list(kw['betas'])}.",
                           "set optimizer.betas=[0.9,0.999].")
     return kw
@@ -254,8 +255,9 @@ def build_optimizer(groups: list[dict], name: str, lr: float, weight_decay: floa
         return torch.optim.SGD(groups, lr=lr, momentum=float(kw["momentum"]), weight_decay=weight_decay,
                                nesterov=bool(kw["nesterov"]), foreach=True)
     betas = tuple(float(b) for b in kw["betas"])
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=float(kw["eps"]),
-                             foreach=True)
+    # adam: L2 weight decay added to the gradient (torch.optim.Adam, as AMDIM's official code); adamw: decoupled
+    adam = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return adam(groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=float(kw["eps"]), foreach=True)
 
 
 # ---- schedules: the lr (or multiplier) of one parameter group at optimizer step k (0-based) ----------------

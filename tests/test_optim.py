@@ -176,7 +176,7 @@ def test_lars_step_makes_no_host_sync(monkeypatch):
 
 
 # ---- weight-decay exclusion for SGD / AdamW ------------------------------------------------------------
-@pytest.mark.parametrize("name", ["sgd", "adamw"])
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
 def test_exclude_bias_n_norm_for_sgd_and_adamw(name):
     torch.manual_seed(0)
     net = Net()
@@ -184,7 +184,7 @@ def test_exclude_bias_n_norm_for_sgd_and_adamw(name):
               {"params": list(net.fc2.parameters()), "fixed_lr": True},
               {"params": [nn.Parameter(torch.ones(2, 2)), nn.Parameter(torch.ones(2))], "weight_decay": 0.0,
                "lars_adapt": False, "is_probe": True}]
-    extra = {"betas": (0.9, 0.999)} if name == "adamw" else {"momentum": 0.9}
+    extra = {"betas": (0.9, 0.999)} if name.startswith("adam") else {"momentum": 0.9}
     kept = build_optimizer(groups, name, lr=0.1, weight_decay=1e-3, exclude_bias_n_norm=False, **extra)
     # false: every parameter decayed (MoCo, InstDisc, CMC, SimSiam), the probe group untouched
     assert [len(g["params"]) for g in kept.param_groups] == [len(g["params"]) for g in groups]
@@ -253,8 +253,21 @@ def test_every_preset_lists_every_key_and_composing_leaves_nothing_stale():
                 merged = OmegaConf.to_container(OmegaConf.merge(_preset(group, a), _preset(group, b)))
                 assert merged == _preset(group, b), (group, a, b)
     # the presets pick the sources' weight-decay exclusion
-    excl = [_preset("optimizer", n)["exclude_bias_n_norm"] for n in ("sgd", "lars", "adamw")]
-    assert excl == [False, True, False]
+    excl = [_preset("optimizer", n)["exclude_bias_n_norm"] for n in ("sgd", "lars", "adam", "adamw")]
+    assert excl == [False, True, False, False]
+
+
+def test_adam_adds_l2_to_the_gradient_where_adamw_decouples_it():
+    """AMDIM's official code trains with torch.optim.Adam(weight_decay=1e-5): the decay enters the moments."""
+    def one_step(name):
+        w = nn.Parameter(torch.full((3,), 2.0))
+        opt = build_optimizer([{"params": [w]}], name, lr=0.1, weight_decay=0.5, betas=(0.8, 0.999), eps=1e-8)
+        w.grad = torch.zeros(3)
+        opt.step()
+        return w.detach()
+    # zero gradient: Adam's first step moves by lr * sign(wd * w) = 0.1; AdamW only shrinks w by lr * wd * w
+    assert torch.allclose(one_step("adam"), torch.full((3,), 1.9), atol=1e-5)
+    assert torch.allclose(one_step("adamw"), torch.full((3,), 2.0 - 0.1 * 0.5 * 2.0), atol=1e-6)
 
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
