@@ -327,18 +327,21 @@ def test_crop_size_as_a_fraction_of_the_image_size():
     assert [p.crop_size for p in parse_pipelines(views, image_size=224)] == [224, 96]
     assert [p.crop_size for p in parse_pipelines(views, image_size=32)] == [32, 14]   # round(13.7)
     # whole pixels stay pixels, also written as a float; 1 (an int) is one pixel, 1.0 the whole image
-    assert [p.crop_size for p in parse_pipelines([{"crop_size": 32.0}, {"crop_size": 1}], image_size=64)] == [32, 1]
+    whole = parse_pipelines([{"crop_size": 32.0}, {"crop_size": 1}], image_size=64)
+    assert [p.crop_size for p in whole] == [32, 1]
     with pytest.raises(ConfigError, match="needs data.image_size"):
         parse_pipelines([{"crop_size": 0.5}])
 
 
 def test_blur_kernel_size_is_configurable_on_both_paths():
-    """blur.kernel_size fixes the kernel (PIL's Gaussian spans ~+-3 sigma whatever the crop), null keeps SimCLR's
-    10% rule. Both paths blur with it: the batched one and torchvision's per-sample one equal the reference."""
+    """blur.kernel_size fixes the kernel (PIL's Gaussian spans ~+-3 sigma whatever the crop), null keeps
+    SimCLR's 10% rule. Both paths blur with it: the batched one and torchvision's per-sample one equal the
+    reference."""
     (default,) = parse_pipelines([{"crop_size": 32}])
     assert default.blur_kernel is None and default.kernel_size == V.blur_kernel_size(32) == 3
     view = {"crop_size": 32, "num_crops": 1, "scale": [1.0, 1.0], "ratio": [1.0, 1.0], "hflip": 0.0,
-            "color_jitter": None, "grayscale": 0.0, "blur": {"prob": 1.0, "sigma": [1.5, 1.5], "kernel_size": 13}}
+            "color_jitter": None, "grayscale": 0.0,
+            "blur": {"prob": 1.0, "sigma": [1.5, 1.5], "kernel_size": 13}}
     (p,) = parse_pipelines([view], image_size=32)
     assert p.kernel_size == 13
     g = torch.Generator().manual_seed(0)
