@@ -126,6 +126,14 @@ def test_recipe_matches_its_source(name):
 
 
 @pytest.mark.parametrize("method", sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml")))
+def test_a_methods_own_defaults_state_no_departures(method):
+    """Hydra merges dictionaries: the `recipe.departures` of a method's own defaults (composed with the method)
+    would survive under every dataset recipe of that method, which declares its own. Own defaults therefore
+    match their source outright (pick a source whose values fit, e.g. SwAV's batch-256 script)."""
+    assert not declared(method).get("departures"), f"conf/recipe/{method}.yaml states departures"
+
+
+@pytest.mark.parametrize("method", sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml")))
 def test_every_method_has_its_own_defaults(method):
     """A method on data without a published recipe runs on its own views and optimizer, never another method's."""
     assert (RECIPE_DIR / f"{method}.yaml").is_file()
