@@ -220,7 +220,8 @@ def _simclr_imagenet_views() -> dict:
 
 SIMCLR_V1 = "google-research/simclr@be133b3"
 SOURCES["simclr"] = {
-    "cite": f"{SIMCLR_V1} run.py flag defaults (+ model.py, model_util.py, lars_optimizer.py, data_util.py)",
+    "cite": f"Chen et al. 2020 (SimCLR), official code {SIMCLR_V1} run.py flag defaults (+ model.py, "
+            "model_util.py, lars_optimizer.py, data_util.py)",
     "values": {
         # run.py: temperature 0.1, head_proj_mode 'nonlinear', head_proj_dim 128, num_nlh_layers 1, global_bn
         # True
@@ -244,7 +245,8 @@ SOURCES["simclr"] = {
 
 SIMCLR_V2 = "google-research/simclr@383d414"
 SOURCES["simclr_v2"] = {
-    "cite": f"{SIMCLR_V2} run.py flag defaults (+ model.py, model_util.py, lars_optimizer.py, data_util.py)",
+    "cite": f"Chen et al. 2020b (SimCLR v2), official code {SIMCLR_V2} run.py flag defaults (+ model.py, "
+            "model_util.py, lars_optimizer.py, data_util.py)",
     "values": {
         # run.py: temperature 0.1, proj_head_mode 'nonlinear', proj_out_dim 128, num_proj_layers 3,
         # ft_proj_selector 0 (no head layer kept for evaluation), global_bn True
@@ -297,7 +299,8 @@ def _moco_method(temperature: float, proj_layers: int) -> dict:
 
 MOCO = "facebookresearch/moco@7397dfe"
 SOURCES["moco_v1"] = {
-    "cite": f"{MOCO} main_moco.py defaults + README.md pre-training command (MoCo v1)",
+    "cite": f"He et al. 2019 (MoCo), official code {MOCO} main_moco.py defaults + README.md pre-training "
+            "command (MoCo v1)",
     "values": {
         **_moco_method(temperature=0.07, proj_layers=1), **_moco_sgd(),
         # main_moco.py adjust_learning_rate: lr *= 0.1 for each milestone of --schedule [120, 160] passed by
@@ -322,7 +325,8 @@ _MOCO_V2_VIEWS = view(0, num_crops=2, crop_size=224, scale=(0.2, 1.0), jitter_pr
                       blur_sigma=(0.1, 2.0), solarize=0.0)
 
 SOURCES["moco_v2"] = {
-    "cite": f"{MOCO} main_moco.py defaults + README.md pre-training command with --mlp --moco-t 0.2 "
+    "cite": f"Chen et al. 2020 (MoCo v2), official code {MOCO} main_moco.py defaults + README.md "
+            "pre-training command with --mlp --moco-t 0.2 "
             "--aug-plus --cos (MoCo v2)",
     "values": {
         **_moco_method(temperature=0.2, proj_layers=2), **_moco_sgd(),
@@ -336,7 +340,8 @@ SOURCES["moco_v2"] = {
 }
 
 SOURCES["byol"] = {
-    "cite": "deepmind/deepmind-research@d8df415 byol/configs/byol.py (num_epochs=1000) "
+    "cite": "Grill et al. 2020 (BYOL), official code deepmind/deepmind-research@d8df415 byol/configs/byol.py "
+            "(num_epochs=1000) "
             "+ byol/utils/augmentations.py",
     "values": {
         # byol.py network_config: projector_hidden_size 4096, projector_output_size 256, predictor_hidden_size
@@ -372,7 +377,8 @@ SOURCES["byol"] = {
 }
 
 SOURCES["simsiam"] = {
-    "cite": "facebookresearch/simsiam@a7bc177 main_simsiam.py defaults + README.md pre-training command",
+    "cite": "Chen & He 2020 (SimSiam), official code facebookresearch/simsiam@a7bc177 main_simsiam.py "
+            "defaults + README.md pre-training command",
     "values": {
         # main_simsiam.py: --dim 2048, --pred-dim 512; simsiam/builder.py: a 3-layer projector
         # (Linear(prev_dim, prev_dim, bias=False)-BN-ReLU twice, then fc to dim and BatchNorm1d(dim,
@@ -412,7 +418,8 @@ def _swav_crops(i: int, num_crops: int, crop_size, scale) -> dict:
 
 
 SOURCES["swav"] = {
-    "cite": "facebookresearch/swav@06b1b7c scripts/swav_400ep_bs256_pretrain.sh (+ main_swav.py, "
+    "cite": "Caron et al. 2020 (SwAV), official code facebookresearch/swav@06b1b7c "
+            "scripts/swav_400ep_bs256_pretrain.sh (+ main_swav.py, "
             "src/multicropdataset.py)",
     "values": {
         # the script: --temperature 0.1 --epsilon 0.05 --sinkhorn_iterations 3 --feat_dim 128 --nmb_prototypes
