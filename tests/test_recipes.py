@@ -127,9 +127,9 @@ def test_recipe_matches_its_source(name):
 
 @pytest.mark.parametrize("method", sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml")))
 def test_a_methods_own_defaults_state_no_departures(method):
-    """Hydra merges dictionaries: the `recipe.departures` of a method's own defaults (composed with the method)
-    would survive under every dataset recipe of that method, which declares its own. Own defaults therefore
-    match their source outright (pick a source whose values fit, e.g. SwAV's batch-256 script)."""
+    """Hydra merges dictionaries: the `recipe.departures` of a method's own defaults (composed with the
+    method) would survive under every dataset recipe of that method, which declares its own. Own defaults
+    therefore match their source outright (pick a source whose values fit, e.g. SwAV's batch-256 script)."""
     assert not declared(method).get("departures"), f"conf/recipe/{method}.yaml states departures"
 
 
