@@ -1,4 +1,4 @@
-"""Optimisers (SGD, LARS, AdamW) and learning-rate schedules (warm-up + cosine, warm-up + steps, constant).
+"""Optimisers (SGD, LARS, Adam, AdamW) and learning-rate schedules (warm-up + cosine, warm-up + steps, constant).
 
 Each follows a published implementation exactly; the reference is named where it is used, and every test
 in tests/test_optim.py compares against a literal transcription of that reference.
@@ -14,7 +14,7 @@ from torch import nn
 
 from ssl_bench.errors import ConfigError
 
-OPTIMIZERS = ("sgd", "lars", "adamw")
+OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 SCHEDULERS = ("warmup_cosine", "warmup_step", "constant")
 
 #: the keys each optimizer uses beyond name / lr / scale_lr / weight_decay, with the value a caller that
@@ -23,6 +23,7 @@ OPTIMIZER_KEYS: dict[str, dict[str, Any]] = {
     "sgd": {"momentum": 0.9, "nesterov": False, "exclude_bias_n_norm": False},
     "lars": {"momentum": 0.9, "nesterov": False, "eta": 0.02, "eps": 1e-8, "clip_lr": False,
              "exclude_bias_n_norm": False},
+    "adam": {"betas": (0.9, 0.999), "eps": 1e-8, "exclude_bias_n_norm": False},
     "adamw": {"betas": (0.9, 0.999), "eps": 1e-8, "exclude_bias_n_norm": False},
 }
 ALL_OPTIMIZER_KEYS = sorted({k for keys in OPTIMIZER_KEYS.values() for k in keys})
@@ -183,7 +184,7 @@ def optimizer_options(name: str, lr: float, weight_decay: float, options: dict) 
         key = "optimizer.eta" if kw["eta"] <= 0 else "optimizer.eps"
         raise ConfigError(key, f"must be {'> 0' if key.endswith('eta') else '>= 0'}, got {kw[key[10:]]}.",
                           "the presets use eta 0.02, eps 1e-8.")
-    if name == "adamw" and len(kw["betas"]) != 2:
+    if name in ("adam", "adamw") and len(kw["betas"]) != 2:
         raise ConfigError("optimizer.betas", f"needs two values, got {list(kw['betas'])}.",
                           "set optimizer.betas=[0.9,0.999].")
     return kw
@@ -234,11 +235,15 @@ def build_optimizer(groups: list[dict], name: str, lr: float, weight_decay: floa
     """The optimizer `name` over `groups`, with the keys of conf/optimizer (see OPTIMIZER_KEYS).
 
     `exclude_bias_n_norm` means, for every optimizer, what its source does: LARS skips the trust ratio and
-    weight decay of 1-D parameters inside the step (solo-learn's LARS `exclude_bias_n_norm`); SGD and AdamW
-    get the ndim <= 1 parameters of every group put in a group of their own with weight decay 0
-    (solo-learn's `exclude_bias_n_norm_wd`). False decays every parameter, as MoCo, InstDisc, CMC and
-    SimSiam do. Groups may carry `lr`, `weight_decay`, `lars_adapt` (LARS only; False for a plain SGD step)
-    and bookkeeping keys (`fixed_lr`, `is_probe`), which the optimizer keeps.
+    weight decay of 1-D parameters inside the step (solo-learn's LARS `exclude_bias_n_norm`); SGD, Adam and
+    AdamW get the ndim <= 1 parameters of every group put in a group of their own with weight decay 0
+    (solo-learn's `exclude_bias_n_norm_wd`). False decays every parameter, as MoCo, InstDisc, CMC,
+    SimSiam and AMDIM do.
+
+    `adam` is torch.optim.Adam: its weight decay is L2, added to the gradient before the moment estimates
+    (AMDIM's official code: Adam(..., weight_decay=1e-5)); `adamw` decays decoupled (w -= lr wd w).
+    Groups may carry `lr`, `weight_decay`, `lars_adapt` (LARS only; False for a plain SGD step) and
+    bookkeeping keys (`fixed_lr`, `is_probe`), which the optimizer keeps.
 
     The options are checked by `optimizer_options`.
     """
@@ -254,8 +259,9 @@ def build_optimizer(groups: list[dict], name: str, lr: float, weight_decay: floa
         return torch.optim.SGD(groups, lr=lr, momentum=float(kw["momentum"]), weight_decay=weight_decay,
                                nesterov=bool(kw["nesterov"]), foreach=True)
     betas = tuple(float(b) for b in kw["betas"])
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=float(kw["eps"]),
-                             foreach=True)
+    adam_class = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return adam_class(groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=float(kw["eps"]),
+                      foreach=True)
 
 
 # ---- schedules: the lr (or multiplier) of one parameter group at optimizer step k (0-based) ----------------
