@@ -1,4 +1,5 @@
-"""Optimisers (SGD, LARS, Adam, AdamW) and learning-rate schedules (warm-up + cosine, warm-up + steps, constant).
+"""Optimisers (SGD, LARS, Adam, AdamW) and learning-rate schedules (warm-up + cosine, warm-up + steps,
+constant).
 
 Each follows a published implementation exactly; the reference is named where it is used, and every test
 in tests/test_optim.py compares against a literal transcription of that reference.

@@ -449,3 +449,241 @@ SOURCES["swav"] = {
         "data.image_size": 224, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
     },
 }
+
+
+def _steps(milestones: list[int], gamma: float, warmup_steps=None) -> dict:
+    # ssl_bench's warmup_step: the lr x gamma from epoch m (0-based, after m epochs) for each milestone m
+    return {"scheduler.name": "warmup_step",
+            "scheduler.warmup_epochs": 0 if warmup_steps is None else NotInSource(
+                "the source's warm-up is counted in updates: scheduler.warmup_steps, which wins"),
+            "scheduler.warmup_steps": warmup_steps, "scheduler.warmup_start_lr": None,
+            "scheduler.min_lr": None, "scheduler.milestones": milestones, "scheduler.gamma": gamma}
+
+
+def _torch_sgd(lr: float, weight_decay: float, scale_lr: bool = False) -> dict:
+    # torch.optim.SGD(model.parameters(), lr, momentum=0.9, weight_decay=wd): every parameter decayed, no
+    # nesterov
+    return {"optimizer.name": "sgd", "optimizer.lr": lr, "optimizer.scale_lr": scale_lr,
+            "optimizer.weight_decay": weight_decay, "optimizer.momentum": 0.9, "optimizer.nesterov": False,
+            "optimizer.eta": None, "optimizer.eps": None, "optimizer.clip_lr": None, "optimizer.betas": None,
+            "optimizer.exclude_bias_n_norm": False}
+
+
+NO_BLUR = NotInSource("the source's views have no blur")
+
+
+# ---- InstDisc: the official lemniscate code
+LEMNISCATE = "zhirongw/lemniscate.pytorch@f7cfe29"
+SOURCES["instdisc"] = {
+    "cite": f"Wu et al. 2018 (InstDisc), official code {LEMNISCATE} main.py defaults + README.md ImageNet "
+            "command",
+    "values": {
+        # main.py argparse: --low-dim 128, --nce-k 4096, --nce-t 0.07, --nce-m 0.5 (the README command passes
+        # the same); NCEAverage(args.low_dim, ndata, ...): one memory row per training image;
+        # models/resnet.py: fc = Linear(512 * expansion, low_dim) then l2norm (the paper's linear head)
+        "method.temperature": 0.07, "method.proj_output_dim": 128, "method.num_negatives": 4096,
+        "method.bank_momentum": 0.5, "method.bank_size": None, "method.head_norm": False,
+        # main.py: SGD(model.parameters(), args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        # with --lr 0.03, --momentum 0.9, --weight-decay 1e-4; the lr does not follow the batch
+        **_torch_sgd(lr=0.03, weight_decay=1.0e-4),
+        # adjust_learning_rate(optimizer, epoch), called before each epoch (0-based): lr for epoch < 120,
+        # lr * 0.1 for 120 <= epoch < 160, lr * 0.01 after; no warm-up
+        **_steps([120, 160], 0.1),
+        # train_dataset: RandomResizedCrop(224, scale=(0.2,1.)), RandomGrayscale(p=0.2), ColorJitter(0.4, 0.4,
+        # 0.4, 0.4) (always), RandomHorizontalFlip(); one image per item
+        **view(0, num_crops=1, crop_size=224, scale=(0.2, 1.0), hflip=0.5, jitter_prob=1.0, brightness=0.4,
+               contrast=0.4, saturation=0.4, hue=0.4, grayscale=0.2, blur_prob=0.0, blur_sigma=NO_BLUR,
+               solarize=0.0),
+        "data.image_size": 224, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+    },
+}
+
+SOURCES["instdisc_cifar10"] = {
+    "cite": f"{LEMNISCATE} cifar.py (argparse defaults)",
+    "values": {
+        # cifar.py argparse: --low-dim 128, --nce-k 4096, --nce-t 0.1, --nce-m 0.5; models/resnet_cifar.py
+        # ResNet18: linear = Linear(512, low_dim) then l2norm
+        "method.temperature": 0.1, "method.proj_output_dim": 128, "method.num_negatives": 4096,
+        "method.bank_momentum": 0.5, "method.bank_size": None, "method.head_norm": False,
+        # optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4), --lr 0.03
+        **_torch_sgd(lr=0.03, weight_decay=5.0e-4),
+        # adjust_learning_rate: lr * 0.1 ** ((epoch - 80) // 40) for epoch >= 80: x1 for 80-119, x0.1 for
+        # 120-159, x0.01 for 160-199 (epochs 0-based, start_epoch 0)
+        **_steps([120, 160], 0.1),
+        # transform_train: RandomResizedCrop(size=32, scale=(0.2,1.)), ColorJitter(0.4, 0.4, 0.4, 0.4),
+        # RandomGrayscale(p=0.2), `#transforms.RandomHorizontalFlip()` (commented out: no flip)
+        **view(0, num_crops=1, crop_size=32, scale=(0.2, 1.0), hflip=0.0, jitter_prob=1.0, brightness=0.4,
+               contrast=0.4, saturation=0.4, hue=0.4, grayscale=0.2, blur_prob=0.0, blur_sigma=NO_BLUR,
+               solarize=0.0),
+        # trainloader batch_size=128; `for epoch in range(start_epoch, start_epoch+200)`
+        "data.batch_size": 128, "data.image_size": 32, "trainer.max_epochs": 200,
+    },
+}
+
+
+# ---- MoCo's CIFAR-10 demo
+MOCO_DEMO = "facebookresearch/moco@f736491 (branch colab-notebook) colab/moco_cifar10_demo.ipynb"
+SOURCES["moco_v1_cifar10"] = {
+    "cite": f"{MOCO_DEMO} (argparse defaults + the notebook's settings)",
+    "values": {
+        # argparse: --moco-dim 128, --moco-k 4096, --moco-m 0.99, --moco-t 0.1, --bn-splits 8; the notebook
+        # sets args.symmetric = False. ModelMoCo: a constant m; ModelBase: resnet18(num_classes=feature_dim),
+        # the fc as the (linear) head, no BN in it; SplitBatchNorm(num_splits=bn_splits) in both encoders and
+        # _batch_shuffle_single_gpu before the key encoder
+        "method.temperature": 0.1, "method.queue_size": 4096, "method.momentum_tau": 0.99,
+        "method.final_tau": None, "method.proj_layers": 1, "method.proj_hidden_dim": None,
+        "method.proj_output_dim": 128, "method.symmetric": False, "method.bn_splits": 8,
+        "method.proj_norm": False,
+        # contrastive_loss: encoder_q(im_q) on one crop per call
+        "method.bn_stats": "per_view",
+        # torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd, momentum=0.9), --lr 0.06,
+        # --wd 5e-4; the comment on --lr: "0.06 for batch 512 (or 0.03 for batch 256)", i.e. 0.03 per 256
+        **_torch_sgd(lr=0.03, weight_decay=5.0e-4, scale_lr=True),
+        # args.cos = True: lr *= 0.5 * (1 + cos(pi * epoch / args.epochs)) at the start of each epoch; no
+        # warm-up, down to 0 at the last epoch
+        "scheduler.name": "warmup_cosine", "scheduler.warmup_epochs": 0, "scheduler.warmup_steps": None,
+        "scheduler.warmup_start_lr": NO_WARMUP, "scheduler.min_lr": 0.0, "scheduler.milestones": None,
+        "scheduler.gamma": None,
+        # train_transform (applied twice, CIFAR10Pair): RandomResizedCrop(32), RandomHorizontalFlip(p=0.5),
+        # RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), RandomGrayscale(p=0.2)
+        **view(0, num_crops=2, crop_size=32, scale=(0.08, 1.0), hflip=0.5, jitter_prob=0.8, brightness=0.4,
+               contrast=0.4, saturation=0.4, hue=0.1, grayscale=0.2, blur_prob=0.0, blur_sigma=NO_BLUR,
+               solarize=0.0),
+        # --batch-size 512; args.epochs = 200
+        "data.batch_size": 512, "data.image_size": 32, "trainer.max_epochs": 200,
+    },
+}
+
+
+# ---- AMDIM: the official code
+AMDIM_CODE = "Philip-Bachman/amdim-public@8754ae1"
+
+
+def _amdim_adam() -> dict:
+    # task_self_supervised.py train_self_supervised: optim.Adam([{'params': mod.parameters(), 'lr':
+    # learning_rate} for mod in mods_to_opt], betas=(0.8, 0.999), weight_decay=1e-5, eps=1e-8): L2 decay on
+    # every parameter; train.py --learning_rate 0.0002, used whatever --batch_size
+    return {"optimizer.name": "adam", "optimizer.lr": 2.0e-4, "optimizer.scale_lr": False,
+            "optimizer.weight_decay": 1.0e-5, "optimizer.momentum": None, "optimizer.nesterov": None,
+            "optimizer.eta": None, "optimizer.eps": 1.0e-8, "optimizer.clip_lr": None,
+            "optimizer.betas": [0.8, 0.999], "optimizer.exclude_bias_n_norm": False}
+
+
+def _amdim_method(n_rkhs: int) -> dict:
+    return {
+        # train.py --n_rkhs, --tclip 20.0; costs.py NCE_MI_MULTI._model_scores: lgt_reg = 5e-2 *
+        # (raw_scores ** 2).mean(), summed over the three tasks averaged over both directions (ssl_bench's
+        # score_reg)
+        "method.n_rkhs": n_rkhs, "method.tclip": 20.0, "method.score_reg": 5.0e-2,
+        "method.layer_5": NotInSource("AMDIM's own encoder has a 5x5 layer; the ResNet's last map stands in"),
+        "method.layer_7": NotInSource("AMDIM's own encoder has a 7x7 layer; the ResNet's layer3 stands in"),
+        # model.py Model.forward: self.encoder(x1), then self.encoder(x2): each view's own BN statistics
+        "method.bn_stats": "per_view",
+    }
+
+
+def _amdim_flipped_views(crop_size: int, scale, ratio, hue: float) -> dict:
+    # TransformsSTL10 / TransformsImageNet128: RandomResizedCrop(size, scale, ratio, interpolation=3),
+    # RandomApply([ColorJitter(0.4, 0.4, 0.4, hue)], p=0.8), RandomGrayscale(p=0.25); __call__ flips the
+    # input once (RandomHorizontalFlip(p=0.5)) and draws two views from it
+    return view(0, num_crops=2, crop_size=crop_size, scale=scale, ratio=ratio, hflip=0.5, jitter_prob=0.8,
+                brightness=0.4, contrast=0.4, saturation=0.4, hue=hue, grayscale=0.25, blur_prob=0.0,
+                blur_sigma=NO_BLUR, solarize=0.0)
+
+
+SOURCES["amdim"] = {
+    "cite": f"Bachman et al. 2019 (AMDIM), official code {AMDIM_CODE} README.md ImageNet command + train.py "
+            "defaults (+ task_self_supervised.py, datasets.py, costs.py)",
+    "values": {
+        # README: train.py --ndf 192 --n_rkhs 1536 --batch_size 480 --tclip 20.0 --n_depth 8 --dataset IN128
+        **_amdim_method(n_rkhs=1536), **_amdim_adam(),
+        # _train: lr_scale = min(1., (total_updates + 1) / 500.) while total_updates < 500; then (not C10,
+        # C100, STL10) MultiStepLR(milestones=[30, 45], gamma=0.2), scheduler_inf.step(epoch) after epoch
+        # `epoch`: ssl_bench's milestones [31, 46] (tests/test_optim.py transcribes the loop); epochs = 50
+        **_steps([31, 46], 0.2, warmup_steps=500),
+        # datasets.py TransformsImageNet128: RandomResizedCrop(128, scale=(0.3, 1.0), ratio=(0.7, 1.4)),
+        # jitter (0.4, 0.4, 0.4, 0.1)
+        **_amdim_flipped_views(128, scale=(0.3, 1.0), ratio=(0.7, 1.4), hue=0.1),
+        "data.image_size": 128, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+    },
+}
+
+
+def _amdim_small(dataset: str) -> dict:
+    # train.py defaults: --batch_size 200, --n_rkhs 1024; task_self_supervised.py: for C10, C100, STL10
+    # MultiStepLR(milestones=[250, 280], gamma=0.2), epochs = 300 (ssl_bench's milestones [251, 281])
+    return {**_amdim_method(n_rkhs=1024), **_amdim_adam(), **_steps([251, 281], 0.2, warmup_steps=500),
+            "data.batch_size": 200, "trainer.max_epochs": 300}
+
+
+SOURCES["amdim_cifar10"] = {
+    "cite": f"{AMDIM_CODE} train.py --dataset C10 (defaults) + task_self_supervised.py, datasets.py, "
+            "costs.py",
+    "values": {
+        **_amdim_small("C10"),
+        # datasets.py TransformsC10: RandomApply([RandomTranslateWithReflect(4)], p=0.8) - no crop, no
+        # rescaling: the identity box -, RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.2)], p=0.8),
+        # RandomGrayscale(p=0.25); __call__ flips once (p=0.5) and draws two views; get_encoder_size: 32
+        **view(0, num_crops=2, crop_size=32, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.5, jitter_prob=0.8,
+               brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2, grayscale=0.25, blur_prob=0.0,
+               blur_sigma=NO_BLUR, solarize=0.0),
+        "data.image_size": 32,
+    },
+}
+
+SOURCES["amdim_stl10"] = {
+    "cite": f"{AMDIM_CODE} train.py defaults (--dataset STL10) + task_self_supervised.py, datasets.py, "
+            "costs.py",
+    "values": {
+        **_amdim_small("STL10"),
+        # datasets.py TransformsSTL10: RandomResizedCrop(64, scale=(0.3, 1.0), ratio=(0.7, 1.4)), jitter (0.4,
+        # 0.4, 0.4, 0.2); split 'train+unlabeled'; get_encoder_size: 64
+        **_amdim_flipped_views(64, scale=(0.3, 1.0), ratio=(0.7, 1.4), hue=0.2),
+        "data.image_size": 64,
+    },
+}
+
+
+# ---- CMC: the official code
+CMC_CODE = "HobbitLong/CMC@7b227be"
+
+
+def _no_jitter(values: dict) -> dict:
+    # views without colour jitter: the presets set only color_jitter.prob 0, no amounts
+    amounts = ("brightness", "contrast", "saturation", "hue")
+    return {k: v for k, v in values.items() if not any(k.endswith(f"color_jitter.{a}") for a in amounts)}
+
+
+SOURCES["cmc"] = {
+    "cite": f"Tian et al. 2020 (CMC), official code {CMC_CODE} train_CMC.py defaults + README.md ResNet "
+            "command (--model resnet50v1 --batch_size 128)",
+    "values": {
+        # --view Lab: dataset.RGB2Lab, models/resnet.py ResNetV1: l_to_ab = resnet50(in_channel=1), ab_to_l =
+        # resnet50(in_channel=2), x split into [1, 2] channels (L vs ab); two views, so the core-view graph is
+        # the one pair
+        "method.views": [["L"], ["a", "b"]], "method.graph": "core",
+        # NCEAverage + NCECriterion (not --softmax): memory_l / memory_ab, K noise rows each; --nce_k 16384,
+        # --nce_t 0.07, --nce_m 0.5, --feat_dim 128 (fc to low_dim 128, then l2norm: a linear head);
+        # NCEAverage(args.feat_dim, n_data, ...): one row per training image
+        "method.negatives": "bank", "method.num_negatives": 16384, "method.temperature": 0.07,
+        "method.bank_momentum": 0.5, "method.proj_output_dim": 128, "method.bank_size": None,
+        "method.head_norm": False,
+        # one crop per image, converted to Lab and split into L and ab
+        "method.crop_per_view": False,
+        "method.pixel_mean": NotInSource("ssl_bench converts the normalised batch back to RGB before Lab "
+                                         "(null: the data's statistics); the source converts the PIL image"),
+        "method.pixel_std": NotInSource("see method.pixel_mean"),
+        # set_optimizer: SGD(model.parameters(), lr=--learning_rate 0.03, momentum=--momentum 0.9,
+        # weight_decay=--weight_decay 1e-4); the README runs it at batch 256 (AlexNet) and 128 (ResNets) alike
+        **_torch_sgd(lr=0.03, weight_decay=1.0e-4),
+        # util.py adjust_learning_rate(epoch): steps = sum(epoch > [120, 160, 200]), lr * 0.1 ** steps, epochs
+        # counted from 1 (args.start_epoch = 1): decayed from the 121st epoch, i.e. after 120 (0-based
+        # milestones 120, 160, 200); --epochs 240; no warm-up
+        **_steps([120, 160, 200], 0.1),
+        # get_train_loader: RandomResizedCrop(224, scale=(args.crop_low, 1.)), RandomHorizontalFlip(),
+        # RGB2Lab; parse_option: crop_low = 0.08 for --dataset imagenet with a non-AlexNet model
+        **_no_jitter(view(0, num_crops=1, crop_size=224, scale=(0.08, 1.0), hflip=0.5, jitter_prob=0.0,
+                          grayscale=0.0, blur_prob=0.0, blur_sigma=NO_BLUR, solarize=0.0)),
+        "data.image_size": 224, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+    },
+}
