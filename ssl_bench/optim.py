@@ -1,4 +1,5 @@
-"""Optimisers (SGD, LARS, AdamW) and learning-rate schedules (warm-up + cosine, warm-up + steps, constant).
+"""Optimisers (SGD, LARS, Adam, AdamW) and learning-rate schedules (warm-up + cosine, warm-up + steps,
+constant).
 
 Each follows a published implementation exactly; the reference is named where it is used, and every test
 in tests/test_optim.py compares against a literal transcription of that reference.
@@ -235,11 +236,15 @@ def build_optimizer(groups: list[dict], name: str, lr: float, weight_decay: floa
     """The optimizer `name` over `groups`, with the keys of conf/optimizer (see OPTIMIZER_KEYS).
 
     `exclude_bias_n_norm` means, for every optimizer, what its source does: LARS skips the trust ratio and
-    weight decay of 1-D parameters inside the step (solo-learn's LARS `exclude_bias_n_norm`); SGD and AdamW
-    get the ndim <= 1 parameters of every group put in a group of their own with weight decay 0
-    (solo-learn's `exclude_bias_n_norm_wd`). False decays every parameter, as MoCo, InstDisc, CMC and
-    SimSiam do. Groups may carry `lr`, `weight_decay`, `lars_adapt` (LARS only; False for a plain SGD step)
-    and bookkeeping keys (`fixed_lr`, `is_probe`), which the optimizer keeps.
+    weight decay of 1-D parameters inside the step (solo-learn's LARS `exclude_bias_n_norm`); SGD, Adam and
+    AdamW get the ndim <= 1 parameters of every group put in a group of their own with weight decay 0
+    (solo-learn's `exclude_bias_n_norm_wd`). False decays every parameter, as MoCo, InstDisc, CMC,
+    SimSiam and AMDIM do.
+
+    `adam` is torch.optim.Adam: its weight decay is L2, added to the gradient before the moment estimates
+    (AMDIM's official code: Adam(..., weight_decay=1e-5)); `adamw` decays decoupled (w -= lr wd w).
+    Groups may carry `lr`, `weight_decay`, `lars_adapt` (LARS only; False for a plain SGD step) and
+    bookkeeping keys (`fixed_lr`, `is_probe`), which the optimizer keeps.
 
     The options are checked by `optimizer_options`.
     """
@@ -255,9 +260,9 @@ def build_optimizer(groups: list[dict], name: str, lr: float, weight_decay: floa
         return torch.optim.SGD(groups, lr=lr, momentum=float(kw["momentum"]), weight_decay=weight_decay,
                                nesterov=bool(kw["nesterov"]), foreach=True)
     betas = tuple(float(b) for b in kw["betas"])
-    # adam: L2 weight decay added to the gradient (torch.optim.Adam, as AMDIM's official code); adamw: decoupled
-    adam = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    return adam(groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=float(kw["eps"]), foreach=True)
+    adam_class = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return adam_class(groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=float(kw["eps"]),
+                      foreach=True)
 
 
 # ---- schedules: the lr (or multiplier) of one parameter group at optimizer step k (0-based) ----------------

@@ -191,12 +191,21 @@ def build_method(cfg: DictConfig, num_classes: int) -> SSLMethod:
 RECIPE_KEYS = ("method.", "augmentation", "optimizer", "scheduler", "data.batch_size", "trainer.max_epochs")
 
 
+def departures_of(recipe) -> dict[str, str]:
+    """`recipe.departures` as {key: reason}. The YAML holds a list of one-entry maps, not a map: Hydra merges maps,
+    so a method's own-defaults recipe would leak its departures into every dataset recipe; a list is replaced."""
+    out: dict[str, str] = {}
+    for item in (recipe or {}).get("departures") or []:
+        out.update(dict(item))
+    return out
+
+
 def recipe_info(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Which recipe the run trains: its name, source, the dataset it was published for (None: the method's own
     defaults), its stated departures from the source, and the user's overrides of recipe keys."""
     r = cfg.get("recipe") or {}
     return {"name": r.get("name"), "source": r.get("source"), "data": r.get("data"),
-            "departures": dict(r.get("departures") or {}),
+            "departures": departures_of(r),
             "overrides": [o for o in overrides or [] if o.lstrip("+~").startswith(RECIPE_KEYS)]}
 
 

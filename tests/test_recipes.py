@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from recipes.sources import SOURCES
 from recipes.transcribe import NotInSource
 from ssl_bench.config import CONFIG_DIR
+from ssl_bench.train import departures_of
 
 RECIPE_DIR = CONFIG_DIR / "recipe"
 #: the parts of the composed config a recipe is responsible for
@@ -100,7 +101,8 @@ def test_recipe_declares_itself_and_cites_its_source(name):
         assert (CONFIG_DIR / "data" / f"{info['data']}.yaml").is_file()
     assert isinstance(info["source"], str) and info["source"].strip() and "TODO" not in info["source"]
     assert info["source"] == SOURCES[name]["cite"], "the recipe and its transcription cite different sources"
-    for key, reason in (info.get("departures") or {}).items():
+    assert isinstance(info.get("departures"), list), "recipe.departures is a list of {key: reason} (see departures_of)"
+    for key, reason in departures_of(info).items():
         assert isinstance(reason, str) and len(reason) > 10, f"departure {key} needs a reason"
 
 
@@ -110,7 +112,8 @@ def test_recipe_matches_its_source(name):
     assert cfg.recipe.name == name, f"composing it loaded recipe {cfg.recipe.name} instead"
     ours = recipe_keys(cfg)
     source = SOURCES[name]["values"]
-    departures = dict(cfg.recipe.get("departures") or {})
+    departures = departures_of(OmegaConf.to_container(cfg.recipe))
+    assert departures == departures_of(declared(name)), "departures of another recipe leaked into this one"
     missing = sorted(k for k in ours if k not in source and not any(k.startswith(d) for d in departures))
     assert not missing, f"{name}: keys of the composed config the transcription does not account for: {missing}"
     unknown = sorted(k for k in source if k not in ours)
