@@ -32,7 +32,14 @@ def recipe_names() -> list[str]:
 
 
 def declared(name: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(RECIPE_DIR / f"{name}.yaml").recipe)
+    """The `recipe` node of conf/recipe/<name>.yaml; `departures` it does not state come from the recipe it
+    builds on (a *_cifar100 recipe reuses its *_cifar10 one through its defaults list)."""
+    node = OmegaConf.load(RECIPE_DIR / f"{name}.yaml")
+    info = OmegaConf.to_container(node.recipe)
+    if "departures" not in info:
+        bases = [d for d in node.get("defaults", []) if isinstance(d, str) and (RECIPE_DIR / f"{d}.yaml").is_file()]
+        info["departures"] = declared(bases[-1])["departures"] if bases else []
+    return info
 
 
 def compose_recipe(name: str):
