@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_bench.errors import ConfigError
 from ssl_bench.eval.knn import knn_accuracy
+from ssl_bench.nn.multicrop import BN_STATS, forward_views
 from ssl_bench.optim import (build_optimizer, optimizer_options, scheduler_options, split_decay_groups,
                              warmup_cosine_lr, warmup_overshoot, warmup_step_factor)
 
@@ -56,7 +57,8 @@ class SSLMethod(pl.LightningModule):
     num_large_crops: int = 2
 
     def __init__(self, backbone: nn.Module, num_classes: int = 0, optimizer: dict | None = None,
-                 scheduler: dict | None = None, probe_lr: float = 0.1, knn_k: int = 200, knn_t: float = 0.1):
+                 scheduler: dict | None = None, probe_lr: float = 0.1, knn_k: int = 200, knn_t: float = 0.1,
+                 bn_stats: str = "per_view"):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
@@ -75,6 +77,11 @@ class SSLMethod(pl.LightningModule):
             raise ConfigError("online_eval.knn_k" if knn_k < 1 else "online_eval.knn_t",
                               f"kNN needs k >= 1 and temperature > 0 (got k={knn_k}, t={knn_t}).")
         self.probe_lr, self.knn_k, self.knn_t = probe_lr, knn_k, knn_t
+        if bn_stats not in BN_STATS:
+            raise ConfigError("method.bn_stats", f"must be one of {', '.join(BN_STATS)}, got '{bn_stats}'.",
+                              "per_view: one network call per view (BN statistics per view); joint: the "
+                              "views of one resolution in one call (BN over all of them).")
+        self.bn_stats = bn_stats
         if self.num_classes > 0:
             self.probe = nn.Linear(self.feat_dim, self.num_classes)
             self.probe_top1 = MulticlassAccuracy(self.num_classes, top_k=1)
@@ -106,6 +113,12 @@ class SSLMethod(pl.LightningModule):
         second name would be a second definition that could drift from it.)
         """
         return self.backbone(x)
+
+    def forward_views(self, fn, views: list[torch.Tensor], splits: int = 1) -> list:
+        """`fn` (a network with BatchNorm: backbone, head) over every view, one output per view, grouped into
+        calls by `bn_stats`: per_view, one call per view; joint, one call per resolution (nn/multicrop.py).
+        The same grouping on every device. `splits` > 1 simulates that many devices (SplitBatchNorm)."""
+        return forward_views(fn, views, joint=self.bn_stats == "joint", splits=splits)
 
     # ---- training ---------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
