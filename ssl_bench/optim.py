@@ -1,30 +1,102 @@
-"""Optimisers and learning-rate schedules: SGD, LARS, AdamW; linear warm-up then cosine."""
+"""Optimisers (SGD, LARS, Adam, AdamW) and learning-rate schedules (warm-up + cosine, warm-up + steps,
+constant).
+
+Each follows a published implementation exactly; the reference is named where it is used, and every test
+in tests/test_optim.py compares against a literal transcription of that reference.
+"""
 from __future__ import annotations
 
+import bisect
 import math
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from ssl_bench.errors import ConfigError
 
-OPTIMIZERS = ("sgd", "lars", "adamw")
-SCHEDULERS = ("warmup_cosine", "constant")
+OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
+SCHEDULERS = ("warmup_cosine", "warmup_step", "constant")
+
+#: the keys each optimizer uses beyond name / lr / scale_lr / weight_decay, with the value a caller that
+#: omits the key gets (the YAML presets in conf/optimizer list every key, null where unused)
+OPTIMIZER_KEYS: dict[str, dict[str, Any]] = {
+    "sgd": {"momentum": 0.9, "nesterov": False, "exclude_bias_n_norm": False},
+    "lars": {"momentum": 0.9, "nesterov": False, "eta": 0.02, "eps": 1e-8, "clip_lr": False,
+             "exclude_bias_n_norm": False},
+    "adam": {"betas": (0.9, 0.999), "eps": 1e-8, "exclude_bias_n_norm": False},
+    "adamw": {"betas": (0.9, 0.999), "eps": 1e-8, "exclude_bias_n_norm": False},
+}
+ALL_OPTIMIZER_KEYS = sorted({k for keys in OPTIMIZER_KEYS.values() for k in keys})
+
+#: the keys each schedule uses beyond `name` (conf/scheduler presets list every one, null where unused)
+SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {
+    "warmup_cosine": ("warmup_epochs", "warmup_steps", "warmup_start_lr", "min_lr"),
+    "warmup_step": ("warmup_epochs", "warmup_steps", "milestones", "gamma"),
+    "constant": (),
+}
+ALL_SCHEDULER_KEYS = sorted({k for keys in SCHEDULER_KEYS.values() for k in keys})
 
 
 class LARS(torch.optim.Optimizer):
-    """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017).
+    """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017, arXiv:1708.03888, eq. 6),
+    as solo-learn implements it (vturrisi/solo-learn solo/utils/lars.py @ 9187ea3, from Lightning Bolts).
 
-    Groups with `lars_adapt=False` (biases and norm parameters, and the online probe) take plain SGD
-    steps. The trust ratio `eta * ||w|| / ||g + wd w||` is computed on the device with `torch.where`,
-    so a step never synchronises with the host.
+    For every parameter p with gradient g, unless it is excluded:
+        ratio = eta * ||p|| / (||g|| + weight_decay * ||p|| + eps)      (note: not ||g + wd p||)
+        ratio = min(ratio / lr, 1)                                       (only with clip_lr)
+        d = (g + weight_decay * p) * ratio
+    A parameter with ||p|| = 0 or ||g|| = 0 takes d = g (no decay, no scaling). With
+    `exclude_bias_n_norm` the 1-D parameters (biases, norm weights; `ndim == 1` as in the source, so a
+    0-D scalar is still adapted) take d = g as well. Then the momentum buffer (dampening 0, as the
+    source's default): buf = momentum * buf + d, the first buffer being d itself; the update is buf (or
+    d + momentum * buf with nesterov), times -lr.
+
+    One addition: a group with `lars_adapt=False` takes torch SGD's step (d = g + weight_decay * p, no
+    scaling); the online probe uses it, with weight decay 0. The source applies the trust ratio to every
+    group, its classifier included.
+
+    The source branches on `p_norm != 0` on the host; here the choice is a `torch.where` on the device, so a
+    step never synchronises with the host (tests/test_no_host_sync.py).
     """
 
     def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 eta: float = 0.02, nesterov: bool = False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
+                 eta: float = 0.02, eps: float = 1e-8, clip_lr: bool = False,
+                 exclude_bias_n_norm: bool = False, nesterov: bool = False):
+        if nesterov and momentum <= 0:
+            raise ConfigError("optimizer.nesterov", "Nesterov momentum needs a momentum > 0.",
+                              "set optimizer.momentum=0.9 or optimizer.nesterov=false.")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, eps=eps,
+                                      clip_lr=clip_lr, exclude_bias_n_norm=exclude_bias_n_norm,
                                       nesterov=nesterov, lars_adapt=True))
+
+    def _directions(self, group: dict, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The step direction d of every parameter of `group` (before momentum)."""
+        wd = group["weight_decay"]
+        grads = [p.grad for p in params]
+        if not group["lars_adapt"]:
+            return torch._foreach_add(grads, params, alpha=wd) if wd else grads
+        adapt = [not (group["exclude_bias_n_norm"] and p.ndim == 1) for p in params]
+        a_params = [p for p, a in zip(params, adapt) if a]
+        if not a_params:
+            return grads
+        a_grads = [p.grad for p in a_params]
+        p_norms = torch._foreach_norm(a_params)
+        g_norms = torch._foreach_norm(a_grads)
+        decayed = torch._foreach_add(a_grads, a_params, alpha=wd) if wd else a_grads
+        scaled = iter(decayed)
+        out, k = [], 0
+        for p, a in zip(params, adapt):
+            if not a:
+                out.append(p.grad)
+                continue
+            pn, gn, d = p_norms[k], g_norms[k], next(scaled)
+            k += 1
+            ratio = pn / (gn + pn * wd + group["eps"]) * group["eta"]
+            if group["clip_lr"]:
+                ratio = torch.clamp(ratio / group["lr"], max=1.0)
+            out.append(torch.where((pn != 0) & (gn != 0), d * ratio, p.grad))
+        return out
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -36,69 +108,238 @@ class LARS(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            grads = [p.grad for p in params]
-            if group["weight_decay"]:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            if group["lars_adapt"]:
-                p_norms = torch._foreach_norm(params)
-                g_norms = torch._foreach_norm(grads)
-                scaled = []
-                for g, pn, gn in zip(grads, p_norms, g_norms):
-                    ratio = torch.where((pn > 0) & (gn > 0), group["eta"] * pn / gn, torch.ones_like(pn))
-                    scaled.append(g * ratio)
-                grads = scaled
-            bufs = []
-            for p, g in zip(params, grads):
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = g.clone()
-                else:
-                    state["momentum_buffer"].mul_(group["momentum"]).add_(g)
-                bufs.append(state["momentum_buffer"])
-            if group["nesterov"]:
-                updates = torch._foreach_add(grads, bufs, alpha=group["momentum"])
-            else:
-                updates = bufs
-            torch._foreach_add_(params, updates, alpha=-group["lr"])
+            dirs = self._directions(group, params)
+            momentum = group["momentum"]
+            if momentum != 0:
+                bufs = []
+                for p, d in zip(params, dirs):
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.clone(d).detach()
+                    else:
+                        state["momentum_buffer"].mul_(momentum).add_(d)
+                    bufs.append(state["momentum_buffer"])
+                dirs = torch._foreach_add(dirs, bufs, alpha=momentum) if group["nesterov"] else bufs
+            torch._foreach_add_(params, dirs, alpha=-group["lr"])
         return loss
 
 
 def split_decay_groups(module: nn.Module, exclude_bias_and_norm: bool = True) -> list[dict]:
-    """Two parameter groups: weights, and biases / norm parameters (1-D) that skip decay and LARS."""
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
+    """The trainable parameters of `module` as one group, or two when `exclude_bias_and_norm`: the
+    weights, and the biases / norm parameters (ndim <= 1) with weight decay 0."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    return _split_bias_and_norm([{"params": params}]) if exclude_bias_and_norm else [{"params": params}]
+
+
+def _split_bias_and_norm(groups: list[dict]) -> list[dict]:
+    """Each group split into its ndim > 1 parameters and its ndim <= 1 ones, the latter with weight decay 0
+    and every other key kept (solo-learn solo/utils/misc.py remove_bias_and_norm_from_weight_decay @ 9187ea3).
+    A group whose weight decay is already 0 is left whole."""
+    out = []
+    for g in groups:
+        if g.get("weight_decay", None) == 0:
+            out.append(g)
             continue
-        (no_decay if exclude_bias_and_norm and p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_adapt": False})
-    return groups
+        keep = [p for p in g["params"] if p.ndim > 1]
+        skip = [p for p in g["params"] if p.ndim <= 1]
+        if keep or not skip:
+            out.append({**g, "params": keep})
+        if skip:
+            out.append({**g, "params": skip, "weight_decay": 0.0})
+    return out
 
 
-def build_optimizer(groups: list[dict], name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
-                    eta: float = 0.02, betas: tuple[float, float] = (0.9, 0.999), nesterov: bool = False):
-    if lr <= 0:
+def optimizer_options(name: str, lr: float, weight_decay: float, options: dict) -> dict:
+    """Checks an optimizer config (the keys of conf/optimizer beyond name / lr / weight_decay / scale_lr)
+    and returns the options `name` uses, defaults filled in. A key that `name` does not use must be null or
+    absent; a key it uses may be absent (OPTIMIZER_KEYS gives the default) but not null."""
+    if name not in OPTIMIZER_KEYS:
+        raise ConfigError("optimizer.name", f"unknown optimizer '{name}'.",
+                          f"choose one of {', '.join(OPTIMIZERS)}.")
+    if lr is None or lr <= 0:
         raise ConfigError("optimizer.lr", f"must be positive, got {lr}.", "set optimizer.lr to e.g. 0.3.")
-    if weight_decay < 0:
-        raise ConfigError("optimizer.weight_decay", f"must be >= 0, got {weight_decay}.")
+    if weight_decay is None or weight_decay < 0:
+        raise ConfigError("optimizer.weight_decay", f"must be >= 0, got {weight_decay}.",
+                          "set optimizer.weight_decay to e.g. 1e-5 (0 for none).")
+    used = OPTIMIZER_KEYS[name]
+    kw = dict(used)
+    for key, value in options.items():
+        if key not in ALL_OPTIMIZER_KEYS:
+            raise ConfigError(f"optimizer.{key}", "is not an optimizer key.",
+                              f"remove it; the keys are name, lr, scale_lr, weight_decay, "
+                              f"{', '.join(ALL_OPTIMIZER_KEYS)}.")
+        if key not in used:
+            if value is not None:
+                users = [n for n in OPTIMIZERS if key in OPTIMIZER_KEYS[n]]
+                raise ConfigError(f"optimizer.{key}", f"has no meaning for optimizer '{name}' (only for "
+                                  f"{', '.join(users)}), got {value!r}.", f"set optimizer.{key}=null.")
+            continue
+        if value is None:
+            raise ConfigError(f"optimizer.{key}", f"is null, but optimizer '{name}' uses it.",
+                              f"set it, e.g. optimizer.{key}={used[key]} (conf/optimizer/{name}.yaml).")
+        kw[key] = value
+    if kw.get("nesterov") and kw["momentum"] <= 0:
+        raise ConfigError("optimizer.nesterov", "Nesterov momentum needs a momentum > 0.",
+                          "set optimizer.momentum=0.9 or optimizer.nesterov=false.")
+    if name == "lars" and (kw["eta"] <= 0 or kw["eps"] < 0):
+        key = "optimizer.eta" if kw["eta"] <= 0 else "optimizer.eps"
+        raise ConfigError(key, f"must be {'> 0' if key.endswith('eta') else '>= 0'}, got {kw[key[10:]]}.",
+                          "the presets use eta 0.02, eps 1e-8.")
+    if name in ("adam", "adamw") and len(kw["betas"]) != 2:
+        raise ConfigError("optimizer.betas", f"needs two values, got {list(kw['betas'])}.",
+                          "set optimizer.betas=[0.9,0.999].")
+    return kw
+
+
+def scheduler_options(cfg: dict) -> tuple[str, dict]:
+    """Checks a scheduler config (conf/scheduler) and returns (name, the options it uses). Keys of other
+    schedules must be null; `warmup_steps` may be null (then `warmup_epochs` gives the warm-up)."""
+    cfg = dict(cfg)
+    name = cfg.pop("name", "constant")
+    if name not in SCHEDULER_KEYS:
+        raise ConfigError("scheduler.name", f"unknown scheduler '{name}'.",
+                          f"choose one of {', '.join(SCHEDULERS)}.")
+    used = SCHEDULER_KEYS[name]
+    for key, value in cfg.items():
+        if key not in ALL_SCHEDULER_KEYS:
+            raise ConfigError(f"scheduler.{key}", "is not a scheduler key.",
+                              f"remove it; the keys are name, {', '.join(ALL_SCHEDULER_KEYS)}.")
+        if key not in used and value is not None:
+            users = [n for n in SCHEDULERS if key in SCHEDULER_KEYS[n]]
+            raise ConfigError(f"scheduler.{key}", f"has no meaning for scheduler '{name}' (only for "
+                              f"{', '.join(users)}), got {value!r}.", f"set scheduler.{key}=null.")
+    out = {k: cfg.get(k) for k in used}
+    optional = {"warmup_steps"} | ({"warmup_epochs"} if out.get("warmup_steps") is not None else set())
+    for key in used:
+        if key not in optional and out[key] is None:
+            raise ConfigError(f"scheduler.{key}", f"is missing or null, but scheduler '{name}' uses it.",
+                              f"set it (see conf/scheduler/{name}.yaml).")
+    steps = out.get("warmup_steps")
+    if steps is not None and (steps < 0 or steps != int(steps)):
+        raise ConfigError("scheduler.warmup_steps", f"must be a whole number >= 0, got {steps}.")
+    for key in ("warmup_epochs", "warmup_start_lr", "min_lr"):
+        if out.get(key) is not None and out[key] < 0:
+            raise ConfigError(f"scheduler.{key}", f"must be >= 0, got {out[key]}.")
+    if name == "warmup_step":
+        ms = list(out["milestones"])
+        if any(int(m) != m or m < 0 for m in ms) or ms != sorted(ms):
+            raise ConfigError("scheduler.milestones", f"must be increasing whole epochs >= 0, got {ms}.",
+                              "e.g. scheduler.milestones=[251,281].")
+        if out["gamma"] <= 0:
+            raise ConfigError("scheduler.gamma", f"must be > 0, got {out['gamma']}.",
+                              "e.g. scheduler.gamma=0.2.")
+        out["milestones"] = [int(m) for m in ms]
+    return name, out
+
+
+def build_optimizer(groups: list[dict], name: str, lr: float, weight_decay: float = 0.0, **options):
+    """The optimizer `name` over `groups`, with the keys of conf/optimizer (see OPTIMIZER_KEYS).
+
+    `exclude_bias_n_norm` means, for every optimizer, what its source does: LARS skips the trust ratio and
+    weight decay of 1-D parameters inside the step (solo-learn's LARS `exclude_bias_n_norm`); SGD, Adam and
+    AdamW get the ndim <= 1 parameters of every group put in a group of their own with weight decay 0
+    (solo-learn's `exclude_bias_n_norm_wd`). False decays every parameter, as MoCo, InstDisc, CMC,
+    SimSiam and AMDIM do.
+
+    `adam` is torch.optim.Adam: its weight decay is L2, added to the gradient before the moment estimates
+    (AMDIM's official code: Adam(..., weight_decay=1e-5)); `adamw` decays decoupled (w -= lr wd w).
+    Groups may carry `lr`, `weight_decay`, `lars_adapt` (LARS only; False for a plain SGD step) and
+    bookkeeping keys (`fixed_lr`, `is_probe`), which the optimizer keeps.
+
+    The options are checked by `optimizer_options`.
+    """
+    kw = optimizer_options(name, lr, weight_decay, options)
     if name == "lars":
-        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, nesterov=nesterov)
-    for g in groups:  # only LARS knows this key
-        g.pop("lars_adapt", None)
+        return LARS(groups, lr=lr, weight_decay=weight_decay, momentum=float(kw["momentum"]),
+                    eta=float(kw["eta"]), eps=float(kw["eps"]), clip_lr=bool(kw["clip_lr"]),
+                    exclude_bias_n_norm=bool(kw["exclude_bias_n_norm"]), nesterov=bool(kw["nesterov"]))
+    groups = [{k: v for k, v in g.items() if k != "lars_adapt"} for g in groups]  # only LARS knows this key
+    if kw["exclude_bias_n_norm"]:
+        groups = _split_bias_and_norm(groups)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
-                               foreach=True)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=tuple(betas), foreach=True)
-    raise ConfigError("optimizer.name", f"unknown optimizer '{name}'.", f"choose one of {', '.join(OPTIMIZERS)}.")
+        return torch.optim.SGD(groups, lr=lr, momentum=float(kw["momentum"]), weight_decay=weight_decay,
+                               nesterov=bool(kw["nesterov"]), foreach=True)
+    betas = tuple(float(b) for b in kw["betas"])
+    adam_class = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return adam_class(groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=float(kw["eps"]),
+                      foreach=True)
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int, start_factor: float = 0.0,
-                  min_factor: float = 0.0) -> float:
-    """LR multiplier: linear from `start_factor` to 1 over `warmup_steps`, then cosine down to `min_factor`."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return start_factor + (1.0 - start_factor) * step / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+# ---- schedules: the lr (or multiplier) of one parameter group at optimizer step k (0-based) ----------------
+def warmup_cosine_lr(step: int, base_lr: float, total_steps: int, warmup_steps: float,
+                     warmup_start_lr: float = 3e-5, min_lr: float = 0.0) -> float:
+    """The lr at `step` of solo-learn's warm-up + cosine: LinearWarmupCosineAnnealingLR (solo-learn
+    solo/utils/lr_scheduler.py @ 9187ea3, from Lightning Bolts), stepped every optimizer step, in closed form.
+
+    The source is recursive (each lr computed from the previous one); its closed form, exactly:
+      * step 0: `warmup_start_lr` (the base lr when `warmup_steps` is 0, as solo/methods/base.py passes
+        warmup_start_lr=lr when warmup_epochs is 0 - there the main lr for every group, so its classifier
+        follows the backbone's lr; here each group starts from its own);
+      * 0 < step < W: warmup_start_lr + step * (base - warmup_start_lr) / (W - 1) - the warm-up reaches the
+        base lr at step W - 1, one step before the cosine starts (the source's off-by-one);
+      * step == W (W whole): the base lr;
+      * after: a cosine from the last lr `a` before it, min_lr + (lr_a - min_lr) * c(step) / c(a), where
+        c(k) = 1 + cos(pi * (k - W) / (total - W)) and a = W when W is whole, else ceil(W) - 1. For a
+        whole W that is the familiar min_lr + (base - min_lr) * (1 + cos(pi (k - W) / (total - W))) / 2.
+    W may be fractional (solo-learn: warmup_epochs * estimated_stepping_batches / max_epochs). Then the
+    source's warm-up overshoots: the cosine starts from lr_a = base * (ceil(W) - 1) / (W - 1) (for a zero
+    warmup_start_lr), and with W < 1 the lr stays near warmup_start_lr; `warmup_overshoot` measures it.
+    Past `total_steps` the lr stays at `min_lr` (the source would rise again; no step uses it).
+    The source's LightningModule multiplies warmup_start_lr and min_lr by accumulate_grad_batches (as its
+    lr); here they are absolute, whatever the accumulation.
+    """
+    W = float(warmup_steps)
+    if W <= 0:
+        warmup_start_lr = base_lr
+    if step == 0:
+        return warmup_start_lr
+    if step < W:
+        return warmup_start_lr + step * (base_lr - warmup_start_lr) / (W - 1)
+    span = total_steps - W
+    if span <= 0:      # the warm-up covers the whole run
+        return base_lr
+    if W == int(W):
+        anchor, anchor_lr = W, base_lr
+    else:
+        anchor = math.ceil(W) - 1
+        anchor_lr = warmup_start_lr + anchor * (base_lr - warmup_start_lr) / (W - 1) if anchor > 0 \
+            else warmup_start_lr
+    k = min(step, total_steps)
+    denom = 1 + math.cos(math.pi * (anchor - W) / span)
+    if denom <= 0:
+        return min_lr
+    return min_lr + (anchor_lr - min_lr) * (1 + math.cos(math.pi * (k - W) / span)) / denom
+
+
+def warmup_overshoot(warmup_steps: float, warmup_start_lr: float, base_lr: float) -> float:
+    """Peak lr / base lr of warmup_cosine_lr: 1 for a whole number of warm-up steps, more for a fractional
+    one (the source's recursion, see warmup_cosine_lr), below 1 when W < 1."""
+    W = float(warmup_steps)
+    if W <= 0 or W == int(W):
+        return 1.0
+    anchor = math.ceil(W) - 1
+    peak = warmup_start_lr + anchor * (base_lr - warmup_start_lr) / (W - 1) if anchor > 0 else warmup_start_lr
+    return peak / base_lr
+
+
+def warmup_step_factor(step: int, steps_per_epoch: int, warmup_steps: float, milestones: Sequence[int],
+                       gamma: float) -> float:
+    """LR multiplier at `step` of a linear warm-up followed by step decay, in the form of the official AMDIM
+    code (Philip-Bachman/amdim-public task_self_supervised.py @ 8754ae1):
+
+      * warm-up, step < W: min(1, (step + 1) / W) - the first step already takes base / W;
+      * until the end of the epoch the warm-up ended in: 1 (the source sets the lr only during the
+        warm-up and at the end of an epoch, so the last warm-up value stays);
+      * in epoch e (0-based) after that: gamma ** (number of milestones m <= e).
+    The milestones follow torch's MultiStepLR stepped once after each epoch: milestone m decays the lr from
+    epoch m on, after m epochs. AMDIM calls `scheduler.step(epoch)` with the index of the epoch just
+    finished, which moves each decay one epoch later: its MultiStepLR(milestones=[250, 280]) is
+    milestones [251, 281] here (tests/test_optim.py transcribes the source's loop and compares).
+    """
+    W = float(warmup_steps)
+    if step < W:
+        return min(1.0, (step + 1) / W)
+    epoch = step // steps_per_epoch
+    if W > 0 and epoch == (math.ceil(W) - 1) // steps_per_epoch:
+        return 1.0
+    return gamma ** bisect.bisect_right(sorted(milestones), epoch)

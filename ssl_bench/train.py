@@ -187,9 +187,65 @@ def build_method(cfg: DictConfig, num_classes: int) -> SSLMethod:
     return model
 
 
+# keys a recipe sets, as override prefixes: a user override starting with one of these changes the recipe
+RECIPE_KEYS = ("method.", "augmentation", "optimizer", "scheduler", "data.batch_size", "trainer.max_epochs")
+
+
+def departures_of(recipe) -> dict[str, str]:
+    """`recipe.departures` as {key: reason}. The YAML holds a list of one-entry maps, not a map: Hydra merges maps,
+    so a method's own-defaults recipe would leak its departures into every dataset recipe; a list is replaced."""
+    out: dict[str, str] = {}
+    for item in (recipe or {}).get("departures") or []:
+        out.update(dict(item))
+    return out
+
+
+def recipe_info(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """Which recipe the run trains: its name, source, the dataset it was published for (None: the method's own
+    defaults), its stated departures from the source, and the user's overrides of recipe keys."""
+    r = cfg.get("recipe") or {}
+    return {"name": r.get("name"), "source": r.get("source"), "data": r.get("data"),
+            "departures": departures_of(r),
+            "overrides": [o for o in overrides or [] if o.lstrip("+~").startswith(RECIPE_KEYS)]}
+
+
+def describe_recipe(cfg: DictConfig, info: dict) -> str:
+    """One line: the recipe in use and its source, or that none is published for this method on this data."""
+    method, data = cfg.method.get("name"), cfg.data.get("name")
+    if info["name"] is None:
+        line = f"recipe: none ({method} declares no defaults)"
+    elif info["data"] is None:
+        line = (f"recipe: no published recipe for {method} on {data}: {method}'s own defaults "
+                f"({info['name']}: {info['source']})")
+    elif info["data"] != data:
+        line = f"recipe: {info['name']}, published for {info['data']}, applied to {data} ({info['source']})"
+    else:
+        line = f"recipe: {info['name']} ({info['source']})"
+    if info["departures"]:
+        line += f"; {len(info['departures'])} stated departure(s): {', '.join(info['departures'])}"
+    if info["overrides"]:
+        line += f"; your overrides: {' '.join(info['overrides'])}"
+    return line
+
+
+def _task_overrides() -> list[str]:
+    """The command line's overrides of this job (empty outside a Hydra app)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except (ImportError, ValueError):
+        return []
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks that need no data and no model; run before anything heavy."""
     cls = _method_class(cfg)
+    recipe = cfg.get("recipe") or {}
+    if recipe.get("method") not in (None, cfg.method.get("name")):
+        raise ConfigError("recipe", f"'{recipe.get('name')}' is a recipe of {recipe.get('method')}, not of "
+                          f"{cfg.method.get('name')}.", f"drop recipe=..., or pick one of conf/recipe/"
+                          f"{cfg.method.get('name')}_<data>.yaml.")
     if cfg.data.batch_size < cls.min_batch_size:
         raise ConfigError("data.batch_size", f"{cfg.method.get('name', cls.__name__)} needs at least "
                           f"{cls.min_batch_size} images per device (its loss contrasts samples of a batch), "
@@ -256,6 +312,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     cfg_hash = config_hash(cfg)
     resume_ckpt = find_resume_checkpoint(cfg.get("resume"), cfg_hash, Path(cfg.output_root), run_dir)
     (run_dir / RUN_FILE).write_text(json.dumps({"config_hash": cfg_hash, "run_name": run_name}))
+    recipe = recipe_info(cfg, _task_overrides())
+    print(f"ssl_bench: {describe_recipe(cfg, recipe)}", flush=True)
     if not (run_dir / ".hydra" / "config.yaml").exists():
         (run_dir / ".hydra").mkdir(exist_ok=True)
         OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
@@ -287,7 +345,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     results = {
         "status": status, "error": failure,
         "method": cfg.method.name, "data": cfg.data.name, "backbone": cfg.backbone.tag, "seed": cfg.seed,
-        "run_name": run_name, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+        "run_name": run_name, "recipe": recipe, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
         "precision": str(trainer.precision), "devices": trainer.world_size,
         "batch_size": cfg.data.batch_size, "lr": cfg.optimizer.lr,
         "knn_top1_init": model.knn_init, "final": best.final, "best": best.best,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import FAST, run_cli
+from conftest import FAST, PINNED, run_cli
 
 
 def test_fast_dev_run_through_cli(tmp_path):
@@ -23,8 +23,40 @@ def test_fast_dev_run_through_cli(tmp_path):
 def test_cfg_job_prints_composed_config(tmp_path):
     run = run_cli("--cfg", "job", "method=simclr", "data=cifar10", "backbone=resnet18", run_dir=tmp_path / "x",
                   check=True)
-    for key in ("temperature: 0.5", "batch_size: 256", "name: resnet18", "max_epochs:"):
+    for key in ("temperature: 0.2", "batch_size: 256", "name: resnet18", "max_epochs: 1000", "name: simclr_cifar10"):
         assert key in run.stdout
+
+
+def test_method_and_data_compose_the_published_recipe(tmp_path):
+    """The headline command trains BYOL's CIFAR recipe: its views and optimizer, not SimCLR's."""
+    import yaml
+
+    run = run_cli("--cfg", "job", "method=byol", "data=cifar10", run_dir=tmp_path / "x", check=True)
+    cfg = yaml.safe_load(run.stdout)
+    assert cfg["recipe"]["name"] == "byol_cifar10" and "solo-learn" in cfg["recipe"]["source"]
+    views = cfg["augmentation"]["views"]
+    assert [v["solarize"] for v in views] == [0.0, 0.2] and {v["blur"]["prob"] for v in views} == {0.0}
+    assert {v["color_jitter"]["saturation"] * v["color_jitter"]["strength"] for v in views} == {0.2}
+    opt = cfg["optimizer"]
+    assert (opt["name"], opt["lr"], opt["weight_decay"], opt["clip_lr"]) == ("lars", 1.0, 1.0e-5, True)
+    assert cfg["trainer"]["max_epochs"] == 1000 and cfg["method"]["base_tau"] == 0.99
+
+
+def test_method_without_a_published_recipe_says_what_it_falls_back_to(tmp_path):
+    # STL-10 is not here and cannot be downloaded: the run names its recipe first, then stops at the data
+    run = run_cli("method=byol", "data=stl10", f"data.root={tmp_path / 'none'}", "data.download=false",
+                  run_dir=tmp_path / "stl")
+    assert run.returncode == 2
+    assert "recipe: no published recipe for byol on stl10: byol's own defaults" in run.stdout
+    # on data that is here the run trains byol's own views and optimizer and results.json says so
+    done = run_cli("method=byol", "trainer.fast_dev_run=true", *FAST[len(PINNED):], "method.proj_hidden_dim=64",
+                   "method.pred_hidden_dim=64", "optimizer.lr=0.1", run_dir=tmp_path / "synthetic", check=True)
+    recipe = done.results["recipe"]
+    assert recipe["name"] == "byol" and recipe["data"] is None and "Grill" in recipe["source"]
+    # the overrides of recipe keys are recorded (and only those: data=..., backbone=... are not recipe keys)
+    assert set(recipe["overrides"]) == {"method.proj_hidden_dim=64", "method.pred_hidden_dim=64", "optimizer.lr=0.1",
+                                        "data.batch_size=64"}
+    assert "recipe: no published recipe for byol on synthetic" in done.stdout
 
 
 # (overrides, exit code, words the message must contain)

@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 
 from ssl_bench.config import CONFIG_DIR
 
-GROUPS = ["method", "backbone", "data", "augmentation", "optimizer", "scheduler", "trainer", "logger", "experiment"]
+GROUPS = ["method", "backbone", "data", "augmentation", "optimizer", "scheduler", "trainer", "logger", "recipe",
+          "experiment"]
 
 
 def options(group: str) -> list[str]:
@@ -95,8 +96,8 @@ def test_wheel_carries_the_configs(tmp_path):
                                   f"{sorted(repo_modules - names)}"
 
 
-def test_cifar10_byol_views_have_no_blur_as_solo_learns_cifar_recipe():
-    views = compose_with("experiment=cifar10_byol").augmentation.views
+def test_byol_on_cifar10_has_no_blur_as_solo_learns_cifar_recipe():
+    views = compose_with("method=byol", "data=cifar10").augmentation.views
     assert [v.blur.prob for v in views] == [0.0, 0.0] and [v.solarize for v in views] == [0.0, 0.2]
     assert compose_with("augmentation=byol").augmentation.views[0].blur.prob == 1.0   # the ImageNet views keep it
 

@@ -78,27 +78,91 @@ def test_wandb_run_id_is_the_training_runs(tmp_path):
     assert find_wandb_run_id(tmp_path) == "train01"
 
 
+# ---- choosing on held-out training images -------------------------------------------------------------
+def test_stratified_holdout_is_seeded_balanced_and_disjoint():
+    from ssl_bench.eval.common import stratified_holdout
+
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)[order]
+    fit, held = stratified_holdout(labels, 0.1, seed=3)
+    assert sorted(fit.tolist() + held.tolist()) == list(range(100))
+    assert [int((labels[held] == c).sum()) for c in range(3)] == [5, 3, 2]   # 10% of every class
+    again, other = stratified_holdout(labels, 0.1, seed=3), stratified_holdout(labels, 0.1, seed=4)
+    assert torch.equal(again[1], held) and not torch.equal(other[1], held)
+
+
+def test_knn_selection_sees_only_training_images():
+    """select_knn gets train features only; on clustered data it picks a small k with a sensible T."""
+    from ssl_bench.eval.knn import select_knn
+
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(4, 16, generator=g) * 3
+    y = torch.randint(0, 4, (400,), generator=g)
+    x = centers[y] + torch.randn(400, 16, generator=g)
+    fit, held = torch.arange(0, 360), torch.arange(360, 400)
+    chosen, grid = select_knn(x, y, 4, [1, 200], [0.1], fit, held)
+    ref = {r["k"]: knn_accuracy(x[held], y[held], x[fit], y[fit], 4, r["k"], 0.1)[0] for r in grid}
+    assert {r["k"]: r["heldout_top1"] for r in grid} == ref
+    assert chosen == {"k": max(ref, key=lambda k: (ref[k], -k)), "t": 0.1}
+
+
+def test_split_batches_of_part_of_an_image_folder(tmp_path):
+    """Folder data (decoded per item): a held-out part and the rest, plain or augmented, keep their labels."""
+    import numpy as np
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from ssl_bench.config import CONFIG_DIR
+    from ssl_bench.eval.common import SplitBatches, augment_pipeline, stratified_holdout
+    from ssl_bench.train import build_datamodule
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("a", "b", "c"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(10):
+                pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / c / f"{i}.png")
+    data = OmegaConf.load(CONFIG_DIR / "data" / "image_folder.yaml")
+    data.merge_with({"root": str(tmp_path), "image_size": 32, "num_workers": 0,
+                     "options": {"image_size": 32}})
+    aug = OmegaConf.load(CONFIG_DIR / "augmentation" / "simclr.yaml")
+    dm = build_datamodule(OmegaConf.create({"seed": 0, "data": data, "augmentation": aug}))
+    dm.setup("fit")
+    cpu = torch.device("cpu")
+    labels = SplitBatches(dm, "train", 8, cpu).labels
+    fit, held = stratified_holdout(labels, 0.2, seed=0)
+    assert [int((labels[held] == c).sum()) for c in range(3)] == [2, 2, 2]
+    for idx in (fit, held):
+        plain = SplitBatches(dm, "train", 8, cpu, indices=idx)
+        x, y = zip(*plain())
+        assert len(plain) == len(idx) and torch.equal(torch.cat(y), labels[idx])
+        assert torch.cat(x).shape == (len(idx), 3, 32, 32)
+        views = SplitBatches(dm, "train", 4, cpu, augment=augment_pipeline(32), indices=idx)
+        ys = torch.cat([y for _, y in views(shuffle=True)])
+        assert sorted(ys.tolist()) == sorted(labels[idx].tolist())
+
+
 # ---- the real run --------------------------------------------------------------------------------------
-def test_linear_keeps_backbone_bit_identical(tiny_run):
-    from ssl_bench.eval.common import build_for_eval
+def test_linear_keeps_the_method_bit_identical(tiny_run):
+    from ssl_bench.eval.common import Representation, build_for_eval, load_state_dict, method_state
     from ssl_bench.eval.linear import linear_eval
 
     ref, dm, model = build_for_eval(tiny_run, ["data.options.n_train=128", "data.options.n_test=64"])
-    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     assert any("running_mean" in k for k in before)  # buffers are part of the check
-    res = linear_eval(model.backbone, dm, dm.num_classes, torch.device("cpu"), epochs=2, lr=0.1, batch_size=64,
-                      log=lambda *_: None)
-    after = model.backbone.state_dict()
+    rep = Representation(model, torch.device("cpu"), "bf16-mixed", batch_size=64)
+    res = linear_eval(rep, dm, dm.num_classes, epochs=2, lr=0.1, batch_size=64, log=lambda *_: None)
+    after = model.state_dict()
     assert before.keys() == after.keys()
     for k in before:
         assert torch.equal(before[k], after[k]), k
-    assert all(not p.requires_grad for p in model.backbone.parameters())
-    assert 0.0 <= res["top1"] <= 100.0 and res["top5"] >= res["top1"]
-    # the checkpoint file still holds the same backbone
-    from ssl_bench.eval.common import backbone_state, load_state_dict
-
-    saved = backbone_state(load_state_dict(ref.ckpt))
-    for k in before:
+    assert all(not p.requires_grad for p in model.parameters())
+    assert 0.0 <= res["top1"] <= 100.0 and res["top5"] >= res["top1"] and res["selection"] is None
+    # the checkpoint file holds the same method (the online probe aside: no evaluation reads it)
+    saved = method_state(load_state_dict(ref.ckpt))
+    assert saved.keys() == {k for k in before if not k.startswith("probe.")}
+    for k in saved:
         assert torch.equal(saved[k], before[k]), k
 
 
@@ -107,26 +171,73 @@ def test_linear_cli_writes_results(tiny_run):
     assert run.returncode == 0, run.stderr[-3000:]
     res = json.loads((tiny_run / "eval_linear.json").read_text())
     assert res["mode"] == "linear" and res["epochs"] == 2 and not res["cache_features"]
-    assert 0.0 <= res["top1"] <= res["top5"] <= 100.0
+    assert 0.0 <= res["top1"] <= res["top5"] <= 100.0 and res["lr"] == 0.1 and res["selection"] is None
     assert res["method"] == "simclr" and res["backbone"] == "resnet18_narrow"
+    assert res["representation"] == {"definition": "SimCLR.forward", "precision": "bf16-mixed",
+                                     "channels_last": True, "batch_size": 256, "dim": 128}
 
 
-def test_knn_sweep_and_cached_lr_sweep(tiny_run, tmp_path):
-    run = eval_cli("mode=knn", f"ckpt={tiny_run / 'checkpoints' / 'last.ckpt'}", "k=[5,20]", "t=[0.07,0.1]",
-                   f"out={tmp_path}", *EVAL_FAST, cwd=tiny_run.parent)
+def test_knn_headline_is_the_online_protocol_and_grids_choose_on_train(tiny_run, tmp_path):
+    run = eval_cli("mode=knn", f"ckpt={tiny_run / 'checkpoints' / 'last.ckpt'}", "grid_k=[5,20]",
+                   "grid_t=[0.07,0.1]", f"out={tmp_path}", *EVAL_FAST, cwd=tiny_run.parent)
     assert run.returncode == 0, run.stderr[-3000:]
     res = json.loads((tmp_path / "eval_knn.json").read_text())
-    assert [(r["k"], r["t"]) for r in res["sweep"]] == [(5, 0.07), (5, 0.1), (20, 0.07), (20, 0.1)]
-    assert res["top1"] == max(r["top1"] for r in res["sweep"])
-    # the sweep at the run's own k/T matches what training logged for the same data
-    online = json.loads((tiny_run / "results.json").read_text())["final"]["val/knn_top1"]
-    assert next(r["top1"] for r in res["sweep"] if r["k"] == 20 and r["t"] == 0.1) == pytest.approx(online, abs=2.5)  # bf16 training eval
+    # the headline: the run's online k and T on the same features: what training logged, exactly (as float32)
+    online = json.loads((tiny_run / "results.json").read_text())["final"]
+    assert (res["k"], res["t"], res["k_t_from"]) == (20, 0.1, "run online_eval")
+    assert float(torch.tensor(res["top1"], dtype=torch.float32)) == online["val/knn_top1"]
+    assert float(torch.tensor(res["top5"], dtype=torch.float32)) == online["val/knn_top5"]
+    sel = res["selection"]
+    assert [(r["k"], r["t"]) for r in sel["grid"]] == [(5, 0.07), (5, 0.1), (20, 0.07), (20, 0.1)]
+    assert set(sel["grid"][0]) == {"k", "t", "heldout_top1", "heldout_top5"}   # no test number per pair
+    best = max(sel["grid"], key=lambda r: r["heldout_top1"])
+    assert sel["chosen"] == {"k": best["k"], "t": best["t"]}
+    assert (sel["fraction"], sel["seed"]) == (0.1, 0)
+    assert sel["num_heldout"] + sel["num_fit"] == res["num_train"]
+    assert 0.0 <= sel["test_top1"] <= sel["test_top5"] <= 100.0
+    if sel["chosen"] == {"k": 20, "t": 0.1}:
+        assert sel["test_top1"] == res["top1"]
 
     run = eval_cli("mode=linear", f"ckpt={tiny_run}", "cache_features=true", "lr=[0.05,0.5]", "epochs=5",
                    f"out={tmp_path}", *EVAL_FAST, cwd=tiny_run.parent)
     assert run.returncode == 0, run.stderr[-3000:]
     res = json.loads((tmp_path / "eval_linear.json").read_text())
-    assert res["cache_features"] and [r["lr"] for r in res["sweep"]] == [0.05, 0.5]
+    sel = res["selection"]
+    assert res["cache_features"] and [r["lr"] for r in sel["grid"]] == [0.05, 0.5]
+    assert res["lr"] == sel["chosen"]["lr"] == max(sel["grid"], key=lambda r: r["heldout_top1"])["lr"]
+    assert "held-out" in run.stdout and "whole train split" in run.stdout
+
+
+def _evaluate_with_test_labels(tiny_run, out, args, permute: bool) -> dict:
+    """One in-process evaluation; `permute` shuffles the test split's labels first (a fixed permutation)."""
+    from ssl_bench.eval.__main__ import evaluate, parse_args
+    from ssl_bench.eval.common import build_for_eval
+
+    cfg, overrides = parse_args([*args, f"ckpt={tiny_run}", f"out={out}", *EVAL_FAST])
+    run, dm, model = build_for_eval(cfg.ckpt, overrides)
+    if permute:
+        test = dm.splits["test"]
+        base = getattr(test, "data", test)
+        perm = torch.randperm(len(base.labels), generator=torch.Generator().manual_seed(5))
+        base.labels = base.labels[perm]
+    return evaluate(cfg, run, dm, model, torch.device("cpu"), overrides, log=lambda *_: None)
+
+
+@pytest.mark.parametrize("args", [
+    ["mode=knn", "grid_k=[1,5,20,100]", "grid_t=[0.02,0.1,1.0]"],
+    ["mode=linear", "cache_features=true", "lr=[0.001,0.1,3.0]", "epochs=5"],
+    ["mode=linear", "lr=[0.001,0.5]", "epochs=1", "batch_size=64", "data.options.n_train=128"],
+], ids=["knn_grid", "linear_cached", "linear_views"])
+def test_selection_never_reads_test_labels(tiny_run, tmp_path, args):
+    """Permuting the test split's labels changes the test accuracy but not what was chosen, nor a single
+    held-out number behind the choice."""
+    plain = _evaluate_with_test_labels(tiny_run, tmp_path / "a", args, permute=False)
+    permuted = _evaluate_with_test_labels(tiny_run, tmp_path / "b", args, permute=True)
+    assert plain["selection"] is not None
+    assert plain["selection"]["grid"] == permuted["selection"]["grid"]
+    assert plain["selection"]["chosen"] == permuted["selection"]["chosen"]
+    # the permutation did reach the test split (a fixed permutation: top-1 alone can coincide near chance)
+    assert (plain["top1"], plain["top5"]) != (permuted["top1"], permuted["top5"])
 
 
 def test_finetune_runs(tiny_run, tmp_path):
@@ -135,6 +246,31 @@ def test_finetune_runs(tiny_run, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     res = json.loads((tmp_path / "eval_finetune.json").read_text())
     assert res["num_train"] == 128 and 0.0 <= res["top1"] <= 100.0
+    assert res["trained_modules"] == ["backbone"]   # SimCLR's representation: the backbone, not the projector
+
+
+def test_finetune_trains_what_the_representation_reads():
+    """SimCLR v2 with probe_from_projector_layer=1: the backbone and the projector's first layer (Linear, BN),
+    not the rest of the projector; CPC v2: the backbone only (not the context network nor the predictors)."""
+    from conftest import narrow_backbone
+    from ssl_bench.eval.common import representation_parameters
+    from ssl_bench.methods.cpc_v2 import CPCv2
+    from ssl_bench.methods.simclr_v2 import SimCLRv2
+
+    def reached(model, x):
+        params = representation_parameters(model, x)
+        return {n for n, p in model.named_parameters() if any(p is q for q in params)}
+
+    x = torch.randn(2, 3, 32, 32)
+    model = SimCLRv2(narrow_backbone(), num_classes=10, probe_from_projector_layer=1)
+    names = reached(model, x)
+    assert {n.split(".")[0] for n in names} == {"backbone", "projector"}
+    assert {n for n in names if n.startswith("projector")} == {"projector.0.weight", "projector.1.weight",
+                                                              "projector.1.bias"}
+    assert all(p.grad is None for p in model.parameters())          # the probe ran on a copy
+    model = CPCv2(narrow_backbone(), num_classes=10, context_blocks=1, context_hidden=8)
+    names = reached(model, x)
+    assert {n.split(".")[0] for n in names} == {"backbone"}
 
 
 @pytest.mark.slow
@@ -143,7 +279,7 @@ def test_embed_and_eval_logged_to_offline_wandb(tiny_run):
 
     from ssl_bench.wandb_utils import read_wandb_records
 
-    for args in (["mode=embed", "max_points=100", "perplexity=10"], ["mode=knn", "k=[20]", "t=[0.1]"]):
+    for args in (["mode=embed", "max_points=100", "perplexity=10"], ["mode=knn"]):
         run = eval_cli(*args, f"ckpt={tiny_run}", "device=cpu", cwd=tiny_run.parent)
         assert run.returncode == 0, run.stderr[-3000:]
     png = tiny_run / "embed.png"
@@ -188,7 +324,8 @@ def test_linear_on_random_init_fashion_mnist_is_plausible(tmp_path):
 
 
 # ---- bad inputs ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("case", ["missing_path", "not_a_run_dir", "other_backbone", "unknown_key", "bad_mode"])
+@pytest.mark.parametrize("case", ["missing_path", "not_a_run_dir", "other_backbone", "unknown_key",
+                                  "bad_mode", "k_as_a_grid", "finetune_lr_list", "select_fraction"])
 def test_bad_eval_inputs_give_one_clear_message(tiny_run, tmp_path, case):
     args, words = {
         "missing_path": ([f"ckpt={tmp_path / 'nowhere'}"], ["nowhere", "does not exist"]),
@@ -197,6 +334,9 @@ def test_bad_eval_inputs_give_one_clear_message(tiny_run, tmp_path, case):
                            ["different backbone", "last.ckpt"]),
         "unknown_key": ([f"ckpt={tiny_run}", "epochz=3"], ["epochz"]),
         "bad_mode": ([f"ckpt={tiny_run}", "mode=nope"], ["mode", "linear"]),
+        "k_as_a_grid": ([f"ckpt={tiny_run}", "mode=knn", "k=[10,20]"], ["'k'", "grid_k"]),
+        "finetune_lr_list": ([f"ckpt={tiny_run}", "mode=finetune", "lr=[0.1,0.2]"], ["'lr'", "one"]),
+        "select_fraction": ([f"ckpt={tiny_run}", "lr=[0.1,0.2]", "select_fraction=1.5"], ["select_fraction"]),
     }[case]
     run = eval_cli("mode=linear", *args, *EVAL_FAST, cwd=tmp_path)
     assert run.returncode == 2, (run.returncode, run.stderr[-2000:])

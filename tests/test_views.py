@@ -305,6 +305,12 @@ def test_parse_sorts_large_crops_first_stably():
         ([{"color_jitter": {"hue": 0.4, "strength": 2}}], None, "augmentation.views[0].color_jitter.hue"),
         ([{"blur": {"sigma": [0.0, 2.0]}}], None, "augmentation.views[0].blur.sigma"),
         ([{"blur": {"sigma": [2.0, 1.0]}}], None, "augmentation.views[0].blur.sigma"),
+        ([{"blur": {"kernel_size": 4}}], None, "augmentation.views[0].blur.kernel_size"),
+        ([{"blur": {"kernel_size": 0}}], None, "augmentation.views[0].blur.kernel_size"),
+        ([{"crop_size": 16, "blur": {"kernel_size": 33}}], None, "augmentation.views[0].blur.kernel_size"),
+        ([{}, {"crop_size": 0.5}], None, "augmentation.views[1].crop_size"),
+        ([{"crop_size": 32.5}], 64, "augmentation.views[0].crop_size"),
+        ([{"crop_size": -0.5}], 64, "augmentation.views[0].crop_size"),
         ([], None, "augmentation.views"),
     ],
 )
@@ -313,6 +319,42 @@ def test_parse_errors_name_the_key(views, image_size, key):
         parse_pipelines(views, image_size=image_size)
     assert err.value.key == key
     assert f"'{key}'" in str(err.value)
+
+
+def test_crop_size_as_a_fraction_of_the_image_size():
+    """SwAV's 2x224 + 6x96 at any image size: a float in (0, 1] is a fraction of data.image_size."""
+    views = [{"crop_size": 1.0, "num_crops": 2}, {"crop_size": 96 / 224, "num_crops": 6}]
+    assert [p.crop_size for p in parse_pipelines(views, image_size=224)] == [224, 96]
+    assert [p.crop_size for p in parse_pipelines(views, image_size=32)] == [32, 14]   # round(13.7)
+    # whole pixels stay pixels, also written as a float; 1 (an int) is one pixel, 1.0 the whole image
+    whole = parse_pipelines([{"crop_size": 32.0}, {"crop_size": 1}], image_size=64)
+    assert [p.crop_size for p in whole] == [32, 1]
+    with pytest.raises(ConfigError, match="needs data.image_size"):
+        parse_pipelines([{"crop_size": 0.5}])
+
+
+def test_blur_kernel_size_is_configurable_on_both_paths():
+    """blur.kernel_size fixes the kernel (PIL's Gaussian spans ~+-3 sigma whatever the crop), null keeps
+    SimCLR's 10% rule. Both paths blur with it: the batched one and torchvision's per-sample one equal the
+    reference."""
+    (default,) = parse_pipelines([{"crop_size": 32}])
+    assert default.blur_kernel is None and default.kernel_size == V.blur_kernel_size(32) == 3
+    view = {"crop_size": 32, "num_crops": 1, "scale": [1.0, 1.0], "ratio": [1.0, 1.0], "hflip": 0.0,
+            "color_jitter": None, "grayscale": 0.0,
+            "blur": {"prob": 1.0, "sigma": [1.5, 1.5], "kernel_size": 13}}
+    (p,) = parse_pipelines([view], image_size=32)
+    assert p.kernel_size == 13
+    g = torch.Generator().manual_seed(0)
+    img = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=g)
+    want = TF.gaussian_blur(img.float() / 255, [13, 13], [1.5, 1.5])
+    want = (want - 0.5) / 0.25
+    (got,) = BatchViews([p], MEAN, STD)(img)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    (cpu,) = build_cpu_views([p], MEAN, STD)(img[0])
+    torch.testing.assert_close(cpu, want[0], atol=1e-5, rtol=0)
+    # the 3 px kernel of the 10% rule is a much weaker blur at sigma 1.5
+    weak = (TF.gaussian_blur(img.float() / 255, [3, 3], [1.5, 1.5]) - 0.5) / 0.25
+    assert (weak - want).abs().max() > 0.1
 
 
 def test_parse_error_messages_help():

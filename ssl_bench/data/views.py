@@ -76,14 +76,20 @@ class ViewPipeline:
     grayscale: float = 0.2
     blur_prob: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel: int | None = None  # odd kernel side (px); None: SimCLR's rule, blur_kernel_size(crop_size)
     solarize: float = 0.0
+
+    @property
+    def kernel_size(self) -> int:
+        """The blur kernel this pipeline uses."""
+        return self.blur_kernel if self.blur_kernel is not None else blur_kernel_size(self.crop_size)
 
 
 _VIEW_KEYS = (
     "num_crops", "crop_size", "scale", "ratio", "hflip", "color_jitter", "grayscale", "blur", "solarize",
 )
 _JITTER_KEYS = ("prob", "strength", "brightness", "contrast", "saturation", "hue")
-_BLUR_KEYS = ("prob", "sigma")
+_BLUR_KEYS = ("prob", "sigma", "kernel_size")
 
 
 def _to_plain(obj):
@@ -147,6 +153,20 @@ def _section(key: str, value, valid: Sequence[str]) -> dict:
     return dict(value)
 
 
+def _crop_size(key: str, value, image_size: int | None) -> int:
+    """Pixels, from an integer (32) or from a float fraction of `data.image_size` in (0, 1] (1.0: the whole
+    size; 0.4285714 = 96/224: SwAV's small crops at any image size), rounded to the nearest pixel."""
+    if isinstance(value, float) and 0.0 < value <= 1.0:
+        if image_size is None:
+            raise ConfigError(key, f"the fraction {value} of the image size needs data.image_size.",
+                              "set data.image_size, or give crop_size in pixels.")
+        return max(1, int(round(value * image_size)))
+    if isinstance(value, float) and not value.is_integer():
+        raise ConfigError(key, f"{value} is neither whole pixels nor a fraction of the image size in (0, 1].",
+                          "set whole pixels (e.g. 96) or a fraction of data.image_size (e.g. 0.5).")
+    return _integer(key, value)
+
+
 def _parse_one(key: str, view, image_size: int | None) -> ViewPipeline:
     default = ViewPipeline()
     view = _to_plain(view)
@@ -161,7 +181,7 @@ def _parse_one(key: str, view, image_size: int | None) -> ViewPipeline:
     if num_crops < 1:
         raise ConfigError(f"{key}.num_crops", f"must be at least 1, got {num_crops}.",
                           "set num_crops >= 1, or delete this view.")
-    crop_size = _integer(f"{key}.crop_size", view.get("crop_size", default.crop_size))
+    crop_size = _crop_size(f"{key}.crop_size", view.get("crop_size", default.crop_size), image_size)
     if crop_size < 1:
         raise ConfigError(f"{key}.crop_size", f"must be at least 1, got {crop_size}.", "set a positive size.")
     if image_size is not None and crop_size > image_size:
@@ -206,11 +226,18 @@ def _parse_one(key: str, view, image_size: int | None) -> ViewPipeline:
     if not 0.0 < slo <= shi:
         raise ConfigError(f"{bkey}.sigma", f"{list(sigma)} is not a range with 0 < low <= high.",
                           "set e.g. [0.1, 2.0].")
+    kernel = blur.get("kernel_size")
+    if kernel is not None:
+        kernel = _integer(f"{bkey}.kernel_size", kernel)
+        if kernel < 1 or kernel % 2 == 0 or kernel // 2 >= crop_size:
+            raise ConfigError(f"{bkey}.kernel_size",
+                              f"{kernel} is not an odd size >= 1 whose half fits in the {crop_size} px crop.",
+                              "set an odd size, e.g. 13 (+-3 sigma at sigma 2), or null for 10% of the crop.")
 
     return ViewPipeline(
         num_crops=num_crops, crop_size=crop_size, scale=scale, ratio=ratio, hflip=hflip,
         jitter_prob=jitter_prob, grayscale=grayscale, blur_prob=blur_prob, blur_sigma=sigma,
-        solarize=solar, **amounts,
+        blur_kernel=kernel, solarize=solar, **amounts,
     )
 
 
@@ -219,8 +246,11 @@ def parse_pipelines(views_cfg, image_size: int | None = None) -> list[ViewPipeli
 
     `views_cfg` is a list (OmegaConf ListConfig or plain) of mappings with keys num_crops, crop_size,
     scale, ratio, hflip, color_jitter {prob, strength, brightness, contrast, saturation, hue},
-    grayscale, blur {prob, sigma}, solarize. Missing keys take the `ViewPipeline` defaults; the
-    colour-jitter amounts are multiplied by `strength` (default 1). Bad values raise `ConfigError`
+    grayscale, blur {prob, sigma, kernel_size}, solarize. Missing keys take the `ViewPipeline` defaults; the
+    colour-jitter amounts are multiplied by `strength` (default 1). `crop_size` is in pixels (an integer)
+    or a fraction of `image_size` (a float in (0, 1]). `blur.kernel_size` null keeps SimCLR's kernel of 10%
+    of the crop; an odd number fixes it (PIL's GaussianBlur(radius=sigma), which MoCo v2, SwAV and solo-learn
+    use, spans about +-3 sigma: 13 px covers sigma <= 2 at any crop size). Bad values raise `ConfigError`
     naming the key, e.g. `augmentation.views[1].crop_size`.
     """
     views_cfg = _to_plain(views_cfg)
@@ -523,7 +553,7 @@ class BatchViews(torch.nn.Module):
         if p.grayscale > 0:
             v = _apply_rows(v, coins[:, 2] < p.grayscale, to_grayscale)
         if p.blur_prob > 0:
-            k = blur_kernel_size(p.crop_size)
+            k = p.kernel_size
             v = _apply_rows(v, coins[:, 3] < p.blur_prob, lambda t, s: gaussian_blur(t, s, k), sigma)
         if p.solarize > 0:
             v = _apply_rows(v, coins[:, 4] < p.solarize, solarize)
@@ -597,7 +627,7 @@ def _v2_pipeline(p: ViewPipeline, mean, std):
     if p.grayscale > 0:
         steps.append(v2.RandomGrayscale(p.grayscale))  # keeps 3 channels
     if p.blur_prob > 0:
-        blur = v2.GaussianBlur(blur_kernel_size(p.crop_size), sigma=p.blur_sigma)
+        blur = v2.GaussianBlur(p.kernel_size, sigma=p.blur_sigma)
         steps.append(v2.RandomApply([blur], p=p.blur_prob))
     if p.solarize > 0:
         steps.append(v2.RandomSolarize(0.5, p=p.solarize))

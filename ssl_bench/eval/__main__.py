@@ -1,5 +1,10 @@
 """`python -m ssl_bench.eval mode=linear|knn|finetune|embed ckpt=<run dir or .ckpt> [key=value ...]`.
 
+Every mode evaluates the run's representation - its method's `forward`, rebuilt from the run's config and
+checkpoint - computed as the run's online kNN computed it (ssl_bench.eval.common.Representation). Nothing
+is chosen on the test split: `mode=knn` reports the online protocol (the run's k and T), and a (k, T) grid
+or an lr list is decided on a held-out part of the train split.
+
 Options and defaults: conf/eval/eval.yaml. A key that is not an eval option but a key of the run's
 own config (data.limit=500, data.test_limit=200, ...) overrides that config. Results go to
 <run dir>/eval_<mode>.json (and embed.png), and to the run's W&B run when it has one.
@@ -61,83 +66,133 @@ def _as_list(value) -> list:
     return list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [value]
 
 
-def run_eval(cfg: DictConfig, run_overrides: list[str] | None = None, log=print) -> dict[str, Any]:
-    from ssl_bench.eval.common import (build_for_eval, extract_features, pick_device, wandb_log, write_results,
-                                       SplitBatches)
-    from ssl_bench.eval.knn import knn_accuracy
+def _knn_protocol(cfg: DictConfig, rc: DictConfig) -> tuple[int, float, str]:
+    """(k, T, their source): the eval options when set, else the run's online_eval (its online kNN)."""
+    online = rc.get("online_eval") or {}
+    k = int(cfg.k) if cfg.k is not None else int(online.get("knn_k", 200))
+    t = float(cfg.t) if cfg.t is not None else float(online.get("knn_t", 0.1))
+    return k, t, "run online_eval" if cfg.k is None and cfg.t is None else "eval options"
 
+
+def run_eval(cfg: DictConfig, run_overrides: list[str] | None = None, log=print) -> dict[str, Any]:
+    """Rebuild the run's method (its config + checkpoint) and evaluate its representation (mode=...)."""
+    from ssl_bench.eval.common import build_for_eval, pick_device
+
+    _check(cfg)
+    device = pick_device(cfg.device)
+    run, dm, model = build_for_eval(cfg.ckpt, run_overrides)
+    return evaluate(cfg, run, dm, model, device, run_overrides, log)
+
+
+def _check(cfg: DictConfig) -> None:
     mode = cfg.mode
     if mode in ("linear", "finetune"):
         for key in ("epochs", "batch_size"):
             _positive(cfg, key, integer=True)
         _positive(cfg, "lr")
-    if mode == "knn":
-        _positive(cfg, "k", integer=True)
-        _positive(cfg, "t")
-    device = pick_device(cfg.device)
+        if mode == "finetune" and len(_as_list(cfg.lr)) > 1:
+            raise ConfigError("lr", "finetune trains with one lr.", "pass one value, e.g. lr=0.05.")
+    for key, integer in (("k", True), ("t", False)):
+        if OmegaConf.is_list(cfg[key]):
+            raise ConfigError(key, "is the one value of the reported kNN protocol, not a grid.",
+                              f"pass {key}=<value> (or null: the run's online value); to choose among values "
+                              f"on held-out training images use grid_{key}=[...].")
+        if cfg.get(key) is not None:
+            _positive(cfg, key, integer=integer)
+    for key, integer in (("grid_k", True), ("grid_t", False)):
+        if cfg.get(key) is not None:
+            _positive(cfg, key, integer=integer)
+    if cfg.get("eval_batch_size") is not None:
+        _positive(cfg, "eval_batch_size", integer=True)
+    f = cfg.select_fraction
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < 1.0:
+        raise ConfigError("select_fraction", f"must be a number in (0, 1), got {f!r}.", "use e.g. 0.1.")
+
+
+def evaluate(cfg: DictConfig, run, dm, model, device, run_overrides: list[str] | None = None,
+             log=print) -> dict[str, Any]:
+    """The evaluation of a rebuilt run (see run_eval); writes eval_<mode>.json and returns its content."""
+    from ssl_bench.eval.common import (Representation, resolve_eval_precision, stratified_holdout,
+                                       wandb_log, write_results)
+    from ssl_bench.eval.knn import knn_accuracy, select_knn
+
+    mode = cfg.mode
     started = time.time()
-    run, dm, model = build_for_eval(cfg.ckpt, run_overrides)
     torch.manual_seed(int(cfg.seed))
-    backbone = model.backbone.to(device).to(memory_format=torch.contiguous_format)
     rc = run.cfg
-    k = dm.num_classes
+    precision = resolve_eval_precision(cfg.precision, run.run_dir, rc, device)
+    rep = Representation(model, device, precision, channels_last=bool(rc.get("channels_last", True)),
+                         batch_size=int(cfg.eval_batch_size or dm.eval_batch_size))
+    num_classes = dm.num_classes
     result: dict[str, Any] = {"mode": mode, "run_dir": str(run.run_dir), "ckpt": str(run.ckpt),
                               "method": rc.method.name, "data": rc.data.name, "backbone": str(rc.backbone.tag),
-                              "num_classes": k, "num_train": len(dm.splits["train"]),
+                              "num_classes": num_classes, "num_train": len(dm.splits["train"]),
                               "num_test": len(dm.splits["test"]), "device": str(device),
                               "run_overrides": list(run_overrides or [])}
     summary, images = {}, {}
-    eval_bs = max(int(cfg.batch_size), 256)
+    select = {"fraction": float(cfg.select_fraction), "seed": int(cfg.seed)}
 
     if mode == "linear":
         from ssl_bench.eval.linear import linear_eval
 
-        res = linear_eval(backbone, dm, k, device, epochs=int(cfg.epochs), lr=_as_list(cfg.lr),
+        res = linear_eval(rep, dm, num_classes, epochs=int(cfg.epochs), lr=_as_list(cfg.lr),
                           batch_size=int(cfg.batch_size), momentum=float(cfg.momentum),
                           weight_decay=float(cfg.weight_decay), optimizer=cfg.optimizer,
                           feature_norm=bool(cfg.feature_norm), cache_features=bool(cfg.cache_features),
-                          crop_scale=tuple(cfg.crop_scale), hflip=float(cfg.hflip), seed=int(cfg.seed), log=log)
+                          crop_scale=tuple(cfg.crop_scale), hflip=float(cfg.hflip), seed=int(cfg.seed),
+                          select_fraction=select["fraction"], log=log)
         result.update(res)
         summary = {"eval/linear_top1": res["top1"], "eval/linear_top5": res["top5"], "eval/linear_lr": res["lr"]}
     elif mode == "finetune":
         from ssl_bench.eval.linear import finetune_eval
 
-        res = finetune_eval(backbone, dm, k, device, epochs=int(cfg.epochs), lr=float(_as_list(cfg.lr)[0]),
+        res = finetune_eval(rep, dm, num_classes, epochs=int(cfg.epochs), lr=float(_as_list(cfg.lr)[0]),
                             batch_size=int(cfg.batch_size), momentum=float(cfg.momentum),
                             weight_decay=float(cfg.weight_decay), optimizer=cfg.optimizer,
                             crop_scale=tuple(cfg.crop_scale), hflip=float(cfg.hflip), seed=int(cfg.seed), log=log)
         result.update(res)
         summary = {"eval/finetune_top1": res["top1"], "eval/finetune_top5": res["top5"]}
     else:
-        backbone.eval()
-        bank_x, bank_y = extract_features(backbone, SplitBatches(dm, "train", eval_bs, device))
-        test_x, test_y = extract_features(backbone, SplitBatches(dm, "test", eval_bs, device))
+        bank_x, bank_y = rep.features(dm, "train")
+        test_x, test_y = rep.features(dm, "test")
+        k, t, source = _knn_protocol(cfg, rc)
+        top1, top5 = knn_accuracy(test_x, test_y, bank_x, bank_y, num_classes, k, t)
         if mode == "knn":
-            grid = []
-            for kk in _as_list(cfg.k):
-                for t in _as_list(cfg.t):
-                    top1, top5 = knn_accuracy(test_x, test_y, bank_x, bank_y, k, int(kk), float(t))
-                    grid.append({"k": int(kk), "t": float(t), "top1": top1, "top5": top5})
-                    log(f"knn k={kk} t={t:g}: top1 {top1:.2f} top5 {top5:.2f}")
-            best = max(grid, key=lambda r: r["top1"])
-            result.update({"top1": best["top1"], "top5": best["top5"], "k": best["k"], "t": best["t"], "sweep": grid})
-            summary = {"eval/knn_top1": best["top1"], "eval/knn_top5": best["top5"], "eval/knn_k": best["k"],
-                       "eval/knn_t": best["t"]}
+            log(f"knn k={k} t={t:g} ({source}): test top1 {top1:.2f} top5 {top5:.2f}")
+            result.update({"top1": top1, "top5": top5, "k": k, "t": t, "k_t_from": source, "selection": None})
+            summary = {"eval/knn_top1": top1, "eval/knn_top5": top5, "eval/knn_k": k, "eval/knn_t": t}
+            if cfg.grid_k is not None or cfg.grid_t is not None:
+                ks = [int(v) for v in _as_list(cfg.grid_k)] if cfg.grid_k is not None else [k]
+                ts = [float(v) for v in _as_list(cfg.grid_t)] if cfg.grid_t is not None else [t]
+                fit, held = stratified_holdout(bank_y.cpu(), select["fraction"], select["seed"])
+                chosen, grid = select_knn(bank_x, bank_y, num_classes, ks, ts, fit.to(bank_x.device),
+                                          held.to(bank_x.device))
+                for r in grid:
+                    log(f"knn k={r['k']} t={r['t']:g}: held-out train top1 {r['heldout_top1']:.2f}")
+                s1, s5 = knn_accuracy(test_x, test_y, bank_x, bank_y, num_classes, chosen["k"], chosen["t"])
+                log(f"knn chosen on held-out train k={chosen['k']} t={chosen['t']:g}: test top1 {s1:.2f}")
+                result["selection"] = {
+                    "chosen_on": "held-out part of the train split (bank: the rest of the train split)",
+                    **select, "num_fit": int(fit.numel()), "num_heldout": int(held.numel()),
+                    "metric": "heldout_top1", "grid": grid, "chosen": chosen,
+                    "then": "test accuracy of the chosen pair, bank = the whole train split",
+                    "test_top1": s1, "test_top5": s5}
+                summary.update({"eval/knn_selected_top1": s1, "eval/knn_selected_k": chosen["k"],
+                                "eval/knn_selected_t": chosen["t"]})
         else:  # embed
             from ssl_bench.eval.embed import plot_embedding, reduce_2d, stratified_first
 
-            kk, t = int(rc.online_eval.get("knn_k", 200)), float(rc.online_eval.get("knn_t", 0.1))
-            top1, _ = knn_accuracy(test_x, test_y, bank_x, bank_y, k, kk, t)
             sel = stratified_first(test_y.cpu(), int(cfg.max_points))
             pts = reduce_2d(test_x.cpu()[sel], cfg.method, int(cfg.seed), float(cfg.perplexity))
             out_dir = Path(cfg.out) if cfg.out else run.run_dir
             title = f"{rc.method.name} | {rc.data.name} | {rc.backbone.tag} | kNN top-1 {top1:.1f}% ({cfg.method})"
             png = plot_embedding(pts, test_y.cpu()[sel].tolist(), out_dir / "embed.png", title)
             log(f"embedding of {len(sel)} test images -> {png}")
-            result.update({"knn_top1": top1, "knn_k": kk, "knn_t": t, "embed_method": cfg.method,
+            result.update({"knn_top1": top1, "knn_k": k, "knn_t": t, "embed_method": cfg.method,
                            "points": len(sel), "image": str(png)})
             summary = {"eval/embed_knn_top1": top1}
             images = {"eval/embedding": png}
+    result["representation"] = rep.info()
     result["eval_config"] = OmegaConf.to_container(cfg, resolve=True)
     result["wall_time_s"] = round(time.time() - started, 2)
     result["wandb_run_id"] = wandb_log(run, mode, summary, images, setting=cfg.wandb)

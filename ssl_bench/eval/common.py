@@ -1,12 +1,21 @@
-"""What every offline evaluation shares: find a run, rebuild its backbone from its own config and
-checkpoint, feed it batches of a split (plain or augmented), write results and log them to W&B.
+"""What every offline evaluation shares: find a run, rebuild its whole method from its own config and
+checkpoint, compute its representation the way the online kNN does, feed it batches of a split (plain
+or augmented, whole or a held-out part), write results and log them to W&B.
 
 A run is addressed by its dir (`<run>/checkpoints/last.ckpt` is used) or by a `.ckpt` file inside
 `<run>/checkpoints/`; the config is always the run's own `.hydra/config.yaml`, with optional
 overrides (e.g. `data.limit=500`) applied on top.
+
+"The representation" is `SSLMethod.forward` (see ssl_bench/methods/base.py): CPC v2's mean-pooled patch
+grid, SimCLR v2's first projector layer when asked for, CMC's concatenated colour-view encoders, else
+the backbone's pooled features. `Representation` computes it as the online kNN of a validation epoch
+does - eval mode, no grad, the run's precision (autocast), channels_last, the run's eval batches - so
+`mode=knn` at the online k and T reproduces the run's logged `val/knn_top1` exactly.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import math
 from dataclasses import dataclass
@@ -88,26 +97,38 @@ def load_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
 
 
 def backbone_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in sd.items():
-        if k.startswith("backbone."):
-            out[k[len("backbone."):].replace("_orig_mod.", "")] = v  # torch.compile'd backbones
-    return out
+    """The `backbone.*` entries of a method's state dict, without the prefix (timm's own key names)."""
+    return {k[len("backbone."):]: v for k, v in method_state(sd).items() if k.startswith("backbone.")}
 
 
-def load_backbone_into(backbone: nn.Module, sd: dict[str, torch.Tensor], ckpt: Path, cfg: DictConfig) -> None:
-    state = backbone_state(sd)
-    try:
-        backbone.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        lines = [line.strip() for line in str(err).replace("\t", "\n").splitlines() if line.strip()][1:]
-        first = lines[:1] + ([f"(and {len(lines) - 1} more)"] if len(lines) > 1 else [])
+def method_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A method's state dict as an uncompiled method names it: without torch.compile's `_orig_mod.` and
+    without the online probe (its width follows the labelled data, and no evaluation reads it)."""
+    return {k.replace("_orig_mod.", ""): v for k, v in sd.items() if not k.startswith("probe.")}
+
+
+def load_method_into(model: nn.Module, sd: dict[str, torch.Tensor], ckpt: Path, cfg: DictConfig) -> None:
+    """Every weight and buffer of the method (strict): the representation may read any of them (SimCLR v2's
+    projector layer, CMC's Lab statistics, a ViT's position embedding), so none may silently stay random."""
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("probe.")}
+    state = method_state(sd)
+    problems = [f"missing {k}" for k in own if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in own]
+    if not problems:
+        try:
+            model.load_state_dict(state, strict=False)
+        except RuntimeError as err:
+            lines = str(err).replace("\t", "\n").splitlines()
+            problems = [line.strip() for line in lines if line.strip()][1:]
+    if problems:
+        first = problems[:1] + ([f"(and {len(problems) - 1} more)"] if len(problems) > 1 else [])
         b = cfg.backbone
         raise UserError(
-            f"checkpoint '{ckpt}' holds a different backbone than the config builds (backbone.name={b.get('name')}, "
-            f"backbone.kwargs={OmegaConf.to_container(b.get('kwargs')) if b.get('kwargs') is not None else None}): "
-            f"{' '.join(first)} Fix: evaluate a checkpoint with the config of its own run (drop backbone.* "
-            "overrides, or pass the run dir the checkpoint came from).") from None
+            f"checkpoint '{ckpt}' holds a different backbone or method than the config builds "
+            f"(method={cfg.method.get('name')}, backbone.name={b.get('name')}, backbone.kwargs="
+            f"{OmegaConf.to_container(b.get('kwargs')) if b.get('kwargs') is not None else None}): "
+            f"{' '.join(first)} Fix: evaluate a checkpoint with the config of its own run (drop backbone.* / "
+            "method.* overrides, or pass the run dir the checkpoint came from).")
 
 
 def pick_device(device: str) -> torch.device:
@@ -120,7 +141,10 @@ def pick_device(device: str) -> torch.device:
 
 
 def build_for_eval(ckpt: str | Path, overrides: list[str] | None = None):
-    """(RunRef, datamodule after setup, method with the checkpoint's backbone weights, on CPU)."""
+    """(RunRef, datamodule after setup, the whole method with the checkpoint's weights, on CPU, eval mode).
+
+    The method is rebuilt by the same `build_method` as training (its config, channels_last as the run),
+    so that its `forward` - the representation - is the one the online kNN and probe evaluated."""
     run_dir, ckpt_file = resolve_run(ckpt)
     cfg = load_run_config(run_dir, overrides)
     sd = load_state_dict(ckpt_file)
@@ -132,8 +156,149 @@ def build_for_eval(ckpt: str | Path, overrides: list[str] | None = None):
         raise UserError(f"data '{cfg.data.name}' has no labelled train and test splits; offline evaluation "
                         "needs labels. Fix: evaluate on a labelled dataset (override data.*).")
     model = build_method(cfg, dm.num_classes)
-    load_backbone_into(model.backbone, sd, ckpt_file, cfg)
+    load_method_into(model, sd, ckpt_file, cfg)
+    model.eval()
     return RunRef(run_dir, ckpt_file, cfg), dm, model
+
+
+# ---- the representation, computed as the online kNN computes it ------------------------------------
+#: Lightning precision flags -> (autocast dtype, whole-model dtype); Lightning itself turns 16-mixed on a
+#: CPU into bf16-mixed (accelerator_connector), and so do we
+PRECISIONS = {"32-true": (None, None), "32": (None, None), "bf16-mixed": (torch.bfloat16, None),
+              "16-mixed": (torch.float16, None), "bf16-true": (None, torch.bfloat16),
+              "16-true": (None, torch.float16)}
+
+
+def run_precision(run_dir: Path, cfg: DictConfig) -> str:
+    """The precision the run trained (and ran its online kNN) with: results.json's record, else its config
+    resolved as training resolves it."""
+    try:
+        recorded = json.loads((run_dir / "results.json").read_text()).get("precision")
+    except (OSError, json.JSONDecodeError):
+        recorded = None
+    if recorded:
+        return str(recorded)
+    from ssl_bench.train import resolve_precision
+
+    t = cfg.get("trainer") or {}
+    return str(resolve_precision(t.get("precision", "auto"), str(t.get("accelerator", "auto"))))
+
+
+def resolve_eval_precision(option: Any, run_dir: Path, cfg: DictConfig, device: torch.device) -> str:
+    """`precision=run` (the run's own) or an explicit Lightning flag; validated."""
+    flag = run_precision(run_dir, cfg) if option in (None, "run", "auto") else str(option)
+    flag = {"bf16": "bf16-mixed", "16": "16-mixed", "32-true": "32-true"}.get(flag, flag)
+    if flag not in PRECISIONS:
+        raise ConfigError("precision", f"unknown precision {flag!r}.",
+                          f"use run (the run's own), or one of {', '.join(PRECISIONS)}.")
+    if flag == "16-mixed" and device.type == "cpu":
+        flag = "bf16-mixed"
+    return flag
+
+
+class Representation:
+    """`model(x)` - the method's representation (SSLMethod.forward) - computed at inference speed and
+    exactly as a validation epoch of the run computed it: eval mode, no grad, the run's precision
+    (`torch.autocast` for `*-mixed`, as Lightning's MixedPrecision), channels_last inputs when the run used
+    them, batches of the run's `data.eval_batch_size`. Features come back as float32 (the online kNN's
+    `self(x).float()`)."""
+
+    def __init__(self, model: nn.Module, device: torch.device, precision: str = "32-true",
+                 channels_last: bool = True, batch_size: int = 256):
+        self.model, self.device, self.precision = model, device, precision
+        self.channels_last, self.batch_size = bool(channels_last), int(batch_size)
+        self.autocast_dtype, model_dtype = PRECISIONS[precision]
+        model.to(device)
+        if model_dtype is not None:
+            model.to(model_dtype)
+        self.input_dtype = model_dtype
+        model.eval()
+        self._dim: int | None = None
+
+    def autocast(self):
+        """The run's mixed-precision context (a no-op for 32-bit runs); also used to fine-tune."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.input_dtype is not None:
+            x = x.to(self.input_dtype)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Features [B, D] float32 of one batch (the model must be in eval mode: see `features`)."""
+        with self.autocast():
+            return self.model(self.prepare(x)).float()
+
+    @torch.no_grad()
+    def features(self, dm, split: str,
+                 indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features [N, D] and labels [N] of a whole split (or of `indices` of it), un-augmented, in order."""
+        was_training = self.model.training
+        self.model.eval()
+        feats, labels = [], []
+        for x, y in SplitBatches(dm, split, self.batch_size, self.device, indices=indices)(shuffle=False):
+            feats.append(self(x))
+            labels.append(y)
+        self.model.train(was_training)
+        out = torch.cat(feats), torch.cat(labels)
+        self._dim = int(out[0].shape[1])
+        return out
+
+    def dim(self, dm) -> int:
+        """Width of the representation (SimCLR v2's projector layer and CMC's concatenation differ from the
+        backbone's num_features): one image of the test split through the model."""
+        if self._dim is None:
+            x, _ = next(iter(SplitBatches(dm, "test", 2, self.device)(shuffle=False)))
+            was_training = self.model.training
+            self.model.eval()
+            self._dim = int(self(x).shape[1])
+            self.model.train(was_training)
+        return self._dim
+
+    def info(self) -> dict[str, Any]:
+        return {"definition": f"{type(self.model).__name__}.forward", "precision": self.precision,
+                "channels_last": self.channels_last, "batch_size": self.batch_size, "dim": self._dim}
+
+
+def representation_parameters(model: nn.Module, x: torch.Tensor) -> list[nn.Parameter]:
+    """The parameters `model(x)` depends on: those that receive a gradient from its output. Fine-tuning
+    trains exactly these (e.g. SimCLR v2's first projector layer with the backbone; not a target network,
+    a queue or a loss head). Runs on a copy in eval mode, so no BatchNorm statistic moves."""
+    probe = copy.deepcopy(model).eval()
+    probe.requires_grad_(True)
+    with torch.enable_grad():
+        probe(x).float().sum().backward()
+    reached = {name for name, p in probe.named_parameters() if p.grad is not None}
+    return [p for name, p in model.named_parameters() if name in reached]
+
+
+def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fit indices, held-out indices) of a split: `fraction` of every class (rounded, at least one image of a
+    class with two or more) drawn with a fixed seed, so a selection on the held-out part is reproducible and
+    the class balance of both parts follows the split's. Indices are sorted."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError("select_fraction", f"must be in (0, 1), got {fraction}.", "use e.g. 0.1.")
+    labels = torch.as_tensor(labels).cpu()
+    gen = torch.Generator().manual_seed(int(seed))
+    held = []
+    for c in labels.unique(sorted=True):
+        idx = (labels == c).nonzero().squeeze(1)
+        n = idx.numel()
+        take = min(n - 1, max(1, round(fraction * n))) if n >= 2 else 0
+        held.append(idx[torch.randperm(n, generator=gen)[:take]])
+    val = torch.cat(held).sort().values if held else torch.zeros(0, dtype=torch.long)
+    mask = torch.ones(labels.numel(), dtype=torch.bool)
+    mask[val] = False
+    fit = mask.nonzero().squeeze(1)
+    if val.numel() == 0 or fit.numel() == 0:
+        raise ConfigError("select_fraction", "leaves no held-out or no fitting images of the "
+                          f"{labels.numel()} training images.",
+                          "use more training data (data.limit) or another fraction.")
+    return fit, val
 
 
 # ---- batches ----------------------------------------------------------------------------------------
@@ -147,20 +312,25 @@ def augment_pipeline(size: int, scale=(0.08, 1.0), hflip: float = 0.5):
 
 
 class SplitBatches:
-    """Batches `(x float normalised [B,3,S,S] on device, labels)` of one split of a set-up SSLDataModule.
+    """Batches `(x float normalised [B,3,S,S] on device, labels)` of one split of a set-up SSLDataModule,
+    or of the images `indices` of it (a held-out part of the train split, or the rest).
 
     `augment` (a ViewPipeline) draws a fresh random crop+flip per image and pass; without it the
     images are the un-augmented eval transform. In-memory data is indexed and transformed on the
     device (BatchViews / BatchEval); image folders go through a DataLoader with per-item transforms.
     """
 
-    def __init__(self, dm, split: str, batch_size: int, device: torch.device, augment=None, seed: int = 0):
+    def __init__(self, dm, split: str, batch_size: int, device: torch.device, augment=None, seed: int = 0,
+                 indices: torch.Tensor | None = None):
         from ssl_bench.data.datasets import TensorImages
 
         self.dm, self.batch_size, self.device = dm, int(batch_size), device
         ds = dm.splits[split]
         self.base = getattr(ds, "data", ds)  # _Transformed wraps in-memory data when device views are off
         self.in_memory = isinstance(self.base, TensorImages)
+        self.indices = None if indices is None else torch.as_tensor(indices, dtype=torch.long).cpu()
+        if self.in_memory and self.indices is not None:
+            self.base, self.indices = self.base.subset(self.indices), None
         self.generator = torch.Generator().manual_seed(seed)
         info = dm.info
         if self.in_memory:
@@ -170,11 +340,12 @@ class SplitBatches:
                 BatchEval(dm.eval_size, info.mean, info.std)
             self.augment = augment is not None
         else:
-            import copy
-
             from ssl_bench.data.views import build_cpu_views, cpu_eval_transform
 
             self.folder = copy.copy(self.base)
+            self._labels = torch.as_tensor(self.base.labels)
+            if self.indices is not None:
+                self._labels = self._labels[self.indices]
             if augment:
                 views = build_cpu_views([augment], info.mean, info.std)
                 self.folder.transform = _FirstView(views)
@@ -183,13 +354,13 @@ class SplitBatches:
 
     @property
     def labels(self) -> torch.Tensor:
-        return torch.as_tensor(self.base.labels)
+        return torch.as_tensor(self.base.labels) if self.in_memory else self._labels
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.base) if self.in_memory else int(self._labels.numel())
 
     def num_batches(self, drop_last: bool = False) -> int:
-        n = len(self.base)
+        n = len(self)
         return n // self.batch_size if drop_last else math.ceil(n / self.batch_size)
 
     def __call__(self, shuffle: bool = False, drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -204,9 +375,10 @@ class SplitBatches:
                 x = x[0] if isinstance(x, list) else x
                 yield x, self.base.labels[idx].to(self.device)
         else:
-            from torch.utils.data import DataLoader
+            from torch.utils.data import DataLoader, Subset
 
-            loader = DataLoader(self.folder, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
+            ds = self.folder if self.indices is None else Subset(self.folder, self.indices.tolist())
+            loader = DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
                                 num_workers=self.dm.num_workers, generator=self.generator)
             for x, y, _ in loader:
                 yield x.to(self.device), y.to(self.device)
@@ -220,19 +392,6 @@ class _FirstView:
 
     def __call__(self, img):
         return self.views(img)[0]
-
-
-@torch.no_grad()
-def extract_features(backbone: nn.Module, batches: SplitBatches) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features [N, D] (float32) and labels [N] of a whole split, backbone in eval mode, on batches.device."""
-    was_training = backbone.training
-    backbone.eval()
-    feats, labels = [], []
-    for x, y in batches(shuffle=False):
-        feats.append(backbone(x).float())
-        labels.append(y)
-    backbone.train(was_training)
-    return torch.cat(feats), torch.cat(labels)
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:

@@ -1,4 +1,6 @@
-"""Weighted cosine kNN classifier of InstDisc (Wu et al. 2018, sec. 3.4)."""
+"""Weighted cosine kNN classifier of InstDisc (Wu et al. 2018, sec. 3.4), shared by the online kNN of a
+validation epoch (SSLMethod.on_validation_epoch_end) and offline `mode=knn`; and the choice of (k, T) on a
+held-out part of the training split (never on the test split)."""
 from __future__ import annotations
 
 import torch
@@ -30,7 +32,27 @@ def knn_predict(test_feats: torch.Tensor, bank_feats: torch.Tensor, bank_labels:
 def knn_accuracy(test_feats, test_labels, bank_feats, bank_labels, num_classes: int, k: int = 200,
                  temperature: float = 0.1) -> tuple[float, float]:
     """(top-1, top-5) in percent."""
-    scores = knn_predict(test_feats, bank_feats, bank_labels, num_classes, k, temperature)
-    topk = scores.topk(min(5, num_classes), dim=1).indices
-    correct = topk == test_labels[:, None]
+    return _top(knn_predict(test_feats, bank_feats, bank_labels, num_classes, k, temperature), test_labels)
+
+
+def _top(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    topk = scores.topk(min(5, scores.shape[1]), dim=1).indices
+    correct = topk == labels[:, None]
     return 100.0 * correct[:, 0].float().mean().item(), 100.0 * correct.any(1).float().mean().item()
+
+
+@torch.no_grad()
+def select_knn(train_feats: torch.Tensor, train_labels: torch.Tensor, num_classes: int, ks, ts,
+               fit: torch.Tensor, held_out: torch.Tensor) -> tuple[dict, list[dict]]:
+    """Choose (k, T) on the TRAINING split only: the bank is its `fit` part, the queries its `held_out` part
+    (ssl_bench.eval.common.stratified_holdout). Returns (the chosen pair, every pair's held-out accuracy).
+    Ties go to the first pair of the grid (ks outer, ts inner). No test feature or label is an argument."""
+    bank, bank_y = train_feats[fit], train_labels[fit]
+    queries, query_y = train_feats[held_out], train_labels[held_out]
+    grid = []
+    for k in ks:
+        for t in ts:
+            top1, top5 = _top(knn_predict(queries, bank, bank_y, num_classes, int(k), float(t)), query_y)
+            grid.append({"k": int(k), "t": float(t), "heldout_top1": top1, "heldout_top5": top5})
+    best = max(grid, key=lambda r: r["heldout_top1"])  # max keeps the first of equal values
+    return {"k": best["k"], "t": best["t"]}, grid

@@ -1,25 +1,38 @@
-"""Offline linear evaluation and fine-tuning of a pretrained backbone.
+"""Offline linear evaluation and fine-tuning of a pretrained method's representation.
 
-Linear protocol (SimCLR appendix B.6, MoCo v3 / MAE for the BN): the backbone is frozen - eval mode,
+The representation is the method's `forward` (ssl_bench.eval.common.Representation), not its bare backbone:
+CPC v2's pooled patch grid, SimCLR v2's projector layer, CMC's concatenated encoders.
+
+Linear protocol (SimCLR appendix B.6, MoCo v3 / MAE for the BN): the method is frozen - eval mode,
 so BatchNorm statistics stay as trained, and requires_grad False - and a linear classifier (after a
 parameter-free BatchNorm of the features, `feature_norm`) is trained with SGD + momentum and a cosine
 schedule on random-resized-crop + flip views of the train split, then top-1/top-5 on the test split.
 
 `cache_features=true` computes the features of the un-augmented train images once and trains the
 head on those: an lr sweep then takes seconds, at the cost of the augmentation (usually a point or
-two of accuracy). Fine-tuning trains the backbone too (its own copy; the checkpoint is never written).
+two of accuracy).
+
+An lr list is chosen without the test split: each lr trains a head on the fit part of the train split
+(stratified, seeded; common.stratified_holdout) and is scored on its held-out part; the chosen lr is then
+trained again on the whole train split, and only that head is scored on the test split. (Most SSL papers
+pick the lr on the test split; that number is optimistic and is not what this reports.)
+
+Fine-tuning trains, on a copy, every parameter the representation depends on (those that get a gradient
+from `forward`: the backbone, and e.g. SimCLR v2's first projector layer) plus a linear head, at the run's
+precision; the checkpoint is never written.
 """
 from __future__ import annotations
 
 import copy
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_bench.eval.common import SplitBatches, augment_pipeline, cosine_lr, extract_features, topk_correct
+from ssl_bench.eval.common import (Representation, SplitBatches, augment_pipeline, cosine_lr,
+                                   representation_parameters, stratified_holdout, topk_correct)
 from ssl_bench.optim import build_optimizer
 
 
@@ -48,12 +61,40 @@ def make_optimizer(params, name: str, lr: float, momentum: float, weight_decay: 
 
 
 @torch.no_grad()
-def evaluate(predict, batches: SplitBatches) -> dict[str, float]:
-    top1 = top5 = n = 0
-    for x, y in batches(shuffle=False):
-        c1, c5 = topk_correct(predict(x).float(), y)
-        top1, top5, n = top1 + c1, top5 + c5, n + y.numel()
-    return {"top1": 100.0 * top1 / max(n, 1), "top5": 100.0 * top5 / max(n, 1)}
+def head_accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """{'top1', 'top5'} in percent of a head on fixed features."""
+    head.eval()
+    logits = torch.cat([head(x[i:i + 4096]).float() for i in range(0, x.shape[0], 4096)])
+    c1, c5 = topk_correct(logits, y)
+    return {"top1": 100.0 * c1 / max(y.numel(), 1), "top5": 100.0 * c5 / max(y.numel(), 1)}
+
+
+def train_head_on_features(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int = 100,
+                           lr: float = 0.1, batch_size: int = 256, momentum: float = 0.9,
+                           weight_decay: float = 0.0, optimizer: str = "sgd", feature_norm: bool = True,
+                           seed: int = 0) -> LinearHead:
+    """A linear head trained on fixed features (SGD/LARS, cosine schedule, shuffled mini-batches)."""
+    torch.manual_seed(seed)
+    head = LinearHead(x.shape[1], num_classes, feature_norm).to(x.device)
+    opt = make_optimizer(head.parameters(), optimizer, lr, momentum, weight_decay)
+    n = x.shape[0]
+    bs = min(batch_size, n)
+    steps_per_epoch = max(1, n // bs)
+    total, step = epochs * steps_per_epoch, 0
+    gen = torch.Generator().manual_seed(seed)
+    head.train()
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen).to(x.device)
+        for i in range(steps_per_epoch):
+            idx = order[i * bs:(i + 1) * bs]
+            for g in opt.param_groups:
+                g["lr"] = cosine_lr(step, total, lr)
+            loss = F.cross_entropy(head(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+    return head.eval()
 
 
 def train_linear_on_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
@@ -61,128 +102,153 @@ def train_linear_on_features(train_x: torch.Tensor, train_y: torch.Tensor, test_
                              batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 0.0,
                              optimizer: str = "sgd", feature_norm: bool = True, seed: int = 0) -> dict:
     """Train a linear head on fixed features; {'top1', 'top5', 'train_top1'} in percent."""
+    head = train_head_on_features(train_x, train_y, num_classes, epochs, lr, batch_size, momentum,
+                                  weight_decay, optimizer, feature_norm, seed)
+    train_top1 = head_accuracy(head, train_x, train_y)["top1"]
+    return {**head_accuracy(head, test_x, test_y), "train_top1": train_top1}
+
+
+def train_head_on_views(rep: Representation, dm, num_classes: int, indices: torch.Tensor | None, epochs: int,
+                        lr: float, batch_size: int, momentum: float, weight_decay: float, optimizer: str,
+                        feature_norm: bool, crop_scale, hflip: float, seed: int, log=print) -> LinearHead:
+    """A linear head trained on the frozen representation of fresh random crop + flip views of the train
+    split (or of its `indices`), one pass of the model per view."""
     torch.manual_seed(seed)
-    head = LinearHead(train_x.shape[1], num_classes, feature_norm).to(train_x.device)
+    views = augment_pipeline(dm.eval_size, crop_scale, hflip)
+    train = SplitBatches(dm, "train", batch_size, rep.device, augment=views, seed=seed, indices=indices)
+    head = LinearHead(rep.dim(dm), num_classes, feature_norm).to(rep.device)
     opt = make_optimizer(head.parameters(), optimizer, lr, momentum, weight_decay)
-    n = train_x.shape[0]
-    bs = min(batch_size, n)
-    steps_per_epoch = max(1, n // bs)
-    total, step = epochs * steps_per_epoch, 0
-    gen = torch.Generator().manual_seed(seed)
-    head.train()
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=gen).to(train_x.device)
-        for i in range(steps_per_epoch):
-            idx = order[i * bs:(i + 1) * bs]
+    total, step = epochs * max(1, train.num_batches(drop_last=True)), 0
+    for epoch in range(epochs):
+        head.train()
+        for x, y in train(shuffle=True, drop_last=True):
+            feats = rep(x)
             for g in opt.param_groups:
                 g["lr"] = cosine_lr(step, total, lr)
-            loss = F.cross_entropy(head(train_x[idx]), train_y[idx])
+            loss = F.cross_entropy(head(feats), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-    head.eval()
-    with torch.no_grad():
-        test_logits = torch.cat([head(test_x[i:i + 4096]) for i in range(0, test_x.shape[0], 4096)])
-        train_logits = torch.cat([head(train_x[i:i + 4096]) for i in range(0, n, 4096)])
-    c1, c5 = topk_correct(test_logits, test_y)
-    t1, _ = topk_correct(train_logits, train_y)
-    return {"top1": 100.0 * c1 / test_y.numel(), "top5": 100.0 * c5 / test_y.numel(), "train_top1": 100.0 * t1 / n}
+        if epoch == epochs - 1 or (epoch + 1) % max(1, epochs // 5) == 0:
+            log(f"linear lr={lr:g} epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}")
+    return head.eval()
 
 
-def freeze(backbone: nn.Module) -> nn.Module:
-    backbone.eval()
-    backbone.requires_grad_(False)
-    return backbone
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    model.requires_grad_(False)
+    return model
 
 
-def linear_eval(backbone: nn.Module, dm, num_classes: int, device: torch.device, epochs: int = 100,
+def linear_eval(rep: Representation, dm, num_classes: int, epochs: int = 100,
                 lr: float | Sequence[float] = 0.1, batch_size: int = 256, momentum: float = 0.9,
                 weight_decay: float = 0.0, optimizer: str = "sgd", feature_norm: bool = True,
                 cache_features: bool = False, crop_scale=(0.08, 1.0), hflip: float = 0.5, seed: int = 0,
-                log=print) -> dict:
-    """The linear protocol on a frozen `backbone` (left bit-identical). A list of lrs is a sweep; the
-    result lists every lr and reports the best one (chosen on the test split: an optimistic number,
-    as in most SSL papers; say so when you compare)."""
+                select_fraction: float = 0.1, log=print) -> dict:
+    """The linear protocol on the frozen representation `rep` (its model is left bit-identical).
+
+    One lr: a head trained on the whole train split, scored on the test split. A list of lrs: chosen on a
+    held-out `select_fraction` of the train split (see the module docstring), then the same."""
     lrs = [float(v) for v in (lr if isinstance(lr, (list, tuple)) else [lr])]
-    freeze(backbone).to(device)
+    freeze(rep.model)
     started = time.time()
-    test = SplitBatches(dm, "test", max(batch_size, 256), device)
-    runs = []
+    hyper = dict(epochs=epochs, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+                 optimizer=optimizer, feature_norm=feature_norm, seed=seed)
+    train_labels = SplitBatches(dm, "train", batch_size, rep.device).labels
     if cache_features:
-        plain = SplitBatches(dm, "train", max(batch_size, 256), device)
-        tr_x, tr_y = extract_features(backbone, plain)
-        te_x, te_y = extract_features(backbone, test)
-        for one in lrs:
-            res = train_linear_on_features(tr_x, tr_y, te_x, te_y, num_classes, epochs, one, batch_size, momentum,
-                                           weight_decay, optimizer, feature_norm, seed)
-            log(f"linear (cached features) lr={one:g}: top1 {res['top1']:.2f} top5 {res['top5']:.2f}")
-            runs.append({"lr": one, **res})
+        tr_x, tr_y = rep.features(dm, "train")
+
+        def fit(one: float, idx: torch.Tensor | None) -> nn.Module:
+            x, y = (tr_x, tr_y) if idx is None else (tr_x[idx], tr_y[idx])
+            return train_head_on_features(x, y, num_classes, lr=one, **hyper)
+
+        def heldout(head: nn.Module, idx: torch.Tensor) -> dict:
+            return head_accuracy(head, tr_x[idx], tr_y[idx])
     else:
-        aug = augment_pipeline(dm.eval_size, crop_scale, hflip)
-        for one in lrs:
-            torch.manual_seed(seed)
-            train = SplitBatches(dm, "train", batch_size, device, augment=aug, seed=seed)
-            head = LinearHead(int(backbone.num_features), num_classes, feature_norm).to(device)
-            opt = make_optimizer(head.parameters(), optimizer, one, momentum, weight_decay)
-            total, step = epochs * max(1, train.num_batches(drop_last=True)), 0
-            for epoch in range(epochs):
-                head.train()
-                for x, y in train(shuffle=True, drop_last=True):
-                    with torch.no_grad():
-                        feats = backbone(x).float()
-                    for g in opt.param_groups:
-                        g["lr"] = cosine_lr(step, total, one)
-                    loss = F.cross_entropy(head(feats), y)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    step += 1
-                if epoch == epochs - 1 or (epoch + 1) % max(1, epochs // 5) == 0:
-                    log(f"linear lr={one:g} epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}")
-            head.eval()
-            res = evaluate(lambda x: head(backbone(x).float()), test)
-            log(f"linear lr={one:g}: top1 {res['top1']:.2f} top5 {res['top5']:.2f}")
-            runs.append({"lr": one, **res})
-    best = max(runs, key=lambda r: r["top1"])
-    return {"top1": best["top1"], "top5": best["top5"], "lr": best["lr"], "sweep": runs, "epochs": epochs,
+        def fit(one: float, idx: torch.Tensor | None) -> nn.Module:
+            return train_head_on_views(rep, dm, num_classes, idx, lr=one, crop_scale=crop_scale, hflip=hflip,
+                                       log=log, **hyper)
+
+        def heldout(head: nn.Module, idx: torch.Tensor) -> dict:
+            return head_accuracy(head, *rep.features(dm, "train", indices=idx))
+
+    chosen, selection = lrs[0], None
+    if len(lrs) > 1:
+        chosen, selection = select_lr(lrs, train_labels, fit, heldout, select_fraction, seed, log)
+    head = fit(chosen, None)                                    # the whole train split
+    res = head_accuracy(head, *rep.features(dm, "test"))
+    log(f"linear lr={chosen:g} (trained on the whole train split): test top1 {res['top1']:.2f} "
+        f"top5 {res['top5']:.2f}")
+    return {"top1": res["top1"], "top5": res["top5"], "lr": chosen, "selection": selection, "epochs": epochs,
             "optimizer": optimizer, "batch_size": batch_size, "weight_decay": weight_decay,
             "feature_norm": feature_norm, "cache_features": cache_features,
             "augmentation": None if cache_features else {"crop_scale": list(crop_scale), "hflip": hflip},
             "time_s": round(time.time() - started, 2)}
 
 
-def finetune_eval(backbone: nn.Module, dm, num_classes: int, device: torch.device, epochs: int = 30,
-                  lr: float = 0.05, batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
+def select_lr(lrs: Sequence[float], train_labels: torch.Tensor, fit: Callable, heldout: Callable,
+              fraction: float, seed: int, log=print) -> tuple[float, dict]:
+    """The lr with the best held-out top-1 (the first of equals), from heads trained on the rest of the train
+    split. `fit(lr, indices)` and `heldout(head, indices)` only ever see train-split images."""
+    fit_idx, val_idx = stratified_holdout(train_labels, fraction, seed)
+    grid = []
+    for one in lrs:
+        acc = heldout(fit(one, fit_idx), val_idx)
+        log(f"linear lr={one:g}: held-out train top1 {acc['top1']:.2f}")
+        grid.append({"lr": one, "heldout_top1": acc["top1"], "heldout_top5": acc["top5"]})
+    chosen = max(grid, key=lambda r: r["heldout_top1"])["lr"]
+    return chosen, {"chosen_on": "held-out part of the train split", "fraction": fraction, "seed": seed,
+                    "num_fit": int(fit_idx.numel()), "num_heldout": int(val_idx.numel()),
+                    "metric": "heldout_top1",
+                    "grid": grid, "chosen": {"lr": chosen},
+                    "then": "retrained on the whole train split; top1/top5 are its test accuracy"}
+
+
+def finetune_eval(rep: Representation, dm, num_classes: int, epochs: int = 30, lr: float = 0.05,
+                  batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
                   optimizer: str = "sgd", crop_scale=(0.08, 1.0), hflip: float = 0.5, seed: int = 0,
                   log=print) -> dict:
-    """Train a copy of the backbone and a linear head end to end (crop + flip views, SGD, cosine)."""
-    if isinstance(lr, (list, tuple)):
-        lr = lr[0]
+    """Train a copy of the representation's parameters and a linear head end to end (crop + flip views, SGD,
+    cosine), at the run's precision; score the test split."""
     torch.manual_seed(seed)
     started = time.time()
-    net = copy.deepcopy(backbone).to(device)
-    net.requires_grad_(True)
-    head = nn.Linear(int(net.num_features), num_classes).to(device)
-    model = nn.Sequential(net, head)
-    opt = make_optimizer(model.parameters(), optimizer, float(lr), momentum, weight_decay)
-    train = SplitBatches(dm, "train", batch_size, device, augment=augment_pipeline(dm.eval_size, crop_scale, hflip),
-                         seed=seed)
-    test = SplitBatches(dm, "test", max(batch_size, 256), device)
+    model = copy.deepcopy(rep.model)
+    tuned = Representation(model, rep.device, rep.precision, rep.channels_last, rep.batch_size)
+    views = augment_pipeline(dm.eval_size, crop_scale, hflip)
+    train = SplitBatches(dm, "train", batch_size, rep.device, augment=views, seed=seed)
+    x0, _ = next(iter(SplitBatches(dm, "train", 2, rep.device)(shuffle=False)))
+    params = representation_parameters(model, tuned.prepare(x0))
+    model.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    trained = sorted({name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad})
+    head = nn.Linear(rep.dim(dm), num_classes).to(rep.device)
+    opt = make_optimizer(params + list(head.parameters()), optimizer, float(lr), momentum, weight_decay)
+    scaler = torch.amp.GradScaler(rep.device.type) if tuned.autocast_dtype == torch.float16 else None
     total, step = epochs * max(1, train.num_batches(drop_last=True)), 0
     for epoch in range(epochs):
         model.train()
         for x, y in train(shuffle=True, drop_last=True):
             for g in opt.param_groups:
                 g["lr"] = cosine_lr(step, total, float(lr))
-            loss = F.cross_entropy(model(x).float(), y)
+            with tuned.autocast():
+                logits = head(model(tuned.prepare(x)))
+            loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
             step += 1
         log(f"finetune epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}")
     model.eval()
-    res = evaluate(model, test)
+    res = head_accuracy(head.float(), *tuned.features(dm, "test"))
     log(f"finetune: top1 {res['top1']:.2f} top5 {res['top5']:.2f}")
     return {**res, "lr": float(lr), "epochs": epochs, "optimizer": optimizer, "batch_size": batch_size,
-            "weight_decay": weight_decay, "time_s": round(time.time() - started, 2)}
+            "weight_decay": weight_decay, "trained_modules": trained,
+            "trained_parameters": int(sum(p.numel() for p in params)),
+            "time_s": round(time.time() - started, 2)}

@@ -21,6 +21,10 @@ evaluated). With ResNet-18 and the small-input stem at 32 px these are 8x8 and 4
 widths are not n_rkhs, f1 is embedded too: all three scales go through AMDIM's 1x1 "fake RKHS" residual
 embedding (`ResidualEmbed1x1`, BatchNorm out, zero-initialised residual branch), the smallest faithful piece;
 the official code embeds f5 and f7 that way and takes f1 as it is.
+
+Each view goes through the encoder (and its embeddings) in a call of its own, BN statistics per view, as the
+official code (Philip-Bachman/amdim-public@8754ae1, model.py `Model.forward`: self.encoder(x1), then
+self.encoder(x2)): `bn_stats: per_view`; `joint` puts both views in one call.
 """
 from __future__ import annotations
 
@@ -71,8 +75,8 @@ class AMDIM(SSLMethod):
     min_batch_size = 2          # the negatives are the other images of the batch
 
     def __init__(self, backbone: nn.Module, n_rkhs: int = 1024, layer_5: int = -1, layer_7: int = -2,
-                 tclip: float | None = 20.0, score_reg: float = 4e-2, **kwargs):
-        super().__init__(backbone, **kwargs)
+                 tclip: float | None = 20.0, score_reg: float = 4e-2, bn_stats: str = "per_view", **kwargs):
+        super().__init__(backbone, bn_stats=bn_stats, **kwargs)
         if n_rkhs < 1:
             raise ConfigError("method.n_rkhs", f"must be >= 1, got {n_rkhs}.", "use the paper's 1024 (CIFAR/STL).")
         if tclip is not None and tclip <= 0:
@@ -88,15 +92,16 @@ class AMDIM(SSLMethod):
         self.embed_5 = ResidualEmbed1x1(layer_channels(backbone, self.layer_5), n_rkhs, "batch", True)
         self.embed_7 = ResidualEmbed1x1(layer_channels(backbone, self.layer_7), n_rkhs, "batch", True)
 
-    def training_loss(self, views, labels, index):
-        n = views[0].shape[0]
-        x = torch.cat(views[:2])                                                  # 2N x 3 x H x W, one pass
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pooled features, r1 N x D, r5 N x D x L5, r7 N x D x L7) of one call's images."""
         feats, (m5, m7) = forward_with_maps(self.backbone, x, [self.layer_5, self.layer_7])
-        r1 = self.embed_1(feats)                                                  # 2N x D
-        r5 = self.embed_5(m5).flatten(2)                                          # 2N x D x L5
-        r7 = self.embed_7(m7).flatten(2)                                          # 2N x D x L7
-        loc5 = random_locations(r5)                                               # 5-5 antecedent locations
-        out = multiscale_nce(r1.split(n), r5.split(n), r7.split(n), loc5.split(n), self.tclip, self.score_reg)
+        return feats, self.embed_1(feats), self.embed_5(m5).flatten(2), self.embed_7(m7).flatten(2)
+
+    def training_loss(self, views, labels, index):
+        (f_a, r1_a, r5_a, r7_a), (f_b, r1_b, r5_b, r7_b) = self.forward_views(self.encode, views[:2])
+        r1, r5, r7 = (r1_a, r1_b), (r5_a, r5_b), (r7_a, r7_b)                 # per view: N x D (x L)
+        loc5 = tuple(random_locations(r) for r in r5)                          # 5-5 antecedent locations
+        out = multiscale_nce(r1, r5, r7, loc5, self.tclip, self.score_reg)
         loss = out.pop("loss")
         terms = {k: v.detach() for k, v in out.items()}
-        return {"loss": loss, "feats": feats, "z_std": embedding_std(r1), **terms}
+        return {"loss": loss, "feats": torch.cat([f_a, f_b]), "z_std": embedding_std(torch.cat(r1)), **terms}

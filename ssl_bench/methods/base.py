@@ -21,7 +21,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_bench.errors import ConfigError
 from ssl_bench.eval.knn import knn_accuracy
-from ssl_bench.optim import SCHEDULERS, build_optimizer, split_decay_groups, warmup_cosine
+from ssl_bench.nn.multicrop import BN_STATS, forward_views
+from ssl_bench.optim import (build_optimizer, optimizer_options, scheduler_options, split_decay_groups,
+                             warmup_cosine_lr, warmup_overshoot, warmup_step_factor)
 
 
 def _rng_states() -> dict[str, Any]:
@@ -55,7 +57,8 @@ class SSLMethod(pl.LightningModule):
     num_large_crops: int = 2
 
     def __init__(self, backbone: nn.Module, num_classes: int = 0, optimizer: dict | None = None,
-                 scheduler: dict | None = None, probe_lr: float = 0.1, knn_k: int = 200, knn_t: float = 0.1):
+                 scheduler: dict | None = None, probe_lr: float = 0.1, knn_k: int = 200, knn_t: float = 0.1,
+                 bn_stats: str = "per_view"):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
@@ -63,12 +66,22 @@ class SSLMethod(pl.LightningModule):
         self.num_classes = int(num_classes)
         self.optim_cfg = dict(optimizer or {"name": "sgd", "lr": 0.1})
         self.sched_cfg = dict(scheduler or {"name": "constant"})
+        # a bad optimizer / scheduler key fails here, before any data is loaded
+        opt = {k: v for k, v in self.optim_cfg.items() if k not in ("name", "lr", "scale_lr", "weight_decay")}
+        optimizer_options(self.optim_cfg.get("name"), self.optim_cfg.get("lr"),
+                          self.optim_cfg.get("weight_decay", 0.0), opt)
+        scheduler_options(self.sched_cfg)
         if probe_lr <= 0:
             raise ConfigError("online_eval.probe_lr", f"must be positive, got {probe_lr}.")
         if knn_k < 1 or knn_t <= 0:
             raise ConfigError("online_eval.knn_k" if knn_k < 1 else "online_eval.knn_t",
                               f"kNN needs k >= 1 and temperature > 0 (got k={knn_k}, t={knn_t}).")
         self.probe_lr, self.knn_k, self.knn_t = probe_lr, knn_k, knn_t
+        if bn_stats not in BN_STATS:
+            raise ConfigError("method.bn_stats", f"must be one of {', '.join(BN_STATS)}, got '{bn_stats}'.",
+                              "per_view: one network call per view (BN statistics per view); joint: the "
+                              "views of one resolution in one call (BN over all of them).")
+        self.bn_stats = bn_stats
         if self.num_classes > 0:
             self.probe = nn.Linear(self.feat_dim, self.num_classes)
             self.probe_top1 = MulticlassAccuracy(self.num_classes, top_k=1)
@@ -86,8 +99,26 @@ class SSLMethod(pl.LightningModule):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone features (the representation that is evaluated)."""
+        """THE representation of the method: normalised images [B, C, H, W] -> features [B, D].
+
+        This one method is what every evaluation measures: the online kNN and probe (validation_step), and
+        offline `python -m ssl_bench.eval` (knn, linear, finetune, embed), which rebuilds the whole method
+        from the run and calls it (ssl_bench.eval.common.Representation). Default: the backbone's pooled
+        features. A method whose paper evaluates something else overrides this (CPC v2: the patch grid
+        mean-pooled; SimCLR v2: the projector's first layer; CMC: its colour-view encoders concatenated),
+        and `D` may then differ from `self.feat_dim`. It must be deterministic in eval mode (no augmentation,
+        no sampling), or online and offline numbers cannot agree. Fine-tuning trains exactly the parameters
+        it reaches. (DESIGN.md suggests a separate `representation(x)`; `forward` is kept as that one
+        definition because Lightning's `self(x)` and predict, torch.jit.trace and ONNX export call it: a
+        second name would be a second definition that could drift from it.)
+        """
         return self.backbone(x)
+
+    def forward_views(self, fn, views: list[torch.Tensor], splits: int = 1) -> list:
+        """`fn` (a network with BatchNorm: backbone, head) over every view, one output per view, grouped into
+        calls by `bn_stats`: per_view, one call per view; joint, one call per resolution (nn/multicrop.py).
+        The same grouping on every device. `splits` > 1 simulates that many devices (SplitBatchNorm)."""
+        return forward_views(fn, views, joint=self.bn_stats == "joint", splits=splits)
 
     # ---- training ---------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -129,7 +160,9 @@ class SSLMethod(pl.LightningModule):
     # ---- online evaluation ------------------------------------------------------------------
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         x, labels, _ = batch
-        feats = self(x).float()              # forward(): the representation a method evaluates
+        # forward(), the representation; under Lightning: eval mode, no grad, the run's precision (autocast),
+        # channels_last inputs. Offline eval computes the very same (ssl_bench.eval.common.Representation).
+        feats = self(x).float()
         self._val_store[dataloader_idx].append((feats, labels))
         if dataloader_idx == 1 and self.probe is not None:
             self.probe_top1.update(self.probe(feats).float(), labels)
@@ -154,47 +187,72 @@ class SSLMethod(pl.LightningModule):
             self.knn_init = top1
 
     # ---- optimisation -----------------------------------------------------------------------
-    def parameter_groups(self, exclude_bias_and_norm: bool) -> list[dict]:
+    def parameter_groups(self, exclude_bias_and_norm: bool = False) -> list[dict]:
         """Groups for every trainable module except the probe. Methods override to add special groups
-        (e.g. a predictor with a fixed lr: mark its group with `fixed_lr: True`)."""
+        (e.g. a predictor with a fixed lr: mark its group with `fixed_lr: True`). configure_optimizers asks
+        for unsplit groups: `optimizer.exclude_bias_n_norm` is applied by build_optimizer, one rule per
+        optimizer as its source has it."""
         modules = nn.ModuleDict({n: m for n, m in self.named_children() if n not in ("probe", "probe_top1")})
         return split_decay_groups(modules, exclude_bias_and_norm)
 
     def configure_optimizers(self):
         cfg = dict(self.optim_cfg)
         name, lr = cfg.pop("name"), float(cfg.pop("lr"))
-        scale_lr = cfg.pop("scale_lr", False)
-        exclude = cfg.pop("exclude_bias_n_norm", True)
-        if scale_lr:
+        if cfg.pop("scale_lr", False):  # linear scaling (Goyal et al. 2017): lr x global batch / 256
             batch = getattr(self.trainer.datamodule, "batch_size", 256)
             lr = lr * batch * self.trainer.world_size * self.trainer.accumulate_grad_batches / 256
-        groups = self.parameter_groups(exclude)
-        if self.probe is not None:
+        groups = self.parameter_groups(False)   # exclude_bias_n_norm: build_optimizer applies it
+        if self.probe is not None:  # plain SGD step (LARS: no trust ratio), no weight decay
             groups.append({"params": list(self.probe.parameters()), "lr": self.probe_lr, "weight_decay": 0.0,
                            "lars_adapt": False, "is_probe": True})
         optimizer = build_optimizer(groups, name, lr, **cfg)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": self._build_scheduler(optimizer), "interval": "step"}}
 
+    def _steps_per_epoch(self, total: int) -> tuple[float, int]:
+        """Optimizer steps per epoch, twice: the warm-up converts epochs with solo-learn's
+        estimated_stepping_batches / max_epochs (solo/methods/base.py @ 9187ea3), a float; the epoch
+        boundaries of step decay take the whole number of optimizer steps in one epoch."""
+        batches = self.trainer.num_training_batches
+        whole = max(1, math.ceil(batches / self.trainer.accumulate_grad_batches)) if math.isfinite(batches) \
+            else max(1, total)
+        max_epochs = self.trainer.max_epochs or 0
+        if (self.trainer.max_steps and self.trainer.max_steps > 0) or max_epochs <= 0:
+            return float(whole), whole
+        return total / max_epochs, whole
+
     def _build_scheduler(self, optimizer):
-        cfg = dict(self.sched_cfg)
-        name = cfg.pop("name", "constant")
-        if name not in SCHEDULERS:
-            raise ConfigError("scheduler.name", f"unknown scheduler '{name}'.", f"choose one of {', '.join(SCHEDULERS)}.")
-        total = int(self.trainer.estimated_stepping_batches)
+        """A LambdaLR stepped every optimizer step: per group the multiplier lr_g(step) / base_lr_g of the
+        schedule in ssl_bench.optim, so it holds no state and a resumed run continues exactly. `fixed_lr`
+        groups keep their lr."""
+        name, cfg = scheduler_options(self.sched_cfg)
         if name == "constant":
-            fn = lambda step: 1.0  # noqa: E731
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch, whole = self._steps_per_epoch(total)
+        warmup = float(cfg["warmup_steps"]) if cfg["warmup_steps"] is not None \
+            else float(cfg["warmup_epochs"]) * per_epoch   # warmup_steps wins when set
+        if name == "warmup_cosine":
+            start, floor = float(cfg["warmup_start_lr"]), float(cfg["min_lr"])
+            peak = warmup_overshoot(warmup, start, float(optimizer.param_groups[0]["lr"]))
+            if abs(peak - 1) > 0.01:
+                rank_zero_warn(f"warmup_cosine: {warmup:g} warm-up steps is not a whole number, and the "
+                               f"schedule (solo-learn's, exactly) then peaks at {peak:.3g} x optimizer.lr. "
+                               "Set scheduler.warmup_steps, or a warmup_epochs giving whole steps.")
+
+            def make(base: float):
+                return lambda step: warmup_cosine_lr(step, base, total, warmup, start, floor) / base
         else:
+            milestones, gamma = cfg["milestones"], float(cfg["gamma"])
             max_epochs = self.trainer.max_epochs or 0
-            if self.trainer.max_steps and self.trainer.max_steps > 0 or max_epochs <= 0:
-                per_epoch = max(1, math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)) \
-                    if math.isfinite(self.trainer.num_training_batches) else total
-            else:
-                per_epoch = max(1, total // max_epochs)
-            warmup = int(round(float(cfg.get("warmup_epochs", 0)) * per_epoch))
-            start, floor = float(cfg.get("warmup_start_factor", 0.0)), float(cfg.get("min_lr_factor", 0.0))
-            fn = lambda step: warmup_cosine(step, total, warmup, start, floor)  # noqa: E731
-        fns = [(lambda step: 1.0) if g.get("fixed_lr") else fn for g in optimizer.param_groups]
+            if max_epochs > 0 and any(m >= max_epochs for m in milestones):
+                rank_zero_warn(f"scheduler.milestones {milestones}: those >= trainer.max_epochs={max_epochs} "
+                               "never decay the lr.")
+
+            def make(base: float):
+                return lambda step: warmup_step_factor(step, whole, warmup, milestones, gamma)
+        fns = [(lambda step: 1.0) if g.get("fixed_lr") else make(float(g["lr"]))
+               for g in optimizer.param_groups]
         return torch.optim.lr_scheduler.LambdaLR(optimizer, fns)
 
     # ---- checkpoint extras ------------------------------------------------------------------

@@ -21,11 +21,16 @@ class BYOL(SSLMethod):
     The target (backbone + projector) is an exponential moving average of the online weights, with tau
     rising from `base_tau` to `final_tau` on a cosine over all optimizer steps (paper, sec. 3.2). It is
     updated in `after_optimizer_step`, so gradient accumulation does not speed it up.
+
+    Both networks see one view per call, BN statistics per view, as the official code
+    (deepmind-research@d8df415, byol/byol_experiment.py `_forward`: `apply_once_fn` on view1, then on view2):
+    `bn_stats: per_view`; `joint` puts both views in one call.
     """
 
     def __init__(self, backbone: nn.Module, proj_hidden_dim: int = 4096, proj_output_dim: int = 256,
-                 pred_hidden_dim: int = 4096, base_tau: float = 0.99, final_tau: float = 1.0, **kwargs):
-        super().__init__(backbone, **kwargs)
+                 pred_hidden_dim: int = 4096, base_tau: float = 0.99, final_tau: float = 1.0,
+                 bn_stats: str = "per_view", **kwargs):
+        super().__init__(backbone, bn_stats=bn_stats, **kwargs)
         for key, tau in (("base_tau", base_tau), ("final_tau", final_tau)):
             if not 0.0 <= tau <= 1.0:
                 raise ConfigError(f"method.{key}", f"must lie in [0, 1], got {tau}.",
@@ -50,18 +55,19 @@ class BYOL(SSLMethod):
         self._steps_without_trainer = 0
 
     @torch.no_grad()
-    def target_projections(self, x: torch.Tensor) -> torch.Tensor:
-        return self.target_projector(self.target_backbone(x))         # 2N x D
+    def target_projections(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.forward_views(self.target_projector, self.forward_views(self.target_backbone, views))
 
     def training_loss(self, views, labels, index):
-        x = torch.cat(views[:2])                                       # both views in one call
-        feats = self.backbone(x)                                       # 2N x F
-        z = self.projector(feats)                                      # 2N x D
-        p1, p2 = self.predictor(z).chunk(2)                            # N x D each
-        t1, t2 = self.target_projections(x).chunk(2)                   # N x D each, no grad
+        feats = self.forward_views(self.backbone, views[:2])          # 2 x (N x F); calls grouped by bn_stats
+        z = self.forward_views(self.projector, feats)                  # 2 x (N x D)
+        p1, p2 = self.forward_views(self.predictor, z)                 # N x D each
+        t1, t2 = self.target_projections(views[:2])                    # N x D each, no grad
         # the paper's symmetrised loss: the SUM of both directions, each 2 - 2 cos averaged over the batch
         loss = byol_loss(p1, t2) + byol_loss(p2, t1)
-        return {"loss": loss, "feats": feats, "z_std": embedding_std(z), "tau": z.new_tensor(self.tau).float()}
+        z = torch.cat(z)
+        return {"loss": loss, "feats": torch.cat(feats), "z_std": embedding_std(z),
+                "tau": z.new_tensor(self.tau).float()}
 
     # ---- after each optimizer step: EMA of the target ------------------------------------------
     def _schedule_position(self) -> tuple[int, int]:

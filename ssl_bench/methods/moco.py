@@ -6,6 +6,12 @@ https://arxiv.org/abs/2003.04297 (v2: MLP head, T=0.2, blur, cosine schedule - t
 A query encoder (backbone + head) is trained with InfoNCE against the key of the other view, computed by
 a momentum (EMA) copy of the encoder, and against a queue of keys from earlier batches.
 `proj_norm` (off: the papers' heads) puts BN in the head, as MoCo v3: needed for short runs (see the tests).
+
+The symmetric loss is the official CIFAR demo's (facebookresearch/moco@f736491,
+colab/moco_cifar10_demo.ipynb, `ModelMoCo.forward`): loss = loss_12 + loss_21, each crop a query in one
+term and a key in the other, every encoder call on one crop (`contrastive_loss(im1, im2)` then
+`contrastive_loss(im2, im1)`: `bn_stats: per_view`). The sum, not the mean: at the same lr a symmetric step
+is twice an asymmetric one, as in the demo.
 """
 from __future__ import annotations
 
@@ -21,14 +27,8 @@ from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.nn.dist import gather_no_grad, world
 from ssl_bench.nn.ema import cosine_tau, ema_update, make_target
 from ssl_bench.nn.heads import MLP
+from ssl_bench.nn.multicrop import split_forward
 from ssl_bench.nn.queue import FeatureQueue
-
-
-def split_forward(encoder: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, splits: int = 1) -> torch.Tensor:
-    """encoder(x) as `splits` consecutive sub-batches, each normalised by its own BatchNorm statistics: the
-    official CIFAR demo's SplitBatchNorm, `splits` virtual devices on one. Sub-batches never fall below 2."""
-    splits = max(1, min(int(splits), x.shape[0] // 2))
-    return encoder(x) if splits == 1 else torch.cat([encoder(c) for c in x.chunk(splits)])
 
 
 @torch.no_grad()
@@ -41,7 +41,7 @@ def shuffled_key_forward(encoder: Callable[[torch.Tensor], torch.Tensor], x: tor
     keys are gathered back and un-shuffled. On one device the same effect comes from `bn_splits` virtual
     devices: the batch is permuted and encoded as `bn_splits` sub-batches, each normalised by its own BN
     statistics (like the official CIFAR demo's SplitBatchNorm, bn_splits=8; 1 = one BN over the batch).
-    The queries are encoded in the same number of (unshuffled) sub-batches (`split_forward`), as in the demo,
+    The queries are encoded in the same number of (unshuffled) sub-batches (`forward_views`), as in the demo,
     where SplitBatchNorm sits in both encoders (with one BN over the whole batch for the queries, a query and
     its key share this batch's statistics while the queue's keys do not). Note, measured on short CPU runs:
     this alone does not stop the other shortcut of a fast key encoder (m=0.9), the whole embedding drifting
@@ -69,8 +69,8 @@ class MoCo(SSLMethod):
     def __init__(self, backbone: nn.Module, temperature: float = 0.07, queue_size: int = 65536,
                  proj_layers: int = 1, proj_hidden_dim: int | None = None, proj_output_dim: int = 128,
                  momentum_tau: float = 0.999, final_tau: float | None = None, symmetric: bool = False,
-                 bn_splits: int = 8, proj_norm: bool = False, **kwargs):
-        super().__init__(backbone, **kwargs)
+                 bn_splits: int = 8, proj_norm: bool = False, bn_stats: str = "per_view", **kwargs):
+        super().__init__(backbone, bn_stats=bn_stats, **kwargs)
         if temperature <= 0:
             raise ConfigError("method.temperature", f"must be positive, got {temperature}.",
                               "use MoCo's 0.07 (v1) or 0.2 (v2).")
@@ -89,38 +89,41 @@ class MoCo(SSLMethod):
         # v1: fc to 128-d; v2: fc-ReLU-fc (hidden = the backbone's width, no BN, as the official code).
         # proj_norm: BatchNorm after the hidden layers and on the output (no affine), as MoCo v3's head
         self.projector = MLP(self.feat_dim, proj_hidden_dim or self.feat_dim, proj_output_dim,
-                             num_layers=proj_layers, norm=proj_norm, last_norm=proj_norm, last_affine=False)
+                             num_layers=proj_layers, bn="all" if proj_norm else "none", last_scale=False,
+                             last_shift=False)
         self.target_backbone = make_target(self.backbone)    # key encoder: EMA of the query encoder
         self.target_projector = make_target(self.projector)
         self.queue = FeatureQueue(queue_size, proj_output_dim)
 
     # ---- forward pieces ------------------------------------------------------------------------
-    def encode_keys(self, x: torch.Tensor, bn_splits: int | None = None) -> torch.Tensor:
-        """Keys (NxD, no gradient) of images x by the momentum encoder, with shuffled BN."""
-        return shuffled_key_forward(lambda b: self.target_projector(self.target_backbone(b)), x,
-                                    self.bn_splits if bn_splits is None else bn_splits)
+    def encode_keys(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Keys (N x D each, no gradient) of the views by the momentum encoder, with shuffled BN over
+        bn_splits virtual devices; grouped into calls by bn_stats (per_view: each crop shuffled alone)."""
+        encoder = lambda b: self.target_projector(self.target_backbone(b))          # noqa: E731
+        return self.forward_views(lambda x: shuffled_key_forward(encoder, x, self.bn_splits), views)
+
+    def encode_queries(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(backbone features, queries) of the views, over bn_splits unshuffled virtual devices."""
+        feats = self.forward_views(self.backbone, views, self.bn_splits)               # N x F each
+        return feats, self.forward_views(self.projector, feats, self.bn_splits)        # N x D each
 
     # ---- the loss -----------------------------------------------------------------------------
     def training_loss(self, views, labels, index):
-        x1, x2 = views[0], views[1]
         negatives = self.queue()                                             # K x D
         if self.symmetric:            # both crops are queries and keys (the official CIFAR demo's option)
-            # 2 x bn_splits sub-batches over the 2N crops: each crop's batch keeps bn_splits of them
-            feats = split_forward(self.backbone, torch.cat([x1, x2]), 2 * self.bn_splits)   # 2N x F
-            q = split_forward(self.projector, feats, 2 * self.bn_splits)     # queries: 2N x D
-            k = self.encode_keys(torch.cat([x1, x2]), 2 * self.bn_splits)    # keys: 2N x D
-            (q1, q2), (k1, k2) = q.chunk(2), k.chunk(2)
+            feats, (q1, q2) = self.encode_queries(views[:2])
+            k1, k2 = self.encode_keys(views[:2])
             loss12, t12 = info_nce(q1, k2, negatives, self.temperature, return_terms=True)
             loss21, t21 = info_nce(q2, k1, negatives, self.temperature, return_terms=True)
-            loss = (loss12 + loss21) / 2       # mean, not the demo's sum: the lr keeps its meaning
-            terms = {name: (t12[name] + t21[name]) / 2 for name in t12}
+            loss = loss12 + loss21             # the demo's sum (module docstring)
+            terms = {name: (t12[name] + t21[name]) / 2 for name in t12}     # logged: the mean of both
+            q, k = torch.cat([q1, q2]), torch.cat([k1, k2])                 # queue: k1 then k2, as the demo
         else:
-            feats = split_forward(self.backbone, x1, self.bn_splits)         # N x F
-            q = split_forward(self.projector, feats, self.bn_splits)         # queries: N x D
-            k = self.encode_keys(x2)                                         # keys: N x D
+            feats, (q,) = self.encode_queries(views[:1])                     # queries: N x D
+            (k,) = self.encode_keys(views[1:2])                               # keys: N x D
             loss, terms = info_nce(q, k, negatives, self.temperature, return_terms=True)
         self.queue.enqueue(torch.nn.functional.normalize(k.float(), dim=1))  # newest keys replace the oldest
-        return {"loss": loss, "feats": feats, "z_std": embedding_std(q), **terms}
+        return {"loss": loss, "feats": torch.cat(feats), "z_std": embedding_std(q), **terms}
 
     # ---- batch-end updates --------------------------------------------------------------------
     def current_tau(self) -> float:

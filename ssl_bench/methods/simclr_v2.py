@@ -5,6 +5,11 @@ SimCLR with (i) a deeper, 3-layer projection head, (ii) the representation taken
 layer rather than the backbone output (`probe_from_projector_layer: 1`: the probe and the kNN then see
 that layer), and (iii) optionally MoCo's memory: a momentum copy of the encoder whose keys fill a queue
 of negatives (`queue_size > 0`).
+
+As the official code (google-research/simclr@383d414, tf2/model.py): both views in one backbone call
+(`tf.concat(features_list, 0)`, BN over 2N: `bn_stats: joint`) and a head whose every layer is Linear-BN
+(`ProjectionHead`/`LinearLayer(use_bn=True)`, the last BN with a scale but no shift: `proj_bn: all`), hidden
+layers as wide as the backbone, ReLU after all but the last.
 """
 from __future__ import annotations
 
@@ -14,9 +19,9 @@ from torch import nn
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses import info_nce, nt_xent
 from ssl_bench.methods.base import SSLMethod, embedding_std
-from ssl_bench.methods.moco import shuffled_key_forward, split_forward
+from ssl_bench.methods.moco import shuffled_key_forward
 from ssl_bench.nn.ema import ema_update, make_target
-from ssl_bench.nn.heads import MLP
+from ssl_bench.nn.heads import MLP, check_bn_placement
 from ssl_bench.nn.queue import FeatureQueue
 
 
@@ -25,8 +30,9 @@ class SimCLRv2(SSLMethod):
 
     def __init__(self, backbone: nn.Module, temperature: float = 0.1, proj_hidden_dim: int | None = None,
                  proj_output_dim: int = 128, proj_layers: int = 3, probe_from_projector_layer: int = 0,
-                 queue_size: int = 0, momentum_tau: float = 0.999, bn_splits: int = 8, **kwargs):
-        super().__init__(backbone, **kwargs)
+                 queue_size: int = 0, momentum_tau: float = 0.999, bn_splits: int = 8, proj_bn: str = "all",
+                 bn_stats: str = "joint", **kwargs):
+        super().__init__(backbone, bn_stats=bn_stats, **kwargs)
         if temperature <= 0:
             raise ConfigError("method.temperature", f"must be positive, got {temperature}.",
                               "use SimCLR v2's 0.1 (or 0.2-0.5 at small batch).")
@@ -41,7 +47,8 @@ class SimCLRv2(SSLMethod):
         self.temperature, self.tau, self.bn_splits = temperature, momentum_tau, bn_splits
         self.probe_layer = probe_from_projector_layer
         hidden = proj_hidden_dim or self.feat_dim        # the paper keeps the backbone's width in the head
-        self.projector = MLP(self.feat_dim, hidden, proj_output_dim, num_layers=proj_layers)
+        self.projector = MLP(self.feat_dim, hidden, proj_output_dim, num_layers=proj_layers,
+                             bn=check_bn_placement(proj_bn, "method.proj_bn"), last_shift=False)
         if self.probe_layer == 1 and self.probe is not None:
             self.probe = nn.Linear(hidden, self.num_classes)   # the probe reads the head's first layer
         self.use_memory = queue_size > 0
@@ -56,10 +63,13 @@ class SimCLRv2(SSLMethod):
         return self.represent(self.backbone(x))
 
     def represent(self, feats: torch.Tensor) -> torch.Tensor:
-        return self._layers(feats, 0, 3) if self.probe_layer == 1 else feats   # first layer: Linear, BN, ReLU
+        first = self.projector.layer_ends[0]                 # the first layer: Linear[, BN], ReLU
+        return self._layers(feats, 0, first) if self.probe_layer == 1 else feats
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
-        return self._layers(h, 3, None) if self.probe_layer == 1 else self.projector(h)
+        if self.probe_layer == 1:
+            return self._layers(h, self.projector.layer_ends[0], None)
+        return self.projector(h)
 
     def _layers(self, x: torch.Tensor, start: int, stop: int | None) -> torch.Tensor:
         for layer in list(self.projector)[start:stop]:
@@ -68,20 +78,18 @@ class SimCLRv2(SSLMethod):
 
     # ---- the loss -----------------------------------------------------------------------------
     def training_loss(self, views, labels, index):
-        x = torch.cat(views[:2])
+        # calls grouped by bn_stats; with the memory, as in MoCo, queries and keys are normalised over
+        # bn_splits virtual devices (nn/multicrop.py), the keys shuffled across them first
+        splits = self.bn_splits if self.use_memory else 1
+        h = self.forward_views(lambda b: self.represent(self.backbone(b)), views[:2], splits)  # 2 x (N x F)
+        z1, z2 = self.forward_views(self.project, h, splits)                                  # N x D each
+        h, z = torch.cat(h), torch.cat([z1, z2])
         if not self.use_memory:
-            h = self.represent(self.backbone(x))             # 2N x F (or 2N x hidden)
-            z = self.project(h)                              # 2N x D
-            z1, z2 = z.chunk(2)
             return {"loss": nt_xent(z1, z2, self.temperature), "feats": h, "z_std": embedding_std(z)}
-        # MoCo-style memory: keys of the other view from the momentum encoder, negatives from the queue. As in
-        # MoCo, queries and keys are normalised over the same number of sub-batches (bn_splits per view)
-        splits = 2 * self.bn_splits
-        h = split_forward(lambda b: self.represent(self.backbone(b)), x, splits)
-        z = split_forward(self.project, h, splits)
-        z1, z2 = z.chunk(2)
-        k = shuffled_key_forward(lambda b: self.target_projector(self.target_backbone(b)), x, splits)
-        k1, k2 = k.chunk(2)
+        # MoCo-style memory: keys of the other view from the momentum encoder, negatives from the queue
+        k1, k2 = self.forward_views(lambda b: shuffled_key_forward(
+            lambda kb: self.target_projector(self.target_backbone(kb)), b, self.bn_splits), views[:2])
+        k = torch.cat([k1, k2])
         negatives = self.queue()
         loss12, t12 = info_nce(z1, k2, negatives, self.temperature, return_terms=True)
         loss21, t21 = info_nce(z2, k1, negatives, self.temperature, return_terms=True)

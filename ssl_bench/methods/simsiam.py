@@ -20,12 +20,16 @@ class SimSiam(SSLMethod):
     `stop_gradient=False` removes the stop-gradient, which the paper (fig. 2) shows collapses the
     representation; it exists to demonstrate that, not for training. With `fixed_predictor_lr` the
     predictor keeps the base lr while the rest follows the schedule (paper, sec. 4.1 / table 1).
+
+    One view per call, BN statistics per view, as the official code (facebookresearch/simsiam@a7bc177,
+    simsiam/builder.py `forward`: encoder(x1), encoder(x2), predictor(z1), predictor(z2)):
+    `bn_stats: per_view`; `joint` puts both views in one call.
     """
 
     def __init__(self, backbone: nn.Module, proj_hidden_dim: int = 2048, proj_output_dim: int = 2048,
                  proj_layers: int = 3, pred_hidden_dim: int = 512, fixed_predictor_lr: bool = True,
-                 stop_gradient: bool = True, **kwargs):
-        super().__init__(backbone, **kwargs)
+                 stop_gradient: bool = True, bn_stats: str = "per_view", **kwargs):
+        super().__init__(backbone, bn_stats=bn_stats, **kwargs)
         for key, dim in (("proj_hidden_dim", proj_hidden_dim), ("proj_output_dim", proj_output_dim),
                          ("pred_hidden_dim", pred_hidden_dim)):
             if dim < 1:
@@ -37,17 +41,17 @@ class SimSiam(SSLMethod):
         self.stop_gradient = bool(stop_gradient)
         # projector: Linear-BN-ReLU x (layers - 1), Linear, BN without affine (paper, sec. 4.1)
         self.projector = MLP(self.feat_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers,
-                             last_norm=True, last_affine=False)
+                             bn="all", last_scale=False, last_shift=False)
         # predictor: bottleneck Linear(d, d/4)-BN-ReLU-Linear(d/4, d), no BN on the output
         self.predictor = MLP(proj_output_dim, pred_hidden_dim, proj_output_dim)
 
     def training_loss(self, views, labels, index):
-        feats = self.backbone(torch.cat(views[:2]))                    # 2N x F
-        z = self.projector(feats)                                      # 2N x D
-        p1, p2 = self.predictor(z).chunk(2)                            # N x D each
-        z1, z2 = (z.detach() if self.stop_gradient else z).chunk(2)    # the stop-gradient of the paper
+        feats = self.forward_views(self.backbone, views[:2])           # 2 x (N x F), grouped by bn_stats
+        z = self.forward_views(self.projector, feats)                  # 2 x (N x D)
+        p1, p2 = self.forward_views(self.predictor, z)                 # N x D each
+        z1, z2 = (t.detach() if self.stop_gradient else t for t in z)  # the stop-gradient of the paper
         loss = 0.5 * negative_cosine(p1, z2) + 0.5 * negative_cosine(p2, z1)
-        return {"loss": loss, "feats": feats, "z_std": embedding_std(z)}
+        return {"loss": loss, "feats": torch.cat(feats), "z_std": embedding_std(torch.cat(z))}
 
     def parameter_groups(self, exclude_bias_and_norm: bool) -> list[dict]:
         groups = super().parameter_groups(exclude_bias_and_norm)

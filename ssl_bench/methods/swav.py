@@ -12,7 +12,6 @@ from ssl_bench.losses import sinkhorn_knopp, swav_loss
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.nn.dist import world
 from ssl_bench.nn.heads import MLP
-from ssl_bench.nn.multicrop import multicrop_forward
 from ssl_bench.nn.prototypes import Prototypes
 
 
@@ -24,6 +23,11 @@ class SwAV(SSLMethod):
     the first `freeze_prototypes_epochs` epochs. The queue (`queue_length` embeddings per large crop, split
     over DDP ranks, from epoch `epoch_queue_starts` and used once full) keeps Sinkhorn's equipartition
     meaningful when batches are small; it is not checkpointed and refills after a resume.
+
+    Multi-crop as the official code (facebookresearch/swav@06b1b7c, src/resnet50.py `ResNet.forward`): the
+    backbone runs once per resolution, BN over all crops of that size, and the head once on the features of
+    all crops: `bn_stats: joint` (the same grouping: features of one shape form one call). `per_view` runs
+    both once per crop (solo-learn's way).
     """
 
     num_large_crops = 2
@@ -31,8 +35,8 @@ class SwAV(SSLMethod):
     def __init__(self, backbone: nn.Module, proj_hidden_dim: int = 2048, proj_output_dim: int = 128,
                  num_prototypes: int = 3000, temperature: float = 0.1, sk_iterations: int = 3,
                  sk_epsilon: float = 0.05, freeze_prototypes_epochs: int = 1, queue_length: int = 0,
-                 epoch_queue_starts: int = 15, **kwargs):
-        super().__init__(backbone, **kwargs)
+                 epoch_queue_starts: int = 15, bn_stats: str = "joint", **kwargs):
+        super().__init__(backbone, bn_stats=bn_stats, **kwargs)
         checks = (("temperature", temperature, temperature > 0, "> 0", "use 0.1 (the paper's value)."),
                   ("sk_epsilon", sk_epsilon, sk_epsilon > 0, "> 0", "use 0.05 (the paper's value)."),
                   ("sk_iterations", sk_iterations, sk_iterations >= 1, ">= 1", "use 3 (the paper's value)."),
@@ -57,13 +61,13 @@ class SwAV(SSLMethod):
     # ---- the loss on multi-crop views -------------------------------------------------------
     def training_loss(self, views, labels, index):
         n, large = views[0].shape[0], self.num_large_crops
-        feats = multicrop_forward(self.backbone, views)                   # (V*N) x F, one call per size
-        z = F.normalize(self.projector(feats), dim=1)                     # (V*N) x D
+        feats = self.forward_views(self.backbone, views)                  # V x (N x F); joint: 1 call a size
+        z = F.normalize(torch.cat(self.forward_views(self.projector, feats)), dim=1)   # (V*N) x D
         scores = self.prototypes(z).split(n)                              # V tensors N x K
         codes = [self.codes(scores[i], i) for i in range(large)]          # large crops only, no grad
         loss = swav_loss(list(scores), codes, self.temperature)
         self.enqueue(z[: large * n].detach())
-        return {"loss": loss, "feats": feats[: large * n], "z_std": embedding_std(z[: large * n])}
+        return {"loss": loss, "feats": torch.cat(feats[:large]), "z_std": embedding_std(z[: large * n])}
 
     @torch.no_grad()
     def codes(self, scores: torch.Tensor, crop: int) -> torch.Tensor:

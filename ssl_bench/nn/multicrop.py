@@ -1,30 +1,89 @@
-"""Multi-crop forward (Caron et al. 2020, sec. 3.2): one network call per crop resolution.
+"""Views through a network, grouped into calls as a method's BatchNorm statistics require.
 
-Views arrive as a list of [B, C, H, W] tensors, large crops first (`parse_pipelines` sorts them). Views of
-the same size are concatenated into one batch, so the backbone runs once per resolution (2 calls for
-2x32 + 6x16) instead of once per view; BatchNorm then sees all same-size crops together, as in SwAV.
+Views arrive as a list of [B, C, H, W] tensors, large crops first (`parse_pipelines` sorts them). A network
+with BatchNorm normalises each call's batch by that batch's statistics, so how the views are grouped into
+calls is part of a method's math, and must not depend on the device:
+
+* per view (`joint=False`): one call per view, BN statistics of one view at a time (the official BYOL,
+  SimSiam, MoCo and AMDIM code);
+* joint (`joint=True`): consecutive views of one shape in one call, BN over all of them - SwAV's multi-crop
+  (Caron et al. 2020, sec. 3.2; 2 calls for 2x32 + 6x16 crops) and the official SimCLR code, which
+  concatenates its two views.
+
+`splits` simulates that many devices on one, as the MoCo CIFAR demo's SplitBatchNorm: each view is cut into
+`splits` sub-batches (never fewer than 2 images each). Per view, every sub-batch is a call of its own; joint,
+call s takes the s-th sub-batch of every view of a group, as each device of a DDP run concatenates its share
+of the views.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
+#: values of a method's `bn_stats`: one call per view, or the views of one resolution in one call
+BN_STATS = ("per_view", "joint")
+
 
 def resolution_groups(views: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
-    """[start, end) ranges of consecutive views that share a spatial size."""
+    """[start, end) ranges of consecutive views of the same shape (batch and resolution)."""
     groups: list[tuple[int, int]] = []
     start = 0
     for i in range(1, len(views) + 1):
-        if i == len(views) or views[i].shape[-2:] != views[start].shape[-2:]:
+        if i == len(views) or views[i].shape != views[start].shape:
             groups.append((start, i))
             start = i
     return groups
 
 
-def multicrop_forward(fn: Callable[[torch.Tensor], torch.Tensor], views: Sequence[torch.Tensor]) -> torch.Tensor:
-    """`fn` over every view, one call per resolution group; returns (V*B) x ... in view order."""
+def _cat(outs: list[Any]) -> Any:
+    """Concatenate along the batch a list of outputs, each a tensor or a (nested) tuple / list of tensors."""
+    if len(outs) == 1:
+        return outs[0]
+    if isinstance(outs[0], torch.Tensor):
+        return torch.cat(outs)
+    return tuple(_cat([o[i] for o in outs]) for i in range(len(outs[0])))
+
+
+def _split(out: Any, sizes: list[int]) -> list[Any]:
+    """The inverse of `_cat`: one output per batch slice of `sizes`."""
+    if len(sizes) == 1:
+        return [out]
+    if isinstance(out, torch.Tensor):
+        return list(out.split(sizes))
+    parts = [_split(o, sizes) for o in out]
+    return [tuple(p[i] for p in parts) for i in range(len(sizes))]
+
+
+def num_splits(batch: int, splits: int) -> int:
+    """`splits` sub-batches, fewer if a sub-batch would fall below 2 images (BatchNorm needs 2)."""
+    return max(1, min(int(splits), batch // 2))
+
+
+def split_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, splits: int = 1) -> Any:
+    """fn(x) as `splits` consecutive sub-batches, each normalised by its own BatchNorm statistics."""
+    k = num_splits(x.shape[0], splits)
+    return fn(x) if k == 1 else _cat([fn(c) for c in x.chunk(k)])
+
+
+def forward_views(fn: Callable[[torch.Tensor], Any], views: Sequence[torch.Tensor], joint: bool,
+                  splits: int = 1) -> list[Any]:
+    """`fn` over every view, grouped into calls per view or jointly (module docstring); one output per view,
+    in view order. `fn` may return a tensor or a tuple of tensors (batch first)."""
     if not views:
-        raise ValueError("multicrop_forward needs at least one view")
-    outs = [fn(torch.cat(list(views[a:b])) if b - a > 1 else views[a]) for a, b in resolution_groups(views)]
-    return outs[0] if len(outs) == 1 else torch.cat(outs)
+        raise ValueError("forward_views needs at least one view")
+    k = num_splits(views[0].shape[0], splits)
+    if not joint:
+        return [split_forward(fn, v, k) for v in views]
+    out: list[Any] = []
+    for a, b in resolution_groups(views):
+        chunks = [v.chunk(k) for v in views[a:b]]                   # the views of a group share their shape
+        per_view: list[list[Any]] = [[] for _ in chunks]
+        for s in range(len(chunks[0])):
+            parts = [c[s] for c in chunks]                          # virtual device s: its share of each view
+            res = fn(torch.cat(parts) if len(parts) > 1 else parts[0])
+            for i, piece in enumerate(_split(res, [p.shape[0] for p in parts])):
+                per_view[i].append(piece)
+        out += [_cat(p) for p in per_view]
+    return out

@@ -54,7 +54,7 @@ def test_thirty_steps_lower_the_loss():
 
 
 def test_fast_dev_run_through_cli(tmp_path):
-    run = run_cli("method=byol", "augmentation=byol", "trainer.fast_dev_run=true", *FAST,
+    run = run_cli("method=byol", "trainer.fast_dev_run=true", *FAST, "augmentation=byol",
                   "method.proj_hidden_dim=128", "method.pred_hidden_dim=128", run_dir=tmp_path / "run", check=True)
     res = run.results
     assert res["status"] == "completed" and res["method"] == "byol" and res["global_step"] == 1
@@ -92,3 +92,35 @@ def test_byol_learns_on_fashion_mnist(tmp_path):
                   run_dir=tmp_path / "run", check=True)
     init, after = knn_gain(run)
     assert after >= init + 6, (init, after)
+
+
+def byol_by_hand(m, views, joint):
+    """BYOL's loss with the views grouped by hand: both in one call of each network (joint) or one call per
+    view, as the official code's apply_once_fn (byol_experiment.py _forward)."""
+    def online(x):
+        return m.predictor(m.projector(m.backbone(x)))
+
+    def target(x):
+        return m.target_projector(m.target_backbone(x))
+
+    if joint:
+        (p1, p2), (t1, t2) = online(torch.cat(views)).chunk(2), target(torch.cat(views)).chunk(2)
+    else:
+        (p1, p2), (t1, t2) = (online(v) for v in views), (target(v) for v in views)
+    return byol_loss(p1, t2) + byol_loss(p2, t1)
+
+
+def test_bn_stats_per_view_and_joint_match_the_calls_by_hand():
+    torch.manual_seed(0)
+    views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+    losses = {}
+    for mode in ("per_view", "joint"):
+        torch.manual_seed(1)
+        m = BYOL(narrow(), **SMALL, bn_stats=mode)
+        with torch.no_grad():
+            for p in m.target_projector.parameters():        # a target unlike the online net
+                p.add_(0.1 * torch.randn_like(p))
+        losses[mode] = m.training_loss(views, None, None)["loss"]
+        assert torch.allclose(losses[mode], byol_by_hand(m, views, mode == "joint"), atol=1e-5), mode
+    assert abs(losses["per_view"] - losses["joint"]) > 1e-3, losses
+    assert BYOL(narrow(), **SMALL).bn_stats == "per_view"    # the official code's grouping by default

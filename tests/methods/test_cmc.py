@@ -151,7 +151,7 @@ def test_thirty_steps_on_a_fixed_batch_lower_the_loss():
 
 def test_fast_dev_run_through_the_cli(tmp_path):
     # one real step, not fast_dev_run alone: the banks are sized from the data and saved in the checkpoint
-    run = run_cli("method=cmc", "augmentation=cmc", *FAST, "method.num_negatives=64", "trainer.max_epochs=1",
+    run = run_cli("method=cmc", *FAST, "augmentation=cmc", "method.num_negatives=64", "trainer.max_epochs=1",
                   "+trainer.limit_train_batches=1", run_dir=tmp_path / "run", check=True)
     assert run.results["status"] == "completed" and run.results["method"] == "cmc"
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

@@ -319,7 +319,7 @@ def test_forty_steps_on_a_fixed_batch_lower_the_loss():
 
 
 def test_fast_dev_run_through_the_cli(tmp_path):
-    run = run_cli("method=cpc_v2", "augmentation=cpc_v2", *FAST, "data.batch_size=16", "method.directions=[down,up]",
+    run = run_cli("method=cpc_v2", *FAST, "augmentation=cpc_v2", "data.batch_size=16", "method.directions=[down,up]",
                   "backbone.kwargs.channels=[8,16,32,64]", "trainer.fast_dev_run=true",
                   run_dir=tmp_path / "run", check=True)
     assert run.results["status"] == "completed" and run.results["method"] == "cpc_v2"

@@ -186,7 +186,7 @@ def test_the_prior_can_be_matched():
 
 
 def test_fast_dev_run_through_cli(tmp_path):
-    run = run_cli("method=dim", "augmentation=dim", "trainer.fast_dev_run=true", *FAST, "method.mi_units=128",
+    run = run_cli("method=dim", "trainer.fast_dev_run=true", *FAST, "augmentation=dim", "method.mi_units=128",
                   run_dir=tmp_path / "run", check=True)
     res = run.results
     assert res["status"] == "completed" and res["method"] == "dim" and res["global_step"] == 1

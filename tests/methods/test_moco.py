@@ -1,4 +1,5 @@
-"""MoCo v1/v2: InfoNCE vs a loop reference, EMA key encoder, queue-fed training, the CLI."""
+"""MoCo v1/v2: InfoNCE vs a loop reference, the symmetric loss vs the CIFAR demo, the BN grouping of the crops
+(bn_stats, bn_splits), EMA key encoder, queue-fed training, the CLI."""
 import math
 
 import pytest
@@ -78,17 +79,102 @@ def test_keys_are_enqueued_and_the_queue_wraps():
 
 def test_queries_use_the_same_bn_splits_as_the_keys():
     """SplitBatchNorm in both encoders, as the official CIFAR demo: the queries' BN statistics come from
-    sub-batches too (one BN over the whole batch lets the model tell this batch's keys from the queue's)."""
+    sub-batches too (one BN over the whole batch lets the model tell this batch's keys from the queue's).
+    bn_stats=joint: virtual device s holds half s of both crops, as one device of a DDP run."""
     torch.manual_seed(0)
     views = [torch.randn(8, 3, 16, 16) for _ in range(2)]
-    for symmetric, chunks in ((False, [views[0][:4], views[0][4:]]),
-                              (True, [views[0][:4], views[0][4:], views[1][:4], views[1][4:]])):
-        m = MoCo(narrow(), queue_size=16, bn_splits=2, symmetric=symmetric, proj_norm=True)
+    (a1, b1), (a2, b2) = views[0].chunk(2), views[1].chunk(2)
+    for symmetric, mode, calls in ((False, "per_view", [a1, b1]), (True, "per_view", [a1, b1, a2, b2]),
+                                   (True, "joint", [torch.cat([a1, a2]), torch.cat([b1, b2])])):
+        m = MoCo(narrow(), queue_size=16, bn_splits=2, symmetric=symmetric, proj_norm=True, bn_stats=mode)
         out = m.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))
         with torch.no_grad():
-            expected = torch.cat([m.backbone(c) for c in chunks])
-        assert torch.allclose(out["feats"], expected, atol=1e-5)
+            feats = [m.backbone(c) for c in calls]
+        if mode == "joint":                                   # back in view order: a1, b1, a2, b2
+            feats = [f.chunk(2)[i] for i in (0, 1) for f in feats]
+        expected = torch.cat(feats)
+        assert torch.allclose(out["feats"], expected, atol=1e-5), (symmetric, mode)
         assert sum(isinstance(layer, torch.nn.BatchNorm1d) for layer in m.projector) == 1   # v1 head: fc + BN
+
+
+# ---- the symmetric loss: the official CIFAR demo transcribed ----------------------------------------------
+def demo_contrastive_loss(encoder_q, encoder_k, queue, T, im_q, im_k):
+    """facebookresearch/moco@f736491 colab/moco_cifar10_demo.ipynb ModelMoCo.contrastive_loss; queue C x K."""
+    q = encoder_q(im_q)  # queries: NxC
+    q = F.normalize(q, dim=1)
+    with torch.no_grad():
+        idx_shuffle = torch.randperm(im_k.shape[0])
+        idx_unshuffle = torch.argsort(idx_shuffle)
+        k = encoder_k(im_k[idx_shuffle])  # keys: NxC
+        k = F.normalize(k, dim=1)
+        k = k[idx_unshuffle]
+    l_pos = torch.einsum("nc,nc->n", [q, k]).unsqueeze(-1)
+    l_neg = torch.einsum("nc,ck->nk", [q, queue.clone().detach()])
+    logits = torch.cat([l_pos, l_neg], dim=1)
+    logits /= T
+    labels = torch.zeros(logits.shape[0], dtype=torch.long)
+    loss = torch.nn.CrossEntropyLoss()(logits, labels)
+    return loss, q, k
+
+
+def demo_symmetric_loss(encoder_q, encoder_k, queue, T, im1, im2):
+    """ModelMoCo.forward with symmetric=True: loss = loss_12 + loss_21; keys k1, k2 for the queue."""
+    loss_12, q1, k2 = demo_contrastive_loss(encoder_q, encoder_k, queue, T, im1, im2)
+    loss_21, q2, k1 = demo_contrastive_loss(encoder_q, encoder_k, queue, T, im2, im1)
+    loss = loss_12 + loss_21
+    k = torch.cat([k1, k2], dim=0)
+    return loss, k
+
+
+def test_symmetric_loss_is_the_demos_sum_value_gradient_and_queue():
+    """bn_splits=1 (the demo's `--bn-splits 1`: one BN per encoder call); the key shuffle then cannot change a
+    key, so the demo's random permutation and ours need not agree."""
+    torch.manual_seed(0)
+    m = MoCo(narrow(), queue_size=32, temperature=0.2, proj_layers=2, proj_hidden_dim=32, proj_output_dim=16,
+             symmetric=True, bn_splits=1)
+    with torch.no_grad():
+        for p in m.target_projector.parameters():             # a key encoder unlike the query encoder
+            p.add_(0.1 * torch.randn_like(p))
+    views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+    queue = m.queue().T.clone()                                # C x K, as the demo keeps it
+    encoder_q = lambda x: m.projector(m.backbone(x))          # noqa: E731
+    encoder_k = lambda x: m.target_projector(m.target_backbone(x))  # noqa: E731
+    ref, k_ref = demo_symmetric_loss(encoder_q, encoder_k, queue, m.temperature, *views)
+    g_ref = torch.autograd.grad(ref, list(m.backbone.parameters()))
+    out = m.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))
+    assert torch.allclose(out["loss"], ref, atol=1e-5), (out["loss"], ref)
+    g_ours = torch.autograd.grad(out["loss"], list(m.backbone.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_ours, g_ref))
+    assert torch.allclose(m.queue.queue[:16], k_ref, atol=1e-5)          # enqueued k1 then k2
+
+
+def moco_by_hand(m, views, joint):
+    """The symmetric loss with the crops grouped by hand (bn_splits=1): both crops in one call of each encoder
+    (joint) or one call per crop (per view, the demo's)."""
+    encoder_q = lambda x: m.projector(m.backbone(x))          # noqa: E731
+    encoder_k = lambda x: m.target_projector(m.target_backbone(x))  # noqa: E731
+    if joint:
+        (q1, q2), (k1, k2) = encoder_q(torch.cat(views)).chunk(2), encoder_k(torch.cat(views)).chunk(2)
+    else:
+        (q1, q2), (k1, k2) = (encoder_q(v) for v in views), (encoder_k(v) for v in views)
+    queue = m.queue()
+    return info_nce(q1, k2, queue, m.temperature) + info_nce(q2, k1, queue, m.temperature)
+
+
+def test_bn_stats_per_view_and_joint_match_the_calls_by_hand():
+    torch.manual_seed(0)
+    views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+    losses = {}
+    for mode in ("per_view", "joint"):
+        torch.manual_seed(1)
+        m = MoCo(narrow(), queue_size=32, temperature=0.2, proj_output_dim=16, symmetric=True, bn_splits=1,
+                 proj_norm=True, bn_stats=mode)
+        with torch.no_grad():
+            ref = moco_by_hand(m, views, mode == "joint")
+        losses[mode] = m.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))["loss"]
+        assert torch.allclose(losses[mode], ref, atol=1e-5), (mode, losses[mode], ref)
+    assert abs(losses["per_view"] - losses["joint"]) > 1e-3, losses
+    assert MoCo(narrow(), queue_size=8).bn_stats == "per_view"    # the official code's grouping by default
 
 
 @pytest.mark.parametrize("kwargs, key", [({"temperature": 0}, "method.temperature"),

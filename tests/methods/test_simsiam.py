@@ -95,3 +95,40 @@ def test_simsiam_without_stop_gradient_collapses(tmp_path):
     assert collapsed or best <= init + 3, (init, best, z_std)
 
 
+
+
+def simsiam_by_hand(m, views, joint):
+    """SimSiam's loss with the views grouped by hand: both in one call of each network (joint) or one call
+    per view, as the official builder.py forward (encoder(x1), encoder(x2), predictor(z1), predictor(z2))."""
+    encoder = lambda x: m.projector(m.backbone(x))                     # noqa: E731
+    if joint:
+        z1, z2 = encoder(torch.cat(views)).chunk(2)
+        p1, p2 = m.predictor(torch.cat([z1, z2])).chunk(2)
+    else:
+        z1, z2 = encoder(views[0]), encoder(views[1])
+        p1, p2 = m.predictor(z1), m.predictor(z2)
+    return 0.5 * negative_cosine(p1, z2.detach()) + 0.5 * negative_cosine(p2, z1.detach())
+
+
+def test_bn_stats_per_view_and_joint_match_the_calls_by_hand():
+    torch.manual_seed(0)
+    views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+    losses = {}
+    for mode in ("per_view", "joint"):
+        torch.manual_seed(1)
+        m = SimSiam(narrow(), **SMALL, bn_stats=mode)
+        losses[mode] = m.training_loss(views, None, None)["loss"]
+        assert torch.allclose(losses[mode], simsiam_by_hand(m, views, mode == "joint"), atol=1e-6), mode
+    assert abs(losses["per_view"] - losses["joint"]) > 1e-3, losses
+    assert SimSiam(narrow(), **SMALL).bn_stats == "per_view"  # the official code's grouping by default
+
+
+def test_projector_and_predictor_follow_the_official_builder():
+    """simsiam/builder.py: 3 x Linear-BN (no bias: BN follows), ReLU between, the last BN without affine;
+    predictor Linear(no bias)-BN-ReLU-Linear(bias)."""
+    m = SimSiam(narrow(), **SMALL)
+    kinds = [type(layer).__name__ for layer in m.projector]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear", "BatchNorm1d"]
+    assert all(layer.bias is None for layer in m.projector if isinstance(layer, torch.nn.Linear))
+    assert [type(layer).__name__ for layer in m.predictor] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert m.predictor[0].bias is None and m.predictor[-1].bias is not None and m.predictor[1].affine

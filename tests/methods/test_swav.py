@@ -1,5 +1,6 @@
 """SwAV: Sinkhorn-Knopp and the swapped loss vs loop references (also across 2 processes), prototypes,
-multi-crop forward, frozen prototypes, the queue, 30 steps, the CLI with multi-crop, learning."""
+multi-crop forward and the BN grouping of views (bn_stats), frozen prototypes, the queue, 30 steps, the CLI
+with multi-crop, learning."""
 import os
 import socket
 
@@ -15,7 +16,7 @@ from ssl_bench.backbones import create_backbone
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses import sinkhorn_knopp, swav_loss
 from ssl_bench.methods.swav import SwAV
-from ssl_bench.nn.multicrop import multicrop_forward, resolution_groups
+from ssl_bench.nn.multicrop import forward_views, resolution_groups
 from ssl_bench.nn.prototypes import Prototypes
 
 SMALL = dict(proj_hidden_dim=64, proj_output_dim=32, num_prototypes=20)
@@ -109,14 +110,71 @@ def test_prototypes_are_unit_vectors_and_scores_are_cosines():
     assert torch.allclose(proto(z), F.normalize(z, dim=1) @ proto.weight.T, atol=1e-6)
 
 
-def test_multicrop_forward_one_call_per_resolution():
+def test_joint_views_one_call_per_resolution():
     views = [torch.randn(3, 2, 8, 8) for _ in range(2)] + [torch.randn(3, 2, 4, 4) for _ in range(3)]
     assert resolution_groups(views) == [(0, 2), (2, 5)]
     net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     calls = []
-    out = multicrop_forward(lambda x: (calls.append(x.shape[0]), net(x))[1], views)
+    out = forward_views(lambda x: (calls.append(x.shape[0]), net(x))[1], views, joint=True)
     assert calls == [6, 9]
-    assert torch.allclose(out, torch.cat([net(v) for v in views]), atol=1e-6)
+    assert len(out) == 5 and all(torch.allclose(o, net(v), atol=1e-6) for o, v in zip(out, views))
+
+
+def test_per_view_one_call_per_view():
+    views = [torch.randn(3, 2, 8, 8) for _ in range(2)] + [torch.randn(3, 2, 4, 4) for _ in range(2)]
+    calls = []
+    out = forward_views(lambda x: (calls.append(x), 2 * x)[1], views, joint=False)
+    assert [c.shape[0] for c in calls] == [3, 3, 3, 3] and all(c is v for c, v in zip(calls, views))
+    assert all(torch.equal(o, 2 * v) for o, v in zip(out, views))
+
+
+def test_splits_are_virtual_devices_each_with_its_share_of_every_view():
+    """splits=2: per view, each half of a view is a call; joint, call s holds half s of every view of a
+    resolution, as a device of a 2-GPU run concatenates its share of the views. Outputs come back in
+    view order; tuple outputs are split alike."""
+    views = [torch.arange(8.0).view(8, 1) + 10 * i for i in range(3)]
+    calls = []
+    fn = lambda x: (calls.append(x.flatten().tolist()), (x, -x))[1]       # noqa: E731
+    out = forward_views(fn, views, joint=True, splits=2)
+    assert calls == [[0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23],
+                     [4, 5, 6, 7, 14, 15, 16, 17, 24, 25, 26, 27]]
+    assert all(torch.equal(a, v) and torch.equal(b, -v) for (a, b), v in zip(out, views))
+    calls.clear()
+    out = forward_views(fn, views, joint=False, splits=2)
+    assert calls == [[0, 1, 2, 3], [4, 5, 6, 7], [10, 11, 12, 13], [14, 15, 16, 17], [20, 21, 22, 23],
+                     [24, 25, 26, 27]]
+    assert all(torch.equal(a, v) for (a, _), v in zip(out, views))
+    calls.clear()
+    forward_views(fn, [v[:3] for v in views], joint=False, splits=8)    # never below 2 images a call
+    assert [len(c) for c in calls] == [3, 3, 3]
+
+
+def swav_by_hand(m, views, joint):
+    """SwAV's loss (no queue) with the views grouped by hand: joint as the official ResNet.forward (the
+    backbone once per resolution, the head once on all crops), or one call per crop for both."""
+    n = views[0].shape[0]
+    if joint:
+        feats = torch.cat([m.backbone(torch.cat(views[:2])), m.backbone(torch.cat(views[2:]))])
+        z = F.normalize(m.projector(feats), dim=1)
+    else:
+        z = torch.cat([F.normalize(m.projector(m.backbone(v)), dim=1) for v in views])
+    scores = m.prototypes(z).split(n)
+    with torch.no_grad():
+        codes = [sinkhorn_knopp(scores[i], m.sk_iterations, m.sk_epsilon) for i in range(2)]
+    return swav_loss(list(scores), codes, m.temperature)
+
+
+def test_bn_stats_per_view_and_joint_match_the_calls_by_hand():
+    torch.manual_seed(0)
+    views = [torch.randn(8, 3, 16, 16) for _ in range(2)] + [torch.randn(8, 3, 8, 8) for _ in range(3)]
+    losses = {}
+    for mode in ("per_view", "joint"):
+        torch.manual_seed(1)
+        m = SwAV(narrow(), **SMALL, bn_stats=mode)
+        losses[mode] = m.training_loss(views, None, None)["loss"]
+        assert torch.allclose(losses[mode], swav_by_hand(m, views, mode == "joint"), atol=1e-5), mode
+    assert abs(losses["per_view"] - losses["joint"]) > 1e-3, losses
+    assert SwAV(narrow(), **SMALL).bn_stats == "joint"       # the official multi-crop grouping by default
 
 
 def test_bad_values_name_the_key():
@@ -169,7 +227,7 @@ def test_thirty_steps_lower_the_loss():
 
 
 def test_fast_dev_run_through_cli_with_multicrop(tmp_path):
-    run = run_cli("method=swav", "augmentation=swav", "trainer.fast_dev_run=true", *FAST, "method.num_prototypes=30",
+    run = run_cli("method=swav", "trainer.fast_dev_run=true", *FAST, "augmentation=swav", "method.num_prototypes=30",
                   "method.proj_hidden_dim=128", run_dir=tmp_path / "run", check=True)
     res = run.results
     assert res["status"] == "completed" and res["method"] == "swav" and res["global_step"] == 1
