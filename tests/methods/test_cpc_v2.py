@@ -329,7 +329,7 @@ def test_fast_dev_run_through_the_cli(tmp_path):
 @needs_fmnist
 def test_cpc_v2_learns_on_fashion_mnist(tmp_path):
     """experiment=fmnist_cpc_v2 (2k images, 3 epochs, 6x6 grid, the paper's loss). Measured on 2 cores shared
-    by 6-8 processes, one thread: kNN top-1 44.3 at init -> 53.7 / 59.1 / 61.5 after epochs 1-3, 130 s wall."""
+    by 3-6 processes, one thread: kNN top-1 44.3 at init -> 54.4 / 59.4 / 61.2 after epochs 1-3, 77 s wall."""
     run = run_cli("experiment=fmnist_cpc_v2", "progress_bar=false", run_dir=tmp_path / "run", check=True, timeout=1200)
     init, after = knn_gain(run)
     assert after >= init + 5, (init, after)
@@ -347,14 +347,16 @@ CPC_SYNTHETIC = ["augmentation=cpc_v2", "method.patch_size=12", "method.patch_st
 @pytest.mark.slow
 def test_cpc_v2_learns_on_synthetic(tmp_path):
     """The shared short run (conftest.LEARN: 2k images, 2 epochs) with CPC_SYNTHETIC. Measured kNN top-1
-    gains (best - init) over seeds 0-3: +7.8 (22.8 -> 30.6), +10.8 (25.4 -> 36.2), +11.6 (27.8 -> 39.4),
-    +7.4 (24.6 -> 32.0); about 57 s of CPU each on one thread (55-73 s wall, 2 cores shared by 6-8 processes).
-    What mattered (seed 1 unless said): without the patch augmentation - the images' faint per-image tint and
-    gradient tell them apart, the low-level cue colour dropping removes - -2.6 / -2.4 with 12 / 14 px patches
-    and 2 directions, -2.6 / +1.4 / -6.4 over seeds 1-3 (12 px), -4.6 with 4 directions; with it +10.8. The
-    paper's 7x7 grid (8 px patches at stride 4) +20.8 but 82 s of CPU; batches of 64 +9.4 (8 px); layer norm
-    (the paper's encoder) +5.0, z_std down to 0.016. Cosine scores / 0.1 instead of the paper's: -2.8 (seed 0,
-    14 px, no augmentation; +16.4 with the paper's scores)."""
+    gains (best - init) over seeds 0-3: +5.8 (22.8 -> 28.6), +11.8 (25.4 -> 37.2), +13.0 (27.8 -> 40.8),
+    +10.4 (24.6 -> 35.0); about 56 s of CPU each on one thread (49-50 s wall, 2 cores shared by 3-6
+    processes). Before solo-learn's warm-up cosine and AdamW's decay of biases / norms (merged from main):
+    +7.8, +10.8, +11.6, +7.4. What mattered (seed 1 unless said, before that merge): without the patch
+    augmentation - the images' faint per-image tint and gradient tell them apart, the low-level cue colour
+    dropping removes - -2.6 / -2.4 with 12 / 14 px patches and 2 directions, -2.6 / +1.4 / -6.4 over seeds 1-3
+    (12 px), -4.6 with 4 directions; with it +10.8. The paper's 7x7 grid (8 px patches at stride 4) +20.8 but
+    82 s of CPU; batches of 64 +9.4 (8 px); layer norm (the paper's encoder) +5.0, z_std down to 0.016.
+    Cosine scores / 0.1 instead of the paper's: -2.8 (seed 0, 14 px, no augmentation; +16.4 with the paper's
+    scores)."""
     init, after, z_std = learning_run("cpc_v2", tmp_path, CPC_SYNTHETIC)
-    assert after >= init + 6, (init, after)               # the lowest of 4 seeds: +7.4
+    assert after >= init + 5, (init, after)               # the lowest of 4 seeds: +5.8
     assert min(z_std) > 0.02, z_std
