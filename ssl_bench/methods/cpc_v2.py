@@ -99,7 +99,8 @@ class CPCv2(SSLMethod):
                  emb_scale: float = 0.1,
                  directions: Sequence[str] = ("down", "up", "left", "right"),
                  context_blocks: int = 5, context_hidden: int = 256, context_kernel: int = 3,
-                 num_negatives: int | None = None, encoder_norm: str = "layer", patch_augment: dict | None = None,
+                 num_negatives: int | None = None, encoder_norm: str = "layer",
+                 patch_augment: dict | None = None,
                  pixel_mean: Sequence[float] | None = None, pixel_std: Sequence[float] | None = None,
                  **kwargs):
         if encoder_norm not in ("layer", "batch"):
@@ -137,7 +138,7 @@ class CPCv2(SSLMethod):
         except (ValueError, TypeError) as err:
             raise ConfigError("method", f"CPC v2 rejected its context / patch_augment settings: {err}",
                               "check conf/method/cpc_v2.yaml.") from None
-        # per direction: the targets' 1x1 conv D -> T, and one 1x1 conv D -> T of the context per offset (stacked)
+        # per direction: the targets' 1x1 conv D -> T, and one 1x1 conv D -> T of the context per offset
         self.target_proj = nn.ModuleDict({d: nn.Conv2d(self.feat_dim, self.target_dim, 1)
                                           for d in self.directions})
         self.predictors = nn.ModuleDict({d: nn.Conv2d(self.feat_dim, len(self.offsets) * self.target_dim, 1)

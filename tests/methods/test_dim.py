@@ -115,8 +115,8 @@ def test_encode_and_dot_critic_shapes_and_identity_like_start():
 
 def test_bad_values_raise_config_errors():
     for kwargs, key in (({"estimator": "mine"}, "method.estimator"), ({"gamma": -1.0}, "method.gamma"),
-                        ({"alpha": 0.0, "beta": 0.0}, "method.beta"), ({"local_layer": 9}, "method.local_layer"),
-                        ({"global_dim": 0}, "method.global_dim")):
+                        ({"alpha": 0.0, "beta": 0.0}, "method.beta"),
+                        ({"local_layer": 9}, "method.local_layer"), ({"global_dim": 0}, "method.global_dim")):
         with pytest.raises(ConfigError, match=key):
             DIM(narrow(), **kwargs)
 
@@ -160,9 +160,9 @@ def test_y_is_a_linear_layer_on_the_pooled_features_and_forward_is_the_pooled_fe
 def test_the_prior_can_be_matched():
     """Hjelm et al. sec. 3.3: a discriminator pushes sigmoid(Y) towards U[0, 1]^64. Twenty steps of the
     discriminator alone (it learns to tell the codes from the prior), then twenty of the encoder alone against
-    it: the codes spread well below 0.5 and fool it. Measured: sigmoid(Y) in [0.15, 0.86], 10th percentile 0.30,
-    median 0.41, D(code) 0.99 vs D(prior) 0.94. The old wiring - Y the pooled output of the ReLU network - keeps
-    sigmoid(Y) >= 0.5 and stays caught (D(code) 0.20 vs D(prior) 0.90)."""
+    it: the codes spread well below 0.5 and fool it. Measured: sigmoid(Y) in [0.15, 0.86], 10th percentile
+    0.30, median 0.41, D(code) 0.99 vs D(prior) 0.94. The old wiring - Y the pooled output of the ReLU
+    network - keeps sigmoid(Y) >= 0.5 and stays caught (D(code) 0.20 vs D(prior) 0.90)."""
     from ssl_bench.data.synthetic import make_synthetic
 
     torch.manual_seed(0)
@@ -192,23 +192,24 @@ def test_fast_dev_run_through_cli(tmp_path):
     assert res["status"] == "completed" and res["method"] == "dim" and res["global_step"] == 1
 
 
-# The learning recipe: the shared short run (conftest.LEARN: 2k images, 2 epochs), no augmentation (as the paper on
-# CIFAR), the InfoNCE estimator on the 16x16 map of layer2, 512 critic units, SGD 0.01 (momentum 0.9, wd 5e-4).
-# kNN top-1 gains (best - random init) over seeds 0-3, with Y = the 64-unit linear layer (the official encoder's
-# output), ~46 s of CPU each on one thread (37-39 s wall, 2 cores shared by 3-6 processes):
+# The learning recipe: the shared short run (conftest.LEARN: 2k images, 2 epochs), no augmentation (as the
+# paper on CIFAR), the InfoNCE estimator on the 16x16 map of layer2, 512 critic units, SGD 0.01 (momentum 0.9,
+# wd 5e-4). kNN top-1 gains (best - random init) over seeds 0-3, with Y = the 64-unit linear layer (the
+# official encoder's output), ~46 s of CPU each on one thread (37-39 s wall, 2 cores shared by 3-6 processes):
 #   nce, SGD 0.01 (this test):     +21.6 (22.2 -> 43.8), +5.0 (28.6 -> 33.6), +13.6 (26.8 -> 40.4),
 #                                  +8.2 (22.8 -> 31.0); z_std never below 0.0065
 #     the same before solo-learn's warm-up cosine came in (merge of main): +19.0, +13.6, +15.6, +14.8
 #   nce, SGD 0.03 (the recipe before), before that merge: +16.0, NaN at step 50 (seed 1), +5.4, +14.0; with
 #                                  gradients clipped to norm 1, seed 1: +0.8
 # Measured before, with Y = the pooled ReLU features (2 runs sharing 2 cores, ~28 s each):
-#   nce, SGD 0.03:                 +20.8 (22.2 -> 43.0), +10.2, +13.8, +19.4 (seed 0 again at the commit before
-#                                  this change: +14.4)
+#   nce, SGD 0.03:                 +20.8 (22.2 -> 43.0), +10.2, +13.8, +19.4 (seed 0 again at the commit
+#                                  before this change: +14.4)
 #   nce, SGD 0.01:                 +18.4, +13.8, +4.2, +12.6
 #   nce, SGD 0.1 / LARS 0.3:       the loss becomes NaN within 30 steps (the encode-and-dot scores are unbounded:
 #                                  two LayerNorm'd 512-d embeddings; AMDIM's clipping is what keeps it stable there)
 #   nce, LARS 0.3 with LARS also on the norm/bias parameters: +14.4, +7.6, +3.6, +13.0
-#   nce, Adam 1e-3: +7.4, -2.8, +8.6, +4.8;  4 epochs: +6.6, -1.4, +7.2, +4.8;  Adam 3e-3: +9.4, -1.2, +7.0, +2.6
+#   nce, Adam 1e-3: +7.4, -2.8, +8.6, +4.8;  4 epochs: +6.6, -1.4, +7.2, +4.8;
+#                   Adam 3e-3: +9.4, -1.2, +7.0, +2.6
 #   jsd (the paper's default), SGD 0.03: +1.0, -1.8, -8.6, +1.2;  Adam 1e-3, layer3 map, seed 0: 22.2 -> 25.4
 DIM_RUN = ["augmentation=dim", "augmentation.views.0.scale=[1.0,1.0]", "optimizer=sgd", "optimizer.lr=0.01",
            "method.mi_units=512"]
@@ -226,8 +227,8 @@ def test_dim_learns_on_synthetic(tmp_path):
 @needs_fmnist
 @pytest.mark.timeout(1300)
 def test_dim_learns_on_fashion_mnist(tmp_path):
-    # the full fmnist_dim experiment (5k images, 5 epochs): measured 53.1 -> 55.8 best (epoch 5; 189 s wall, 2 cores
-    # shared by 3-6 processes); with Y = the pooled ReLU features, before: 53.1 -> 54.5 (187 s, as shared).
+    # the full fmnist_dim experiment (5k images, 5 epochs): measured 53.1 -> 55.8 best (epoch 5; 189 s wall, 2
+    # cores shared by 3-6 processes); with Y = the pooled ReLU features, before: 53.1 -> 54.5 (187 s).
     # Shorter runs (2000 images, 1-2 epochs at batch 64-128) stayed at or below the baseline (49.8 -> 46-49), so the test runs it whole.
     run = run_cli("experiment=fmnist_dim", "progress_bar=false", run_dir=tmp_path / "run", check=True)
     init, after = knn_gain(run)
