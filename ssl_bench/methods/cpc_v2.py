@@ -5,7 +5,7 @@ Each image is cut into a G x G grid of overlapping patches (nn/patch_grid.py; 7x
 image/8 by default, the paper's 64 px patches at stride 32 on 256 px crops), every patch is augmented on its
 own and encoded by the backbone into z_{i,j} (one call for all B*G*G patches). The loss is the appendix
 pseudo-code `CPC(latents, target_dim=64, emb_scale=0.1, steps_to_ignore=2, steps_to_predict=3)`:
-  * context c = pixelCNN(z): the masked context network of nn/masked_conv.py, c_{i,j} sees rows u <= i only;
+  * context c = pixelCNN(z): the causal context network of nn/masked_conv.py, c_{i,j} sees rows u <= i only;
   * targets = a 1x1 conv of z to `target_dim` channels;
   * for i in range(steps_to_ignore, steps_to_predict): predictions = a 1x1 conv of c to `target_dim`
     channels times `emb_scale`, for the target i + 1 rows below; each prediction is scored by dot products
