@@ -687,3 +687,103 @@ SOURCES["cmc"] = {
         "data.image_size": 224, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
     },
 }
+
+
+# ---- DIM: the official code (rdevon/DIM on the dev branch of rdevon/cortex) and the paper's STL-10 text
+DIM_CODE = "rdevon/DIM@bac4765"
+CORTEX = "rdevon/cortex@6ac18ae"
+NO_JITTER = NotInSource("the source has no colour jitter (prob 0): the amounts are unused")
+
+
+def _jitter_unused(values: dict) -> dict:
+    # views without colour jitter whose preset still lists the (unused) amounts
+    return {k: NO_JITTER if any(k.endswith(f"color_jitter.{a}") for a in ("brightness", "contrast",
+                                                                              "saturation", "hue")) else v
+            for k, v in values.items()}
+
+
+def _dim_method() -> dict:
+    return {
+        # README prior command `local classifier prior coordinates ... --prior.scale 0.1`: models/dim.py
+        # LocalDIM.routine(measure='JSD', mode='fd', scale=1.0) ("scale ... Called `beta` in the paper") and
+        # build(mi_units=2048); `glob` (GlobalDIM, alpha) is not among the models run
+        "method.estimator": "jsd", "method.mi_units": 2048, "method.alpha": 0.0, "method.beta": 1.0,
+        # models/prior_matching.py PriorMatching.routine(scale=...) ("Called `gamma` in the paper"),
+        # --prior.scale 0.1; build(discriminator_layers=[linear 1000 ReLU, linear 200 ReLU], task_idx=-1,
+        # dist='uniform', use_nonlinearity=True): D on sigmoid of the encoder's last layer
+        "method.gamma": 0.1, "method.prior_hidden_dims": [1000, 200],
+        # models/controller.py Controller.build(output_units=64, ...): a linear top layer of 64 units is added
+        # to the encoder (`layers.append(dict(layer='linear', args=(output_units,)))`), no activation
+        "method.global_dim": 64,
+        "method.global_hidden_dim": NotInSource("global DIM is not run (alpha 0); the official GlobalDIM "
+                                                "critic copies the encoder's layers, no hidden layer"),
+    }
+
+
+def _dim_adam() -> dict:
+    # cortex/_lib/optimizer.py setup(optimizer='Adam', learning_rate=1.e-4, weight_decay={}, ...):
+    # _optimizer_defaults Adam=dict(betas=(0.5, 0.999)) when no optimizer_options are given, eps torch's
+    # default, weight_decay.get(network_key, 0) = 0; scheduler=None; the Controller / LocalDIM / PriorMatching
+    # defaults optimizer=dict(learning_rate=1e-4), whatever the batch
+    return {"optimizer.name": "adam", "optimizer.lr": 1.0e-4, "optimizer.scale_lr": False,
+            "optimizer.weight_decay": 0.0, "optimizer.momentum": None, "optimizer.nesterov": None,
+            "optimizer.eta": None, "optimizer.eps": 1.0e-8, "optimizer.clip_lr": None,
+            "optimizer.betas": [0.5, 0.999], "optimizer.exclude_bias_n_norm": False,
+            "scheduler.name": "constant", "scheduler.warmup_epochs": None, "scheduler.warmup_steps": None,
+            "scheduler.warmup_start_lr": None, "scheduler.min_lr": None, "scheduler.milestones": None,
+            "scheduler.gamma": None}
+
+
+def _dim_whole_image(crop_size) -> dict:
+    # cortex built_ins/datasets/torchvision_datasets.py handle(...) + utils.py build_transforms: only the
+    # flags given are applied; the command gives none -> ToTensor + Normalize: one input per image, whole
+    return _jitter_unused(view(0, num_crops=1, crop_size=crop_size, scale=(1.0, 1.0), ratio=(1.0, 1.0),
+                               hflip=0.0, jitter_prob=0.0, grayscale=0.0, blur_prob=0.0, blur_sigma=NO_BLUR,
+                               solarize=0.0))
+
+
+SOURCES["dim"] = {
+    "cite": f"Hjelm et al. 2019 (DIM), official code {DIM_CODE} README.md prior command (local classifier "
+            "prior coordinates --prior.scale 0.1) + the code's defaults (cortex_DIM/models/controller.py, "
+            f"dim.py, prior_matching.py; {CORTEX} cortex/_lib/optimizer.py)",
+    "values": {
+        **_dim_method(), **_dim_adam(),
+        **_dim_whole_image(NotInSource("the whole image at the data's size (no crop in the source)")),
+        "data.image_size": NotInSource("the source builds its encoder for the dataset's own size "
+                                       "(--d.source); own defaults keep the data's image size"),
+        "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+    },
+}
+
+SOURCES["dim_cifar10"] = {
+    "cite": f"{DIM_CODE} README.md CIFAR10 prior command (local classifier prior coordinates --d.source "
+            f"CIFAR10 --t.epochs 1000 --prior.scale 0.1) + the code's defaults ({CORTEX})",
+    "values": {
+        **_dim_method(), **_dim_adam(), **_dim_whole_image(32),
+        # Controller.defaults data=dict(batch_size=dict(train=64, test=64)); --t.epochs 1000; CIFAR10 at 32 px
+        "data.batch_size": 64, "data.image_size": 32, "trainer.max_epochs": 1000,
+    },
+}
+
+DIM_STL_TEXT = NotInSource("the paper's STL-10 text read here (sec. 4, datasets paragraph) does not give it: "
+                           "DIM's own defaults (conf/recipe/dim.yaml) or the data's / trainer's value stand")
+SOURCES["dim_stl10"] = {
+    "cite": "Hjelm et al. 2019 (DIM), arXiv 1808.06670 sec. 4, datasets paragraph (STL-10: random 64 x 64 "
+            "crops and horizontal flips during unsupervised learning)",
+    "values": {
+        **{f"method.{k}": DIM_STL_TEXT for k in ("estimator", "local_layer", "global_dim", "mi_units",
+                                                 "alpha", "beta", "gamma", "global_hidden_dim",
+                                                 "prior_hidden_dims")},
+        **{k: DIM_STL_TEXT for k in _dim_adam()},
+        # "We use data augmentation with this dataset, taking random 64 x 64 crops and flipping horizontally
+        # during unsupervised learning": a 64 px window of the 96 px image, not rescaled (area (64/96)^2,
+        # square), a flip, and nothing else
+        **_jitter_unused(view(0, num_crops=1, crop_size=64, scale=((64 / 96) ** 2, (64 / 96) ** 2),
+                              ratio=(1.0, 1.0),
+                              hflip=NotInSource("the text flips at random without a probability; ours 0.5"),
+                              jitter_prob=0.0, grayscale=0.0, blur_prob=0.0, blur_sigma=NO_BLUR,
+                              solarize=0.0)),
+        "data.image_size": 64, "data.batch_size": DIM_STL_TEXT, "trainer.max_epochs": DIM_STL_TEXT,
+    },
+}
+
