@@ -787,3 +787,47 @@ SOURCES["dim_stl10"] = {
     },
 }
 
+
+# ---- CPC v2: the paper only (no code was published; it pre-trains on ImageNet only)
+CPC_UNREAD = NotInSource("the paper's training details (appendix text) could not be read with the tools "
+                         "here; ssl_bench's stand-in (see conf/recipe/cpc_v2.yaml)")
+SOURCES["cpc_v2"] = {
+    "cite": "Henaff et al. 2020 (CPC v2), arXiv 1905.09272v3 sec. 4.1 + appendix A.2 pseudo-code (CPC, "
+            "pixelCNN); its training details could not be read here",
+    "values": {
+        # appendix A.2 pseudo-code, read through public transcriptions of it (identical in several
+        # reimplementations), not in the PDF: CPC(latents, target_dim=64, emb_scale=0.1, steps_to_ignore=2,
+        # steps_to_predict=3): targets = 1x1 conv of the latents to target_dim; for i in
+        # range(steps_to_ignore, steps_to_predict): preds_i = 1x1 conv of the context * emb_scale, logits =
+        # preds_i @ targets^T over every target of the batch (labels: the target i + 1 rows below)
+        "method.steps_to_ignore": 2, "method.steps_to_predict": 3, "method.target_dim": 64,
+        "method.emb_scale": 0.1, "method.num_negatives": None,
+        # pixelCNN(latents): `for _ in range(5)`: 1x1 conv to 256 + ReLU, a (1, 3) conv, a causal (2, 1) conv
+        # + ReLU, a 1x1 conv back to the latent width, residual
+        "method.context_blocks": 5, "method.context_hidden": 256, "method.context_kernel": 3,
+        # sec. 4.1 (through summaries of it): layer normalisation replaces batch normalisation in the encoder
+        "method.encoder_norm": "layer",
+        # sec. 4.1 (through summaries of it): "color dropping", which drops two of the three colour channels
+        # in each patch
+        "method.patch_augment.color_drop": 1.0,
+        "method.patch_augment.hflip": NotInSource("sec. 4.1 adds random horizontal flips of the patches; the "
+                                                  "probability could not be read here (ours 0.5)"),
+        **{f"method.patch_augment.{k}": CPC_UNREAD for k in ("rotate", "shear", "scale", "translate",
+                                                              "brightness", "contrast", "saturation", "hue")},
+        "method.directions": NotInSource("sec. 4.1 predicts in more than one direction; which ones could not "
+                                         "be read here (ours: all four)"),
+        "method.patch_size": CPC_UNREAD, "method.patch_stride": CPC_UNREAD,
+        "method.pixel_mean": NotInSource("ssl_bench's colour ops undo the data's normalisation (null: its "
+                                         "statistics)"),
+        "method.pixel_std": NotInSource("see method.pixel_mean"),
+        # the image-level views (augmentation=cpc_v2: one crop + flip, no colour jitter: its preset lists no
+        # jitter amounts)
+        **{k: CPC_UNREAD for k in _no_jitter(view(0, num_crops=1, crop_size=224, scale=(0.3, 1.0)))},
+        **{f"optimizer.{k}": CPC_UNREAD for k in ("name", "lr", "scale_lr", "weight_decay", "momentum",
+                                                  "nesterov", "eta", "eps", "clip_lr", "betas",
+                                                  "exclude_bias_n_norm")},
+        **{f"scheduler.{k}": CPC_UNREAD for k in ("name", "warmup_epochs", "warmup_steps", "warmup_start_lr",
+                                                  "min_lr", "milestones", "gamma")},
+        "data.image_size": CPC_UNREAD, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+    },
+}
