@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-fast test-long bench clean
+.PHONY: help install demo lint format test test-fast test-long bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,6 +18,14 @@ install: $(STAMP)  ## create/reuse .venv and install ssl_bench with its dev extr
 
 demo: $(STAMP)  ## SimCLR on Fashion-MNIST (synthetic if absent) on CPU: kNN before vs after SSL
 	$(PY) -m ssl_bench.demo
+
+lint: $(STAMP)  ## ruff: lint and format check (100-character lines; pyproject.toml [tool.ruff])
+	$(VENV)/bin/ruff check ssl_bench tests
+	$(VENV)/bin/ruff format --check ssl_bench tests
+
+format: $(STAMP)  ## ruff: fix what can be fixed and format in place
+	$(VENV)/bin/ruff check --fix ssl_bench tests
+	$(VENV)/bin/ruff format ssl_bench tests
 
 # Two pytest workers with one OpenMP thread each keep both cores busy (CLI tests spend seconds in
 # start-up); more threads per process only make OpenMP's spinning threads fight over the 2 cores.

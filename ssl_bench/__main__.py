@@ -5,6 +5,7 @@ value, missing data, NaN loss, a crash - is recorded as failed in its own result
 on; at the end the sweep dir gets its leaderboard (ssl_bench.config.SweepSummary) and the exit code is
 EXIT_SWEEP_FAILURES when any job failed.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,19 @@ def _record_failure(run_dir: Path, cfg: DictConfig, error: str) -> None:
             pass
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "results.json").write_text(json.dumps({
-            "status": "failed", "error": error, "method": cfg.method.get("name"), "data": cfg.data.get("name"),
-            "seed": cfg.get("seed"), "run_dir": str(run_dir)}, indent=2))
+        (run_dir / "results.json").write_text(
+            json.dumps(
+                {
+                    "status": "failed",
+                    "error": error,
+                    "method": cfg.method.get("name"),
+                    "data": cfg.data.get("name"),
+                    "seed": cfg.get("seed"),
+                    "run_dir": str(run_dir),
+                },
+                indent=2,
+            )
+        )
     except OSError:
         pass
 
@@ -62,7 +73,11 @@ def _hydra_main(cfg: DictConfig) -> float:
     except UserError as err:
         if not multirun:
             report_user_error(err)
-        print(f"ssl_bench: error: job {hc.job.num} ({run_dir.name}): {err}", file=sys.stderr, flush=True)
+        print(
+            f"ssl_bench: error: job {hc.job.num} ({run_dir.name}): {err}",
+            file=sys.stderr,
+            flush=True,
+        )
         _record_failure(run_dir, cfg, str(err))
         return math.nan
     except Exception as err:  # noqa: BLE001 - in a sweep, any crash of one job is recorded, the rest go on

@@ -3,12 +3,12 @@
 Every backbone is a timm model built with `num_classes=0`, so calling it returns pooled features of
 width `model.num_features`. There is no second registry: any name timm knows works.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 import timm
-import torch
 from torch import nn
 
 from ssl_bench.errors import ConfigError
@@ -27,12 +27,16 @@ def _swap_to_small_input_stem(model: nn.Module, name: str) -> None:
             f"the small-input stem applies to ResNet-family models with a single `conv1` stem; '{name}' has none.",
             "set backbone.small_input=false, or for a ViT choose a small patch size (backbone.kwargs.patch_size=4).",
         )
-    model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    model.conv1 = nn.Conv2d(
+        conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False
+    )
     if hasattr(model, "maxpool"):
         model.maxpool = nn.Identity()
 
 
-def create_backbone(name: str, small_input: bool = False, in_chans: int = 3, **timm_kwargs: Any) -> nn.Module:
+def create_backbone(
+    name: str, small_input: bool = False, in_chans: int = 3, **timm_kwargs: Any
+) -> nn.Module:
     """Build `timm.create_model(name, pretrained=False, num_classes=0, **timm_kwargs)`.
 
     Returns the model; its pooled feature width is `model.num_features`.
@@ -40,17 +44,27 @@ def create_backbone(name: str, small_input: bool = False, in_chans: int = 3, **t
     if name not in timm.list_models() and not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:12]
         hint = f" Similar timm names: {', '.join(close)}." if close else ""
-        raise ConfigError("backbone.name", f"'{name}' is not a timm model.{hint}",
-                          "pick a name from timm.list_models(), e.g. resnet18, resnet50, vit_tiny_patch16_224.")
+        raise ConfigError(
+            "backbone.name",
+            f"'{name}' is not a timm model.{hint}",
+            "pick a name from timm.list_models(), e.g. resnet18, resnet50, vit_tiny_patch16_224.",
+        )
     try:
-        model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **timm_kwargs)
+        model = timm.create_model(
+            name, pretrained=False, num_classes=0, in_chans=in_chans, **timm_kwargs
+        )
     except TypeError as err:
-        raise ConfigError("backbone.kwargs", f"timm rejected the arguments for '{name}': {err}",
-                          "remove or rename the offending key under backbone.kwargs.") from None
+        raise ConfigError(
+            "backbone.kwargs",
+            f"timm rejected the arguments for '{name}': {err}",
+            "remove or rename the offending key under backbone.kwargs.",
+        ) from None
     if small_input:
         _swap_to_small_input_stem(model, name)
     if not getattr(model, "num_features", None):
-        raise ConfigError("backbone.name", f"timm model '{name}' does not report num_features.",
-                          "choose a classification backbone.")
+        raise ConfigError(
+            "backbone.name",
+            f"timm model '{name}' does not report num_features.",
+            "choose a classification backbone.",
+        )
     return model
-

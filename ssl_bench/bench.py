@@ -16,6 +16,7 @@ DataLoader with 2 workers, fp32 - and the same loop with bf16 autocast + channel
 hand, and prints ssl_bench / lightly, all measured in the same process. Results go to stdout and are
 appended to BENCHMARKS.md with the machine and the date.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,7 +80,9 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int | None = None, reps: int = 10) -> float:
+def matmul_peak_tflops(
+    device: torch.device, dtype: torch.dtype, n: int | None = None, reps: int = 10
+) -> float:
     n = n or (8192 if device.type == "cuda" else 1024)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
@@ -94,17 +97,32 @@ def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int | None =
 
 
 # ---- ssl_bench --------------------------------------------------------------------------------------
-def compose(method: str, backbone: str, image_size: int, batch_size: int, steps: int, precision: str,
-            extra: list[str]):
+def compose(
+    method: str,
+    backbone: str,
+    image_size: int,
+    batch_size: int,
+    steps: int,
+    precision: str,
+    extra: list[str],
+):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     from ssl_bench.config import CONFIG_DIR
 
-    overrides = [f"method={method}", f"backbone={backbone}", "data=synthetic", f"data.image_size={image_size}",
-                 f"++data.options.image_size={image_size}", f"data.batch_size={batch_size}",
-                 f"data.options.n_train={batch_size * (steps + 1)}", "data.options.n_test=64",
-                 f"trainer.precision={precision}", "progress_bar=false"]
+    overrides = [
+        f"method={method}",
+        f"backbone={backbone}",
+        "data=synthetic",
+        f"data.image_size={image_size}",
+        f"++data.options.image_size={image_size}",
+        f"data.batch_size={batch_size}",
+        f"data.options.n_train={batch_size * (steps + 1)}",
+        "data.options.n_test=64",
+        f"trainer.precision={precision}",
+        "progress_bar=false",
+    ]
     if method in AUGMENTATION_OF:
         overrides.append(f"augmentation={AUGMENTATION_OF[method]}")
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -119,19 +137,31 @@ def bench_method(method: str, args) -> Row:
     from ssl_bench.train import build_datamodule, build_method, resolve_precision
 
     steps = args.warmup + args.steps
-    cfg = compose(method, args.backbone, args.image_size, args.batch_size, steps, args.precision, args.override)
+    cfg = compose(
+        method,
+        args.backbone,
+        args.image_size,
+        args.batch_size,
+        steps,
+        args.precision,
+        args.override,
+    )
     precision = resolve_precision(cfg.trainer.precision, args.accelerator)
     dm = build_datamodule(cfg)
     dm.setup("fit")
     model = build_method(cfg, dm.num_classes)
-    device = torch.device("cuda" if args.accelerator in ("gpu", "cuda") or
-                          (args.accelerator == "auto" and torch.cuda.is_available()) else "cpu")
+    device = torch.device(
+        "cuda"
+        if args.accelerator in ("gpu", "cuda")
+        or (args.accelerator == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     row = Row(method, args.backbone, args.image_size, args.batch_size, str(precision), device.type)
 
     # (b) the view path alone, on the training device
-    x = dm.splits["pretrain"].images[:args.batch_size].to(device)
+    x = dm.splits["pretrain"].images[: args.batch_size].to(device)
     views_fn = dm.batch_views.to(device)
     for _ in range(2):
         views_fn(x)
@@ -144,10 +174,20 @@ def bench_method(method: str, args) -> Row:
 
     # (a) end-to-end training with Lightning, timed between batches after warm-up
     clock = ThroughputMonitor(every_n_steps=10**9, warmup_steps=args.warmup)
-    trainer = pl.Trainer(accelerator=args.accelerator, devices=1, precision=precision, max_steps=steps,
-                         max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                         callbacks=[clock])
+    trainer = pl.Trainer(
+        accelerator=args.accelerator,
+        devices=1,
+        precision=precision,
+        max_steps=steps,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[clock],
+    )
     trainer.fit(model, datamodule=dm)
     row.train_img_s = clock.average or 0.0
     row.peak_mem_mib = peak_memory_mib(device)
@@ -155,7 +195,7 @@ def bench_method(method: str, args) -> Row:
     # (c) FLOPs of one training step (forward + backward) under the run's autocast
     model.to(device).train()
     dm.trainer = None
-    xb = dm.splits["pretrain"].images[:args.batch_size].to(device)
+    xb = dm.splits["pretrain"].images[: args.batch_size].to(device)
     views = [v.contiguous(memory_format=torch.channels_last) for v in views_fn(xb)]
     labels = torch.zeros(args.batch_size, dtype=torch.long, device=device)
     index = torch.arange(args.batch_size, device=device)
@@ -209,9 +249,14 @@ def bench_lightly_simclr(args, bf16_channels_last: bool) -> float:
     images, _ = make_synthetic(n, image_size=args.image_size)
     # lightly's CIFAR-10 benchmark transform: no blur at 32px, colour jitter strength 0.5
     transform = SimCLRTransform(input_size=args.image_size, cj_strength=0.5, gaussian_blur=0.0)
-    loader = torch.utils.data.DataLoader(_PILImages(images, transform), batch_size=args.batch_size, shuffle=True,
-                                         drop_last=True, num_workers=args.lightly_workers,
-                                         persistent_workers=False)
+    loader = torch.utils.data.DataLoader(
+        _PILImages(images, transform),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.lightly_workers,
+        persistent_workers=False,
+    )
     start, seen = None, 0
     for step, ((x0, x1), _) in enumerate(loader):
         if step == args.warmup:
@@ -231,8 +276,20 @@ def bench_lightly_simclr(args, bf16_channels_last: bool) -> float:
 
 
 # ---- output ------------------------------------------------------------------------------------------
-COLUMNS = ("method", "backbone", "image_size", "batch_size", "precision", "device", "train_img_s", "views_img_s",
-           "step_tflops", "peak_tflops", "mfu_pct", "peak_mem_mib")
+COLUMNS = (
+    "method",
+    "backbone",
+    "image_size",
+    "batch_size",
+    "precision",
+    "device",
+    "train_img_s",
+    "views_img_s",
+    "step_tflops",
+    "peak_tflops",
+    "mfu_pct",
+    "peak_mem_mib",
+)
 
 
 def to_markdown(rows: list[Row], header: str) -> str:
@@ -241,12 +298,16 @@ def to_markdown(rows: list[Row], header: str) -> str:
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         values = [getattr(r, c) if c in COLUMNS else r.extra.get(c, "") for c in cols]
-        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values) + " |")
+        lines.append(
+            "| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ssl_bench.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m ssl_bench.bench", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     p.add_argument("--backbone", default="resnet18", help="a conf/backbone option")
     p.add_argument("--image-size", type=int, default=32)
@@ -255,11 +316,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--steps", type=int, default=10, help="timed steps after warm-up")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--lightly", action="store_true", help="also run lightly 1.6.0's SimCLR loop (extra [bench])")
+    p.add_argument(
+        "--lightly",
+        action="store_true",
+        help="also run lightly 1.6.0's SimCLR loop (extra [bench])",
+    )
     p.add_argument("--lightly-workers", type=int, default=2)
     p.add_argument("--out", default="BENCHMARKS.md", help="markdown file to append to ('' to skip)")
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
-    p.add_argument("--override", action="append", default=[], help="extra Hydra override (repeatable)")
+    p.add_argument(
+        "--override", action="append", default=[], help="extra Hydra override (repeatable)"
+    )
     args = p.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         p.error("--warmup and --steps must be >= 1")
@@ -270,13 +337,19 @@ def main(argv: list[str] | None = None) -> int:
             fp32 = bench_lightly_simclr(args, bf16_channels_last=False)
             bf16 = bench_lightly_simclr(args, bf16_channels_last=True)
         except ImportError:
-            print("ssl_bench.bench: --lightly needs lightly 1.6.0: pip install -e '.[bench]'", file=sys.stderr)
+            print(
+                "ssl_bench.bench: --lightly needs lightly 1.6.0: pip install -e '.[bench]'",
+                file=sys.stderr,
+            )
             return 2
         for r in rows:
             if r.method == "simclr":
-                r.extra.update(lightly_fp32_img_s=fp32, lightly_bf16_cl_img_s=bf16,
-                               ratio_vs_lightly_fp32=r.train_img_s / fp32 if fp32 else 0.0,
-                               ratio_vs_lightly_bf16=r.train_img_s / bf16 if bf16 else 0.0)
+                r.extra.update(
+                    lightly_fp32_img_s=fp32,
+                    lightly_bf16_cl_img_s=bf16,
+                    ratio_vs_lightly_fp32=r.train_img_s / fp32 if fp32 else 0.0,
+                    ratio_vs_lightly_bf16=r.train_img_s / bf16 if bf16 else 0.0,
+                )
     header = f"### {dt.datetime.now():%Y-%m-%d %H:%M} - {machine()}"
     text = to_markdown(rows, header)
     print(text)

@@ -1,4 +1,5 @@
 """Callbacks every run gets: throughput, best metrics, skipped image files."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """Where the configs live, how a user error is reported, and the Hydra callbacks and resolvers."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,10 @@ from omegaconf import OmegaConf
 
 from ssl_bench.errors import EXIT_USER_ERROR
 
-_PACKAGED = Path(__file__).resolve().parent / "conf"          # non-editable install: ssl_bench/conf
-_CHECKOUT = Path(__file__).resolve().parent.parent / "conf"    # a checkout / editable install: <repo>/conf
+_PACKAGED = Path(__file__).resolve().parent / "conf"  # non-editable install: ssl_bench/conf
+_CHECKOUT = (
+    Path(__file__).resolve().parent.parent / "conf"
+)  # a checkout / editable install: <repo>/conf
 CONFIG_DIR = _PACKAGED if (_PACKAGED / "config.yaml").is_file() else _CHECKOUT
 
 #: failed jobs of the multirun that just ended (set by SweepSummary; __main__ turns it into the exit code)
@@ -35,7 +38,11 @@ def report_user_error(err: Exception) -> None:
     msg = str(err)
     if "Original Traceback" in msg:  # re-raised from a DataLoader worker: keep the error's own line
         last = [line for line in msg.splitlines() if line.strip()][-1]
-        msg = last.split(": ", 1)[1] if last.startswith(("ssl_bench.", "DataError", "ConfigError")) else last
+        msg = (
+            last.split(": ", 1)[1]
+            if last.startswith(("ssl_bench.", "DataError", "ConfigError"))
+            else last
+        )
     print(f"ssl_bench: error: {msg}", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_USER_ERROR)
 
@@ -61,14 +68,21 @@ class OutputDirCheck(_HydraCallback):
 
     def on_run_start(self, config, **kwargs) -> None:
         run_dir = Path(str(config.hydra.run.dir))
-        finished = [p for p in (run_dir / "results.json", run_dir / "checkpoints" / "last.ckpt") if p.exists()]
+        finished = [
+            p
+            for p in (run_dir / "results.json", run_dir / "checkpoints" / "last.ckpt")
+            if p.exists()
+        ]
         if finished and not config.get("resume") and not config.get("overwrite", False):
             from ssl_bench.errors import UserError
 
-            report_user_error(UserError(
-                f"run dir '{run_dir}' already holds a run ({', '.join(p.name for p in finished)}); nothing was "
-                f"changed. Fix: continue it with resume={run_dir}, replace it with overwrite=true, or choose "
-                "another hydra.run.dir."))
+            report_user_error(
+                UserError(
+                    f"run dir '{run_dir}' already holds a run ({', '.join(p.name for p in finished)}); nothing was "
+                    f"changed. Fix: continue it with resume={run_dir}, replace it with overwrite=true, or choose "
+                    "another hydra.run.dir."
+                )
+            )
         self._check(str(run_dir), "hydra.run.dir")
 
     def on_multirun_start(self, config, **kwargs) -> None:
@@ -98,7 +112,10 @@ class SweepSummary(_HydraCallback):
             where = f"leaderboard: {out['markdown']}"
         except Exception as err:  # noqa: BLE001 - a report problem must not hide the sweep's outcome
             where = f"no leaderboard ({type(err).__name__}: {err})"
-        print(f"ssl_bench: sweep {sweep_dir}: {len(jobs)} job(s), {len(failed)} failed; {where}",
-              file=sys.stderr, flush=True)
+        print(
+            f"ssl_bench: sweep {sweep_dir}: {len(jobs)} job(s), {len(failed)} failed; {where}",
+            file=sys.stderr,
+            flush=True,
+        )
         for line in failed:
             print(f"ssl_bench:   failed {line}", file=sys.stderr, flush=True)

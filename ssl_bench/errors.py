@@ -3,11 +3,14 @@
 The CLI (`ssl_bench.__main__`) catches `UserError`, prints the message without a traceback and exits
 with `EXIT_USER_ERROR`. Library code raises the most specific subclass.
 """
+
 from __future__ import annotations
 
 EXIT_USER_ERROR = 2
-EXIT_NONFINITE = 3        # the loss became NaN/Inf
-EXIT_SWEEP_FAILURES = 4   # a multirun finished, but some of its jobs failed (see the sweep's leaderboard)
+EXIT_NONFINITE = 3  # the loss became NaN/Inf
+EXIT_SWEEP_FAILURES = (
+    4  # a multirun finished, but some of its jobs failed (see the sweep's leaderboard)
+)
 
 
 class UserError(Exception):

@@ -16,6 +16,7 @@ cross-view similarities. All three bounds follow Hjelm et al. 2019 (Deep InfoMax
 (optionally at L locations each); the candidates of image i are the positives, those of other images the
 negatives. Computed in float32 whatever the input dtype (bf16 autocast loses too much in log-sum-exp).
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,9 @@ def dv_mi(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
     return pos.mean() - (torch.logsumexp(neg, dim=0) - math.log(neg.numel()))
 
 
-def infonce_mi(scores: torch.Tensor, pos_mask: torch.Tensor, neg_mask: torch.Tensor | None = None) -> torch.Tensor:
+def infonce_mi(
+    scores: torch.Tensor, pos_mask: torch.Tensor, neg_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """InfoNCE over a Q x K score matrix: row q is a query, column k a candidate.
 
     pos_mask (Q x K bool) marks each row's positives (at least one per row); `neg_mask` its negatives (default:
@@ -50,8 +53,8 @@ def infonce_mi(scores: torch.Tensor, pos_mask: torch.Tensor, neg_mask: torch.Ten
     s = scores.float()
     pos_mask = pos_mask.to(torch.bool)
     neg_mask = ~pos_mask if neg_mask is None else neg_mask.to(torch.bool)
-    neg_lse = torch.logsumexp(s.masked_fill(~neg_mask, float("-inf")), dim=1, keepdim=True)   # Q x 1
-    log_softmax = s - torch.logaddexp(s, neg_lse)                                             # Q x K
+    neg_lse = torch.logsumexp(s.masked_fill(~neg_mask, float("-inf")), dim=1, keepdim=True)  # Q x 1
+    log_softmax = s - torch.logaddexp(s, neg_lse)  # Q x K
     pos = pos_mask.to(s.dtype)
     return (log_softmax * pos).sum() / pos.sum()
 
@@ -72,7 +75,9 @@ def batch_mi(scores: torch.Tensor, estimator: str) -> torch.Tensor:
     n = scores.shape[0]
     if scores.dim() == 2:
         scores = scores.unsqueeze(-1)
-    eye = torch.eye(n, dtype=torch.bool, device=scores.device).unsqueeze(-1).expand_as(scores)   # N x N x L
+    eye = (
+        torch.eye(n, dtype=torch.bool, device=scores.device).unsqueeze(-1).expand_as(scores)
+    )  # N x N x L
     if estimator == "jsd":
         return jsd_mi(scores[eye], scores[~eye])
     if estimator == "dv":

@@ -4,11 +4,13 @@ constant).
 Each follows a published implementation exactly; the reference is named where it is used, and every test
 in tests/test_optim.py compares against a literal transcription of that reference.
 """
+
 from __future__ import annotations
 
 import bisect
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,8 +24,14 @@ SCHEDULERS = ("warmup_cosine", "warmup_step", "constant")
 #: omits the key gets (the YAML presets in conf/optimizer list every key, null where unused)
 OPTIMIZER_KEYS: dict[str, dict[str, Any]] = {
     "sgd": {"momentum": 0.9, "nesterov": False, "exclude_bias_n_norm": False},
-    "lars": {"momentum": 0.9, "nesterov": False, "eta": 0.02, "eps": 1e-8, "clip_lr": False,
-             "exclude_bias_n_norm": False},
+    "lars": {
+        "momentum": 0.9,
+        "nesterov": False,
+        "eta": 0.02,
+        "eps": 1e-8,
+        "clip_lr": False,
+        "exclude_bias_n_norm": False,
+    },
     "adam": {"betas": (0.9, 0.999), "eps": 1e-8, "exclude_bias_n_norm": False},
     "adamw": {"betas": (0.9, 0.999), "eps": 1e-8, "exclude_bias_n_norm": False},
 }
@@ -60,15 +68,38 @@ class LARS(torch.optim.Optimizer):
     step never synchronises with the host (tests/test_no_host_sync.py).
     """
 
-    def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 eta: float = 0.02, eps: float = 1e-8, clip_lr: bool = False,
-                 exclude_bias_n_norm: bool = False, nesterov: bool = False):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 0.02,
+        eps: float = 1e-8,
+        clip_lr: bool = False,
+        exclude_bias_n_norm: bool = False,
+        nesterov: bool = False,
+    ):
         if nesterov and momentum <= 0:
-            raise ConfigError("optimizer.nesterov", "Nesterov momentum needs a momentum > 0.",
-                              "set optimizer.momentum=0.9 or optimizer.nesterov=false.")
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, eps=eps,
-                                      clip_lr=clip_lr, exclude_bias_n_norm=exclude_bias_n_norm,
-                                      nesterov=nesterov, lars_adapt=True))
+            raise ConfigError(
+                "optimizer.nesterov",
+                "Nesterov momentum needs a momentum > 0.",
+                "set optimizer.momentum=0.9 or optimizer.nesterov=false.",
+            )
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                momentum=momentum,
+                weight_decay=weight_decay,
+                eta=eta,
+                eps=eps,
+                clip_lr=clip_lr,
+                exclude_bias_n_norm=exclude_bias_n_norm,
+                nesterov=nesterov,
+                lars_adapt=True,
+            ),
+        )
 
     def _directions(self, group: dict, params: list[torch.Tensor]) -> list[torch.Tensor]:
         """The step direction d of every parameter of `group` (before momentum)."""
@@ -128,7 +159,11 @@ def split_decay_groups(module: nn.Module, exclude_bias_and_norm: bool = True) ->
     """The trainable parameters of `module` as one group, or two when `exclude_bias_and_norm`: the
     weights, and the biases / norm parameters (ndim <= 1) with weight decay 0."""
     params = [p for p in module.parameters() if p.requires_grad]
-    return _split_bias_and_norm([{"params": params}]) if exclude_bias_and_norm else [{"params": params}]
+    return (
+        _split_bias_and_norm([{"params": params}])
+        if exclude_bias_and_norm
+        else [{"params": params}]
+    )
 
 
 def _split_bias_and_norm(groups: list[dict]) -> list[dict]:
@@ -154,40 +189,67 @@ def optimizer_options(name: str, lr: float, weight_decay: float, options: dict) 
     and returns the options `name` uses, defaults filled in. A key that `name` does not use must be null or
     absent; a key it uses may be absent (OPTIMIZER_KEYS gives the default) but not null."""
     if name not in OPTIMIZER_KEYS:
-        raise ConfigError("optimizer.name", f"unknown optimizer '{name}'.",
-                          f"choose one of {', '.join(OPTIMIZERS)}.")
+        raise ConfigError(
+            "optimizer.name",
+            f"unknown optimizer '{name}'.",
+            f"choose one of {', '.join(OPTIMIZERS)}.",
+        )
     if lr is None or lr <= 0:
-        raise ConfigError("optimizer.lr", f"must be positive, got {lr}.", "set optimizer.lr to e.g. 0.3.")
+        raise ConfigError(
+            "optimizer.lr", f"must be positive, got {lr}.", "set optimizer.lr to e.g. 0.3."
+        )
     if weight_decay is None or weight_decay < 0:
-        raise ConfigError("optimizer.weight_decay", f"must be >= 0, got {weight_decay}.",
-                          "set optimizer.weight_decay to e.g. 1e-5 (0 for none).")
+        raise ConfigError(
+            "optimizer.weight_decay",
+            f"must be >= 0, got {weight_decay}.",
+            "set optimizer.weight_decay to e.g. 1e-5 (0 for none).",
+        )
     used = OPTIMIZER_KEYS[name]
     kw = dict(used)
     for key, value in options.items():
         if key not in ALL_OPTIMIZER_KEYS:
-            raise ConfigError(f"optimizer.{key}", "is not an optimizer key.",
-                              f"remove it; the keys are name, lr, scale_lr, weight_decay, "
-                              f"{', '.join(ALL_OPTIMIZER_KEYS)}.")
+            raise ConfigError(
+                f"optimizer.{key}",
+                "is not an optimizer key.",
+                f"remove it; the keys are name, lr, scale_lr, weight_decay, "
+                f"{', '.join(ALL_OPTIMIZER_KEYS)}.",
+            )
         if key not in used:
             if value is not None:
                 users = [n for n in OPTIMIZERS if key in OPTIMIZER_KEYS[n]]
-                raise ConfigError(f"optimizer.{key}", f"has no meaning for optimizer '{name}' (only for "
-                                  f"{', '.join(users)}), got {value!r}.", f"set optimizer.{key}=null.")
+                raise ConfigError(
+                    f"optimizer.{key}",
+                    f"has no meaning for optimizer '{name}' (only for "
+                    f"{', '.join(users)}), got {value!r}.",
+                    f"set optimizer.{key}=null.",
+                )
             continue
         if value is None:
-            raise ConfigError(f"optimizer.{key}", f"is null, but optimizer '{name}' uses it.",
-                              f"set it, e.g. optimizer.{key}={used[key]} (conf/optimizer/{name}.yaml).")
+            raise ConfigError(
+                f"optimizer.{key}",
+                f"is null, but optimizer '{name}' uses it.",
+                f"set it, e.g. optimizer.{key}={used[key]} (conf/optimizer/{name}.yaml).",
+            )
         kw[key] = value
     if kw.get("nesterov") and kw["momentum"] <= 0:
-        raise ConfigError("optimizer.nesterov", "Nesterov momentum needs a momentum > 0.",
-                          "set optimizer.momentum=0.9 or optimizer.nesterov=false.")
+        raise ConfigError(
+            "optimizer.nesterov",
+            "Nesterov momentum needs a momentum > 0.",
+            "set optimizer.momentum=0.9 or optimizer.nesterov=false.",
+        )
     if name == "lars" and (kw["eta"] <= 0 or kw["eps"] < 0):
         key = "optimizer.eta" if kw["eta"] <= 0 else "optimizer.eps"
-        raise ConfigError(key, f"must be {'> 0' if key.endswith('eta') else '>= 0'}, got {kw[key[10:]]}.",
-                          "the presets use eta 0.02, eps 1e-8.")
+        raise ConfigError(
+            key,
+            f"must be {'> 0' if key.endswith('eta') else '>= 0'}, got {kw[key[10:]]}.",
+            "the presets use eta 0.02, eps 1e-8.",
+        )
     if name in ("adam", "adamw") and len(kw["betas"]) != 2:
-        raise ConfigError("optimizer.betas", f"needs two values, got {list(kw['betas'])}.",
-                          "set optimizer.betas=[0.9,0.999].")
+        raise ConfigError(
+            "optimizer.betas",
+            f"needs two values, got {list(kw['betas'])}.",
+            "set optimizer.betas=[0.9,0.999].",
+        )
     return kw
 
 
@@ -197,23 +259,38 @@ def scheduler_options(cfg: dict) -> tuple[str, dict]:
     cfg = dict(cfg)
     name = cfg.pop("name", "constant")
     if name not in SCHEDULER_KEYS:
-        raise ConfigError("scheduler.name", f"unknown scheduler '{name}'.",
-                          f"choose one of {', '.join(SCHEDULERS)}.")
+        raise ConfigError(
+            "scheduler.name",
+            f"unknown scheduler '{name}'.",
+            f"choose one of {', '.join(SCHEDULERS)}.",
+        )
     used = SCHEDULER_KEYS[name]
     for key, value in cfg.items():
         if key not in ALL_SCHEDULER_KEYS:
-            raise ConfigError(f"scheduler.{key}", "is not a scheduler key.",
-                              f"remove it; the keys are name, {', '.join(ALL_SCHEDULER_KEYS)}.")
+            raise ConfigError(
+                f"scheduler.{key}",
+                "is not a scheduler key.",
+                f"remove it; the keys are name, {', '.join(ALL_SCHEDULER_KEYS)}.",
+            )
         if key not in used and value is not None:
             users = [n for n in SCHEDULERS if key in SCHEDULER_KEYS[n]]
-            raise ConfigError(f"scheduler.{key}", f"has no meaning for scheduler '{name}' (only for "
-                              f"{', '.join(users)}), got {value!r}.", f"set scheduler.{key}=null.")
+            raise ConfigError(
+                f"scheduler.{key}",
+                f"has no meaning for scheduler '{name}' (only for "
+                f"{', '.join(users)}), got {value!r}.",
+                f"set scheduler.{key}=null.",
+            )
     out = {k: cfg.get(k) for k in used}
-    optional = {"warmup_steps"} | ({"warmup_epochs"} if out.get("warmup_steps") is not None else set())
+    optional = {"warmup_steps"} | (
+        {"warmup_epochs"} if out.get("warmup_steps") is not None else set()
+    )
     for key in used:
         if key not in optional and out[key] is None:
-            raise ConfigError(f"scheduler.{key}", f"is missing or null, but scheduler '{name}' uses it.",
-                              f"set it (see conf/scheduler/{name}.yaml).")
+            raise ConfigError(
+                f"scheduler.{key}",
+                f"is missing or null, but scheduler '{name}' uses it.",
+                f"set it (see conf/scheduler/{name}.yaml).",
+            )
     steps = out.get("warmup_steps")
     if steps is not None and (steps < 0 or steps != int(steps)):
         raise ConfigError("scheduler.warmup_steps", f"must be a whole number >= 0, got {steps}.")
@@ -223,11 +300,15 @@ def scheduler_options(cfg: dict) -> tuple[str, dict]:
     if name == "warmup_step":
         ms = list(out["milestones"])
         if any(int(m) != m or m < 0 for m in ms) or ms != sorted(ms):
-            raise ConfigError("scheduler.milestones", f"must be increasing whole epochs >= 0, got {ms}.",
-                              "e.g. scheduler.milestones=[251,281].")
+            raise ConfigError(
+                "scheduler.milestones",
+                f"must be increasing whole epochs >= 0, got {ms}.",
+                "e.g. scheduler.milestones=[251,281].",
+            )
         if out["gamma"] <= 0:
-            raise ConfigError("scheduler.gamma", f"must be > 0, got {out['gamma']}.",
-                              "e.g. scheduler.gamma=0.2.")
+            raise ConfigError(
+                "scheduler.gamma", f"must be > 0, got {out['gamma']}.", "e.g. scheduler.gamma=0.2."
+            )
         out["milestones"] = [int(m) for m in ms]
     return name, out
 
@@ -250,24 +331,47 @@ def build_optimizer(groups: list[dict], name: str, lr: float, weight_decay: floa
     """
     kw = optimizer_options(name, lr, weight_decay, options)
     if name == "lars":
-        return LARS(groups, lr=lr, weight_decay=weight_decay, momentum=float(kw["momentum"]),
-                    eta=float(kw["eta"]), eps=float(kw["eps"]), clip_lr=bool(kw["clip_lr"]),
-                    exclude_bias_n_norm=bool(kw["exclude_bias_n_norm"]), nesterov=bool(kw["nesterov"]))
-    groups = [{k: v for k, v in g.items() if k != "lars_adapt"} for g in groups]  # only LARS knows this key
+        return LARS(
+            groups,
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=float(kw["momentum"]),
+            eta=float(kw["eta"]),
+            eps=float(kw["eps"]),
+            clip_lr=bool(kw["clip_lr"]),
+            exclude_bias_n_norm=bool(kw["exclude_bias_n_norm"]),
+            nesterov=bool(kw["nesterov"]),
+        )
+    groups = [
+        {k: v for k, v in g.items() if k != "lars_adapt"} for g in groups
+    ]  # only LARS knows this key
     if kw["exclude_bias_n_norm"]:
         groups = _split_bias_and_norm(groups)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=float(kw["momentum"]), weight_decay=weight_decay,
-                               nesterov=bool(kw["nesterov"]), foreach=True)
+        return torch.optim.SGD(
+            groups,
+            lr=lr,
+            momentum=float(kw["momentum"]),
+            weight_decay=weight_decay,
+            nesterov=bool(kw["nesterov"]),
+            foreach=True,
+        )
     betas = tuple(float(b) for b in kw["betas"])
     adam_class = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    return adam_class(groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=float(kw["eps"]),
-                      foreach=True)
+    return adam_class(
+        groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=float(kw["eps"]), foreach=True
+    )
 
 
 # ---- schedules: the lr (or multiplier) of one parameter group at optimizer step k (0-based) ----------------
-def warmup_cosine_lr(step: int, base_lr: float, total_steps: int, warmup_steps: float,
-                     warmup_start_lr: float = 3e-5, min_lr: float = 0.0) -> float:
+def warmup_cosine_lr(
+    step: int,
+    base_lr: float,
+    total_steps: int,
+    warmup_steps: float,
+    warmup_start_lr: float = 3e-5,
+    min_lr: float = 0.0,
+) -> float:
     """The lr at `step` of solo-learn's warm-up + cosine: LinearWarmupCosineAnnealingLR (solo-learn
     solo/utils/lr_scheduler.py @ 9187ea3, from Lightning Bolts), stepped every optimizer step, in closed form.
 
@@ -296,14 +400,17 @@ def warmup_cosine_lr(step: int, base_lr: float, total_steps: int, warmup_steps: 
     if step < W:
         return warmup_start_lr + step * (base_lr - warmup_start_lr) / (W - 1)
     span = total_steps - W
-    if span <= 0:      # the warm-up covers the whole run
+    if span <= 0:  # the warm-up covers the whole run
         return base_lr
     if W == int(W):
         anchor, anchor_lr = W, base_lr
     else:
         anchor = math.ceil(W) - 1
-        anchor_lr = warmup_start_lr + anchor * (base_lr - warmup_start_lr) / (W - 1) if anchor > 0 \
+        anchor_lr = (
+            warmup_start_lr + anchor * (base_lr - warmup_start_lr) / (W - 1)
+            if anchor > 0
             else warmup_start_lr
+        )
     k = min(step, total_steps)
     denom = 1 + math.cos(math.pi * (anchor - W) / span)
     if denom <= 0:
@@ -318,12 +425,17 @@ def warmup_overshoot(warmup_steps: float, warmup_start_lr: float, base_lr: float
     if W <= 0 or W == int(W):
         return 1.0
     anchor = math.ceil(W) - 1
-    peak = warmup_start_lr + anchor * (base_lr - warmup_start_lr) / (W - 1) if anchor > 0 else warmup_start_lr
+    peak = (
+        warmup_start_lr + anchor * (base_lr - warmup_start_lr) / (W - 1)
+        if anchor > 0
+        else warmup_start_lr
+    )
     return peak / base_lr
 
 
-def warmup_step_factor(step: int, steps_per_epoch: int, warmup_steps: float, milestones: Sequence[int],
-                       gamma: float) -> float:
+def warmup_step_factor(
+    step: int, steps_per_epoch: int, warmup_steps: float, milestones: Sequence[int], gamma: float
+) -> float:
     """LR multiplier at `step` of a linear warm-up followed by step decay, in the form of the official AMDIM
     code (Philip-Bachman/amdim-public task_self_supervised.py @ 8754ae1):
 

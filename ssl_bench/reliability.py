@@ -7,6 +7,7 @@ Exit codes of `python -m ssl_bench` (also in the README):
   3  the loss became NaN/Inf; the last good checkpoint is kept and results.json says so
   4  a multirun finished but some jobs failed (each failed job's results.json says why)
 """
+
 from __future__ import annotations
 
 import errno
@@ -18,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ssl_bench.errors import EXIT_NONFINITE, ConfigError, OutputError  # noqa: F401 - EXIT_NONFINITE re-exported
 
@@ -46,10 +47,12 @@ class NonFiniteGuard(pl.Callback):
 
     def _raise(self, step: int, epoch: int, terms: dict[str, Any]) -> None:
         shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-        raise NonFiniteLossError(f"the loss became non-finite at global step {step} (epoch {epoch}): {shown}. "
-                                 "The last good checkpoint is kept. Fix: lower optimizer.lr, add warm-up "
-                                 "(scheduler.warmup_epochs), set trainer.gradient_clip_val, or use "
-                                 "trainer.precision=32-true.")
+        raise NonFiniteLossError(
+            f"the loss became non-finite at global step {step} (epoch {epoch}): {shown}. "
+            "The last good checkpoint is kept. Fix: lower optimizer.lr, add warm-up "
+            "(scheduler.warmup_epochs), set trainer.gradient_clip_val, or use "
+            "trainer.precision=32-true."
+        )
 
     def _check_pending(self, blocking: bool) -> None:
         if self._pending is None:
@@ -69,12 +72,21 @@ class NonFiniteGuard(pl.Callback):
         flag = ~torch.isfinite(loss.detach())
         if flag.device.type == "cuda":
             flag = flag.to("cpu", non_blocking=True)
-        step = getattr(pl_module, "last_loss_step", trainer.global_step)  # the step that computed this loss
-        self._pending = (flag, step, trainer.current_epoch, {k: v.detach() for k, v in terms.items()})
+        step = getattr(
+            pl_module, "last_loss_step", trainer.global_step
+        )  # the step that computed this loss
+        self._pending = (
+            flag,
+            step,
+            trainer.current_epoch,
+            {k: v.detach() for k, v in terms.items()},
+        )
         if flag.device.type == "cpu" and loss.device.type == "cpu":
             self._check_pending(blocking=True)
 
-    def on_train_epoch_end(self, trainer, pl_module):  # runs before ModelCheckpoint (Lightning orders it last)
+    def on_train_epoch_end(
+        self, trainer, pl_module
+    ):  # runs before ModelCheckpoint (Lightning orders it last)
         self._check_pending(blocking=True)
 
     def on_validation_start(self, trainer, pl_module):
@@ -114,8 +126,12 @@ class Preemption(pl.Callback):
                 if isinstance(cb, LastCheckpoint):
                     cb.hold = True
             trainer.should_stop = True
-            print(f"ssl_bench: received {self.received}; wrote {self.checkpoint_path} at step "
-                  f"{trainer.global_step}; continue with resume=auto", file=sys.stderr, flush=True)
+            print(
+                f"ssl_bench: received {self.received}; wrote {self.checkpoint_path} at step "
+                f"{trainer.global_step}; continue with resume=auto",
+                file=sys.stderr,
+                flush=True,
+            )
             self._requeue(trainer)
 
     def _requeue(self, trainer) -> None:
@@ -143,8 +159,15 @@ class LastCheckpoint(ModelCheckpoint):
 
     def __init__(self, dirpath: Path):
         # top-1 without a monitor = the newest (Lightning's save_last only fires when a top-k file was saved)
-        super().__init__(dirpath=str(dirpath), filename="last", save_top_k=1, monitor=None, every_n_epochs=1,
-                         save_on_train_epoch_end=True, enable_version_counter=False)
+        super().__init__(
+            dirpath=str(dirpath),
+            filename="last",
+            save_top_k=1,
+            monitor=None,
+            every_n_epochs=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        )
         self.hold = False
 
     def on_train_epoch_end(self, trainer, pl_module):
@@ -175,17 +198,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             except OSError:
                 pass
             kept = f" The last good checkpoint '{path}' is kept." if path.exists() else ""
-            raise OutputError(f"could not write checkpoint '{path}' ({_reason(err)}).{kept} Fix: free space on "
-                              f"that disk or choose another output_root=<dir>, then continue with "
-                              f"resume={path.parent.parent}.") from None
+            raise OutputError(
+                f"could not write checkpoint '{path}' ({_reason(err)}).{kept} Fix: free space on "
+                f"that disk or choose another output_root=<dir>, then continue with "
+                f"resume={path.parent.parent}."
+            ) from None
         if path.exists():
             os.replace(path, previous_checkpoint(path))
         os.replace(tmp, path)
 
 
 def _reason(err: Exception) -> str:
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC or "No space left" in str(err) \
-            or "error code: 28" in str(err):
+    if (
+        isinstance(err, OSError)
+        and err.errno == errno.ENOSPC
+        or "No space left" in str(err)
+        or "error code: 28" in str(err)
+    ):
         return "no space left on the device"
     return getattr(err, "strerror", None) or str(err)
 
@@ -212,8 +241,16 @@ def usable_checkpoint(path: Path) -> Path:
         return path
     prev = previous_checkpoint(path)
     if prev.is_file() and checkpoint_is_readable(prev) is None:
-        print(f"ssl_bench: warning: checkpoint '{path}' is corrupt ({reason}); resuming from the previous "
-              f"good one '{prev}'.", file=sys.stderr, flush=True)
+        print(
+            f"ssl_bench: warning: checkpoint '{path}' is corrupt ({reason}); resuming from the previous "
+            f"good one '{prev}'.",
+            file=sys.stderr,
+            flush=True,
+        )
         return prev
-    raise ConfigError("resume", f"checkpoint '{path}' is corrupt ({reason}) and no good previous checkpoint "
-                      f"('{prev.name}') exists.", "start a fresh run (resume=null) or pass another checkpoint.")
+    raise ConfigError(
+        "resume",
+        f"checkpoint '{path}' is corrupt ({reason}) and no good previous checkpoint "
+        f"('{prev.name}') exists.",
+        "start a fresh run (resume=null) or pass another checkpoint.",
+    )

@@ -19,6 +19,7 @@ its threads) are not compared; and keys that differ only together with method/da
 own defaults, a recipe's choices) are named below the table instead of being columns.
 `write_sweep_report(sweep_dir)` does the same from Python (e.g. at the end of a multirun).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,14 +35,26 @@ from typing import Any
 
 from ssl_bench.errors import UserError
 
-IDENTITY = ("method", "data", "backbone")                 # always columns of their own
+IDENTITY = ("method", "data", "backbone")  # always columns of their own
 IDENTITY_KEYS = ("method.name", "data.name", "backbone.tag")  # the config keys those columns show
 # Config keys (and subtrees) that never change what a run learns or measures: where it writes, whether it
 # resumes or overwrites, its name, its logging, its thread count, what it returns to a sweeper. `recipe.*`
 # only records where the values came from; the values themselves are compared key by key.
-NOT_COMPARED = ("hydra", "output_root", "resume", "overwrite", "run_name", "progress_bar", "logger",
-                "cpu_threads", "optimize_metric", "recipe", "data.root", "data.download",
-                "trainer.log_every_n_steps")
+NOT_COMPARED = (
+    "hydra",
+    "output_root",
+    "resume",
+    "overwrite",
+    "run_name",
+    "progress_bar",
+    "logger",
+    "cpu_threads",
+    "optimize_metric",
+    "recipe",
+    "data.root",
+    "data.download",
+    "trainer.log_every_n_steps",
+)
 _ABSENT = "<absent>"
 
 
@@ -159,7 +172,11 @@ def _offline_eval(run: Path, res: dict, mode: str) -> dict | None:
     evals = res.get("evals")
     if isinstance(evals, list):
         for entry in reversed(evals):
-            if isinstance(entry, dict) and entry.get("mode") == mode and entry.get("top1") is not None:
+            if (
+                isinstance(entry, dict)
+                and entry.get("mode") == mode
+                and entry.get("top1") is not None
+            ):
                 return entry
     single = _read_json(run / f"eval_{mode}.json")
     return single if single and single.get("top1") is not None else None
@@ -175,10 +192,13 @@ def _status(run: Path, res: dict | None, curve: list) -> tuple[str, str | None]:
         return "failed", err
     epochs = [e for e, _ in curve if e > 0]
     if epochs:
-        return "incomplete", (f"no results.json after {int(max(epochs))} logged epoch(s): killed, or still "
-                              "running")
-    return "incomplete", ("no results.json and no finished epoch: stopped before training (e.g. a rejected "
-                          "command), or still starting")
+        return "incomplete", (
+            f"no results.json after {int(max(epochs))} logged epoch(s): killed, or still running"
+        )
+    return "incomplete", (
+        "no results.json and no finished epoch: stopped before training (e.g. a rejected "
+        "command), or still starting"
+    )
 
 
 def read_run(run: Path, root: Path | None = None) -> dict[str, Any]:
@@ -196,26 +216,42 @@ def read_run(run: Path, root: Path | None = None) -> dict[str, Any]:
     if epochs is None and train_epochs:
         epochs = int(max(train_epochs))
     return {
-        "run": str(run.relative_to(root)) if root and run != root and root in run.parents else run.name,
-        "path": str(run), "status": status, "error": error,
+        "run": str(run.relative_to(root))
+        if root and run != root and root in run.parents
+        else run.name,
+        "path": str(run),
+        "status": status,
+        "error": error,
         "method": res.get("method") or cfg.get("method.name"),
         "data": res.get("data") or cfg.get("data.name"),
         "backbone": res.get("backbone") or cfg.get("backbone.tag") or cfg.get("backbone.name"),
-        "seed": res.get("seed", cfg.get("seed")), "epochs": epochs,
-        "knn_top1_best": best.get("val/knn_top1", max((v for e, v in curve if e > 0), default=None)),
-        "knn_top1_final": final.get("val/knn_top1", next((v for e, v in reversed(curve) if e > 0), None)),
-        "probe_top1_best": best.get("val/probe_top1"), "probe_top1_final": final.get("val/probe_top1"),
+        "seed": res.get("seed", cfg.get("seed")),
+        "epochs": epochs,
+        "knn_top1_best": best.get(
+            "val/knn_top1", max((v for e, v in curve if e > 0), default=None)
+        ),
+        "knn_top1_final": final.get(
+            "val/knn_top1", next((v for e, v in reversed(curve) if e > 0), None)
+        ),
+        "probe_top1_best": best.get("val/probe_top1"),
+        "probe_top1_final": final.get("val/probe_top1"),
         "knn_top1_init": res.get("knn_top1_init", next((v for e, v in curve if e == 0), None)),
-        "linear_top1": linear.get("top1"), "linear_top5": linear.get("top5"),
-        "linear_settings": linear.get("settings"), "knn_eval_top1": knn_eval.get("top1"),
-        "wall_time_s": res.get("wall_time_s"), "images_per_sec": res.get("images_per_sec"),
-        "_curve": curve, "_config": flat,
+        "linear_top1": linear.get("top1"),
+        "linear_top5": linear.get("top5"),
+        "linear_settings": linear.get("settings"),
+        "knn_eval_top1": knn_eval.get("top1"),
+        "wall_time_s": res.get("wall_time_s"),
+        "images_per_sec": res.get("images_per_sec"),
+        "_curve": curve,
+        "_config": flat,
     }
 
 
 # ---- which configs differ ------------------------------------------------------------------------------
 def _compared(key: str) -> bool:
-    return key not in IDENTITY_KEYS and not any(key == p or key.startswith(p + ".") for p in NOT_COMPARED)
+    return key not in IDENTITY_KEYS and not any(
+        key == p or key.startswith(p + ".") for p in NOT_COMPARED
+    )
 
 
 def _canon(value: Any) -> str:
@@ -233,7 +269,9 @@ def differing_keys(rows: list[dict]) -> tuple[list[str], list[str]]:
     pool = [r for r in rows if r["_config"] is not None]
     if len(pool) < 2:
         return [], []
-    keys = sorted({k for r in pool for k in r["_config"] if _compared(k)}, key=lambda k: (k == "seed", k))
+    keys = sorted(
+        {k for r in pool for k in r["_config"] if _compared(k)}, key=lambda k: (k == "seed", k)
+    )
     columns, by_identity = [], []
     for key in keys:
         values = [_canon(r["_config"].get(key, _ABSENT)) for r in pool]
@@ -279,7 +317,7 @@ def _show(value: Any, limit: int | None = None) -> str:
         text = json.dumps(value, separators=(",", ":"))
     else:
         text = str(value)
-    return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 class Labels:
@@ -316,18 +354,35 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
-METRIC_COLS = [("knn_top1_init", "kNN init"), ("knn_top1_best", "kNN best"), ("knn_top1_final", "kNN final"),
-               ("probe_top1_best", "probe best"), ("probe_top1_final", "probe final"),
-               ("linear_top1", "linear"), ("knn_eval_top1", "kNN eval"), ("wall_time_s", "time s"),
-               ("images_per_sec", "img/s")]
-AGG_METRICS = ["knn_top1_init", "knn_top1_best", "knn_top1_final", "probe_top1_best", "linear_top1",
-               "wall_time_s", "images_per_sec"]
+METRIC_COLS = [
+    ("knn_top1_init", "kNN init"),
+    ("knn_top1_best", "kNN best"),
+    ("knn_top1_final", "kNN final"),
+    ("probe_top1_best", "probe best"),
+    ("probe_top1_final", "probe final"),
+    ("linear_top1", "linear"),
+    ("knn_eval_top1", "kNN eval"),
+    ("wall_time_s", "time s"),
+    ("images_per_sec", "img/s"),
+]
+AGG_METRICS = [
+    "knn_top1_init",
+    "knn_top1_best",
+    "knn_top1_final",
+    "probe_top1_best",
+    "linear_top1",
+    "wall_time_s",
+    "images_per_sec",
+]
 _ONE_DIGIT = ("wall_time_s", "images_per_sec")
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
     esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines = [
+        "| " + " | ".join(map(esc, header)) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
     lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -341,14 +396,23 @@ def aggregate(rows: list[dict], labels: Labels) -> list[dict]:
             groups.setdefault(labels.key(r), []).append(r)
     out = []
     for members in groups.values():
-        agg = {"config": labels(members[0]), "method": members[0]["method"], "n": len(members),
-               "seeds": sorted((m["seed"] for m in members if m["seed"] is not None), key=str),
-               "runs": [m["run"] for m in members]}
+        agg = {
+            "config": labels(members[0]),
+            "method": members[0]["method"],
+            "n": len(members),
+            "seeds": sorted((m["seed"] for m in members if m["seed"] is not None), key=str),
+            "runs": [m["run"] for m in members],
+        }
         for m in AGG_METRICS:
             agg[m] = _mean_std([x[m] for x in members])
         out.append(agg)
-    return sorted(out, key=lambda a: (-(a["knn_top1_best"][0] if a["knn_top1_best"][0] is not None else -1),
-                                      a["config"]))
+    return sorted(
+        out,
+        key=lambda a: (
+            -(a["knn_top1_best"][0] if a["knn_top1_best"][0] is not None else -1),
+            a["config"],
+        ),
+    )
 
 
 def _names(rows: list[dict], limit: int = 8) -> str:
@@ -361,8 +425,10 @@ def _grouped(keys: list[str]) -> list[str]:
     groups: dict[str, list[str]] = {}
     for k in keys:
         groups.setdefault(".".join(k.split(".")[:2]) if k.count(".") > 1 else k, []).append(k)
-    return [f"`{ks[0]}`" if len(ks) == 1 else f"`{prefix}.*` ({len(ks)} keys)"
-            for prefix, ks in groups.items()]
+    return [
+        f"`{ks[0]}`" if len(ks) == 1 else f"`{prefix}.*` ({len(ks)} keys)"
+        for prefix, ks in groups.items()
+    ]
 
 
 def build_tables(rows: list[dict], show_all: bool = False) -> dict[str, Any]:
@@ -372,41 +438,65 @@ def build_tables(rows: list[dict], show_all: bool = False) -> dict[str, Any]:
     hidden = [] if show_all else [r for r in rows if r["status"] != "completed"]
     columns, by_identity = differing_keys(shown)
     labels = Labels(shown, columns)
-    shown.sort(key=lambda r: (r["status"] != "completed",
-                              -(r["knn_top1_best"] if r["knn_top1_best"] is not None else -1), r["run"]))
+    shown.sort(
+        key=lambda r: (
+            r["status"] != "completed",
+            -(r["knn_top1_best"] if r["knn_top1_best"] is not None else -1),
+            r["run"],
+        )
+    )
     metrics = [(k, h) for k, h in METRIC_COLS if any(r[k] is not None for r in shown)]
     header = ["run"] + (["status"] if show_all else []) + list(IDENTITY) + ["epochs"] + columns
     header += [h for _, h in metrics]
     body = []
     for r in shown:
-        status = [] if not show_all else \
-            [r["status"] if r["status"] == "completed" else f"**{r['status'].upper()}**"]
-        body.append([r["run"]] + status + [_fmt(r[k]) for k in IDENTITY] + [_fmt(r["epochs"])]
-                    + [_show(_value(r, k), 24) for k in columns]
-                    + [_fmt(r[k], 1 if k in _ONE_DIGIT else 2) for k, _ in metrics])
+        status = (
+            []
+            if not show_all
+            else [r["status"] if r["status"] == "completed" else f"**{r['status'].upper()}**"]
+        )
+        body.append(
+            [r["run"]]
+            + status
+            + [_fmt(r[k]) for k in IDENTITY]
+            + [_fmt(r["epochs"])]
+            + [_show(_value(r, k), 24) for k in columns]
+            + [_fmt(r[k], 1 if k in _ONE_DIGIT else 2) for k, _ in metrics]
+        )
     if show_all:
         header.append("error")
         for r, cells in zip(shown, body):
             cells.append(_show(r["error"], 160) if r["status"] != "completed" else "")
     n_done = sum(r["status"] == "completed" for r in rows)
-    title = f"## All runs ({len(rows)}; {n_done} completed)" if show_all else \
-        f"## Leaderboard ({n_done} completed runs)"
+    title = (
+        f"## All runs ({len(rows)}; {n_done} completed)"
+        if show_all
+        else f"## Leaderboard ({n_done} completed runs)"
+    )
     parts = [title, ""]
     parts.append(_markdown(header, body) if shown else "No completed runs.")
     kinds: dict[str, list[dict]] = {}
     for r in sorted(hidden, key=lambda r: r["run"]):
         kinds.setdefault(r["status"], []).append(r)
-    notes = [f"{len(rs)} {kind} run{'s' if len(rs) > 1 else ''} not shown: {_names(rs)}; --all lists them "
-             "with their errors." for kind, rs in sorted(kinds.items())]
+    notes = [
+        f"{len(rs)} {kind} run{'s' if len(rs) > 1 else ''} not shown: {_names(rs)}; --all lists them "
+        "with their errors."
+        for kind, rs in sorted(kinds.items())
+    ]
     # keys under method.* / data.* / backbone.* obviously follow those columns; the others (optimizer, views,
     # schedule: a method's or dataset's recipe) are worth naming
     recipe_keys = _grouped([k for k in by_identity if k.split(".")[0] not in IDENTITY])
     if recipe_keys:
-        notes.append("Differ only where method/data/backbone differ (their recipes), so no column: "
-                     + ", ".join(recipe_keys[:8])
-                     + (f" and {len(recipe_keys) - 8} more" if len(recipe_keys) > 8 else "") + ".")
+        notes.append(
+            "Differ only where method/data/backbone differ (their recipes), so no column: "
+            + ", ".join(recipe_keys[:8])
+            + (f" and {len(recipe_keys) - 8} more" if len(recipe_keys) > 8 else "")
+            + "."
+        )
     if shown and not any(r["linear_top1"] is not None for r in shown):
-        notes.append("No offline linear eval yet (python -m ssl_bench.eval mode=linear ckpt=<run dir>).")
+        notes.append(
+            "No offline linear eval yet (python -m ssl_bench.eval mode=linear ckpt=<run dir>)."
+        )
     if notes:
         parts += [""] + [f"- {n}" for n in notes]
     agg = aggregate(shown, labels)
@@ -422,15 +512,31 @@ def build_tables(rows: list[dict], show_all: bool = False) -> dict[str, Any]:
                 cells.append("-" if mean is None else f"{mean:.{d}f} ± {std:.{d}f}")
             ab.append([a["config"], str(a["n"]), ",".join(map(str, a["seeds"]))] + cells)
         parts += ["", "## Mean ± std over seeds", "", _markdown(ah, ab)]
-    return {"text": "\n".join(parts), "shown": shown, "hidden": hidden, "columns": columns,
-            "by_identity": by_identity, "labels": labels, "aggregate": agg}
+    return {
+        "text": "\n".join(parts),
+        "shown": shown,
+        "hidden": hidden,
+        "columns": columns,
+        "by_identity": by_identity,
+        "labels": labels,
+        "aggregate": agg,
+    }
 
 
 # ---- plots ---------------------------------------------------------------------------------------------
-ACC_SERIES = [("knn_top1_init", "kNN top-1 at random init (epoch 0)"), ("knn_top1_best", "kNN top-1 (best)"),
-              ("probe_top1_best", "online probe top-1 (best)"), ("linear_top1", "offline linear top-1")]
+ACC_SERIES = [
+    ("knn_top1_init", "kNN top-1 at random init (epoch 0)"),
+    ("knn_top1_best", "kNN top-1 (best)"),
+    ("probe_top1_best", "online probe top-1 (best)"),
+    ("linear_top1", "offline linear top-1"),
+]
 # fixed colours, whichever series a report has; the random-init baseline grey, next to what training reached
-_COLOURS = {"knn_top1_init": "0.72", "knn_top1_best": "C0", "probe_top1_best": "C1", "linear_top1": "C2"}
+_COLOURS = {
+    "knn_top1_init": "0.72",
+    "knn_top1_best": "C0",
+    "probe_top1_best": "C1",
+    "linear_top1": "C2",
+}
 
 
 def accuracy_plot_data(agg: list[dict]) -> dict[str, Any]:
@@ -439,7 +545,9 @@ def accuracy_plot_data(agg: list[dict]) -> dict[str, Any]:
     no bar, not a zero-height one. `reason` says why there is nothing to draw."""
     series = []
     for key, label in ACC_SERIES:
-        points = [(i, a[key][0], a[key][1] or 0.0) for i, a in enumerate(agg) if a[key][0] is not None]
+        points = [
+            (i, a[key][0], a[key][1] or 0.0) for i, a in enumerate(agg) if a[key][0] is not None
+        ]
         if points:
             series.append({"key": key, "label": label, "points": points})
     reason = None
@@ -459,13 +567,17 @@ def curve_plot_data(rows: list[dict], labels: Callable[[dict], str]) -> dict[str
         if r["knn_top1_init"] is not None and not any(e == 0 for e, _ in pts):
             pts = [(0.0, float(r["knn_top1_init"]))] + pts
         if any(e > 0 for e, _ in pts):
-            series.append({"run": r["run"], "label": labels(r), "status": r["status"], "points": pts})
+            series.append(
+                {"run": r["run"], "label": labels(r), "status": r["status"], "points": pts}
+            )
     reason = None
     if not rows:
         reason = "no runs to plot"
     elif not series:
-        reason = (f"none of the {len(rows)} run(s) shown logged val/knn_top1 for a finished epoch in its "
-                  "metrics.csv (trainer.fast_dev_run=true, for one, logs none)")
+        reason = (
+            f"none of the {len(rows)} run(s) shown logged val/knn_top1 for a finished epoch in its "
+            "metrics.csv (trainer.fast_dev_run=true, for one, logs none)"
+        )
     return {"series": series, "reason": reason}
 
 
@@ -473,7 +585,9 @@ def _plt():
     try:
         import matplotlib
     except ImportError:
-        raise UserError("the report's plots need matplotlib. Fix: pip install matplotlib.") from None
+        raise UserError(
+            "the report's plots need matplotlib. Fix: pip install matplotlib."
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -481,7 +595,10 @@ def _plt():
 
 
 def _wrap(label: str, width: int = 34) -> str:
-    return "\n".join(textwrap.wrap(label, width, break_long_words=True, break_on_hyphens=False)) or label
+    return (
+        "\n".join(textwrap.wrap(label, width, break_long_words=True, break_on_hyphens=False))
+        or label
+    )
 
 
 def accuracy_figure(data: dict[str, Any]):
@@ -492,19 +609,23 @@ def accuracy_figure(data: dict[str, Any]):
     lines = max((lb.count("\n") + 1 for lb in labels), default=1)
     slot = max(0.3 * s + 0.2, 0.17 * lines + 0.15)
     longest = max((len(line) for lb in labels for line in lb.split("\n")), default=10)
-    fig, ax = plt.subplots(figsize=(5.5 + 0.07 * longest, 1.9 + n * slot), dpi=110, layout="constrained")
+    fig, ax = plt.subplots(
+        figsize=(5.5 + 0.07 * longest, 1.9 + n * slot), dpi=110, layout="constrained"
+    )
     bar = 0.8 / s
     top = 0.0
     for j, ser in enumerate(data["series"]):
         ys = [i + (j - (s - 1) / 2) * bar for i, _, _ in ser["points"]]
         means = [m for _, m, _ in ser["points"]]
         stds = [sd for _, _, sd in ser["points"]]
-        ax.barh(ys, means, bar, xerr=stds, capsize=2, label=ser["label"], color=_COLOURS[ser["key"]])
+        ax.barh(
+            ys, means, bar, xerr=stds, capsize=2, label=ser["label"], color=_COLOURS[ser["key"]]
+        )
         for y, m, sd in zip(ys, means, stds):
             ax.text(m + sd + 0.6, y, f"{m:.1f}", va="center", fontsize=7)
             top = max(top, m + sd)
     ax.set_yticks(range(n), labels, fontsize=8)
-    ax.set_ylim(n - 0.5, -0.5)                     # best configuration on top
+    ax.set_ylim(n - 0.5, -0.5)  # best configuration on top
     ax.set_xlim(0, top * 1.1 + 3 if top > 0 else 100.0)  # room for the value written after each bar
     ax.set_xlabel("top-1 accuracy (%)")
     ax.grid(axis="x", alpha=0.3)
@@ -538,8 +659,12 @@ def curves_figure(data: dict[str, Any]):
     for ser in data["series"]:
         counts[ser["label"]] = counts.get(ser["label"], 0) + 1
     entries = {_legend_entry(ser, counts) for ser in data["series"]}
-    legend_lines = sum(e.count("\n") + 1.4 for e in entries)  # tall enough for the legend beside the axes
-    fig, ax = plt.subplots(figsize=(8.5, max(4.6, 1.0 + 0.15 * legend_lines)), dpi=110, layout="constrained")
+    legend_lines = sum(
+        e.count("\n") + 1.4 for e in entries
+    )  # tall enough for the legend beside the axes
+    fig, ax = plt.subplots(
+        figsize=(8.5, max(4.6, 1.0 + 0.15 * legend_lines)), dpi=110, layout="constrained"
+    )
     colours: dict[str, Any] = {}
     legend_done: set[str] = set()
     palette = plt.get_cmap("tab10" if len(counts) <= 10 else "tab20")
@@ -547,8 +672,15 @@ def curves_figure(data: dict[str, Any]):
         colour = colours.setdefault(ser["label"], palette(len(colours) % palette.N))
         entry = _legend_entry(ser, counts)
         xs, ys = zip(*ser["points"])
-        ax.plot(xs, ys, "-" if ser["status"] == "completed" else "--", marker="o", markersize=3, color=colour,
-                label=entry if entry not in legend_done else "_nolegend_")
+        ax.plot(
+            xs,
+            ys,
+            "-" if ser["status"] == "completed" else "--",
+            marker="o",
+            markersize=3,
+            color=colour,
+            label=entry if entry not in legend_done else "_nolegend_",
+        )
         legend_done.add(entry)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch (0 = random init)")
@@ -568,22 +700,34 @@ def plot_curves(data: dict[str, Any], path: Path) -> Path:
 
 
 # ---- entry points --------------------------------------------------------------------------------------
-def make_report(dirs: list[str | Path], out: str | Path | None = None, quiet: bool = False,
-                show_all: bool = False) -> dict[str, Any]:
+def make_report(
+    dirs: list[str | Path],
+    out: str | Path | None = None,
+    quiet: bool = False,
+    show_all: bool = False,
+) -> dict[str, Any]:
     roots = [Path(d).expanduser() for d in dirs]
     if not roots:
-        raise UserError("no directories given. Fix: python -m ssl_bench.report <run or sweep dir> [...]")
+        raise UserError(
+            "no directories given. Fix: python -m ssl_bench.report <run or sweep dir> [...]"
+        )
     for root in roots:
         if not root.is_dir():
-            raise UserError(f"report: '{root}' is not a directory. Fix: pass run or sweep dirs, e.g. "
-                            "outputs/multirun/<date>/<time> or outputs/runs.")
+            raise UserError(
+                f"report: '{root}' is not a directory. Fix: pass run or sweep dirs, e.g. "
+                "outputs/multirun/<date>/<time> or outputs/runs."
+            )
     runs = find_run_dirs(roots)
     if not runs:
-        raise UserError(f"report: no runs below {', '.join(map(str, roots))} (looked for results.json and "
-                        ".hydra/config.yaml). Fix: pass the dir of a run or of a multirun sweep.")
+        raise UserError(
+            f"report: no runs below {', '.join(map(str, roots))} (looked for results.json and "
+            ".hydra/config.yaml). Fix: pass the dir of a run or of a multirun sweep."
+        )
     base = roots[0] if len(roots) == 1 else None
-    rows = [read_run(r, base if base is not None else next((x for x in roots if x in r.parents), None))
-            for r in runs]
+    rows = [
+        read_run(r, base if base is not None else next((x for x in roots if x in r.parents), None))
+        for r in runs
+    ]
     tables = build_tables(rows, show_all=show_all)
     shown, columns = tables["shown"], tables["columns"]
     acc_data = accuracy_plot_data(tables["aggregate"])
@@ -593,8 +737,10 @@ def make_report(dirs: list[str | Path], out: str | Path | None = None, quiet: bo
     plot_lines = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name, data, plot, title in (("report_accuracy.png", acc_data, plot_accuracy, "accuracy"),
-                                        ("report_curves.png", curve_data, plot_curves, "kNN curves")):
+        for name, data, plot, title in (
+            ("report_accuracy.png", acc_data, plot_accuracy, "accuracy"),
+            ("report_curves.png", curve_data, plot_curves, "kNN curves"),
+        ):
             path = out_dir / name
             if data["reason"] is None:
                 written[name] = plot(data, path)
@@ -608,8 +754,19 @@ def make_report(dirs: list[str | Path], out: str | Path | None = None, quiet: bo
         md = out_dir / "report.md"
         md.write_text(f"# ssl_bench report: {', '.join(map(str, roots))}\n\n{text}\n")
         csv_path = out_dir / "report.csv"
-        fields = ["run", "path", "status", "error", *IDENTITY, "seed", "epochs", *columns,
-                  *(k for k, _ in METRIC_COLS), "linear_top5", "linear_settings"]
+        fields = [
+            "run",
+            "path",
+            "status",
+            "error",
+            *IDENTITY,
+            "seed",
+            "epochs",
+            *columns,
+            *(k for k, _ in METRIC_COLS),
+            "linear_top5",
+            "linear_settings",
+        ]
         with open(csv_path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(fields)))
             w.writeheader()
@@ -617,18 +774,33 @@ def make_report(dirs: list[str | Path], out: str | Path | None = None, quiet: bo
                 row = {k: r.get(k) for k in w.fieldnames}
                 row.update({k: _show(_value(r, k)) for k in columns})
                 if r["linear_settings"] is not None:
-                    row["linear_settings"] = json.dumps(r["linear_settings"], sort_keys=True, default=str)
+                    row["linear_settings"] = json.dumps(
+                        r["linear_settings"], sort_keys=True, default=str
+                    )
                 w.writerow(row)
     except OSError as err:
-        raise UserError(f"report: cannot write into '{out_dir}' ({err.strerror or err}). "
-                        "Fix: pass --out <dir>.") from None
+        raise UserError(
+            f"report: cannot write into '{out_dir}' ({err.strerror or err}). Fix: pass --out <dir>."
+        ) from None
     if not quiet:
         print(text)
-        print("\nwrote " + ", ".join(str(p) for p in (md, csv_path, *written.values()) if p is not None))
-    return {"markdown": md, "csv": csv_path, "accuracy_png": written["report_accuracy.png"],
-            "curves_png": written["report_curves.png"], "rows": shown, "hidden": tables["hidden"],
-            "swept": columns, "by_identity": tables["by_identity"], "accuracy_data": acc_data,
-            "curve_data": curve_data, "text": text}
+        print(
+            "\nwrote "
+            + ", ".join(str(p) for p in (md, csv_path, *written.values()) if p is not None)
+        )
+    return {
+        "markdown": md,
+        "csv": csv_path,
+        "accuracy_png": written["report_accuracy.png"],
+        "curves_png": written["report_curves.png"],
+        "rows": shown,
+        "hidden": tables["hidden"],
+        "swept": columns,
+        "by_identity": tables["by_identity"],
+        "accuracy_data": acc_data,
+        "curve_data": curve_data,
+        "text": text,
+    }
 
 
 def write_sweep_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[str, Any]:
@@ -639,11 +811,19 @@ def write_sweep_report(sweep_dir: str | Path, out: str | Path | None = None) -> 
 def main(argv: list[str] | None = None) -> int:
     from ssl_bench.config import report_user_error
 
-    parser = argparse.ArgumentParser(prog="python -m ssl_bench.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ssl_bench.report", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("dirs", nargs="+", help="run dirs or sweep dirs (searched recursively)")
-    parser.add_argument("--out", default=None, help="where report.md/.csv/.png go (default: the first dir)")
-    parser.add_argument("--all", action="store_true", dest="show_all",
-                        help="list failed and incomplete runs too, with their status and error")
+    parser.add_argument(
+        "--out", default=None, help="where report.md/.csv/.png go (default: the first dir)"
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        dest="show_all",
+        help="list failed and incomplete runs too, with their status and error",
+    )
     args = parser.parse_args(argv)
     try:
         make_report(args.dirs, args.out, show_all=args.show_all)

@@ -1,4 +1,5 @@
 """cfg -> objects -> trainer.fit -> results. Nothing method-specific lives here."""
+
 from __future__ import annotations
 
 import functools
@@ -22,11 +23,24 @@ from ssl_bench.data.module import SSLDataModule
 from ssl_bench.data.views import parse_pipelines
 from ssl_bench.errors import ConfigError, UserError
 from ssl_bench.methods.base import SSLMethod
-from ssl_bench.reliability import (AtomicCheckpointIO, LastCheckpoint, NonFiniteGuard,
-                                   NonFiniteLossError, Preemption, usable_checkpoint)
+from ssl_bench.reliability import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    NonFiniteGuard,
+    NonFiniteLossError,
+    Preemption,
+    usable_checkpoint,
+)
 
 RUN_FILE = "ssl_bench_run.json"
-IGNORED_FOR_HASH = ("resume", "output_root", "logger", "optimize_metric", "cpu_threads", "progress_bar")
+IGNORED_FOR_HASH = (
+    "resume",
+    "output_root",
+    "logger",
+    "optimize_metric",
+    "cpu_threads",
+    "progress_bar",
+)
 
 
 # ---- small helpers --------------------------------------------------------------------------------
@@ -62,11 +76,15 @@ def ensure_writable(path: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
-        raise UserError(f"output dir '{path}' cannot be written ({err.strerror or err}). Fix: choose a writable "
-                        "location with output_root=<dir> (or hydra.run.dir=<dir>), or fix its permissions.") from None
+        raise UserError(
+            f"output dir '{path}' cannot be written ({err.strerror or err}). Fix: choose a writable "
+            "location with output_root=<dir> (or hydra.run.dir=<dir>), or fix its permissions."
+        ) from None
 
 
-def find_resume_checkpoint(resume: str | None, cfg_hash: str, output_root: Path, run_dir: Path) -> Path | None:
+def find_resume_checkpoint(
+    resume: str | None, cfg_hash: str, output_root: Path, run_dir: Path
+) -> Path | None:
     """`resume=auto`: newest `last.ckpt` of an earlier run with the same config; `resume=<path>`: that file
     (or a run dir's checkpoints/last.ckpt)."""
     if resume in (None, "", "none", "null"):
@@ -83,13 +101,20 @@ def find_resume_checkpoint(resume: str | None, cfg_hash: str, output_root: Path,
                     candidates.append(ckpt)
             except (OSError, json.JSONDecodeError):
                 continue
-        return usable_checkpoint(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
+        return (
+            usable_checkpoint(max(candidates, key=lambda p: p.stat().st_mtime))
+            if candidates
+            else None
+        )
     path = Path(resume).expanduser()
     if path.is_dir():
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        raise ConfigError("resume", f"no checkpoint at '{path}'.",
-                          "pass resume=auto, a run dir, or the path of a .ckpt file.")
+        raise ConfigError(
+            "resume",
+            f"no checkpoint at '{path}'.",
+            "pass resume=auto, a run dir, or the path of a .ckpt file.",
+        )
     return usable_checkpoint(path)
 
 
@@ -98,7 +123,9 @@ def _method_class(cfg: DictConfig) -> type[SSLMethod]:
     try:
         cls = get_class(target)
     except Exception:  # noqa: BLE001 - hydra raises several kinds here
-        raise ConfigError("method._target_", f"cannot import '{target}'.", "check conf/method/<name>.yaml.") from None
+        raise ConfigError(
+            "method._target_", f"cannot import '{target}'.", "check conf/method/<name>.yaml."
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, SSLMethod)):
         raise ConfigError("method._target_", f"'{target}' is not an SSLMethod.")
     return cls
@@ -127,59 +154,104 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
     from pytorch_lightning.callbacks import RichProgressBar
 
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    kwargs["precision"] = resolve_precision(kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto")))
+    kwargs["precision"] = resolve_precision(
+        kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
+    )
     # checkpoints/last.ckpt after every epoch (AtomicCheckpointIO keeps the one before as last.ckpt.prev)
     ckpt = LastCheckpoint(run_dir / "checkpoints")
-    all_callbacks = [NonFiniteGuard(), Preemption(run_dir / "checkpoints" / "last.ckpt"), ckpt, *callbacks]
+    all_callbacks = [
+        NonFiniteGuard(),
+        Preemption(run_dir / "checkpoints" / "last.ckpt"),
+        ckpt,
+        *callbacks,
+    ]
     if cfg.get("progress_bar", True):
         all_callbacks.append(RichProgressBar(leave=True))
     kwargs.setdefault("num_sanity_val_steps", 0)
-    kwargs.setdefault("use_distributed_sampler", False)  # the datamodule shards itself (resumable, see EpochSampler)
+    kwargs.setdefault(
+        "use_distributed_sampler", False
+    )  # the datamodule shards itself (resumable, see EpochSampler)
     loggers = build_loggers(cfg, run_dir, run_name)
     try:
-        trainer = pl.Trainer(default_root_dir=str(run_dir), logger=loggers, callbacks=all_callbacks,
-                             plugins=[AtomicCheckpointIO()], enable_progress_bar=bool(cfg.get("progress_bar", True)),
-                             **kwargs)
+        trainer = pl.Trainer(
+            default_root_dir=str(run_dir),
+            logger=loggers,
+            callbacks=all_callbacks,
+            plugins=[AtomicCheckpointIO()],
+            enable_progress_bar=bool(cfg.get("progress_bar", True)),
+            **kwargs,
+        )
         # the loggers we made (fast_dev_run swaps them for dummies, but a W&B run was started and must end)
         trainer.ssl_bench_loggers = loggers
         return trainer
     except (TypeError, ValueError, pl.utilities.exceptions.MisconfigurationException) as err:
-        raise ConfigError("trainer", f"Lightning's Trainer rejected the trainer settings: {err}",
-                          "check the trainer.* keys against pytorch_lightning.Trainer's arguments.") from None
+        raise ConfigError(
+            "trainer",
+            f"Lightning's Trainer rejected the trainer settings: {err}",
+            "check the trainer.* keys against pytorch_lightning.Trainer's arguments.",
+        ) from None
 
 
 def build_datamodule(cfg: DictConfig) -> SSLDataModule:
     d = cfg.data
     pipelines = parse_pipelines(cfg.augmentation.views, image_size=d.get("image_size"))
-    options = OmegaConf.to_container(d.options, resolve=True) if d.get("options") is not None else {}
+    options = (
+        OmegaConf.to_container(d.options, resolve=True) if d.get("options") is not None else {}
+    )
     return SSLDataModule(
-        name=d.name, pipelines=pipelines, root=d.get("root"), batch_size=d.batch_size,
-        eval_batch_size=d.get("eval_batch_size"), num_workers=d.num_workers, image_size=d.get("image_size"),
-        fraction=d.get("fraction"), limit=d.get("limit"), test_limit=d.get("test_limit"),
-        download=d.get("download", True), device_views=d.get("device_views", "auto"),
-        on_bad_file=d.get("on_bad_file", "skip"), seed=cfg.seed, channels_last=cfg.get("channels_last", True),
-        options=options)
+        name=d.name,
+        pipelines=pipelines,
+        root=d.get("root"),
+        batch_size=d.batch_size,
+        eval_batch_size=d.get("eval_batch_size"),
+        num_workers=d.num_workers,
+        image_size=d.get("image_size"),
+        fraction=d.get("fraction"),
+        limit=d.get("limit"),
+        test_limit=d.get("test_limit"),
+        download=d.get("download", True),
+        device_views=d.get("device_views", "auto"),
+        on_bad_file=d.get("on_bad_file", "skip"),
+        seed=cfg.seed,
+        channels_last=cfg.get("channels_last", True),
+        options=options,
+    )
 
 
 def build_method(cfg: DictConfig, num_classes: int) -> SSLMethod:
     cls = _method_class(cfg)
     b = OmegaConf.to_container(cfg.backbone, resolve=True)
-    backbone = create_backbone(b["name"], small_input=b.get("small_input", False), **(b.get("kwargs") or {}))
+    backbone = create_backbone(
+        b["name"], small_input=b.get("small_input", False), **(b.get("kwargs") or {})
+    )
     online = OmegaConf.to_container(cfg.online_eval, resolve=True)
     online.pop("init_baseline", None)
     extra = {}
     if "backbone_factory" in inspect.signature(cls.__init__).parameters:
         # methods with more than one encoder (e.g. CMC: one per colour channel group) build the others
         # from the same backbone config: backbone_factory(in_chans=1) -> a fresh model
-        extra["backbone_factory"] = functools.partial(create_backbone, b["name"], small_input=b.get("small_input", False),
-                                                      **(b.get("kwargs") or {}))
+        extra["backbone_factory"] = functools.partial(
+            create_backbone,
+            b["name"],
+            small_input=b.get("small_input", False),
+            **(b.get("kwargs") or {}),
+        )
     try:
-        model = cls(backbone=backbone, num_classes=num_classes, **extra,
-                    optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-                    scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True), **online, **method_kwargs(cfg))
+        model = cls(
+            backbone=backbone,
+            num_classes=num_classes,
+            **extra,
+            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+            scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+            **online,
+            **method_kwargs(cfg),
+        )
     except TypeError as err:
-        raise ConfigError("method", f"{cls.__name__} rejected its arguments: {err}",
-                          f"check the keys of conf/method/{cfg.method.get('name', '?')}.yaml.") from None
+        raise ConfigError(
+            "method",
+            f"{cls.__name__} rejected its arguments: {err}",
+            f"check the keys of conf/method/{cfg.method.get('name', '?')}.yaml.",
+        ) from None
     if cfg.get("channels_last", True):
         model = model.to(memory_format=torch.channels_last)
     if cfg.get("compile", False):
@@ -188,7 +260,14 @@ def build_method(cfg: DictConfig, num_classes: int) -> SSLMethod:
 
 
 # keys a recipe sets, as override prefixes: a user override starting with one of these changes the recipe
-RECIPE_KEYS = ("method.", "augmentation", "optimizer", "scheduler", "data.batch_size", "trainer.max_epochs")
+RECIPE_KEYS = (
+    "method.",
+    "augmentation",
+    "optimizer",
+    "scheduler",
+    "data.batch_size",
+    "trainer.max_epochs",
+)
 
 
 def departures_of(recipe) -> dict[str, str]:
@@ -204,9 +283,13 @@ def recipe_info(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Which recipe the run trains: its name, source, the dataset it was published for (None: the method's own
     defaults), its stated departures from the source, and the user's overrides of recipe keys."""
     r = cfg.get("recipe") or {}
-    return {"name": r.get("name"), "source": r.get("source"), "data": r.get("data"),
-            "departures": departures_of(r),
-            "overrides": [o for o in overrides or [] if o.lstrip("+~").startswith(RECIPE_KEYS)]}
+    return {
+        "name": r.get("name"),
+        "source": r.get("source"),
+        "data": r.get("data"),
+        "departures": departures_of(r),
+        "overrides": [o for o in overrides or [] if o.lstrip("+~").startswith(RECIPE_KEYS)],
+    }
 
 
 def describe_recipe(cfg: DictConfig, info: dict) -> str:
@@ -215,8 +298,10 @@ def describe_recipe(cfg: DictConfig, info: dict) -> str:
     if info["name"] is None:
         line = f"recipe: none ({method} declares no defaults)"
     elif info["data"] is None:
-        line = (f"recipe: no published recipe for {method} on {data}: {method}'s own defaults "
-                f"({info['name']}: {info['source']})")
+        line = (
+            f"recipe: no published recipe for {method} on {data}: {method}'s own defaults "
+            f"({info['name']}: {info['source']})"
+        )
     elif info["data"] != data:
         line = f"recipe: {info['name']}, published for {info['data']}, applied to {data} ({info['source']})"
     else:
@@ -243,18 +328,33 @@ def validate(cfg: DictConfig) -> None:
     cls = _method_class(cfg)
     recipe = cfg.get("recipe") or {}
     if recipe.get("method") not in (None, cfg.method.get("name")):
-        raise ConfigError("recipe", f"'{recipe.get('name')}' is a recipe of {recipe.get('method')}, not of "
-                          f"{cfg.method.get('name')}.", f"drop recipe=..., or pick one of conf/recipe/"
-                          f"{cfg.method.get('name')}_<data>.yaml.")
+        raise ConfigError(
+            "recipe",
+            f"'{recipe.get('name')}' is a recipe of {recipe.get('method')}, not of "
+            f"{cfg.method.get('name')}.",
+            f"drop recipe=..., or pick one of conf/recipe/{cfg.method.get('name')}_<data>.yaml.",
+        )
     if cfg.data.batch_size < cls.min_batch_size:
-        raise ConfigError("data.batch_size", f"{cfg.method.get('name', cls.__name__)} needs at least "
-                          f"{cls.min_batch_size} images per device (its loss contrasts samples of a batch), "
-                          f"got {cfg.data.batch_size}.", "set data.batch_size to 32 or more.")
+        raise ConfigError(
+            "data.batch_size",
+            f"{cfg.method.get('name', cls.__name__)} needs at least "
+            f"{cls.min_batch_size} images per device (its loss contrasts samples of a batch), "
+            f"got {cfg.data.batch_size}.",
+            "set data.batch_size to 32 or more.",
+        )
     if cfg.optimizer.lr <= 0:
-        raise ConfigError("optimizer.lr", f"must be positive, got {cfg.optimizer.lr}.", "set e.g. optimizer.lr=0.3.")
+        raise ConfigError(
+            "optimizer.lr",
+            f"must be positive, got {cfg.optimizer.lr}.",
+            "set e.g. optimizer.lr=0.3.",
+        )
     temp = cfg.method.get("temperature")
     if temp is not None and temp <= 0:
-        raise ConfigError("method.temperature", f"must be positive, got {temp}.", "use e.g. method.temperature=0.1.")
+        raise ConfigError(
+            "method.temperature",
+            f"must be positive, got {temp}.",
+            "use e.g. method.temperature=0.1.",
+        )
     parse_pipelines(cfg.augmentation.views, image_size=cfg.data.get("image_size"))
     check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", 1))
 
@@ -279,10 +379,13 @@ def check_launch(cfg: DictConfig, multirun: bool, launcher: str) -> None:
     requested = _requested_devices(t.get("devices", 1))
     several = int(t.get("num_nodes", 1) or 1) > 1 or requested is None or requested[0] > 1
     if multirun and several and "submitit" not in launcher and "spawn" not in strategy:
-        raise ConfigError("trainer.strategy", f"'{strategy}' with several devices inside a local multirun: Lightning "
-                          "would start the other ranks by re-running the whole sweep command.",
-                          "run the sweep through SLURM (launcher=slurm, or launcher=submitit_local on one machine), "
-                          "or set trainer.strategy=ddp_spawn for a local sweep.")
+        raise ConfigError(
+            "trainer.strategy",
+            f"'{strategy}' with several devices inside a local multirun: Lightning "
+            "would start the other ranks by re-running the whole sweep command.",
+            "run the sweep through SLURM (launcher=slurm, or launcher=submitit_local on one machine), "
+            "or set trainer.strategy=ddp_spawn for a local sweep.",
+        )
 
 
 def check_devices(accelerator: str, devices: Any) -> None:
@@ -295,12 +398,19 @@ def check_devices(accelerator: str, devices: Any) -> None:
     gpus = torch.cuda.device_count()
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0):
         if highest > gpus:
-            raise ConfigError("trainer.devices", f"asks for {wanted} GPU(s) (up to index {highest - 1}) but this machine "
-                              f"has {gpus}.", "set trainer.devices to at most the GPUs of one node (multi-node: "
-                              "trainer.num_nodes), or trainer=cpu / trainer=ddp_cpu to run on the CPU.")
+            raise ConfigError(
+                "trainer.devices",
+                f"asks for {wanted} GPU(s) (up to index {highest - 1}) but this machine "
+                f"has {gpus}.",
+                "set trainer.devices to at most the GPUs of one node (multi-node: "
+                "trainer.num_nodes), or trainer=cpu / trainer=ddp_cpu to run on the CPU.",
+            )
     elif accelerator in ("cpu", "auto") and wanted > (os.cpu_count() or 1):
-        raise ConfigError("trainer.devices", f"asks for {wanted} CPU processes but this machine has "
-                          f"{os.cpu_count()} cores.", "use trainer.devices=1 (or 2 with trainer=ddp_cpu for testing).")
+        raise ConfigError(
+            "trainer.devices",
+            f"asks for {wanted} CPU processes but this machine has {os.cpu_count()} cores.",
+            "use trainer.devices=1 (or 2 with trainer=ddp_cpu for testing).",
+        )
 
 
 # ---- the run ---------------------------------------------------------------------------------------
@@ -308,9 +418,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.time()
     validate(cfg)
     ensure_writable(run_dir)
-    run_name = cfg.get("run_name") or f"{cfg.method.name}-{cfg.data.name}-{cfg.backbone.tag}-s{cfg.seed}"
+    run_name = (
+        cfg.get("run_name") or f"{cfg.method.name}-{cfg.data.name}-{cfg.backbone.tag}-s{cfg.seed}"
+    )
     cfg_hash = config_hash(cfg)
-    resume_ckpt = find_resume_checkpoint(cfg.get("resume"), cfg_hash, Path(cfg.output_root), run_dir)
+    resume_ckpt = find_resume_checkpoint(
+        cfg.get("resume"), cfg_hash, Path(cfg.output_root), run_dir
+    )
     (run_dir / RUN_FILE).write_text(json.dumps({"config_hash": cfg_hash, "run_name": run_name}))
     recipe = recipe_info(cfg, _task_overrides())
     print(f"ssl_bench: {describe_recipe(cfg, recipe)}", flush=True)
@@ -325,7 +439,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     dm = build_datamodule(cfg)
     dm.setup("fit")
     model = build_method(cfg, dm.num_classes)
-    throughput, best = ThroughputMonitor(every_n_steps=int(cfg.trainer.get("log_every_n_steps", 10))), BestMetrics()
+    throughput, best = (
+        ThroughputMonitor(every_n_steps=int(cfg.trainer.get("log_every_n_steps", 10))),
+        BestMetrics(),
+    )
     trainer = build_trainer(cfg, run_dir, run_name, [throughput, best, BadFileCounter()])
 
     if resume_ckpt is None and dm.num_classes > 0 and cfg.online_eval.get("init_baseline", True):
@@ -339,19 +456,41 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         trainer.fit(model, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
     except NonFiniteLossError as err:
         failure = str(err)
-    status = "failed" if failure else "preempted" if preemption.received else \
-        "interrupted" if trainer.interrupted else "completed"
+    status = (
+        "failed"
+        if failure
+        else "preempted"
+        if preemption.received
+        else "interrupted"
+        if trainer.interrupted
+        else "completed"
+    )
 
     results = {
-        "status": status, "error": failure,
-        "method": cfg.method.name, "data": cfg.data.name, "backbone": cfg.backbone.tag, "seed": cfg.seed,
-        "run_name": run_name, "recipe": recipe, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
-        "precision": str(trainer.precision), "devices": trainer.world_size,
-        "batch_size": cfg.data.batch_size, "lr": cfg.optimizer.lr,
-        "knn_top1_init": model.knn_init, "final": best.final, "best": best.best,
-        "wall_time_s": round(time.time() - started, 2), "images_per_sec": throughput.average,
-        "resumed_from": str(resume_ckpt) if resume_ckpt else None, "run_dir": str(run_dir),
-        "config_hash": cfg_hash, "bad_files": dm.bad_files(), "torch_threads": torch.get_num_threads(),
+        "status": status,
+        "error": failure,
+        "method": cfg.method.name,
+        "data": cfg.data.name,
+        "backbone": cfg.backbone.tag,
+        "seed": cfg.seed,
+        "run_name": run_name,
+        "recipe": recipe,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "precision": str(trainer.precision),
+        "devices": trainer.world_size,
+        "batch_size": cfg.data.batch_size,
+        "lr": cfg.optimizer.lr,
+        "knn_top1_init": model.knn_init,
+        "final": best.final,
+        "best": best.best,
+        "wall_time_s": round(time.time() - started, 2),
+        "images_per_sec": throughput.average,
+        "resumed_from": str(resume_ckpt) if resume_ckpt else None,
+        "run_dir": str(run_dir),
+        "config_hash": cfg_hash,
+        "bad_files": dm.bad_files(),
+        "torch_threads": torch.get_num_threads(),
     }
     if trainer.is_global_zero:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2))

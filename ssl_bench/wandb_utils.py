@@ -5,14 +5,16 @@ waits for a login. wandb >= 0.19 offline runs write no wandb-summary.json; what 
 in the run's `.wandb` record log, which `read_wandb_records` decodes (LevelDB log format: 32 KiB
 blocks of CRC-framed chunks, each chunk a piece of one protobuf `Record`).
 """
+
 from __future__ import annotations
 
 import json
 import netrc
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -45,12 +47,22 @@ def make_wandb_logger(cfg: DictConfig, run_dir: Path, run_name: str):
     mode = resolve_mode(wb.get("mode"))
     sweep = _sweep_group(run_dir)
     group = wb.get("group") or sweep or f"{cfg.method.name}-{cfg.data.name}"
-    if sweep:  # jobs of a sweep often share a run name (the swept key is not in it): use the job dir's
+    if (
+        sweep
+    ):  # jobs of a sweep often share a run name (the swept key is not in it): use the job dir's
         run_name = run_dir.name
     tags = list(wb.get("tags") or []) + [cfg.method.name, cfg.data.name, cfg.backbone.tag]
-    logger = WandbLogger(project=wb.project, entity=wb.get("entity"), name=run_name, group=group, tags=tags,
-                         save_dir=str(run_dir), mode=mode, log_model=bool(wb.get("log_model", False)),
-                         config=OmegaConf.to_container(cfg, resolve=True))
+    logger = WandbLogger(
+        project=wb.project,
+        entity=wb.get("entity"),
+        name=run_name,
+        group=group,
+        tags=tags,
+        save_dir=str(run_dir),
+        mode=mode,
+        log_model=bool(wb.get("log_model", False)),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
     run = logger.experiment
     if hasattr(run, "define_metric"):
         for key in SUMMARY_MAX:
@@ -71,7 +83,7 @@ def _sweep_group(run_dir: Path) -> str | None:
     parts = run_dir.resolve().parts
     if "multirun" in parts:
         i = parts.index("multirun")
-        return "sweep-" + "-".join(parts[i + 1:i + 3])
+        return "sweep-" + "-".join(parts[i + 1 : i + 3])
     return None
 
 
@@ -97,14 +109,14 @@ def _chunks(data: bytes, start: int) -> Iterator[tuple[int, bytes]]:
     pos = start
     while pos + _HEADER <= len(data):
         left_in_block = _BLOCK - pos % _BLOCK
-        if left_in_block < _HEADER:          # block trailer padding
+        if left_in_block < _HEADER:  # block trailer padding
             pos += left_in_block
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
-        if kind == 0 and length == 0:        # zero padding at the end of a block or file
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
+        if kind == 0 and length == 0:  # zero padding at the end of a block or file
             pos += left_in_block
             continue
-        yield kind, data[pos + _HEADER:pos + _HEADER + length]
+        yield kind, data[pos + _HEADER : pos + _HEADER + length]
         pos += _HEADER + length
 
 
@@ -145,14 +157,23 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
     for rec in read_wandb_records(files[0]):
         kind = rec.WhichOneof("record_type")
         if kind == "history":
-            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+            history.append(
+                {
+                    i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                    for i in rec.history.item
+                }
+            )
         elif kind == "summary":
             for item in rec.summary.update:
                 summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
         elif kind in ("config", "run"):  # wandb.init(config=...) travels in the run record
             if kind == "run":
-                run = {"id": rec.run.run_id, "name": rec.run.display_name, "group": rec.run.run_group,
-                       "tags": list(rec.run.tags)}
+                run = {
+                    "id": rec.run.run_id,
+                    "name": rec.run.display_name,
+                    "group": rec.run.run_group,
+                    "tags": list(rec.run.tags),
+                }
             updates = rec.config.update if kind == "config" else rec.run.config.update
             for item in updates:
                 config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)

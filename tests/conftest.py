@@ -1,4 +1,5 @@
 """Shared test helpers: drive the real CLI in a subprocess and read what a run leaves behind."""
+
 from __future__ import annotations
 
 import json
@@ -12,16 +13,27 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-needs_fmnist = pytest.mark.skipif(not (FMNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
-                                  reason="Fashion-MNIST absent (apt-get install dataset-fashion-mnist)")
+needs_fmnist = pytest.mark.skipif(
+    not (FMNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Fashion-MNIST absent (apt-get install dataset-fashion-mnist)",
+)
 
 # The groups the CLI tests were written and calibrated with, from before a method's recipe chose them (every
 # method then ran on SimCLR's CIFAR views with LARS and a warm-up cosine). Pinned first, so that a test's own
 # group choice later in its overrides still wins (Hydra takes the last value).
 PINNED = ["augmentation=simclr", "optimizer=lars", "scheduler=warmup_cosine"]
 # small, fast settings shared by CLI tests: tiny synthetic data, narrow backbone, no progress bar
-FAST = [*PINNED, "data=synthetic", "backbone=resnet18_narrow", "progress_bar=false", "data.options.n_train=256",
-        "data.options.n_test=128", "data.batch_size=64", "data.eval_batch_size=256", "online_eval.knn_k=20"]
+FAST = [
+    *PINNED,
+    "data=synthetic",
+    "backbone=resnet18_narrow",
+    "progress_bar=false",
+    "data.options.n_train=256",
+    "data.options.n_test=128",
+    "data.batch_size=64",
+    "data.eval_batch_size=256",
+    "online_eval.knn_k=20",
+]
 
 
 @dataclass
@@ -42,29 +54,56 @@ class CliRun:
             return list(csv.DictReader(f))
 
 
-def run_cli(*overrides: str, run_dir: Path, env: dict | None = None, timeout: int = 600, module: str = "ssl_bench",
-            check: bool = False) -> CliRun:
+def run_cli(
+    *overrides: str,
+    run_dir: Path,
+    env: dict | None = None,
+    timeout: int = 600,
+    module: str = "ssl_bench",
+    check: bool = False,
+) -> CliRun:
     """`python -m ssl_bench <overrides> hydra.run.dir=<run_dir>` in a subprocess."""
-    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0",
-                **(env or {})}
+    full_env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "HYDRA_FULL_ERROR": "0",
+        **(env or {}),
+    }
     args = [sys.executable, "-m", module, *overrides]
     if module == "ssl_bench" and not any(o.startswith("hydra.run.dir=") for o in overrides):
         args.append(f"hydra.run.dir={run_dir}")
-    proc = subprocess.run(args, cwd=run_dir.parent, env=full_env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        args, cwd=run_dir.parent, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
     run = CliRun(proc.returncode, proc.stdout, proc.stderr, run_dir)
     if check and proc.returncode != 0:
-        raise AssertionError(f"CLI failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"CLI failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return run
+
 
 # The shared recipe of the learning tests: a short SSL run on synthetic data that must lift kNN top-1
 # clearly above its random-init baseline. Calibrated with SimCLR on 2 CPU cores (bf16): kNN top-1 22% at
 # init -> 38% after one epoch and 47% after two. Crops of at least 20% of the image matter here: with
 # SimCLR's 8% minimum the 32px shapes are mostly cut away and kNN stayed at its init level for 2 epochs.
 # Methods add their own overrides (lr, temperature; `views.1.scale` when their preset has 2 pipelines).
-LEARN = [*PINNED, "data=synthetic", "backbone=resnet18_narrow", "progress_bar=false", "data.options.n_train=2000",
-         "data.options.n_test=500", "data.batch_size=64", "data.eval_batch_size=500", "trainer.max_epochs=2",
-         "scheduler.warmup_epochs=0.5", "online_eval.knn_k=50", "trainer.log_every_n_steps=5",
-         "augmentation.views.0.scale=[0.2,1.0]"]
+LEARN = [
+    *PINNED,
+    "data=synthetic",
+    "backbone=resnet18_narrow",
+    "progress_bar=false",
+    "data.options.n_train=2000",
+    "data.options.n_test=500",
+    "data.batch_size=64",
+    "data.eval_batch_size=500",
+    "trainer.max_epochs=2",
+    "scheduler.warmup_epochs=0.5",
+    "online_eval.knn_k=50",
+    "trainer.log_every_n_steps=5",
+    "augmentation.views.0.scale=[0.2,1.0]",
+]
 
 
 def knn_gain(run: CliRun) -> tuple[float, float]:
@@ -92,9 +131,13 @@ def narrow_backbone():
     return create_backbone("resnet18", small_input=True, channels=(16, 32, 64, 128))
 
 
-def learning_run(method: str, tmp_path: Path, overrides: list[str]) -> tuple[float, float, list[float]]:
+def learning_run(
+    method: str, tmp_path: Path, overrides: list[str]
+) -> tuple[float, float, list[float]]:
     """The shared short synthetic run (LEARN) plus a method's overrides: (kNN init, best kNN, train/z_std)."""
-    run = run_cli(*LEARN, f"method={method}", *overrides, run_dir=tmp_path / "learn", check=True, timeout=1200)
+    run = run_cli(
+        *LEARN, f"method={method}", *overrides, run_dir=tmp_path / "learn", check=True, timeout=1200
+    )
     init, best = knn_gain(run)
     z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     return init, best, z_std

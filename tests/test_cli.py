@@ -1,17 +1,22 @@
 """The real CLI: fast_dev_run, every bad input of the foundation issue, resume, offline W&B."""
+
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 
 import pytest
-
 from conftest import FAST, PINNED, run_cli
 
 
 def test_fast_dev_run_through_cli(tmp_path):
-    run = run_cli("method=simclr", "data=synthetic", "trainer.fast_dev_run=true", *FAST, run_dir=tmp_path / "run",
-                  check=True)
+    run = run_cli(
+        "method=simclr",
+        "data=synthetic",
+        "trainer.fast_dev_run=true",
+        *FAST,
+        run_dir=tmp_path / "run",
+        check=True,
+    )
     res = run.results
     assert res["status"] == "completed" and res["method"] == "simclr" and res["data"] == "synthetic"
     assert res["global_step"] == 1
@@ -21,9 +26,22 @@ def test_fast_dev_run_through_cli(tmp_path):
 
 
 def test_cfg_job_prints_composed_config(tmp_path):
-    run = run_cli("--cfg", "job", "method=simclr", "data=cifar10", "backbone=resnet18", run_dir=tmp_path / "x",
-                  check=True)
-    for key in ("temperature: 0.2", "batch_size: 256", "name: resnet18", "max_epochs: 1000", "name: simclr_cifar10"):
+    run = run_cli(
+        "--cfg",
+        "job",
+        "method=simclr",
+        "data=cifar10",
+        "backbone=resnet18",
+        run_dir=tmp_path / "x",
+        check=True,
+    )
+    for key in (
+        "temperature: 0.2",
+        "batch_size: 256",
+        "name: resnet18",
+        "max_epochs: 1000",
+        "name: simclr_cifar10",
+    ):
         assert key in run.stdout
 
 
@@ -35,27 +53,51 @@ def test_method_and_data_compose_the_published_recipe(tmp_path):
     cfg = yaml.safe_load(run.stdout)
     assert cfg["recipe"]["name"] == "byol_cifar10" and "solo-learn" in cfg["recipe"]["source"]
     views = cfg["augmentation"]["views"]
-    assert [v["solarize"] for v in views] == [0.0, 0.2] and {v["blur"]["prob"] for v in views} == {0.0}
+    assert [v["solarize"] for v in views] == [0.0, 0.2] and {v["blur"]["prob"] for v in views} == {
+        0.0
+    }
     assert {v["color_jitter"]["saturation"] * v["color_jitter"]["strength"] for v in views} == {0.2}
     opt = cfg["optimizer"]
-    assert (opt["name"], opt["lr"], opt["weight_decay"], opt["clip_lr"]) == ("lars", 1.0, 1.0e-5, True)
+    assert (opt["name"], opt["lr"], opt["weight_decay"], opt["clip_lr"]) == (
+        "lars",
+        1.0,
+        1.0e-5,
+        True,
+    )
     assert cfg["trainer"]["max_epochs"] == 1000 and cfg["method"]["base_tau"] == 0.99
 
 
 def test_method_without_a_published_recipe_says_what_it_falls_back_to(tmp_path):
     # STL-10 is not here and cannot be downloaded: the run names its recipe first, then stops at the data
-    run = run_cli("method=byol", "data=stl10", f"data.root={tmp_path / 'none'}", "data.download=false",
-                  run_dir=tmp_path / "stl")
+    run = run_cli(
+        "method=byol",
+        "data=stl10",
+        f"data.root={tmp_path / 'none'}",
+        "data.download=false",
+        run_dir=tmp_path / "stl",
+    )
     assert run.returncode == 2
     assert "recipe: no published recipe for byol on stl10: byol's own defaults" in run.stdout
     # on data that is here the run trains byol's own views and optimizer and results.json says so
-    done = run_cli("method=byol", "trainer.fast_dev_run=true", *FAST[len(PINNED):], "method.proj_hidden_dim=64",
-                   "method.pred_hidden_dim=64", "optimizer.lr=0.1", run_dir=tmp_path / "synthetic", check=True)
+    done = run_cli(
+        "method=byol",
+        "trainer.fast_dev_run=true",
+        *FAST[len(PINNED) :],
+        "method.proj_hidden_dim=64",
+        "method.pred_hidden_dim=64",
+        "optimizer.lr=0.1",
+        run_dir=tmp_path / "synthetic",
+        check=True,
+    )
     recipe = done.results["recipe"]
     assert recipe["name"] == "byol" and recipe["data"] is None and "Grill" in recipe["source"]
     # the overrides of recipe keys are recorded (and only those: data=..., backbone=... are not recipe keys)
-    assert set(recipe["overrides"]) == {"method.proj_hidden_dim=64", "method.pred_hidden_dim=64", "optimizer.lr=0.1",
-                                        "data.batch_size=64"}
+    assert set(recipe["overrides"]) == {
+        "method.proj_hidden_dim=64",
+        "method.pred_hidden_dim=64",
+        "optimizer.lr=0.1",
+        "data.batch_size=64",
+    }
     assert "recipe: no published recipe for byol on synthetic" in done.stdout
 
 
@@ -69,12 +111,23 @@ BAD_INPUTS = {
     "temperature_not_positive": (["method.temperature=0"], 2, ["method.temperature", "positive"]),
     "lr_not_positive": (["optimizer.lr=-0.1"], 2, ["optimizer.lr", "positive"]),
     "contrastive_batch_of_one": (["data.batch_size=1"], 2, ["data.batch_size", "at least 2"]),
-    "crop_larger_than_image": (["augmentation.views.0.crop_size=64"], 2, ["crop_size", "larger than the image"]),
+    "crop_larger_than_image": (
+        ["augmentation.views.0.crop_size=64"],
+        2,
+        ["crop_size", "larger than the image"],
+    ),
     "unknown_key": (["method.temprature=0.1"], 1, ["temprature"]),
     "tau_outside_0_1": (["method=byol", "method.base_tau=1.5"], 2, ["method.base_tau", "[0, 1]"]),
-    "more_gpus_than_available": (["trainer.accelerator=gpu", "trainer.devices=64"], 2, ["trainer.devices", "GPU"]),
-    "more_cpu_processes_than_cores": (["trainer.accelerator=cpu", "trainer.devices=4096"], 2,
-                                      ["trainer.devices", "cores"]),
+    "more_gpus_than_available": (
+        ["trainer.accelerator=gpu", "trainer.devices=64"],
+        2,
+        ["trainer.devices", "GPU"],
+    ),
+    "more_cpu_processes_than_cores": (
+        ["trainer.accelerator=cpu", "trainer.devices=4096"],
+        2,
+        ["trainer.devices", "cores"],
+    ),
 }
 
 
@@ -85,8 +138,14 @@ def bad_runs(tmp_path_factory):
     def one(name):
         overrides, _, _ = BAD_INPUTS[name]
         # three at a time: one OpenMP thread each, or their spinning threads fight over 2 cores
-        return name, run_cli(*FAST, "trainer.fast_dev_run=true", *overrides, run_dir=base / name, timeout=300,
-                             env={"OMP_NUM_THREADS": "1"})
+        return name, run_cli(
+            *FAST,
+            "trainer.fast_dev_run=true",
+            *overrides,
+            run_dir=base / name,
+            timeout=300,
+            env={"OMP_NUM_THREADS": "1"},
+        )
 
     with cf.ThreadPoolExecutor(max_workers=3) as pool:
         return dict(pool.map(one, BAD_INPUTS))
@@ -107,7 +166,12 @@ def test_bad_input_gives_one_clear_message(bad_runs, name):
 def test_unwritable_output_dir(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    run = run_cli(*FAST, "trainer.fast_dev_run=true", f"hydra.run.dir={blocker}/run", run_dir=tmp_path / "unused")
+    run = run_cli(
+        *FAST,
+        "trainer.fast_dev_run=true",
+        f"hydra.run.dir={blocker}/run",
+        run_dir=tmp_path / "unused",
+    )
     assert run.returncode == 2
     assert str(blocker / "run") in run.stderr and "cannot be written" in run.stderr
     assert "Traceback" not in run.stderr
@@ -119,15 +183,24 @@ def test_resume_continues_global_step(tmp_path):
     saved = first.results["global_step"]
     assert saved == 2 * (256 // 64)
     # a longer schedule, resumed from the first run's checkpoint
-    second = run_cli(*[o for o in common if not o.startswith("trainer.max_epochs")], "trainer.max_epochs=3",
-                     f"resume={tmp_path / 'first'}", run_dir=tmp_path / "second", check=True)
+    second = run_cli(
+        *[o for o in common if not o.startswith("trainer.max_epochs")],
+        "trainer.max_epochs=3",
+        f"resume={tmp_path / 'first'}",
+        run_dir=tmp_path / "second",
+        check=True,
+    )
     steps = [int(r["step"]) for r in second.metrics() if r.get("train/loss")]
-    assert min(steps) >= saved, steps  # the first logged training step continues from the checkpoint
+    assert min(steps) >= saved, (
+        steps
+    )  # the first logged training step continues from the checkpoint
     assert second.results["global_step"] == saved + 256 // 64
     assert second.results["resumed_from"].endswith("last.ckpt")
     assert "val/knn_top1_init" not in {k for r in second.metrics() for k, v in r.items() if v}
     # resume=auto finds the newest run with the same config
-    third = run_cli(*common, "resume=auto", f"output_root={tmp_path}", run_dir=tmp_path / "third", check=True)
+    third = run_cli(
+        *common, "resume=auto", f"output_root={tmp_path}", run_dir=tmp_path / "third", check=True
+    )
     assert third.results["resumed_from"] == str(tmp_path / "first" / "checkpoints" / "last.ckpt")
     assert third.results["global_step"] == saved
 
@@ -140,8 +213,15 @@ def test_resume_missing_checkpoint_is_a_clear_error(tmp_path):
 def test_offline_wandb_run_has_summary(tmp_path):
     from ssl_bench.wandb_utils import read_offline_run
 
-    run = run_cli(*FAST, "logger=wandb", "trainer.max_epochs=1", "trainer.log_every_n_steps=1", run_dir=tmp_path / "run",
-                  env={"WANDB_MODE": "offline", "WANDB_API_KEY": ""}, check=True)
+    run = run_cli(
+        *FAST,
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1",
+        run_dir=tmp_path / "run",
+        env={"WANDB_MODE": "offline", "WANDB_API_KEY": ""},
+        check=True,
+    )
     logged = read_offline_run(tmp_path / "run")
     assert "val/knn_top1" in logged["summary"]
     assert logged["summary"]["val/knn_top1"] == pytest.approx(run.results["best"]["val/knn_top1"])

@@ -1,4 +1,5 @@
 """Every option of every config group composes and resolves; the configs travel with the package."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,8 +13,18 @@ from omegaconf import OmegaConf
 
 from ssl_bench.config import CONFIG_DIR
 
-GROUPS = ["method", "backbone", "data", "augmentation", "optimizer", "scheduler", "trainer", "logger", "recipe",
-          "experiment"]
+GROUPS = [
+    "method",
+    "backbone",
+    "data",
+    "augmentation",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+    "recipe",
+    "experiment",
+]
 
 
 def options(group: str) -> list[str]:
@@ -57,13 +68,26 @@ def test_method_targets_import_and_take_their_yaml_keys(option):
             params |= set(inspect.signature(klass.__init__).parameters)
     for key in cfg.method:
         if key not in ("_target_", "name"):
-            assert key in params, f"conf/method/{option}.yaml key {key!r} is not an argument of {cls.__name__}"
+            assert key in params, (
+                f"conf/method/{option}.yaml key {key!r} is not an argument of {cls.__name__}"
+            )
 
 
 def test_keys_documented_in_readme_exist():
     cfg = compose_with()
-    for key in ("data.batch_size", "data.num_workers", "optimizer.lr", "method.temperature", "trainer.max_epochs",
-                "trainer.max_steps", "trainer.fast_dev_run", "trainer.precision", "trainer.devices", "seed", "resume"):
+    for key in (
+        "data.batch_size",
+        "data.num_workers",
+        "optimizer.lr",
+        "method.temperature",
+        "trainer.max_epochs",
+        "trainer.max_steps",
+        "trainer.fast_dev_run",
+        "trainer.precision",
+        "trainer.devices",
+        "seed",
+        "resume",
+    ):
         assert OmegaConf.select(cfg, key, default="__missing__") != "__missing__", key
 
 
@@ -82,8 +106,22 @@ def test_backbones_build_with_expected_widths():
 
 def test_wheel_carries_the_configs(tmp_path):
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp_path), str(repo)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(repo),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     wheel = next(tmp_path.glob("ssl_bench-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -92,14 +130,18 @@ def test_wheel_carries_the_configs(tmp_path):
         for option in options(group):
             assert f"ssl_bench/conf/{group}/{option}.yaml" in names
     repo_modules = {str(p.relative_to(repo)) for p in (repo / "ssl_bench").rglob("*.py")}
-    assert repo_modules <= names, f"modules missing from the wheel (add their package to pyproject): " \
-                                  f"{sorted(repo_modules - names)}"
+    assert repo_modules <= names, (
+        f"modules missing from the wheel (add their package to pyproject): "
+        f"{sorted(repo_modules - names)}"
+    )
 
 
 def test_byol_on_cifar10_has_no_blur_as_solo_learns_cifar_recipe():
     views = compose_with("method=byol", "data=cifar10").augmentation.views
     assert [v.blur.prob for v in views] == [0.0, 0.0] and [v.solarize for v in views] == [0.0, 0.2]
-    assert compose_with("augmentation=byol").augmentation.views[0].blur.prob == 1.0   # the ImageNet views keep it
+    assert (
+        compose_with("augmentation=byol").augmentation.views[0].blur.prob == 1.0
+    )  # the ImageNet views keep it
 
 
 def test_synthetic_images_are_drawn_at_the_training_size_and_palette_is_an_option():

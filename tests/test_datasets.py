@@ -1,4 +1,5 @@
 """Dataset registry, local-first lookup, subsets, folders and the synthetic shapes (offline, CPU)."""
+
 from __future__ import annotations
 
 import gzip
@@ -66,11 +67,17 @@ def test_synthetic_colour_palette_puts_the_shape_in_both_l_and_ab():
     from ssl_bench.nn.color import rgb_to_lab
 
     bg, fg = _colour_pair(2000, torch.Generator().manual_seed(0))
-    lab_bg, lab_fg = rgb_to_lab(bg[:, :, None, None]).flatten(1), rgb_to_lab(fg[:, :, None, None]).flatten(1)
+    lab_bg, lab_fg = (
+        rgb_to_lab(bg[:, :, None, None]).flatten(1),
+        rgb_to_lab(fg[:, :, None, None]).flatten(1),
+    )
     d_light = (lab_fg[:, 0] - lab_bg[:, 0]).abs()
     d_chroma = (lab_fg[:, 1:] - lab_bg[:, 1:]).norm(dim=1)
-    assert d_light.min() > 20 and d_chroma.min() > 20, (d_light.min(), d_chroma.min())   # Lab units (L: 0-100)
-    assert 0.3 < (lab_fg[:, 0] > lab_bg[:, 0]).float().mean() < 0.7                       # light or dark shapes
+    assert d_light.min() > 20 and d_chroma.min() > 20, (
+        d_light.min(),
+        d_chroma.min(),
+    )  # Lab units (L: 0-100)
+    assert 0.3 < (lab_fg[:, 0] > lab_bg[:, 0]).float().mean() < 0.7  # light or dark shapes
 
     x, y = make_synthetic(400, seed=0, palette="colour")
     grey, _ = make_synthetic(400, seed=0)
@@ -96,7 +103,12 @@ def test_synthetic_load_splits():
     assert torch.equal(pre.images, train.images) and torch.equal(pre.labels, train.labels)
     assert not torch.equal(train.images[:50], test.images)  # test is drawn with its own seed
     img, label, i = train[7]
-    assert img.shape == (3, 16, 16) and img.dtype == torch.uint8 and label == int(train.labels[7]) and i == 7
+    assert (
+        img.shape == (3, 16, 16)
+        and img.dtype == torch.uint8
+        and label == int(train.labels[7])
+        and i == 7
+    )
 
 
 def test_synthetic_unknown_option():
@@ -108,8 +120,16 @@ def _small_cnn(num_classes: int) -> nn.Module:
     def block(i, o):
         return [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU()]
 
-    return nn.Sequential(*block(3, 16), nn.MaxPool2d(2), *block(16, 32), nn.MaxPool2d(2), *block(32, 64),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
+    return nn.Sequential(
+        *block(3, 16),
+        nn.MaxPool2d(2),
+        *block(16, 32),
+        nn.MaxPool2d(2),
+        *block(32, 64),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, num_classes),
+    )
 
 
 @pytest.mark.slow
@@ -123,9 +143,14 @@ def test_synthetic_classes_need_shape_not_pixels():
     centroids = torch.stack([a[ytr == k].mean(0) for k in range(10)])
     centroid_acc = (torch.cdist(b, centroids).argmin(1) == yte).float().mean().item()
     mu = a.mean(0)
-    w = torch.linalg.solve((a - mu).T @ (a - mu) + 10 * torch.eye(a.shape[1]), (a - mu).T @ F.one_hot(ytr, 10).float())
+    w = torch.linalg.solve(
+        (a - mu).T @ (a - mu) + 10 * torch.eye(a.shape[1]), (a - mu).T @ F.one_hot(ytr, 10).float()
+    )
     ridge_acc = (((b - mu) @ w).argmax(1) == yte).float().mean().item()
-    assert centroid_acc < 0.45 and ridge_acc < 0.45, (centroid_acc, ridge_acc)  # measured 0.28 / 0.33
+    assert centroid_acc < 0.45 and ridge_acc < 0.45, (
+        centroid_acc,
+        ridge_acc,
+    )  # measured 0.28 / 0.33
 
     torch.manual_seed(0)
     net = _small_cnn(10)
@@ -135,7 +160,7 @@ def test_synthetic_classes_need_shape_not_pixels():
     for _ in range(2):
         perm = torch.randperm(len(xa))
         for i in range(0, len(xa), 64):
-            idx = perm[i:i + 64]
+            idx = perm[i : i + 64]
             loss = F.cross_entropy(net(xa[idx]), ytr[idx])
             opt.zero_grad()
             loss.backward()
@@ -165,8 +190,11 @@ def _fake_fmnist(folder: Path, n_train: int, n_test: int = 10) -> Path:
     return folder
 
 
-@pytest.mark.skipif(not FMNIST_SYSTEM.is_dir(), reason="Fashion-MNIST not installed at /usr/share/datasets/fashion-mnist "
-                    "(apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not FMNIST_SYSTEM.is_dir(),
+    reason="Fashion-MNIST not installed at /usr/share/datasets/fashion-mnist "
+    "(apt-get install dataset-fashion-mnist)",
+)
 def test_fashion_mnist_from_system_location():
     info, splits = load_splits("fashion_mnist", download=False)
     assert info.num_classes == 10 and info.image_size == 28 and info.in_memory
@@ -219,7 +247,9 @@ def test_cifar10_missing_and_download_fails(tmp_path, monkeypatch):
     with pytest.raises(DataError) as e:
         load_splits("cifar10", root=str(root))
     msg = str(e.value)
-    assert str(root) in msg and "data.root" in msg and "network unreachable" in msg and "\n" not in msg
+    assert (
+        str(root) in msg and "data.root" in msg and "network unreachable" in msg and "\n" not in msg
+    )
     with pytest.raises(DataError, match="data.download=false"):
         load_splits("cifar10", root=str(root), download=False)
 
@@ -264,7 +294,9 @@ def test_stl10_pretrain_has_unlabelled(tmp_path):
 
 
 def test_stratified_subset_proportions_and_determinism():
-    labels = torch.cat([torch.full((n,), k) for k, n in enumerate([500, 300, 200])] + [torch.full((1000,), -1)])
+    labels = torch.cat(
+        [torch.full((n,), k) for k, n in enumerate([500, 300, 200])] + [torch.full((1000,), -1)]
+    )
     idx = stratified_subset(labels, 0.1, None, seed=0)
     assert torch.equal(idx, torch.sort(idx).values) and len(idx) == 200
     counts = {k: int((labels[idx] == k).sum()) for k in (-1, 0, 1, 2)}
@@ -318,7 +350,9 @@ def test_image_folder_labels_from_class_folders(tmp_path):
     assert img.shape == (3, 14, 12) and img.dtype == torch.uint8 and label == 1 and i == 4
     assert img[1].float().mean() > 200  # dog is green
     train.transform = lambda t: t.float() / 255
-    assert train[0][0].dtype == torch.float32 and pre[0][0].dtype == torch.uint8  # transforms are per split
+    assert (
+        train[0][0].dtype == torch.float32 and pre[0][0].dtype == torch.uint8
+    )  # transforms are per split
 
 
 def test_image_folder_unlabelled(tmp_path):
@@ -350,7 +384,12 @@ def test_folder_bad_files_skipped_or_raised(tmp_path):
     messages = [str(w.message) for w in record if issubclass(w.category, UserWarning)]
     assert len(messages) == 2 and "empty.jpg" in messages[0] and "truncated.jpg" in messages[1]
     assert ds.bad_files == [str(empty), str(truncated)]
-    assert [ds[k][1] for k in range(4)] == [0, 3, 3, 3]  # known-bad files are not re-read or re-warned
+    assert [ds[k][1] for k in range(4)] == [
+        0,
+        3,
+        3,
+        3,
+    ]  # known-bad files are not re-read or re-warned
     assert len(ds.bad_files) == 2
 
     strict = FolderImages(samples, on_bad_file="error")

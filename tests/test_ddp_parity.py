@@ -7,6 +7,7 @@ Two steps each, so what the first step wrote into the queue / bank is part of th
 
 BatchNorm layers are put in eval mode: per-rank batch statistics are what `trainer.sync_batchnorm` is for,
 not what this test is about (MoCo's shuffled BN is tested in test_queue.py)."""
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,9 @@ class Tiny(nn.Sequential):
     """A BN-free conv net with the backbone interface (`num_features`)."""
 
     def __init__(self, in_chans: int = 3):
-        super().__init__(nn.Conv2d(in_chans, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        super().__init__(
+            nn.Conv2d(in_chans, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
         self.num_features = 8
 
 
@@ -33,17 +36,42 @@ def _build(name):
     torch.manual_seed(0)
     if name == "moco_v2":
         from ssl_bench.methods.moco import MoCo
-        return MoCo(Tiny(), temperature=0.2, queue_size=16, proj_layers=2, proj_hidden_dim=16, proj_output_dim=8,
-                    bn_splits=1)
+
+        return MoCo(
+            Tiny(),
+            temperature=0.2,
+            queue_size=16,
+            proj_layers=2,
+            proj_hidden_dim=16,
+            proj_output_dim=8,
+            bn_splits=1,
+        )
     if name == "swav":
         from ssl_bench.methods.swav import SwAV
-        return SwAV(Tiny(), proj_hidden_dim=16, proj_output_dim=8, num_prototypes=6, freeze_prototypes_epochs=0)
+
+        return SwAV(
+            Tiny(),
+            proj_hidden_dim=16,
+            proj_output_dim=8,
+            num_prototypes=6,
+            freeze_prototypes_epochs=0,
+        )
     if name.startswith("cmc"):
         from ssl_bench.methods.cmc import CMC
-        return CMC(Tiny(), backbone_factory=lambda in_chans: Tiny(in_chans), negatives=name.split("_")[1],
-                   temperature=0.1, proj_output_dim=8, num_negatives=5, bank_size=3 * N,
-                   pixel_mean=[0.5, 0.5, 0.5], pixel_std=[0.25, 0.25, 0.25])
+
+        return CMC(
+            Tiny(),
+            backbone_factory=lambda in_chans: Tiny(in_chans),
+            negatives=name.split("_")[1],
+            temperature=0.1,
+            proj_output_dim=8,
+            num_negatives=5,
+            bank_size=3 * N,
+            pixel_mean=[0.5, 0.5, 0.5],
+            pixel_std=[0.25, 0.25, 0.25],
+        )
     from ssl_bench.methods.instdisc import InstDisc
+
     return InstDisc(Tiny(), temperature=0.1, proj_output_dim=8, num_negatives=5, bank_size=3 * N)
 
 
@@ -53,8 +81,12 @@ def _batches(name):
     for step in range(STEPS):
         views = [torch.randn(N, 3, 12, 12, generator=g) for _ in range(2)]
         if name == "swav":
-            views += [torch.randn(N, 3, 8, 8, generator=g) for _ in range(2)]   # 2 large + 2 small crops
-        out.append((views, torch.zeros(N, dtype=torch.long), torch.arange(step * N, (step + 1) * N)))
+            views += [
+                torch.randn(N, 3, 8, 8, generator=g) for _ in range(2)
+            ]  # 2 large + 2 small crops
+        out.append(
+            (views, torch.zeros(N, dtype=torch.long), torch.arange(step * N, (step + 1) * N))
+        )
     return out
 
 
@@ -69,7 +101,7 @@ def _train(name, rank=0, world=1):
     n = N // world
     for views, labels, index in _batches(name):
         sl = slice(rank * n, (rank + 1) * n)
-        torch.manual_seed(100)                      # the same global RNG on every rank (negatives of InstDisc)
+        torch.manual_seed(100)  # the same global RNG on every rank (negatives of InstDisc)
         model.zero_grad()
         out = model.training_loss([v[sl] for v in views], labels[sl], index[sl])
         out["loss"].backward()
@@ -79,7 +111,7 @@ def _train(name, rank=0, world=1):
                 dist.all_reduce(v)
                 v /= world
         grads.append(g)
-        with torch.no_grad():                       # the same plain SGD step everywhere, then EMA targets
+        with torch.no_grad():  # the same plain SGD step everywhere, then EMA targets
             for k, p in model.named_parameters():
                 if k in g:
                     p.sub_(0.1 * g[k])
@@ -121,6 +153,7 @@ def test_two_processes_match_one_process(name, two_process_grads):
             got = two_process_grads[rank][name][step]
             assert got.keys() == ref.keys(), (step, rank)
             for k in ref:
-                assert torch.allclose(got[k], ref[k], atol=1e-6, rtol=1e-4), \
+                assert torch.allclose(got[k], ref[k], atol=1e-6, rtol=1e-4), (
                     f"{name} step {step} rank {rank}: gradient of {k} differs by {(got[k] - ref[k]).abs().max():.3g}"
+                )
         assert any(v.abs().sum() > 0 for v in ref.values())

@@ -1,12 +1,13 @@
 """Offline evaluation: linear protocol, kNN, fine-tune, embeddings, W&B logging and bad inputs."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
-
 from conftest import FAST, needs_fmnist, run_cli
+
 from ssl_bench.eval.knn import knn_accuracy, knn_predict
 from ssl_bench.eval.linear import train_linear_on_features
 
@@ -19,14 +20,24 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 def tiny_run(tmp_path_factory):
     """One real 1-epoch pretraining run with W&B (offline), shared by the tests of this module."""
     base = tmp_path_factory.mktemp("eval")
-    run_cli(*FAST, "trainer.max_epochs=1", "logger=wandb", run_dir=base / "run",
-            env={"WANDB_MODE": "offline", "WANDB_API_KEY": "", **ONE_THREAD}, check=True)
+    run_cli(
+        *FAST,
+        "trainer.max_epochs=1",
+        "logger=wandb",
+        run_dir=base / "run",
+        env={"WANDB_MODE": "offline", "WANDB_API_KEY": "", **ONE_THREAD},
+        check=True,
+    )
     return base / "run"
 
 
 def eval_cli(*args, cwd):
-    return run_cli(*args, run_dir=cwd, module="ssl_bench.eval",
-                   env={"WANDB_MODE": "offline", "WANDB_API_KEY": "", **ONE_THREAD})
+    return run_cli(
+        *args,
+        run_dir=cwd,
+        module="ssl_bench.eval",
+        env={"WANDB_MODE": "offline", "WANDB_API_KEY": "", **ONE_THREAD},
+    )
 
 
 # ---- pure pieces ---------------------------------------------------------------------------------------
@@ -34,12 +45,16 @@ def test_linear_on_linearly_separable_features_is_near_perfect():
     g = torch.Generator().manual_seed(0)
     classes, dim = 5, 32
     w = torch.randn(dim, classes, generator=g)
+
     def make(n):
         x = torch.randn(n, dim, generator=g) * 3
         return x, (x @ w).argmax(1)
+
     tr_x, tr_y = make(4000)
     te_x, te_y = make(500)
-    res = train_linear_on_features(tr_x, tr_y, te_x, te_y, classes, epochs=40, lr=0.5, batch_size=256)
+    res = train_linear_on_features(
+        tr_x, tr_y, te_x, te_y, classes, epochs=40, lr=0.5, batch_size=256
+    )
     assert res["top1"] > 95.0 and res["top5"] == 100.0, res
 
 
@@ -73,7 +88,11 @@ def test_wandb_run_id_is_the_training_runs(tmp_path):
     from ssl_bench.eval.common import find_wandb_run_id
 
     assert find_wandb_run_id(tmp_path) is None
-    for name in ("run-20260101_100000-train01", "offline-run-20260101_120000-eval0001", "latest-run"):
+    for name in (
+        "run-20260101_100000-train01",
+        "offline-run-20260101_120000-eval0001",
+        "latest-run",
+    ):
         (tmp_path / "wandb" / name).mkdir(parents=True)
     assert find_wandb_run_id(tmp_path) == "train01"
 
@@ -86,7 +105,7 @@ def test_stratified_holdout_is_seeded_balanced_and_disjoint():
     labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)[order]
     fit, held = stratified_holdout(labels, 0.1, seed=3)
     assert sorted(fit.tolist() + held.tolist()) == list(range(100))
-    assert [int((labels[held] == c).sum()) for c in range(3)] == [5, 3, 2]   # 10% of every class
+    assert [int((labels[held] == c).sum()) for c in range(3)] == [5, 3, 2]  # 10% of every class
     again, other = stratified_holdout(labels, 0.1, seed=3), stratified_holdout(labels, 0.1, seed=4)
     assert torch.equal(again[1], held) and not torch.equal(other[1], held)
 
@@ -124,8 +143,9 @@ def test_split_batches_of_part_of_an_image_folder(tmp_path):
                 pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(tmp_path / split / c / f"{i}.png")
     data = OmegaConf.load(CONFIG_DIR / "data" / "image_folder.yaml")
-    data.merge_with({"root": str(tmp_path), "image_size": 32, "num_workers": 0,
-                     "options": {"image_size": 32}})
+    data.merge_with(
+        {"root": str(tmp_path), "image_size": 32, "num_workers": 0, "options": {"image_size": 32}}
+    )
     aug = OmegaConf.load(CONFIG_DIR / "augmentation" / "simclr.yaml")
     dm = build_datamodule(OmegaConf.create({"seed": 0, "data": data, "augmentation": aug}))
     dm.setup("fit")
@@ -148,7 +168,9 @@ def test_linear_keeps_the_method_bit_identical(tiny_run):
     from ssl_bench.eval.common import Representation, build_for_eval, load_state_dict, method_state
     from ssl_bench.eval.linear import linear_eval
 
-    ref, dm, model = build_for_eval(tiny_run, ["data.options.n_train=128", "data.options.n_test=64"])
+    ref, dm, model = build_for_eval(
+        tiny_run, ["data.options.n_train=128", "data.options.n_test=64"]
+    )
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert any("running_mean" in k for k in before)  # buffers are part of the check
     rep = Representation(model, torch.device("cpu"), "bf16-mixed", batch_size=64)
@@ -167,19 +189,40 @@ def test_linear_keeps_the_method_bit_identical(tiny_run):
 
 
 def test_linear_cli_writes_results(tiny_run):
-    run = eval_cli("mode=linear", f"ckpt={tiny_run}", "epochs=2", "batch_size=64", *EVAL_FAST, cwd=tiny_run.parent)
+    run = eval_cli(
+        "mode=linear",
+        f"ckpt={tiny_run}",
+        "epochs=2",
+        "batch_size=64",
+        *EVAL_FAST,
+        cwd=tiny_run.parent,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     res = json.loads((tiny_run / "eval_linear.json").read_text())
     assert res["mode"] == "linear" and res["epochs"] == 2 and not res["cache_features"]
-    assert 0.0 <= res["top1"] <= res["top5"] <= 100.0 and res["lr"] == 0.1 and res["selection"] is None
+    assert (
+        0.0 <= res["top1"] <= res["top5"] <= 100.0 and res["lr"] == 0.1 and res["selection"] is None
+    )
     assert res["method"] == "simclr" and res["backbone"] == "resnet18_narrow"
-    assert res["representation"] == {"definition": "SimCLR.forward", "precision": "bf16-mixed",
-                                     "channels_last": True, "batch_size": 256, "dim": 128}
+    assert res["representation"] == {
+        "definition": "SimCLR.forward",
+        "precision": "bf16-mixed",
+        "channels_last": True,
+        "batch_size": 256,
+        "dim": 128,
+    }
 
 
 def test_knn_headline_is_the_online_protocol_and_grids_choose_on_train(tiny_run, tmp_path):
-    run = eval_cli("mode=knn", f"ckpt={tiny_run / 'checkpoints' / 'last.ckpt'}", "grid_k=[5,20]",
-                   "grid_t=[0.07,0.1]", f"out={tmp_path}", *EVAL_FAST, cwd=tiny_run.parent)
+    run = eval_cli(
+        "mode=knn",
+        f"ckpt={tiny_run / 'checkpoints' / 'last.ckpt'}",
+        "grid_k=[5,20]",
+        "grid_t=[0.07,0.1]",
+        f"out={tmp_path}",
+        *EVAL_FAST,
+        cwd=tiny_run.parent,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     res = json.loads((tmp_path / "eval_knn.json").read_text())
     # the headline: the run's online k and T on the same features: what training logged, exactly (as float32)
@@ -189,7 +232,12 @@ def test_knn_headline_is_the_online_protocol_and_grids_choose_on_train(tiny_run,
     assert float(torch.tensor(res["top5"], dtype=torch.float32)) == online["val/knn_top5"]
     sel = res["selection"]
     assert [(r["k"], r["t"]) for r in sel["grid"]] == [(5, 0.07), (5, 0.1), (20, 0.07), (20, 0.1)]
-    assert set(sel["grid"][0]) == {"k", "t", "heldout_top1", "heldout_top5"}   # no test number per pair
+    assert set(sel["grid"][0]) == {
+        "k",
+        "t",
+        "heldout_top1",
+        "heldout_top5",
+    }  # no test number per pair
     best = max(sel["grid"], key=lambda r: r["heldout_top1"])
     assert sel["chosen"] == {"k": best["k"], "t": best["t"]}
     assert (sel["fraction"], sel["seed"]) == (0.1, 0)
@@ -198,13 +246,23 @@ def test_knn_headline_is_the_online_protocol_and_grids_choose_on_train(tiny_run,
     if sel["chosen"] == {"k": 20, "t": 0.1}:
         assert sel["test_top1"] == res["top1"]
 
-    run = eval_cli("mode=linear", f"ckpt={tiny_run}", "cache_features=true", "lr=[0.05,0.5]", "epochs=5",
-                   f"out={tmp_path}", *EVAL_FAST, cwd=tiny_run.parent)
+    run = eval_cli(
+        "mode=linear",
+        f"ckpt={tiny_run}",
+        "cache_features=true",
+        "lr=[0.05,0.5]",
+        "epochs=5",
+        f"out={tmp_path}",
+        *EVAL_FAST,
+        cwd=tiny_run.parent,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     res = json.loads((tmp_path / "eval_linear.json").read_text())
     sel = res["selection"]
     assert res["cache_features"] and [r["lr"] for r in sel["grid"]] == [0.05, 0.5]
-    assert res["lr"] == sel["chosen"]["lr"] == max(sel["grid"], key=lambda r: r["heldout_top1"])["lr"]
+    assert (
+        res["lr"] == sel["chosen"]["lr"] == max(sel["grid"], key=lambda r: r["heldout_top1"])["lr"]
+    )
     assert "held-out" in run.stdout and "whole train split" in run.stdout
 
 
@@ -223,11 +281,15 @@ def _evaluate_with_test_labels(tiny_run, out, args, permute: bool) -> dict:
     return evaluate(cfg, run, dm, model, torch.device("cpu"), overrides, log=lambda *_: None)
 
 
-@pytest.mark.parametrize("args", [
-    ["mode=knn", "grid_k=[1,5,20,100]", "grid_t=[0.02,0.1,1.0]"],
-    ["mode=linear", "cache_features=true", "lr=[0.001,0.1,3.0]", "epochs=5"],
-    ["mode=linear", "lr=[0.001,0.5]", "epochs=1", "batch_size=64", "data.options.n_train=128"],
-], ids=["knn_grid", "linear_cached", "linear_views"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["mode=knn", "grid_k=[1,5,20,100]", "grid_t=[0.02,0.1,1.0]"],
+        ["mode=linear", "cache_features=true", "lr=[0.001,0.1,3.0]", "epochs=5"],
+        ["mode=linear", "lr=[0.001,0.5]", "epochs=1", "batch_size=64", "data.options.n_train=128"],
+    ],
+    ids=["knn_grid", "linear_cached", "linear_views"],
+)
 def test_selection_never_reads_test_labels(tiny_run, tmp_path, args):
     """Permuting the test split's labels changes the test accuracy but not what was chosen, nor a single
     held-out number behind the choice."""
@@ -241,18 +303,29 @@ def test_selection_never_reads_test_labels(tiny_run, tmp_path, args):
 
 
 def test_finetune_runs(tiny_run, tmp_path):
-    run = eval_cli("mode=finetune", f"ckpt={tiny_run}", "epochs=1", "batch_size=64", "data.options.n_train=128",
-                   f"out={tmp_path}", *EVAL_FAST, cwd=tiny_run.parent)
+    run = eval_cli(
+        "mode=finetune",
+        f"ckpt={tiny_run}",
+        "epochs=1",
+        "batch_size=64",
+        "data.options.n_train=128",
+        f"out={tmp_path}",
+        *EVAL_FAST,
+        cwd=tiny_run.parent,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     res = json.loads((tmp_path / "eval_finetune.json").read_text())
     assert res["num_train"] == 128 and 0.0 <= res["top1"] <= 100.0
-    assert res["trained_modules"] == ["backbone"]   # SimCLR's representation: the backbone, not the projector
+    assert res["trained_modules"] == [
+        "backbone"
+    ]  # SimCLR's representation: the backbone, not the projector
 
 
 def test_finetune_trains_what_the_representation_reads():
     """SimCLR v2 with probe_from_projector_layer=1: the backbone and the projector's first layer (Linear, BN),
     not the rest of the projector; CPC v2: the backbone only (not the context network nor the predictors)."""
     from conftest import narrow_backbone
+
     from ssl_bench.eval.common import representation_parameters
     from ssl_bench.methods.cpc_v2 import CPCv2
     from ssl_bench.methods.simclr_v2 import SimCLRv2
@@ -265,9 +338,12 @@ def test_finetune_trains_what_the_representation_reads():
     model = SimCLRv2(narrow_backbone(), num_classes=10, probe_from_projector_layer=1)
     names = reached(model, x)
     assert {n.split(".")[0] for n in names} == {"backbone", "projector"}
-    assert {n for n in names if n.startswith("projector")} == {"projector.0.weight", "projector.1.weight",
-                                                              "projector.1.bias"}
-    assert all(p.grad is None for p in model.parameters())          # the probe ran on a copy
+    assert {n for n in names if n.startswith("projector")} == {
+        "projector.0.weight",
+        "projector.1.weight",
+        "projector.1.bias",
+    }
+    assert all(p.grad is None for p in model.parameters())  # the probe ran on a copy
     model = CPCv2(narrow_backbone(), num_classes=10, context_blocks=1, context_hidden=8)
     names = reached(model, x)
     assert {n.split(".")[0] for n in names} == {"backbone"}
@@ -295,11 +371,21 @@ def test_embed_and_eval_logged_to_offline_wandb(tiny_run):
         for rec in read_wandb_records(f):
             kind = rec.WhichOneof("record_type")
             if kind == "summary":
-                summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.summary.update})
+                summary.update(
+                    {
+                        i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                        for i in rec.summary.update
+                    }
+                )
             elif kind == "history":
-                for item in rec.history.item:  # a logged image is flattened to eval/embedding/{_type,path,..}
+                for item in (
+                    rec.history.item
+                ):  # a logged image is flattened to eval/embedding/{_type,path,..}
                     key = list(item.nested_key) or [item.key]
-                    if key == ["eval/embedding", "_type"] and json.loads(item.value_json) == "image-file":
+                    if (
+                        key == ["eval/embedding", "_type"]
+                        and json.loads(item.value_json) == "image-file"
+                    ):
                         image_rows += 1
     for key in ("val/knn_top1", "eval/knn_top1", "eval/embed_knn_top1"):
         assert key in summary, (key, sorted(summary))
@@ -310,11 +396,29 @@ def test_embed_and_eval_logged_to_offline_wandb(tiny_run):
 @pytest.mark.slow
 @needs_fmnist
 def test_linear_on_random_init_fashion_mnist_is_plausible(tmp_path):
-    run = run_cli("data=fashion_mnist", "backbone=resnet18_narrow", "progress_bar=false", "data.limit=1000",
-                  "data.test_limit=500", "trainer.max_steps=1", "optimizer.lr=1e-6", "online_eval.knn_k=20",
-                  "data.batch_size=64", run_dir=tmp_path / "run", env=ONE_THREAD, check=True)
-    ev = eval_cli("mode=linear", f"ckpt={run.run_dir}", "cache_features=true", "epochs=30", "lr=[0.1]",
-                  *EVAL_FAST, cwd=tmp_path)
+    run = run_cli(
+        "data=fashion_mnist",
+        "backbone=resnet18_narrow",
+        "progress_bar=false",
+        "data.limit=1000",
+        "data.test_limit=500",
+        "trainer.max_steps=1",
+        "optimizer.lr=1e-6",
+        "online_eval.knn_k=20",
+        "data.batch_size=64",
+        run_dir=tmp_path / "run",
+        env=ONE_THREAD,
+        check=True,
+    )
+    ev = eval_cli(
+        "mode=linear",
+        f"ckpt={run.run_dir}",
+        "cache_features=true",
+        "epochs=30",
+        "lr=[0.1]",
+        *EVAL_FAST,
+        cwd=tmp_path,
+    )
     assert ev.returncode == 0, ev.stderr[-3000:]
     res = json.loads((run.run_dir / "eval_linear.json").read_text())
     # random-init features of the narrow ResNet (128-d): far above chance (10%), far below a trained net.
@@ -324,19 +428,38 @@ def test_linear_on_random_init_fashion_mnist_is_plausible(tmp_path):
 
 
 # ---- bad inputs ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("case", ["missing_path", "not_a_run_dir", "other_backbone", "unknown_key",
-                                  "bad_mode", "k_as_a_grid", "finetune_lr_list", "select_fraction"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing_path",
+        "not_a_run_dir",
+        "other_backbone",
+        "unknown_key",
+        "bad_mode",
+        "k_as_a_grid",
+        "finetune_lr_list",
+        "select_fraction",
+    ],
+)
 def test_bad_eval_inputs_give_one_clear_message(tiny_run, tmp_path, case):
     args, words = {
         "missing_path": ([f"ckpt={tmp_path / 'nowhere'}"], ["nowhere", "does not exist"]),
         "not_a_run_dir": ([f"ckpt={tmp_path}"], [str(tmp_path), "not a run dir"]),
-        "other_backbone": ([f"ckpt={tiny_run}", "backbone.kwargs.channels=[8,16,32,64]"],
-                           ["different backbone", "last.ckpt"]),
+        "other_backbone": (
+            [f"ckpt={tiny_run}", "backbone.kwargs.channels=[8,16,32,64]"],
+            ["different backbone", "last.ckpt"],
+        ),
         "unknown_key": ([f"ckpt={tiny_run}", "epochz=3"], ["epochz"]),
         "bad_mode": ([f"ckpt={tiny_run}", "mode=nope"], ["mode", "linear"]),
         "k_as_a_grid": ([f"ckpt={tiny_run}", "mode=knn", "k=[10,20]"], ["'k'", "grid_k"]),
-        "finetune_lr_list": ([f"ckpt={tiny_run}", "mode=finetune", "lr=[0.1,0.2]"], ["'lr'", "one"]),
-        "select_fraction": ([f"ckpt={tiny_run}", "lr=[0.1,0.2]", "select_fraction=1.5"], ["select_fraction"]),
+        "finetune_lr_list": (
+            [f"ckpt={tiny_run}", "mode=finetune", "lr=[0.1,0.2]"],
+            ["'lr'", "one"],
+        ),
+        "select_fraction": (
+            [f"ckpt={tiny_run}", "lr=[0.1,0.2]", "select_fraction=1.5"],
+            ["select_fraction"],
+        ),
     }[case]
     run = eval_cli("mode=linear", *args, *EVAL_FAST, cwd=tmp_path)
     assert run.returncode == 2, (run.returncode, run.stderr[-2000:])

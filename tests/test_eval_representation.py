@@ -15,6 +15,7 @@ Checked by reverting: with the former offline path (model.backbone, float32, con
 layout it fails exactly for cpc_v2 (pooled patch grid) and simclr_v2 (projector layer 1) - CMC's backbone
 is its multi-view encoder, whose output is its representation.
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,14 +23,27 @@ import json
 
 import pytest
 import torch
-
 from conftest import FAST
 
-METHODS = ["simclr", "moco_v1", "moco_v2", "simclr_v2", "instdisc", "byol", "simsiam", "swav", "dim", "amdim",
-           "cpc_v2", "cmc"]
+METHODS = [
+    "simclr",
+    "moco_v1",
+    "moco_v2",
+    "simclr_v2",
+    "instdisc",
+    "byol",
+    "simsiam",
+    "swav",
+    "dim",
+    "amdim",
+    "cpc_v2",
+    "cmc",
+]
 # cpc_v2: a small context network (its 13M-parameter default only costs time; forward does not read it)
-EXTRA = {"simclr_v2": ["method.probe_from_projector_layer=1"],
-         "cpc_v2": ["method.context_blocks=1", "method.context_hidden=32"]}
+EXTRA = {
+    "simclr_v2": ["method.probe_from_projector_layer=1"],
+    "cpc_v2": ["method.context_blocks=1", "method.context_hidden=32"],
+}
 
 
 def tiny_run(method: str, run_dir):
@@ -38,8 +52,15 @@ def tiny_run(method: str, run_dir):
     from ssl_bench.config import CONFIG_DIR
     from ssl_bench.train import run
 
-    overrides = [*FAST, f"method={method}", "trainer.max_epochs=1", "+trainer.limit_train_batches=1",
-                 "scheduler.warmup_epochs=0", "online_eval.init_baseline=false", *EXTRA.get(method, [])]
+    overrides = [
+        *FAST,
+        f"method={method}",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=1",
+        "scheduler.warmup_epochs=0",
+        "online_eval.init_baseline=false",
+        *EXTRA.get(method, []),
+    ]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     return run(cfg, run_dir)
@@ -67,7 +88,11 @@ def test_offline_knn_equals_the_online_knn(method, tmp_path):
     online = logged_last_epoch(run_dir)
     assert main(["mode=knn", f"ckpt={run_dir}", "wandb=false", "device=cpu"]) == 0
     res = json.loads((run_dir / "eval_knn.json").read_text())
-    assert (res["k"], res["t"], res["k_t_from"]) == (20, 0.1, "run online_eval")   # FAST's online_eval.knn_k
+    assert (res["k"], res["t"], res["k_t_from"]) == (
+        20,
+        0.1,
+        "run online_eval",
+    )  # FAST's online_eval.knn_k
     assert res["representation"]["precision"] == results["precision"]
     assert res["num_train"] == 256 and res["num_test"] == 128
     offline = (as_logged(res["top1"]), as_logged(res["top5"]))

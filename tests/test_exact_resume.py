@@ -1,16 +1,22 @@
 """Exact resume (reliability point 3): a run pre-empted mid-epoch and resumed ends with bit-identical
 weights, optimizer state, queue/bank and EMA target to a run that was never interrupted - on CPU with
 trainer.deterministic=true, through the real CLI."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import FAST, REPO, run_cli
 
 ENV = {"PYTHONPATH": str(REPO / "tests")}
-COMMON = [*FAST, "trainer.max_epochs=3", "trainer.deterministic=true", "trainer.log_every_n_steps=1",
-          "scheduler=warmup_cosine", "scheduler.warmup_epochs=1"]
+COMMON = [
+    *FAST,
+    "trainer.max_epochs=3",
+    "trainer.deterministic=true",
+    "trainer.log_every_n_steps=1",
+    "scheduler=warmup_cosine",
+    "scheduler.warmup_epochs=1",
+]
 # (method preset, test class, its extra overrides): MoCo v2 has a queue, an EMA key encoder and shuffled
 # BN (randperm from the global RNG); BYOL a tau schedule over the steps; InstDisc a memory bank and NCE
 # negatives drawn from the global RNG. All three train the online probe.
@@ -23,12 +29,19 @@ CASES = {
 
 def _state(ckpt):
     c = torch.load(ckpt, map_location="cpu", weights_only=False)
-    return c["global_step"], c["state_dict"], c["optimizer_states"][0]["state"], c["lr_schedulers"][0]
+    return (
+        c["global_step"],
+        c["state_dict"],
+        c["optimizer_states"][0]["state"],
+        c["lr_schedulers"][0],
+    )
 
 
 def _assert_same(a, b, where=""):
     if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{where} differs (max abs diff {(a.float() - b.float()).abs().max():.3g})"
+        assert torch.equal(a, b), (
+            f"{where} differs (max abs diff {(a.float() - b.float()).abs().max():.3g})"
+        )
     elif isinstance(a, dict):
         assert a.keys() == b.keys(), where
         for k in a:
@@ -49,13 +62,15 @@ def test_preempted_and_resumed_run_is_bit_identical(tmp_path, method):
     # pre-empted during step 6: the second batch ... of epoch 1 (4 steps per epoch), i.e. mid-epoch
     cut = run_cli(*args, "+method.preempt_at=6", run_dir=tmp_path / "cut", env=ENV, check=True)
     assert cut.results["status"] == "preempted" and cut.results["global_step"] == 7
-    resumed = run_cli(*args, f"resume={tmp_path / 'cut'}", run_dir=tmp_path / "resumed", env=ENV, check=True)
+    resumed = run_cli(
+        *args, f"resume={tmp_path / 'cut'}", run_dir=tmp_path / "resumed", env=ENV, check=True
+    )
     assert resumed.results["status"] == "completed"
     a = _state(tmp_path / "whole" / "checkpoints" / "last.ckpt")
     b = _state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     assert a[0] == b[0] == 12
     _assert_same(a, b, "checkpoint")
-    assert whole.results["final"] == resumed.results["final"]   # the same kNN / probe figures
+    assert whole.results["final"] == resumed.results["final"]  # the same kNN / probe figures
     # the loss curve after the cut matches step by step
     la = {r["step"]: r["train/loss"] for r in whole.metrics() if r.get("train/loss")}
     lb = {r["step"]: r["train/loss"] for r in resumed.metrics() if r.get("train/loss")}

@@ -1,4 +1,5 @@
 """The weighted kNN classifier. (The optimizer and schedule tests are in tests/test_optim.py.)"""
+
 import math
 
 import torch
@@ -9,7 +10,9 @@ from ssl_bench.eval.knn import knn_accuracy, knn_predict
 def knn_bruteforce(test, bank, bank_y, num_classes, k, t):
     out = torch.zeros(test.shape[0], num_classes)
     for i, q in enumerate(test):
-        sims = torch.tensor([torch.nn.functional.cosine_similarity(q, b, dim=0).item() for b in bank])
+        sims = torch.tensor(
+            [torch.nn.functional.cosine_similarity(q, b, dim=0).item() for b in bank]
+        )
         order = sorted(range(len(bank)), key=lambda j: -sims[j])[:k]
         for j in order:
             out[i, bank_y[j]] += math.exp(sims[j] / t)

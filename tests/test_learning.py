@@ -1,14 +1,22 @@
 """SimCLR learns: kNN top-1 rises clearly above the random-init baseline (synthetic, Fashion-MNIST); every
 method's whole Fashion-MNIST experiment ends above its baseline (`long`)."""
-import pytest
 
+import pytest
 from conftest import LEARN, knn_gain, needs_fmnist, run_cli
 
 
 @pytest.mark.slow
 def test_simclr_learns_on_synthetic(tmp_path):
-    run = run_cli(*LEARN, "method=simclr", "method.temperature=0.2", "method.proj_hidden_dim=512",
-                  "optimizer=lars", "optimizer.lr=1.0", run_dir=tmp_path / "run", check=True)
+    run = run_cli(
+        *LEARN,
+        "method=simclr",
+        "method.temperature=0.2",
+        "method.proj_hidden_dim=512",
+        "optimizer=lars",
+        "optimizer.lr=1.0",
+        run_dir=tmp_path / "run",
+        check=True,
+    )
     init, after = knn_gain(run)
     # measured: 22 -> 47 after two epochs; 15 points is far outside run-to-run noise (a few points)
     assert after >= init + 15, (init, after)
@@ -19,11 +27,22 @@ def test_simclr_learns_on_synthetic(tmp_path):
 @pytest.mark.slow
 @needs_fmnist
 def test_simclr_learns_on_fashion_mnist(tmp_path):
-    run = run_cli("experiment=demo_fmnist", "progress_bar=false", "data.limit=2000", "data.test_limit=500",
-                  "data.batch_size=64", "trainer.max_epochs=1", "scheduler.warmup_epochs=0.3",
-                  run_dir=tmp_path / "run", check=True)
+    run = run_cli(
+        "experiment=demo_fmnist",
+        "progress_bar=false",
+        "data.limit=2000",
+        "data.test_limit=500",
+        "data.batch_size=64",
+        "trainer.max_epochs=1",
+        "scheduler.warmup_epochs=0.3",
+        run_dir=tmp_path / "run",
+        check=True,
+    )
     init, after = knn_gain(run)
-    assert after >= init + 5, (init, after)  # measured: 55 -> 69 after one epoch of 10k images (batch 256)
+    assert after >= init + 5, (
+        init,
+        after,
+    )  # measured: 55 -> 69 after one epoch of 10k images (batch 256)
 
 
 # The whole Fashion-MNIST experiments of the methods of issue #3 (5k images, 5 epochs; 1-3 CPU minutes each, so
@@ -45,7 +64,12 @@ FMNIST_EXPERIMENTS = {
 @pytest.mark.timeout(1300)
 @pytest.mark.parametrize("experiment", sorted(FMNIST_EXPERIMENTS))
 def test_fmnist_experiment_ends_above_its_random_init_baseline(tmp_path, experiment):
-    run = run_cli(f"experiment={experiment}", "progress_bar=false", run_dir=tmp_path / "run", check=True,
-                  timeout=1200)
+    run = run_cli(
+        f"experiment={experiment}",
+        "progress_bar=false",
+        run_dir=tmp_path / "run",
+        check=True,
+        timeout=1200,
+    )
     init, after = knn_gain(run)
     assert after > init, (experiment, init, after, "measured: " + FMNIST_EXPERIMENTS[experiment])

@@ -1,4 +1,5 @@
 """NT-Xent against a loop-based reference, single-process and gathered across 2 processes."""
+
 import math
 import os
 import socket
@@ -20,7 +21,7 @@ def nt_xent_reference(z1, z2, t):
     for i in range(n2):
         j = (i + n) % n2
         sims = [F.cosine_similarity(z[i], z[k], dim=0) / t for k in range(n2)]
-        denom = sum(math.e ** 0 * torch.exp(sims[k]) for k in range(n2) if k != i)
+        denom = sum(math.e**0 * torch.exp(sims[k]) for k in range(n2) if k != i)
         total = total - torch.log(torch.exp(sims[j]) / denom)
     return total / n2
 
@@ -55,8 +56,8 @@ def _worker(rank, world, port, a, b, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     n = a.shape[0] // world
-    la = a[rank * n:(rank + 1) * n].clone().requires_grad_(True)
-    lb = b[rank * n:(rank + 1) * n].clone().requires_grad_(True)
+    la = a[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+    lb = b[rank * n : (rank + 1) * n].clone().requires_grad_(True)
     loss = nt_xent(la, lb, temperature=0.2)
     loss.backward()
     # DDP averages parameter gradients over ranks; do the same for the input gradients

@@ -1,8 +1,9 @@
 """The training step never synchronises with the host: no .item(), .cpu(), .tolist(), bool(tensor) inside it."""
+
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
@@ -14,9 +15,18 @@ SYNC_CALLS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int_
 
 def _count_host_syncs(method: str, extra: list[str], monkeypatch) -> dict[str, int]:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            f"method={method}", "data=synthetic", "backbone=resnet18_narrow", "data.options.n_train=64",
-            "data.options.n_test=32", "data.batch_size=16", *extra])
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                f"method={method}",
+                "data=synthetic",
+                "backbone=resnet18_narrow",
+                "data.options.n_train=64",
+                "data.options.n_test=32",
+                "data.batch_size=16",
+                *extra,
+            ],
+        )
     dm = build_datamodule(cfg)
     dm.setup("fit")
     model = build_method(cfg, dm.num_classes)
@@ -41,16 +51,26 @@ def _count_host_syncs(method: str, extra: list[str], monkeypatch) -> dict[str, i
             inside["step"] = False
 
     model.training_step = counted_step
-    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         num_sanity_val_steps=0, precision="32-true")
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        precision="32-true",
+    )
     trainer.fit(model, datamodule=dm)
     assert trainer.global_step == 2
     return counts
 
 
-@pytest.mark.parametrize("method,extra", [("simclr", []), ("byol", ["augmentation=byol"]),
-                                          ("moco_v2", ["method.queue_size=64"])])
+@pytest.mark.parametrize(
+    "method,extra",
+    [("simclr", []), ("byol", ["augmentation=byol"]), ("moco_v2", ["method.queue_size=64"])],
+)
 def test_training_step_makes_no_host_sync(method, extra, monkeypatch):
     counts = _count_host_syncs(method, extra, monkeypatch)
     assert sum(counts.values()) == 0, counts
@@ -62,6 +82,8 @@ def test_the_counter_catches_a_host_sync(monkeypatch):
     from conftest import REPO
 
     monkeypatch.syspath_prepend(str(REPO / "tests"))
-    counts = _count_host_syncs("simclr", ["method._target_=fault_methods.HostSyncSimCLR"], monkeypatch)
+    counts = _count_host_syncs(
+        "simclr", ["method._target_=fault_methods.HostSyncSimCLR"], monkeypatch
+    )
     assert counts["item"] >= 2, counts
     assert "fault_methods" in sys.modules

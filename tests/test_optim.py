@@ -9,6 +9,7 @@ References (transcribed below, inside the tests, as the yardsticks):
   * Adam with L2 weight decay (AMDIM's optimizer, ibid.): Kingma & Ba 2015, Algorithm 1, with the decay added
     to the gradient (g <- g + wd * w) as torch.optim.Adam documents it.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,15 +25,36 @@ from torch import nn
 
 from ssl_bench.config import CONFIG_DIR
 from ssl_bench.errors import ConfigError
-from ssl_bench.optim import (ALL_OPTIMIZER_KEYS, ALL_SCHEDULER_KEYS, LARS, OPTIMIZER_KEYS, build_optimizer,
-                             optimizer_options, scheduler_options, split_decay_groups, warmup_cosine_lr,
-                             warmup_overshoot, warmup_step_factor)
+from ssl_bench.optim import (
+    ALL_OPTIMIZER_KEYS,
+    ALL_SCHEDULER_KEYS,
+    LARS,
+    OPTIMIZER_KEYS,
+    build_optimizer,
+    optimizer_options,
+    scheduler_options,
+    split_decay_groups,
+    warmup_cosine_lr,
+    warmup_overshoot,
+    warmup_step_factor,
+)
 
 
 # ---- LARS -------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def solo_lars_step(params, state, lr, momentum, weight_decay, eta, eps, clip_lr, exclude_bias_n_norm,
-                   nesterov=False, dampening=0.0):
+def solo_lars_step(
+    params,
+    state,
+    lr,
+    momentum,
+    weight_decay,
+    eta,
+    eps,
+    clip_lr,
+    exclude_bias_n_norm,
+    nesterov=False,
+    dampening=0.0,
+):
     """solo-learn's LARS.step for one param group, transcribed line by line (host-side branches and all)."""
     for p in params:
         if p.grad is None:
@@ -83,9 +105,9 @@ def _grads(model: nn.Module, step: int) -> None:
     for name, p in model.named_parameters():
         g = torch.randn(p.shape, generator=gen)
         if (name == "fc1.bias" and step == 1) or (name == "zero" and step == 3):
-            g.zero_()                       # a zero gradient: a plain step, no decay
+            g.zero_()  # a zero gradient: a plain step, no decay
         if name == "fc1.weight":
-            g = g * 1e-3                    # a small gradient: a large trust ratio, clipped when clip_lr
+            g = g * 1e-3  # a small gradient: a large trust ratio, clipped when clip_lr
         p.grad = g
 
 
@@ -107,7 +129,9 @@ def test_lars_matches_solo_learn_step_by_step(variant):
     opt = build_optimizer([{"params": list(ours.parameters())}], "lars", lr=0.5, **opts)
     assert isinstance(opt, LARS)
     ref_state: dict = {}
-    for step, lr in enumerate([0.5, 0.2, 1.0, 0.05, 0.3]):   # the lr changes: clip_lr uses the current one
+    for step, lr in enumerate(
+        [0.5, 0.2, 1.0, 0.05, 0.3]
+    ):  # the lr changes: clip_lr uses the current one
         opt.param_groups[0]["lr"] = lr
         _grads(ours, step)
         _grads(ref, step)
@@ -126,8 +150,15 @@ def test_lars_variants_really_differ():
     for variant, v in LARS_VARIANTS.items():
         torch.manual_seed(0)
         net = Net()
-        opt = build_optimizer([{"params": list(net.parameters())}], "lars", lr=0.2, momentum=0.9,
-                              weight_decay=0.05, eta=0.02, **v)
+        opt = build_optimizer(
+            [{"params": list(net.parameters())}],
+            "lars",
+            lr=0.2,
+            momentum=0.9,
+            weight_decay=0.05,
+            eta=0.02,
+            **v,
+        )
         for step in range(3):
             _grads(net, step)
             opt.step()
@@ -137,9 +168,11 @@ def test_lars_variants_really_differ():
     torch.manual_seed(0)
     net = Net()
     _grads(net, 0)
-    ratio = {n: 0.02 * p.detach().norm() / (p.grad.norm() + 0.05 * p.detach().norm())
-             for n, p in net.named_parameters()}
-    assert ratio["fc1.weight"] > 0.2 > ratio["fc2.weight"]       # lr 0.2: clipped, and not
+    ratio = {
+        n: 0.02 * p.detach().norm() / (p.grad.norm() + 0.05 * p.detach().norm())
+        for n, p in net.named_parameters()
+    }
+    assert ratio["fc1.weight"] > 0.2 > ratio["fc2.weight"]  # lr 0.2: clipped, and not
 
 
 def test_lars_group_without_adaptation_is_torch_sgd():
@@ -147,8 +180,14 @@ def test_lars_group_without_adaptation_is_torch_sgd():
     torch.manual_seed(0)
     a, b = nn.Linear(5, 3), nn.Linear(5, 3)
     b.load_state_dict(a.state_dict())
-    lars = build_optimizer([{"params": list(a.parameters()), "lars_adapt": False, "weight_decay": 0.0}],
-                           "lars", lr=0.1, weight_decay=1e-2, momentum=0.9, clip_lr=True)
+    lars = build_optimizer(
+        [{"params": list(a.parameters()), "lars_adapt": False, "weight_decay": 0.0}],
+        "lars",
+        lr=0.1,
+        weight_decay=1e-2,
+        momentum=0.9,
+        clip_lr=True,
+    )
     sgd = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9)
     for step in range(4):
         _grads(a, step)
@@ -161,12 +200,20 @@ def test_lars_group_without_adaptation_is_torch_sgd():
 
 def test_lars_step_makes_no_host_sync(monkeypatch):
     net = Net()
-    opt = build_optimizer([{"params": list(net.parameters())}], "lars", lr=0.5, momentum=0.9,
-                          weight_decay=0.05, clip_lr=True, exclude_bias_n_norm=True)
+    opt = build_optimizer(
+        [{"params": list(net.parameters())}],
+        "lars",
+        lr=0.5,
+        momentum=0.9,
+        weight_decay=0.05,
+        clip_lr=True,
+        exclude_bias_n_norm=True,
+    )
     _grads(net, 0)
     calls = []
     for name in ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__"):
         original = getattr(torch.Tensor, name)
+
         def patched(self, *a, __o=original, __n=name, **k):
             calls.append(__n)
             return __o(self, *a, **k)
@@ -186,7 +233,7 @@ def adam_l2_reference(w, grads, lr, betas, eps, wd):
         g = grad + wd * w
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
         w = w - lr * m_hat / (v_hat.sqrt() + eps)
     return w
 
@@ -197,7 +244,9 @@ def test_adam_decays_inside_the_moments_and_adamw_decoupled(name):
     w0 = torch.randn(5, 3)
     grads = [torch.randn(5, 3) for _ in range(4)]
     p = nn.Parameter(w0.clone())
-    opt = build_optimizer([{"params": [p]}], name, lr=0.01, weight_decay=0.1, betas=[0.8, 0.999], eps=1e-8)
+    opt = build_optimizer(
+        [{"params": [p]}], name, lr=0.01, weight_decay=0.1, betas=[0.8, 0.999], eps=1e-8
+    )
     for g in grads:
         p.grad = g.clone()
         opt.step()
@@ -210,21 +259,34 @@ def test_adam_decays_inside_the_moments_and_adamw_decoupled(name):
 def test_exclude_bias_n_norm_for_sgd_and_adamw(name):
     torch.manual_seed(0)
     net = Net()
-    groups = [{"params": [p for n, p in net.named_parameters() if not n.startswith("fc2")]},
-              {"params": list(net.fc2.parameters()), "fixed_lr": True},
-              {"params": [nn.Parameter(torch.ones(2, 2)), nn.Parameter(torch.ones(2))], "weight_decay": 0.0,
-               "lars_adapt": False, "is_probe": True}]
+    groups = [
+        {"params": [p for n, p in net.named_parameters() if not n.startswith("fc2")]},
+        {"params": list(net.fc2.parameters()), "fixed_lr": True},
+        {
+            "params": [nn.Parameter(torch.ones(2, 2)), nn.Parameter(torch.ones(2))],
+            "weight_decay": 0.0,
+            "lars_adapt": False,
+            "is_probe": True,
+        },
+    ]
     extra = {"betas": (0.9, 0.999)} if name.startswith("adam") else {"momentum": 0.9}
-    kept = build_optimizer(groups, name, lr=0.1, weight_decay=1e-3, exclude_bias_n_norm=False, **extra)
+    kept = build_optimizer(
+        groups, name, lr=0.1, weight_decay=1e-3, exclude_bias_n_norm=False, **extra
+    )
     # false: every parameter decayed (MoCo, InstDisc, CMC, SimSiam), the probe group untouched
     assert [len(g["params"]) for g in kept.param_groups] == [len(g["params"]) for g in groups]
     assert [g["weight_decay"] for g in kept.param_groups] == [1e-3, 1e-3, 0.0]
-    split = build_optimizer(groups, name, lr=0.1, weight_decay=1e-3, exclude_bias_n_norm=True, **extra)
+    split = build_optimizer(
+        groups, name, lr=0.1, weight_decay=1e-3, exclude_bias_n_norm=True, **extra
+    )
     decay = {id(p) for g in split.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     for n, p in net.named_parameters():
-        assert (id(p) in decay) == (p.ndim > 1), n      # ndim <= 1 (the 0-D scalar too) get no decay
+        assert (id(p) in decay) == (p.ndim > 1), n  # ndim <= 1 (the 0-D scalar too) get no decay
     fc2 = [g for g in split.param_groups if g.get("fixed_lr")]
-    assert sorted(len(g["params"]) for g in fc2) == [1, 1]  # fc2's weight and bias, the group's keys kept
+    assert sorted(len(g["params"]) for g in fc2) == [
+        1,
+        1,
+    ]  # fc2's weight and bias, the group's keys kept
     assert all("lars_adapt" not in g for g in split.param_groups)
     assert sum(1 for g in split.param_groups if g.get("is_probe")) == 1
 
@@ -254,8 +316,17 @@ def test_build_optimizer_checks_keys():
     with pytest.raises(ConfigError, match="optimizer.nesterov"):
         build_optimizer(params, "sgd", lr=0.1, momentum=0.0, nesterov=True)
     # nulls for keys the optimizer does not use are ignored
-    opt = build_optimizer(params, "adamw", lr=0.1, momentum=None, nesterov=None, eta=None, clip_lr=None,
-                          betas=[0.8, 0.999], eps=1e-6)
+    opt = build_optimizer(
+        params,
+        "adamw",
+        lr=0.1,
+        momentum=None,
+        nesterov=None,
+        eta=None,
+        clip_lr=None,
+        betas=[0.8, 0.999],
+        eps=1e-6,
+    )
     assert opt.defaults["betas"] == (0.8, 0.999) and opt.defaults["eps"] == 1e-6
 
 
@@ -280,10 +351,14 @@ def test_every_preset_lists_every_key_and_composing_leaves_nothing_stale():
     for group, names in (("optimizer", opt_names), ("scheduler", sched_names)):
         for a in names:
             for b in names:
-                merged = OmegaConf.to_container(OmegaConf.merge(_preset(group, a), _preset(group, b)))
+                merged = OmegaConf.to_container(
+                    OmegaConf.merge(_preset(group, a), _preset(group, b))
+                )
                 assert merged == _preset(group, b), (group, a, b)
     # the presets pick the sources' weight-decay exclusion
-    excl = [_preset("optimizer", n)["exclude_bias_n_norm"] for n in ("sgd", "lars", "adam", "adamw")]
+    excl = [
+        _preset("optimizer", n)["exclude_bias_n_norm"] for n in ("sgd", "lars", "adam", "adamw")
+    ]
     assert excl == [False, True, False, False]
 
 
@@ -293,8 +368,14 @@ EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.y
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_has_valid_optimizer_and_scheduler_keys(experiment):
     cfg = OmegaConf.to_container(_compose(f"experiment={experiment}"), resolve=True)
-    o = {k: v for k, v in cfg["optimizer"].items() if k not in ("name", "lr", "scale_lr", "weight_decay")}
-    optimizer_options(cfg["optimizer"]["name"], cfg["optimizer"]["lr"], cfg["optimizer"]["weight_decay"], o)
+    o = {
+        k: v
+        for k, v in cfg["optimizer"].items()
+        if k not in ("name", "lr", "scale_lr", "weight_decay")
+    }
+    optimizer_options(
+        cfg["optimizer"]["name"], cfg["optimizer"]["lr"], cfg["optimizer"]["weight_decay"], o
+    )
     scheduler_options(cfg["scheduler"])
 
 
@@ -321,9 +402,13 @@ class SoloWarmupCosine:
     param groups' lr, `step()` what _LRScheduler.step does (last_epoch += 1, then get_lr)."""
 
     def __init__(self, base_lrs, warmup_epochs, max_epochs, warmup_start_lr=0.0, eta_min=0.0):
-        self.base_lrs, self.warmup_epochs, self.max_epochs = list(base_lrs), warmup_epochs, max_epochs
+        self.base_lrs, self.warmup_epochs, self.max_epochs = (
+            list(base_lrs),
+            warmup_epochs,
+            max_epochs,
+        )
         self.warmup_start_lr, self.eta_min = warmup_start_lr, eta_min
-        self.last_epoch = 0                       # _LRScheduler.__init__ takes the first step
+        self.last_epoch = 0  # _LRScheduler.__init__ takes the first step
         self.lrs = self.get_lr()
 
     def step(self):
@@ -334,27 +419,58 @@ class SoloWarmupCosine:
         if self.last_epoch == 0:
             return [self.warmup_start_lr] * len(self.base_lrs)
         if self.last_epoch < self.warmup_epochs:
-            return [lr + (base_lr - self.warmup_start_lr) / (self.warmup_epochs - 1)
-                    for base_lr, lr in zip(self.base_lrs, self.lrs)]
+            return [
+                lr + (base_lr - self.warmup_start_lr) / (self.warmup_epochs - 1)
+                for base_lr, lr in zip(self.base_lrs, self.lrs)
+            ]
         if self.last_epoch == self.warmup_epochs:
             return self.base_lrs
-        if (self.last_epoch - 1 - self.max_epochs) % (2 * (self.max_epochs - self.warmup_epochs)) == 0:
-            return [lr + (base_lr - self.eta_min)
-                    * (1 - math.cos(math.pi / (self.max_epochs - self.warmup_epochs))) / 2
-                    for base_lr, lr in zip(self.base_lrs, self.lrs)]
-        return [(1 + math.cos(math.pi * (self.last_epoch - self.warmup_epochs)
-                              / (self.max_epochs - self.warmup_epochs)))
-                / (1 + math.cos(math.pi * (self.last_epoch - self.warmup_epochs - 1)
-                                / (self.max_epochs - self.warmup_epochs)))
-                * (lr - self.eta_min) + self.eta_min for lr in self.lrs]
+        if (self.last_epoch - 1 - self.max_epochs) % (
+            2 * (self.max_epochs - self.warmup_epochs)
+        ) == 0:
+            return [
+                lr
+                + (base_lr - self.eta_min)
+                * (1 - math.cos(math.pi / (self.max_epochs - self.warmup_epochs)))
+                / 2
+                for base_lr, lr in zip(self.base_lrs, self.lrs)
+            ]
+        return [
+            (
+                1
+                + math.cos(
+                    math.pi
+                    * (self.last_epoch - self.warmup_epochs)
+                    / (self.max_epochs - self.warmup_epochs)
+                )
+            )
+            / (
+                1
+                + math.cos(
+                    math.pi
+                    * (self.last_epoch - self.warmup_epochs - 1)
+                    / (self.max_epochs - self.warmup_epochs)
+                )
+            )
+            * (lr - self.eta_min)
+            + self.eta_min
+            for lr in self.lrs
+        ]
 
 
-def solo_warmup_cosine_lrs(base_lrs, total, warmup_epochs, max_epochs, warmup_start_lr=3e-5, min_lr=0.0):
+def solo_warmup_cosine_lrs(
+    base_lrs, total, warmup_epochs, max_epochs, warmup_start_lr=3e-5, min_lr=0.0
+):
     """The lr of every group at every optimizer step 0..total-1, with the arguments solo/methods/base.py
     passes: warm-up steps = warmup_epochs * estimated_stepping_batches / max_epochs, warmup_start_lr = the
     base lr when warmup_epochs is 0."""
-    sched = SoloWarmupCosine(base_lrs, warmup_epochs * (total / max_epochs), total,
-                             warmup_start_lr if warmup_epochs > 0 else base_lrs[0], min_lr)
+    sched = SoloWarmupCosine(
+        base_lrs,
+        warmup_epochs * (total / max_epochs),
+        total,
+        warmup_start_lr if warmup_epochs > 0 else base_lrs[0],
+        min_lr,
+    )
     out = []
     for _ in range(total):
         out.append(list(sched.lrs))
@@ -362,13 +478,16 @@ def solo_warmup_cosine_lrs(base_lrs, total, warmup_epochs, max_epochs, warmup_st
     return out
 
 
-@pytest.mark.parametrize("total,max_epochs,warmup_epochs", [
-    (1000, 100, 10),     # whole warm-up: 100 steps
-    (1000, 3, 1),        # fractional warm-up: 333.33 steps
-    (500, 10, 0.25),     # 12.5 steps
-    (200, 10, 1),        # 20 steps
-    (50, 50, 1),         # one step
-])
+@pytest.mark.parametrize(
+    "total,max_epochs,warmup_epochs",
+    [
+        (1000, 100, 10),  # whole warm-up: 100 steps
+        (1000, 3, 1),  # fractional warm-up: 333.33 steps
+        (500, 10, 0.25),  # 12.5 steps
+        (200, 10, 1),  # 20 steps
+        (50, 50, 1),  # one step
+    ],
+)
 def test_warmup_cosine_matches_solo_learn(total, max_epochs, warmup_epochs):
     base, min_lr = 0.8, 1e-3
     ref = solo_warmup_cosine_lrs([base], total, warmup_epochs, max_epochs, 3e-5, min_lr)
@@ -395,10 +514,16 @@ def _scheduled_lrs(sched_cfg, groups, *, total, max_epochs, batches, max_steps=-
 
     backbone = nn.Linear(2, 2)
     backbone.num_features = 2
-    method = SSLMethod(backbone, num_classes=0, optimizer={"name": optimizer, "lr": 0.1}, scheduler=sched_cfg)
-    method._trainer = FakeTrainer(estimated_stepping_batches=total, max_epochs=max_epochs,
-                                  max_steps=max_steps, num_training_batches=batches,
-                                  accumulate_grad_batches=1)
+    method = SSLMethod(
+        backbone, num_classes=0, optimizer={"name": optimizer, "lr": 0.1}, scheduler=sched_cfg
+    )
+    method._trainer = FakeTrainer(
+        estimated_stepping_batches=total,
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        num_training_batches=batches,
+        accumulate_grad_batches=1,
+    )
     opt = torch.optim.SGD(groups, lr=groups[0]["lr"])
     sched = method._build_scheduler(opt)
     out = []
@@ -414,50 +539,71 @@ def test_warmup_cosine_through_the_method_follows_solo_learn_per_group(warmup_ep
     """Each group follows solo-learn's schedule from its own base lr (the probe's 0.1 too), with the absolute
     warmup_start_lr; a fixed_lr group keeps its lr; 3 epochs of 77 steps (0.5 epoch: 38.5 warm-up steps)."""
     cfg = {**_preset("scheduler", "warmup_cosine"), "warmup_epochs": warmup_epochs, "min_lr": 1e-3}
-    groups = [{"params": [nn.Parameter(torch.zeros(1))], "lr": 0.6},
-              {"params": [nn.Parameter(torch.zeros(1))], "lr": 0.1, "is_probe": True},
-              {"params": [nn.Parameter(torch.zeros(1))], "lr": 0.6, "fixed_lr": True}]
+    groups = [
+        {"params": [nn.Parameter(torch.zeros(1))], "lr": 0.6},
+        {"params": [nn.Parameter(torch.zeros(1))], "lr": 0.1, "is_probe": True},
+        {"params": [nn.Parameter(torch.zeros(1))], "lr": 0.6, "fixed_lr": True},
+    ]
     ours = _scheduled_lrs(cfg, groups, total=231, max_epochs=3, batches=77)
     ref = solo_warmup_cosine_lrs([0.6, 0.1], 231, warmup_epochs, 3, 3e-5, 1e-3)
-    if warmup_epochs == 0:   # solo-learn passes warmup_start_lr=lr, which its classifier group takes too;
+    if (
+        warmup_epochs == 0
+    ):  # solo-learn passes warmup_start_lr=lr, which its classifier group takes too;
         # here each group starts from its own base lr, as if it were the main group
-        ref = [[a, b] for (a,), (b,) in zip(solo_warmup_cosine_lrs([0.6], 231, 0, 3, 3e-5, 1e-3),
-                                            solo_warmup_cosine_lrs([0.1], 231, 0, 3, 3e-5, 1e-3))]
+        ref = [
+            [a, b]
+            for (a,), (b,) in zip(
+                solo_warmup_cosine_lrs([0.6], 231, 0, 3, 3e-5, 1e-3),
+                solo_warmup_cosine_lrs([0.1], 231, 0, 3, 3e-5, 1e-3),
+            )
+        ]
     for k, (a, b) in enumerate(zip(ours, ref)):
         assert math.isclose(a[0], b[0], rel_tol=1e-9) and math.isclose(a[1], b[1], rel_tol=1e-9), k
         assert a[2] == 0.6
     if warmup_epochs == 1:
-        assert math.isclose(ours[0][0], 3e-5) and math.isclose(ours[76][0], 0.6)   # the warm-up ends at W - 1
+        assert math.isclose(ours[0][0], 3e-5) and math.isclose(
+            ours[76][0], 0.6
+        )  # the warm-up ends at W - 1
 
 
 def amdim_lrs(lr_real, steps_per_epoch, epochs=300, milestones=(250, 280), gamma=0.2):
     # gamma 0.2 and milestones [250, 280] over 300 epochs: the source's CIFAR-10 / CIFAR-100 / STL-10 values
     """The lr of each optimizer step of AMDIM's `_train` loop with `train_self_supervised`'s scheduler,
     transcribed (a real torch MultiStepLR stepped with the finished epoch's index, as the source does)."""
-    optimizer = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=lr_real, betas=(0.8, 0.999),
-                                 weight_decay=1e-5, eps=1e-8)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
+    optimizer = torch.optim.Adam(
+        [nn.Parameter(torch.zeros(1))], lr=lr_real, betas=(0.8, 0.999), weight_decay=1e-5, eps=1e-8
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(milestones), gamma=gamma
+    )
     out, total_updates = [], 0
     for epoch in range(0, epochs):
         for _ in range(steps_per_epoch):
-            if (total_updates < 500):
-                lr_scale = min(1., float(total_updates + 1) / 500.)
+            if total_updates < 500:
+                lr_scale = min(1.0, float(total_updates + 1) / 500.0)
                 for pg in optimizer.param_groups:
-                    pg['lr'] = lr_scale * lr_real
-            out.append(optimizer.param_groups[0]["lr"])      # optim_inf.step() uses this lr
+                    pg["lr"] = lr_scale * lr_real
+            out.append(optimizer.param_groups[0]["lr"])  # optim_inf.step() uses this lr
             total_updates += 1
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")                  # step(epoch) is deprecated in torch 2
+            warnings.simplefilter("ignore")  # step(epoch) is deprecated in torch 2
             scheduler.step(epoch)
     return out
 
 
-@pytest.mark.parametrize("steps_per_epoch,epochs,milestones", [
-    (250, 300, (250, 280)),    # CIFAR-10: 50k images / batch 200
-    (500, 300, (250, 280)),
-    (300, 300, (250, 280)),    # the warm-up ends mid-epoch
-    (300, 4, (0, 2)),          # a milestone before the warm-up ends: the lr stays at base to the epoch's end
-])
+@pytest.mark.parametrize(
+    "steps_per_epoch,epochs,milestones",
+    [
+        (250, 300, (250, 280)),  # CIFAR-10: 50k images / batch 200
+        (500, 300, (250, 280)),
+        (300, 300, (250, 280)),  # the warm-up ends mid-epoch
+        (
+            300,
+            4,
+            (0, 2),
+        ),  # a milestone before the warm-up ends: the lr stays at base to the epoch's end
+    ],
+)
 def test_warmup_step_matches_amdims_official_schedule(steps_per_epoch, epochs, milestones):
     ref = amdim_lrs(2e-4, steps_per_epoch, epochs, milestones)
     cfg = {**_preset("scheduler", "warmup_step"), "milestones": [m + 1 for m in milestones]}
@@ -465,8 +611,17 @@ def test_warmup_step_matches_amdims_official_schedule(steps_per_epoch, epochs, m
     if milestones == (250, 280):
         assert cfg["milestones"] == _preset("scheduler", "warmup_step")["milestones"] == [251, 281]
     groups = [{"params": [nn.Parameter(torch.zeros(1))], "lr": 2e-4}]
-    ours = [lrs[0] for lrs in _scheduled_lrs(cfg, groups, total=epochs * steps_per_epoch, max_epochs=epochs,
-                                             batches=steps_per_epoch, optimizer="adamw")]
+    ours = [
+        lrs[0]
+        for lrs in _scheduled_lrs(
+            cfg,
+            groups,
+            total=epochs * steps_per_epoch,
+            max_epochs=epochs,
+            batches=steps_per_epoch,
+            optimizer="adamw",
+        )
+    ]
     assert len(ours) == len(ref)
     bad = [k for k, (a, b) in enumerate(zip(ours, ref)) if not math.isclose(a, b, rel_tol=1e-12)]
     assert not bad, f"first differing step {bad[0]}: {ours[bad[0]]} != {ref[bad[0]]}"
@@ -478,8 +633,12 @@ def test_warmup_step_epochs_or_steps():
     for k in (0, 100, 499, 500, 600):
         by_epochs = warmup_step_factor(k, 250, 2 * 250, [3], 0.5)
         assert by_epochs == min(1.0, (k + 1) / 500)
-    cfg = {**_preset("scheduler", "warmup_step"), "warmup_epochs": 0.5, "warmup_steps": None,
-           "milestones": [2]}
+    cfg = {
+        **_preset("scheduler", "warmup_step"),
+        "warmup_epochs": 0.5,
+        "warmup_steps": None,
+        "milestones": [2],
+    }
     groups = [{"params": [nn.Parameter(torch.zeros(1))], "lr": 1.0}]
     lrs = [x[0] for x in _scheduled_lrs(cfg, groups, total=40, max_epochs=4, batches=10)]
     assert lrs[:6] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
@@ -491,8 +650,12 @@ def test_warmup_step_epochs_or_steps():
 
 def test_constant_keeps_the_lr():
     groups = [{"params": [nn.Parameter(torch.zeros(1))], "lr": 0.3}]
-    assert all(x == [0.3] for x in _scheduled_lrs(_preset("scheduler", "constant"), groups, total=20,
-                                                   max_epochs=2, batches=10))
+    assert all(
+        x == [0.3]
+        for x in _scheduled_lrs(
+            _preset("scheduler", "constant"), groups, total=20, max_epochs=2, batches=10
+        )
+    )
 
 
 def test_warmup_overshoot_measures_the_peak_of_a_fractional_warmup():

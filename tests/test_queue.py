@@ -1,4 +1,5 @@
 """FeatureQueue (MoCo) and MemoryBank (InstDisc): order, wrap-around, touched rows, checkpoints, 2 ranks."""
+
 import os
 import socket
 
@@ -14,12 +15,12 @@ from ssl_bench.nn.queue import FeatureQueue, MemoryBank
 def test_queue_starts_with_unit_rows_and_wraps_a_batch_that_does_not_divide_it():
     q = FeatureQueue(size=10, dim=4)
     assert torch.allclose(q.queue.norm(dim=1), torch.ones(10))
-    keys = torch.arange(12 * 4, dtype=torch.float32).view(12, 4)       # key j is row j
-    for start in range(0, 12, 3):                                     # 4 batches of 3 into 10 slots
-        q.enqueue(keys[start:start + 3])
+    keys = torch.arange(12 * 4, dtype=torch.float32).view(12, 4)  # key j is row j
+    for start in range(0, 12, 3):  # 4 batches of 3 into 10 slots
+        q.enqueue(keys[start : start + 3])
     assert int(q.ptr) == 12 % 10
-    assert torch.equal(q.queue[:2], keys[10:12])                       # the last batch wrapped to the front
-    assert torch.equal(q.queue[2:], keys[2:10])                        # keys 0, 1 (the oldest) are gone
+    assert torch.equal(q.queue[:2], keys[10:12])  # the last batch wrapped to the front
+    assert torch.equal(q.queue[2:], keys[2:10])  # keys 0, 1 (the oldest) are gone
     q.enqueue(keys[:1])
     assert int(q.ptr) == 3 and torch.equal(q.queue[2], keys[0])
 
@@ -35,7 +36,7 @@ def test_queue_forward_is_a_copy_and_state_is_checkpointed():
     q = FeatureQueue(size=6, dim=3)
     snapshot = q()
     q.enqueue(torch.ones(2, 3))
-    assert not torch.equal(snapshot[:2], q.queue[:2])                  # the copy did not change
+    assert not torch.equal(snapshot[:2], q.queue[:2])  # the copy did not change
     state = q.state_dict()
     assert set(state) == {"queue", "ptr"}
     fresh = FeatureQueue(size=6, dim=3)
@@ -76,25 +77,32 @@ def _free_port() -> int:
 def _worker(rank, world, port, keys, index, feats, images, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.manual_seed(123 + rank)                    # the bank and queue init differ unless we copy them
+    torch.manual_seed(123 + rank)  # the bank and queue init differ unless we copy them
     n = keys.shape[0] // world
     queue = FeatureQueue(size=10, dim=keys.shape[1])
     queue.queue.zero_()
-    queue.enqueue(keys[rank * n:(rank + 1) * n])
+    queue.enqueue(keys[rank * n : (rank + 1) * n])
     bank = MemoryBank(num_samples=16, dim=feats.shape[1])
     bank.bank.copy_(torch.eye(16, feats.shape[1]) + 0.1)
     m = index.shape[0] // world
-    bank.update(index[rank * m:(rank + 1) * m], feats[rank * m:(rank + 1) * m])
+    bank.update(index[rank * m : (rank + 1) * m], feats[rank * m : (rank + 1) * m])
     seen = []
 
-    def encoder(b):                                  # per-sample map + a record of what this rank encoded
+    def encoder(b):  # per-sample map + a record of what this rank encoded
         seen.append(b[:, 0, 0, 0].clone())
         return b.flatten(1)[:, :4] * 2
 
     k = images.shape[0] // world
-    local = images[rank * k:(rank + 1) * k]
+    local = images[rank * k : (rank + 1) * k]
     keys_out = shuffled_key_forward(encoder, local, bn_splits=1)
-    out[rank] = (queue.queue.clone(), int(queue.ptr), bank.bank.clone(), keys_out, torch.cat(seen), local[:, 0, 0, 0])
+    out[rank] = (
+        queue.queue.clone(),
+        int(queue.ptr),
+        bank.bank.clone(),
+        keys_out,
+        torch.cat(seen),
+        local[:, 0, 0, 0],
+    )
     dist.destroy_process_group()
 
 
@@ -107,7 +115,7 @@ def test_queue_bank_and_shuffle_across_two_ranks():
     mp.spawn(_worker, args=(2, _free_port(), keys, index, feats, images, out), nprocs=2, join=True)
     ref_q = FeatureQueue(size=10, dim=4)
     ref_q.queue.zero_()
-    ref_q.enqueue(keys)                              # one process, the whole global batch in rank order
+    ref_q.enqueue(keys)  # one process, the whole global batch in rank order
     ref_b = MemoryBank(num_samples=16, dim=4)
     ref_b.bank.copy_(torch.eye(16, 4) + 0.1)
     ref_b.update(index, feats)
@@ -115,6 +123,8 @@ def test_queue_bank_and_shuffle_across_two_ranks():
         queue, ptr, bank, keys_out, seen, own = out[r]
         assert torch.equal(queue, ref_q.queue) and ptr == int(ref_q.ptr)
         assert torch.allclose(bank, ref_b.bank, atol=1e-6)
-        assert torch.equal(keys_out, images[r * 8:(r + 1) * 8].flatten(1)[:, :4] * 2)   # un-shuffled
-        assert set(seen.tolist()) != set(own.tolist())                                  # shuffled across ranks
+        assert torch.equal(
+            keys_out, images[r * 8 : (r + 1) * 8].flatten(1)[:, :4] * 2
+        )  # un-shuffled
+        assert set(seen.tolist()) != set(own.tolist())  # shuffled across ranks
     assert sorted(torch.cat([out[0][4], out[1][4]]).tolist()) == sorted(images[:, 0, 0, 0].tolist())

@@ -6,17 +6,17 @@ hyperparameters, the views, the optimizer, the schedule, the batch, the epochs -
 the cited source (tests/recipes/sources.py). A value that differs must be listed in `recipe.departures` with its
 reason, and every listed departure must be a real difference.
 """
+
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-
 from recipes.sources import SOURCES
 from recipes.transcribe import NotInSource
+
 from ssl_bench.config import CONFIG_DIR
 from ssl_bench.train import departures_of
 
@@ -37,14 +37,18 @@ def declared(name: str) -> dict:
     node = OmegaConf.load(RECIPE_DIR / f"{name}.yaml")
     info = OmegaConf.to_container(node.recipe)
     if "departures" not in info:
-        bases = [d for d in node.get("defaults", []) if isinstance(d, str) and (RECIPE_DIR / f"{d}.yaml").is_file()]
+        bases = [
+            d
+            for d in node.get("defaults", [])
+            if isinstance(d, str) and (RECIPE_DIR / f"{d}.yaml").is_file()
+        ]
         info["departures"] = declared(bases[-1])["departures"] if bases else []
     return info
 
 
 def compose_recipe(name: str):
     info = declared(name)
-    if info["data"] is None:        # a method's own defaults: the papers train on ImageNet-sized images
+    if info["data"] is None:  # a method's own defaults: the papers train on ImageNet-sized images
         overrides = [f"method={info['method']}", "data=image_folder", "data.root=/unused"]
     else:
         overrides = [f"method={info['method']}", f"data={info['data']}"]
@@ -94,7 +98,7 @@ def same(a, b) -> bool:
 
 
 def test_every_recipe_has_a_transcription_and_back():
-    assert set(recipe_names()) == set(SOURCES), (sorted(set(recipe_names()) ^ set(SOURCES)))
+    assert set(recipe_names()) == set(SOURCES), sorted(set(recipe_names()) ^ set(SOURCES))
 
 
 @pytest.mark.parametrize("name", recipe_names())
@@ -106,9 +110,15 @@ def test_recipe_declares_itself_and_cites_its_source(name):
     assert name == (method if info["data"] is None else f"{method}_{info['data']}")
     if info["data"] is not None:
         assert (CONFIG_DIR / "data" / f"{info['data']}.yaml").is_file()
-    assert isinstance(info["source"], str) and info["source"].strip() and "TODO" not in info["source"]
-    assert info["source"] == SOURCES[name]["cite"], "the recipe and its transcription cite different sources"
-    assert isinstance(info.get("departures"), list), "recipe.departures is a list of {key: reason} (see departures_of)"
+    assert (
+        isinstance(info["source"], str) and info["source"].strip() and "TODO" not in info["source"]
+    )
+    assert info["source"] == SOURCES[name]["cite"], (
+        "the recipe and its transcription cite different sources"
+    )
+    assert isinstance(info.get("departures"), list), (
+        "recipe.departures is a list of {key: reason} (see departures_of)"
+    )
     for key, reason in departures_of(info).items():
         assert isinstance(reason, str) and len(reason) > 10, f"departure {key} needs a reason"
 
@@ -120,19 +130,36 @@ def test_recipe_matches_its_source(name):
     ours = recipe_keys(cfg)
     source = SOURCES[name]["values"]
     departures = departures_of(OmegaConf.to_container(cfg.recipe))
-    assert departures == departures_of(declared(name)), "departures of another recipe leaked into this one"
-    missing = sorted(k for k in ours if k not in source and not any(k.startswith(d) for d in departures))
-    assert not missing, f"{name}: keys of the composed config the transcription does not account for: {missing}"
+    assert departures == departures_of(declared(name)), (
+        "departures of another recipe leaked into this one"
+    )
+    missing = sorted(
+        k for k in ours if k not in source and not any(k.startswith(d) for d in departures)
+    )
+    assert not missing, (
+        f"{name}: keys of the composed config the transcription does not account for: {missing}"
+    )
     unknown = sorted(k for k in source if k not in ours)
-    assert not unknown, f"{name}: the transcription sets keys the composed config does not have: {unknown}"
-    differing = sorted(k for k, v in source.items() if not isinstance(v, NotInSource) and not same(ours[k], v))
-    undeclared = [f"{k}: ours {ours[k]!r}, source {source[k]!r}" for k in differing
-                  if not any(k == d or k.startswith(d + ".") for d in departures)]
-    assert not undeclared, f"{name} differs from its source without a stated departure:\n" + "\n".join(undeclared)
+    assert not unknown, (
+        f"{name}: the transcription sets keys the composed config does not have: {unknown}"
+    )
+    differing = sorted(
+        k for k, v in source.items() if not isinstance(v, NotInSource) and not same(ours[k], v)
+    )
+    undeclared = [
+        f"{k}: ours {ours[k]!r}, source {source[k]!r}"
+        for k in differing
+        if not any(k == d or k.startswith(d + ".") for d in departures)
+    ]
+    assert not undeclared, (
+        f"{name} differs from its source without a stated departure:\n" + "\n".join(undeclared)
+    )
     for d in departures:
         covered = [k for k in differing if k == d or k.startswith(d + ".")]
         not_transcribed = [k for k in ours if (k == d or k.startswith(d + ".")) and k not in source]
-        assert covered or not_transcribed, f"{name}: departure {d!r} is stated but the value matches the source"
+        assert covered or not_transcribed, (
+            f"{name}: departure {d!r} is stated but the value matches the source"
+        )
 
 
 @pytest.mark.parametrize("method", sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml")))
@@ -147,19 +174,33 @@ def test_every_method_has_its_own_defaults(method):
 def test_explicit_overrides_win_over_the_recipe():
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         recipe = compose(config_name="config", overrides=["method=byol", "data=cifar10"])
-        ours = compose(config_name="config", overrides=["method=byol", "data=cifar10", "augmentation=simclr",
-                                                        "optimizer=sgd", "optimizer.lr=0.7", "data.batch_size=64"])
+        ours = compose(
+            config_name="config",
+            overrides=[
+                "method=byol",
+                "data=cifar10",
+                "augmentation=simclr",
+                "optimizer=sgd",
+                "optimizer.lr=0.7",
+                "data.batch_size=64",
+            ],
+        )
         plain = compose(config_name="config", overrides=["augmentation=simclr", "optimizer=sgd"])
     assert recipe.recipe.name == "byol_cifar10"
     assert ours.optimizer.name == "sgd" and ours.optimizer.lr == 0.7 and ours.data.batch_size == 64
     assert OmegaConf.to_container(ours.augmentation) == OmegaConf.to_container(plain.augmentation)
     # a whole group replaces the recipe's: nothing of the recipe's LARS survives in the SGD config
-    assert OmegaConf.to_container(ours.optimizer) == {**OmegaConf.to_container(plain.optimizer), "lr": 0.7}
+    assert OmegaConf.to_container(ours.optimizer) == {
+        **OmegaConf.to_container(plain.optimizer),
+        "lr": 0.7,
+    }
 
 
 def test_dropping_the_dataset_recipe_leaves_the_methods_own():
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        dropped = compose(config_name="config", overrides=["method=byol", "data=cifar10", "~recipe"])
+        dropped = compose(
+            config_name="config", overrides=["method=byol", "data=cifar10", "~recipe"]
+        )
         own = compose(config_name="config", overrides=["method=byol", "data=synthetic"])
     assert dropped.recipe.name == "byol"
     for tree in ("augmentation", "optimizer", "scheduler", "method"):

@@ -1,5 +1,6 @@
 """Tests of ssl_bench.data.views: batched ops vs torchvision, crop sampling statistics, BatchViews
 determinism and checkpointing, config parsing, and the CPU per-sample path."""
+
 from __future__ import annotations
 
 import math
@@ -56,16 +57,26 @@ def test_colour_ops_match_torchvision(images, ours, theirs, params):
 
 def test_hue_on_grey_and_saturated_pixels():
     # grey pixels (chroma 0) and pure primaries hit the branch edges of RGB -> HSV
-    px = torch.tensor([[0.5, 0.5, 0.5], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 0, 0], [1, 1, 1]])
+    px = torch.tensor(
+        [[0.5, 0.5, 0.5], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 0, 0], [1, 1, 1]]
+    )
     x = px.T.reshape(1, 3, 1, 7).repeat(3, 1, 1, 1)
     params = [0.25, -0.4, 0.5]
-    torch.testing.assert_close(V.adjust_hue(x, torch.tensor(params)), _per_image(TF.adjust_hue, x, params),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        V.adjust_hue(x, torch.tensor(params)),
+        _per_image(TF.adjust_hue, x, params),
+        atol=1e-4,
+        rtol=0,
+    )
 
 
 def test_grayscale_and_solarize_match_torchvision(images):
-    torch.testing.assert_close(V.to_grayscale(images), TF.rgb_to_grayscale(images, num_output_channels=3),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        V.to_grayscale(images),
+        TF.rgb_to_grayscale(images, num_output_channels=3),
+        atol=1e-6,
+        rtol=0,
+    )
     torch.testing.assert_close(V.solarize(images, 0.5), TF.solarize(images, 0.5))
 
 
@@ -73,8 +84,12 @@ def test_grayscale_and_solarize_match_torchvision(images):
 def test_gaussian_blur_matches_torchvision(images, kernel_size):
     sigmas = [0.1, 0.5, 1.0, 1.7, 2.0, 0.3]
     got = V.gaussian_blur(images, torch.tensor(sigmas), kernel_size)
-    want = torch.stack([TF.gaussian_blur(images[i], [kernel_size, kernel_size], [s, s])
-                        for i, s in enumerate(sigmas)])
+    want = torch.stack(
+        [
+            TF.gaussian_blur(images[i], [kernel_size, kernel_size], [s, s])
+            for i, s in enumerate(sigmas)
+        ]
+    )
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
@@ -84,8 +99,17 @@ def test_blur_kernel_size_rule():
 
 def test_resized_crop_downscale_equals_torchvision_everywhere(images):
     # crops at least as large as the output never sample outside the box: exact everywhere
-    boxes = torch.tensor([[0, 0, 20, 24], [2, 3, 12, 10], [5, 1, 15, 20], [0, 14, 10, 10],
-                          [10, 0, 10, 24], [1, 1, 17, 13]], dtype=torch.float32)
+    boxes = torch.tensor(
+        [
+            [0, 0, 20, 24],
+            [2, 3, 12, 10],
+            [5, 1, 15, 20],
+            [0, 14, 10, 10],
+            [10, 0, 10, 24],
+            [1, 1, 17, 13],
+        ],
+        dtype=torch.float32,
+    )
     flip = torch.tensor([False, True, False, True, True, False])
     got = V.resized_crop(images, boxes, 10, flip)
     for i, (t, l, h, w) in enumerate(boxes.int().tolist()):
@@ -153,8 +177,10 @@ def _uint8_batch(B=8, H=36, W=40, seed=0):
 
 
 def _simclr_and_small():
-    return [ViewPipeline(num_crops=2, crop_size=32, blur_prob=0.5, solarize=0.2),
-            ViewPipeline(num_crops=3, crop_size=16)]
+    return [
+        ViewPipeline(num_crops=2, crop_size=32, blur_prob=0.5, solarize=0.2),
+        ViewPipeline(num_crops=3, crop_size=16),
+    ]
 
 
 def test_batch_views_shapes_and_dtypes():
@@ -238,9 +264,13 @@ def test_colour_jitter_applies_random_order():
     torch.manual_seed(0)
     grey_free = torch.rand(64, 3, 8, 8)
     pipe = ViewPipeline(jitter_prob=1.0, brightness=0.8, contrast=0.8, saturation=0.0, hue=0.0)
-    f = torch.stack([torch.full((64,), 1.5), torch.full((64,), 0.5), torch.ones(64), torch.zeros(64)])
+    f = torch.stack(
+        [torch.full((64,), 1.5), torch.full((64,), 0.5), torch.ones(64), torch.zeros(64)]
+    )
     order = torch.rand(64, 4).argsort(1)
-    out = BatchViews._color_jitter(grey_free.clone(), pipe, torch.ones(64, dtype=torch.bool), f, order)
+    out = BatchViews._color_jitter(
+        grey_free.clone(), pipe, torch.ones(64, dtype=torch.bool), f, order
+    )
     b_first = V.adjust_contrast(V.adjust_brightness(grey_free, f[0]), f[1])
     c_first = V.adjust_brightness(V.adjust_contrast(grey_free, f[1]), f[0])
     pos = lambda k: (order == k).int().argmax(1)  # noqa: E731
@@ -269,17 +299,34 @@ def test_batch_eval():
 def test_parse_defaults_and_strength():
     (p,) = parse_pipelines([{}])
     assert p == ViewPipeline()
-    cfg = OmegaConf.create([{"crop_size": 24, "color_jitter": {"strength": 0.5, "prob": 1.0, "hue": 0.2},
-                             "blur": {"prob": 1.0, "sigma": [0.2, 1.0]}, "solarize": 0.1}])
+    cfg = OmegaConf.create(
+        [
+            {
+                "crop_size": 24,
+                "color_jitter": {"strength": 0.5, "prob": 1.0, "hue": 0.2},
+                "blur": {"prob": 1.0, "sigma": [0.2, 1.0]},
+                "solarize": 0.1,
+            }
+        ]
+    )
     (q,) = parse_pipelines(cfg, image_size=32)
     assert (q.brightness, q.contrast, q.saturation, q.hue) == pytest.approx((0.2, 0.2, 0.2, 0.1))
-    assert q.jitter_prob == 1.0 and q.blur_prob == 1.0 and q.blur_sigma == (0.2, 1.0) and q.solarize == 0.1
+    assert (
+        q.jitter_prob == 1.0
+        and q.blur_prob == 1.0
+        and q.blur_sigma == (0.2, 1.0)
+        and q.solarize == 0.1
+    )
     assert isinstance(q.scale, tuple) and q.crop_size == 24
 
 
 def test_parse_sorts_large_crops_first_stably():
-    cfg = [{"crop_size": 16, "num_crops": 1}, {"crop_size": 32, "num_crops": 2},
-           {"crop_size": 16, "num_crops": 3}, {"crop_size": 32, "num_crops": 4}]
+    cfg = [
+        {"crop_size": 16, "num_crops": 1},
+        {"crop_size": 32, "num_crops": 2},
+        {"crop_size": 16, "num_crops": 3},
+        {"crop_size": 32, "num_crops": 4},
+    ]
     got = [(p.crop_size, p.num_crops) for p in parse_pipelines(cfg)]
     assert got == [(32, 2), (32, 4), (16, 1), (16, 3)]
 
@@ -301,13 +348,25 @@ def test_parse_sorts_large_crops_first_stably():
         ([{"solarize": 2}], None, "augmentation.views[0].solarize"),
         ([{"color_jitter": {"prob": 1.1}}], None, "augmentation.views[0].color_jitter.prob"),
         ([{"blur": {"prob": -1}}], None, "augmentation.views[0].blur.prob"),
-        ([{"color_jitter": {"contrast": -0.4}}], None, "augmentation.views[0].color_jitter.contrast"),
-        ([{"color_jitter": {"hue": 0.4, "strength": 2}}], None, "augmentation.views[0].color_jitter.hue"),
+        (
+            [{"color_jitter": {"contrast": -0.4}}],
+            None,
+            "augmentation.views[0].color_jitter.contrast",
+        ),
+        (
+            [{"color_jitter": {"hue": 0.4, "strength": 2}}],
+            None,
+            "augmentation.views[0].color_jitter.hue",
+        ),
         ([{"blur": {"sigma": [0.0, 2.0]}}], None, "augmentation.views[0].blur.sigma"),
         ([{"blur": {"sigma": [2.0, 1.0]}}], None, "augmentation.views[0].blur.sigma"),
         ([{"blur": {"kernel_size": 4}}], None, "augmentation.views[0].blur.kernel_size"),
         ([{"blur": {"kernel_size": 0}}], None, "augmentation.views[0].blur.kernel_size"),
-        ([{"crop_size": 16, "blur": {"kernel_size": 33}}], None, "augmentation.views[0].blur.kernel_size"),
+        (
+            [{"crop_size": 16, "blur": {"kernel_size": 33}}],
+            None,
+            "augmentation.views[0].blur.kernel_size",
+        ),
         ([{}, {"crop_size": 0.5}], None, "augmentation.views[1].crop_size"),
         ([{"crop_size": 32.5}], 64, "augmentation.views[0].crop_size"),
         ([{"crop_size": -0.5}], 64, "augmentation.views[0].crop_size"),
@@ -325,7 +384,7 @@ def test_crop_size_as_a_fraction_of_the_image_size():
     """SwAV's 2x224 + 6x96 at any image size: a float in (0, 1] is a fraction of data.image_size."""
     views = [{"crop_size": 1.0, "num_crops": 2}, {"crop_size": 96 / 224, "num_crops": 6}]
     assert [p.crop_size for p in parse_pipelines(views, image_size=224)] == [224, 96]
-    assert [p.crop_size for p in parse_pipelines(views, image_size=32)] == [32, 14]   # round(13.7)
+    assert [p.crop_size for p in parse_pipelines(views, image_size=32)] == [32, 14]  # round(13.7)
     # whole pixels stay pixels, also written as a float; 1 (an int) is one pixel, 1.0 the whole image
     whole = parse_pipelines([{"crop_size": 32.0}, {"crop_size": 1}], image_size=64)
     assert [p.crop_size for p in whole] == [32, 1]
@@ -339,9 +398,16 @@ def test_blur_kernel_size_is_configurable_on_both_paths():
     reference."""
     (default,) = parse_pipelines([{"crop_size": 32}])
     assert default.blur_kernel is None and default.kernel_size == V.blur_kernel_size(32) == 3
-    view = {"crop_size": 32, "num_crops": 1, "scale": [1.0, 1.0], "ratio": [1.0, 1.0], "hflip": 0.0,
-            "color_jitter": None, "grayscale": 0.0,
-            "blur": {"prob": 1.0, "sigma": [1.5, 1.5], "kernel_size": 13}}
+    view = {
+        "crop_size": 32,
+        "num_crops": 1,
+        "scale": [1.0, 1.0],
+        "ratio": [1.0, 1.0],
+        "hflip": 0.0,
+        "color_jitter": None,
+        "grayscale": 0.0,
+        "blur": {"prob": 1.0, "sigma": [1.5, 1.5], "kernel_size": 13},
+    }
     (p,) = parse_pipelines([view], image_size=32)
     assert p.kernel_size == 13
     g = torch.Generator().manual_seed(0)
@@ -368,8 +434,12 @@ def test_parse_error_messages_help():
 
 
 def test_cpu_views_odd_sized_image():
-    pipes = parse_pipelines([{"crop_size": 32, "num_crops": 2, "blur": {"prob": 1.0}, "solarize": 0.5},
-                             {"crop_size": 16, "num_crops": 3, "color_jitter": {"prob": 1.0}}])
+    pipes = parse_pipelines(
+        [
+            {"crop_size": 32, "num_crops": 2, "blur": {"prob": 1.0}, "solarize": 0.5},
+            {"crop_size": 16, "num_crops": 3, "color_jitter": {"prob": 1.0}},
+        ]
+    )
     tf = build_cpu_views(pipes, MEAN, STD)
     img = torch.randint(0, 256, (3, 50, 70), dtype=torch.uint8)
     out = tf(img)

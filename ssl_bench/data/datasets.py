@@ -15,6 +15,7 @@ Lookup order for a named dataset (see `resolve_root`): the `root` argument, `$SS
 `dataset-fashion-mnist`), `./data`; only then a torchvision download into the first of root,
 `$SSL_BENCH_DATA`, `./data`. Missing data ends in one `DataError` that lists every place looked.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -44,7 +45,18 @@ NAMES: tuple[str, ...] = (
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".ppm",
+    ".pgm",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".gif",
+)
 ENV_VAR = "SSL_BENCH_DATA"
 SYSTEM_LOCATIONS: dict[str, tuple[str, ...]] = {
     "fashion_mnist": ("/usr/share/datasets/fashion-mnist",),
@@ -71,7 +83,9 @@ class TensorImages(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be uint8 [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be uint8 [N, 3, H, W], got {images.dtype} {tuple(images.shape)}"
+            )
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels must be [N={images.shape[0]}], got {tuple(labels.shape)}")
         self.images = images.contiguous()
@@ -96,10 +110,18 @@ class FolderImages(Dataset):
     sees what the others found, and `bad_files` (read in the main process) lists them all.
     """
 
-    def __init__(self, samples: list[tuple[str, int]], transform: Callable | None = None, on_bad_file: str = "skip"):
+    def __init__(
+        self,
+        samples: list[tuple[str, int]],
+        transform: Callable | None = None,
+        on_bad_file: str = "skip",
+    ):
         if on_bad_file not in ("skip", "error"):
-            raise ConfigError("data.on_bad_file", f"must be 'skip' or 'error', got {on_bad_file!r}.",
-                              "set data.on_bad_file=skip (warn and skip) or data.on_bad_file=error.")
+            raise ConfigError(
+                "data.on_bad_file",
+                f"must be 'skip' or 'error', got {on_bad_file!r}.",
+                "set data.on_bad_file=skip (warn and skip) or data.on_bad_file=error.",
+            )
         self.samples = list(samples)
         self.labels = torch.tensor([label for _, label in self.samples], dtype=torch.int64)
         self.transform = transform
@@ -114,7 +136,9 @@ class FolderImages(Dataset):
         return len(self.samples)
 
     def subset(self, indices: torch.Tensor) -> FolderImages:
-        return FolderImages([self.samples[i] for i in indices.tolist()], self.transform, self.on_bad_file)
+        return FolderImages(
+            [self.samples[i] for i in indices.tolist()], self.transform, self.on_bad_file
+        )
 
     def __getitem__(self, i: int):
         n = len(self.samples)
@@ -129,15 +153,20 @@ class FolderImages(Dataset):
                 if self.on_bad_file == "error":
                     raise
                 self._bad[j] = True
-                warnings.warn(f"skipping unreadable image file {path} (data.on_bad_file=skip); "
-                              "using the next sample instead", stacklevel=2)
+                warnings.warn(
+                    f"skipping unreadable image file {path} (data.on_bad_file=skip); "
+                    "using the next sample instead",
+                    stacklevel=2,
+                )
                 continue
             if self.transform is not None:
                 img = self.transform(img)
             # The index returned is the one asked for, so memory banks stay consistent.
             return img, label, int(i)
-        raise DataError(f"none of the {n} image files of this dataset could be read (first: {self.samples[0][0]}); "
-                        "check the folder given as data.root.")
+        raise DataError(
+            f"none of the {n} image files of this dataset could be read (first: {self.samples[0][0]}); "
+            "check the folder given as data.root."
+        )
 
 
 def decode_file(path: str) -> torch.Tensor:
@@ -151,7 +180,9 @@ def decode_file(path: str) -> torch.Tensor:
     if not data:
         raise DataError(f"image file {path} is empty (0 bytes); delete or replace it.")
     try:
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        return decode_image(
+            torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
+        )
     except (RuntimeError, ValueError):
         pass  # not a format torchvision decodes (bmp, tiff, ...) or a broken file: let PIL decide
     try:
@@ -162,8 +193,10 @@ def decode_file(path: str) -> torch.Tensor:
         with Image.open(io.BytesIO(data)) as im:
             arr = np.asarray(im.convert("RGB"))
     except Exception as e:  # PIL raises many types for broken files
-        raise DataError(f"image file {path} is corrupt or truncated ({type(e).__name__}: {e}); "
-                        "delete or replace it.") from e
+        raise DataError(
+            f"image file {path} is corrupt or truncated ({type(e).__name__}: {e}); "
+            "delete or replace it."
+        ) from e
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -172,8 +205,9 @@ def decode_file(path: str) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def stratified_subset(labels: torch.Tensor, fraction: float | None, limit: int | None, seed: int,
-                      key: str = "data") -> torch.Tensor:
+def stratified_subset(
+    labels: torch.Tensor, fraction: float | None, limit: int | None, seed: int, key: str = "data"
+) -> torch.Tensor:
     """Sorted indices of a subset with the same per-label proportions as `labels`.
 
     The size is round(fraction * N), capped by `limit` (each optional; neither -> everything).
@@ -184,13 +218,23 @@ def stratified_subset(labels: torch.Tensor, fraction: float | None, limit: int |
     labels = torch.as_tensor(labels).to(torch.int64).flatten()
     n = labels.numel()
     if fraction is not None:
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-            raise ConfigError(f"{key}.fraction", f"must be a number in (0, 1], got {fraction!r}.",
-                              f"set e.g. {key}.fraction=0.1, or null for all the data.")
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, (int, float))
+            or not 0 < fraction <= 1
+        ):
+            raise ConfigError(
+                f"{key}.fraction",
+                f"must be a number in (0, 1], got {fraction!r}.",
+                f"set e.g. {key}.fraction=0.1, or null for all the data.",
+            )
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigError(f"{key}.limit", f"must be a positive integer, got {limit!r}.",
-                              f"set e.g. {key}.limit=1000, or null for all the data.")
+            raise ConfigError(
+                f"{key}.limit",
+                f"must be a positive integer, got {limit!r}.",
+                f"set e.g. {key}.limit=1000, or null for all the data.",
+            )
     target = n
     if fraction is not None:
         target = max(1, round(fraction * n))
@@ -222,10 +266,18 @@ def resolve_root(name: str, root: str | None) -> list[Path]:
     folder = name in ("image_folder", "image_folder_unlabelled")  # a folder dataset *is* the root
     out: list[Path] = []
     if root:
-        out += [Path(root).expanduser()] if folder else [Path(root).expanduser(), Path(root).expanduser() / name]
+        out += (
+            [Path(root).expanduser()]
+            if folder
+            else [Path(root).expanduser(), Path(root).expanduser() / name]
+        )
     env = os.environ.get(ENV_VAR)
     if env:
-        out += [Path(env).expanduser() / name] if folder else [Path(env).expanduser(), Path(env).expanduser() / name]
+        out += (
+            [Path(env).expanduser() / name]
+            if folder
+            else [Path(env).expanduser(), Path(env).expanduser() / name]
+        )
     out += [Path(p) for p in SYSTEM_LOCATIONS.get(name, ())]
     if not folder and name != "synthetic":
         out += [Path("data"), Path("data") / name]
@@ -246,8 +298,11 @@ def _download_dir(root: str | None) -> Path:
 
 def _check_name(name: str) -> None:
     if name not in NAMES:
-        raise ConfigError("data.name", f"unknown dataset {name!r}; valid names: {', '.join(NAMES)}.",
-                          "pick one of these, e.g. data=cifar10 (or data.name=image_folder with data.root=...).")
+        raise ConfigError(
+            "data.name",
+            f"unknown dataset {name!r}; valid names: {', '.join(NAMES)}.",
+            "pick one of these, e.g. data=cifar10 (or data.name=image_folder with data.root=...).",
+        )
 
 
 def _looked(cands: list[Path]) -> str:
@@ -266,16 +321,26 @@ def _read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}); delete it and reinstall "
-                        "or re-download the data (e.g. apt-get install --reinstall dataset-fashion-mnist).") from e
+        raise DataError(
+            f"{path} is corrupt or truncated ({type(e).__name__}: {e}); delete it and reinstall "
+            "or re-download the data (e.g. apt-get install --reinstall dataset-fashion-mnist)."
+        ) from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
-        raise DataError(f"{path} is not a uint8 idx file (bad header); delete it and reinstall or re-download the data.")
+        raise DataError(
+            f"{path} is not a uint8 idx file (bad header); delete it and reinstall or re-download the data."
+        )
     ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4).tolist() if len(raw) >= 4 + 4 * ndim else None
+    dims = (
+        np.frombuffer(raw, dtype=">i4", count=ndim, offset=4).tolist()
+        if len(raw) >= 4 + 4 * ndim
+        else None
+    )
     start = 4 + 4 * ndim
     if dims is None or len(raw) - start != int(np.prod(dims)):
-        raise DataError(f"{path} is truncated: its header promises shape {dims} but the file has "
-                        f"{max(0, len(raw) - start)} data bytes; delete it and reinstall or re-download the data.")
+        raise DataError(
+            f"{path} is truncated: its header promises shape {dims} but the file has "
+            f"{max(0, len(raw) - start)} data bytes; delete it and reinstall or re-download the data."
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims)
 
 
@@ -308,13 +373,17 @@ def _load_fashion_mnist(d: Path):
     def images(p):
         x = _read_idx(p)
         if x.ndim != 3:
-            raise DataError(f"{p} should hold [N, 28, 28] images, has shape {list(x.shape)}; re-download it.")
+            raise DataError(
+                f"{p} should hold [N, 28, 28] images, has shape {list(x.shape)}; re-download it."
+            )
         return torch.from_numpy(x.copy()).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
 
     def labels(p, n):
         y = _read_idx(p)
         if y.shape != (n,):
-            raise DataError(f"{p} should hold {n} labels, has shape {list(y.shape)}; re-download it.")
+            raise DataError(
+                f"{p} should hold {n} labels, has shape {list(y.shape)}; re-download it."
+            )
         return torch.from_numpy(y.astype(np.int64))
 
     xtr, xte = images(files["train_x"]), images(files["test_x"])
@@ -326,8 +395,10 @@ def _unpickle(path: Path) -> dict:
         with open(path, "rb") as f:
             return pickle.load(f, encoding="bytes")
     except Exception as e:  # truncated / garbage pickles raise many types
-        raise DataError(f"{path} is corrupt ({type(e).__name__}: {e}); delete its folder and download again "
-                        "(or copy a good copy to data.root).") from e
+        raise DataError(
+            f"{path} is corrupt ({type(e).__name__}: {e}); delete its folder and download again "
+            "(or copy a good copy to data.root)."
+        ) from e
 
 
 def _load_cifar(d: Path, hundred: bool):
@@ -343,17 +414,23 @@ def _load_cifar(d: Path, hundred: bool):
         for nm in names:
             p = folder / nm
             if not p.is_file():
-                raise DataError(f"{p} is missing (the folder {folder} is incomplete); delete the folder and "
-                                "download again, or point data.root at a complete copy.")
+                raise DataError(
+                    f"{p} is missing (the folder {folder} is incomplete); delete the folder and "
+                    "download again, or point data.root at a complete copy."
+                )
             batch = _unpickle(p)
             try:
                 x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
                 y = np.asarray(batch[key], dtype=np.int64)
             except (KeyError, ValueError, TypeError) as e:
-                raise DataError(f"{p} does not hold CIFAR data ({type(e).__name__}: {e}); delete the folder "
-                                "and download again.") from e
+                raise DataError(
+                    f"{p} does not hold CIFAR data ({type(e).__name__}: {e}); delete the folder "
+                    "and download again."
+                ) from e
             if len(x) != len(y):
-                raise DataError(f"{p} has {len(x)} images but {len(y)} labels; delete the folder and download again.")
+                raise DataError(
+                    f"{p} has {len(x)} images but {len(y)} labels; delete the folder and download again."
+                )
             xs.append(x)
             ys.append(y)
         return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
@@ -369,7 +446,9 @@ def _read_stl_images(p: Path) -> torch.Tensor:
         raise DataError(f"{p} is missing; delete its folder and download STL-10 again.")
     x = np.fromfile(p, dtype=np.uint8)
     if x.size == 0 or x.size % side:
-        raise DataError(f"{p} is truncated ({x.size} bytes, not a multiple of {side}); delete it and download again.")
+        raise DataError(
+            f"{p} is truncated ({x.size} bytes, not a multiple of {side}); delete it and download again."
+        )
     # Stored column-major per image: [N, 3, W, H] -> [N, 3, H, W].
     return torch.from_numpy(x.reshape(-1, 3, 96, 96)).transpose(2, 3).contiguous()
 
@@ -379,7 +458,9 @@ def _read_stl_labels(p: Path, n: int) -> torch.Tensor:
         raise DataError(f"{p} is missing; delete its folder and download STL-10 again.")
     y = np.fromfile(p, dtype=np.uint8).astype(np.int64) - 1  # stored 1..10
     if y.shape != (n,) or y.min(initial=0) < 0 or y.max(initial=0) > 9:
-        raise DataError(f"{p} should hold {n} labels in 1..10; delete it and download STL-10 again.")
+        raise DataError(
+            f"{p} should hold {n} labels in 1..10; delete it and download STL-10 again."
+        )
     return torch.from_numpy(y)
 
 
@@ -395,7 +476,12 @@ def _load_stl10(d: Path, unlabeled: bool = True):
     return xtr, ytr, xte, yte, xun
 
 
-_TORCHVISION_CLASS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "stl10": "STL10", "fashion_mnist": "FashionMNIST"}
+_TORCHVISION_CLASS = {
+    "cifar10": "CIFAR10",
+    "cifar100": "CIFAR100",
+    "stl10": "STL10",
+    "fashion_mnist": "FashionMNIST",
+}
 _STATS = {  # mean, std per channel (RGB, values in [0, 1])
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
@@ -432,24 +518,36 @@ def _load_named(name: str, root: str | None, download: bool, opts: dict):
             got = loader(d)
             if got is not None:
                 return got
-    how = (f"Fix: point data.root=/path/to/{name} (or ${ENV_VAR}) at a folder holding it"
-           + (", or on Debian/Ubuntu run `apt-get install dataset-fashion-mnist` (files go to "
-              "/usr/share/datasets/fashion-mnist)" if name == "fashion_mnist" else "")
-           + ", or run once with network access and data.download=true.")
+    how = (
+        f"Fix: point data.root=/path/to/{name} (or ${ENV_VAR}) at a folder holding it"
+        + (
+            ", or on Debian/Ubuntu run `apt-get install dataset-fashion-mnist` (files go to "
+            "/usr/share/datasets/fashion-mnist)"
+            if name == "fashion_mnist"
+            else ""
+        )
+        + ", or run once with network access and data.download=true."
+    )
     if not download:
-        raise DataError(f"dataset {name!r} not found; looked in: {_looked(cands)}. Download is off "
-                        f"(data.download=false). {how}")
+        raise DataError(
+            f"dataset {name!r} not found; looked in: {_looked(cands)}. Download is off "
+            f"(data.download=false). {how}"
+        )
     dest = _download_dir(root)
     try:
         _download(name, dest)
     except Exception as e:  # network, disk, checksum: all end in the same message
         reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
-        raise DataError(f"dataset {name!r} not found; looked in: {_looked(cands)}. The download into {dest} "
-                        f"failed ({reason}). {how}") from e
+        raise DataError(
+            f"dataset {name!r} not found; looked in: {_looked(cands)}. The download into {dest} "
+            f"failed ({reason}). {how}"
+        ) from e
     got = loader(dest)
     if got is None:
-        raise DataError(f"dataset {name!r}: the download into {dest} finished but its files were not found there; "
-                        f"delete {dest} and try again. {how}")
+        raise DataError(
+            f"dataset {name!r}: the download into {dest} finished but its files were not found there; "
+            f"delete {dest} and try again. {how}"
+        )
     return got
 
 
@@ -462,55 +560,79 @@ def _image_files(folder: Path) -> list[str]:
     out = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [os.path.join(dirpath, f) for f in sorted(filenames)
-                if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+        out += [
+            os.path.join(dirpath, f)
+            for f in sorted(filenames)
+            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
     return out
 
 
-def _class_folder_samples(split_dir: Path, classes: list[str] | None) -> tuple[list[str], list[tuple[str, int]]]:
+def _class_folder_samples(
+    split_dir: Path, classes: list[str] | None
+) -> tuple[list[str], list[tuple[str, int]]]:
     found = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not found:
-        raise DataError(f"{split_dir} has no class folders; an image folder dataset needs "
-                        f"{split_dir}/<class>/<image files> (ImageNet layout).")
+        raise DataError(
+            f"{split_dir} has no class folders; an image folder dataset needs "
+            f"{split_dir}/<class>/<image files> (ImageNet layout)."
+        )
     if classes is None:
         classes = found
     else:
         extra = [c for c in found if c not in classes]
         if extra:
-            raise DataError(f"{split_dir} has class folders not in the train split: {', '.join(extra[:10])}; "
-                            "the train and val/test folders need the same class names.")
+            raise DataError(
+                f"{split_dir} has class folders not in the train split: {', '.join(extra[:10])}; "
+                "the train and val/test folders need the same class names."
+            )
     index = {c: i for i, c in enumerate(classes)}
     samples = []
     for c in found:
         files = _image_files(split_dir / c)
         if not files:
-            raise DataError(f"class folder {split_dir / c} holds no image files ({', '.join(IMAGE_EXTENSIONS)}); "
-                            "add images or remove the folder.")
+            raise DataError(
+                f"class folder {split_dir / c} holds no image files ({', '.join(IMAGE_EXTENSIONS)}); "
+                "add images or remove the folder."
+            )
         samples += [(f, index[c]) for f in files]
     return classes, samples
 
 
 def _load_folder(name: str, root: str | None, opts: dict):
     cands = resolve_root(name, root)
-    hint = ("Fix: set data.root=/path/to/dataset holding train/<class>/* and val/<class>/* (ImageNet layout)"
-            if name == "image_folder" else "Fix: set data.root=/path/to/images (every image below it is used)")
+    hint = (
+        "Fix: set data.root=/path/to/dataset holding train/<class>/* and val/<class>/* (ImageNet layout)"
+        if name == "image_folder"
+        else "Fix: set data.root=/path/to/images (every image below it is used)"
+    )
     on_bad = opts.get("on_bad_file", "skip")
     if name == "image_folder":
         for d in cands:
             if (d / "train").is_dir():
                 test_dir = next((d / s for s in ("val", "test") if (d / s).is_dir()), None)
                 if test_dir is None:
-                    raise DataError(f"{d} has a train folder but neither {d / 'val'} nor {d / 'test'}; "
-                                    "add a val/<class>/* split for the kNN / probe evaluation.")
+                    raise DataError(
+                        f"{d} has a train folder but neither {d / 'val'} nor {d / 'test'}; "
+                        "add a val/<class>/* split for the kNN / probe evaluation."
+                    )
                 classes, train = _class_folder_samples(d / "train", None)
                 _, test = _class_folder_samples(test_dir, classes)
-                return len(classes), FolderImages(train, on_bad_file=on_bad), FolderImages(test, on_bad_file=on_bad)
-        raise DataError(f"no image folder dataset found; looked for a train/ folder in: {_looked(cands)}. {hint}.")
+                return (
+                    len(classes),
+                    FolderImages(train, on_bad_file=on_bad),
+                    FolderImages(test, on_bad_file=on_bad),
+                )
+        raise DataError(
+            f"no image folder dataset found; looked for a train/ folder in: {_looked(cands)}. {hint}."
+        )
     for d in cands:
         if d.is_dir():
             files = _image_files(d)
             if not files:
-                raise DataError(f"{d} holds no image files ({', '.join(IMAGE_EXTENSIONS)}) in any subfolder. {hint}.")
+                raise DataError(
+                    f"{d} holds no image files ({', '.join(IMAGE_EXTENSIONS)}) in any subfolder. {hint}."
+                )
             return 0, FolderImages([(f, -1) for f in files], on_bad_file=on_bad), None
     raise DataError(f"no image folder found; looked in: {_looked(cands)}. {hint}.")
 
@@ -530,9 +652,16 @@ _OPTIONS = {
 }
 
 
-def load_splits(name: str, root: str | None = None, download: bool = True, fraction: float | None = None,
-                limit: int | None = None, test_limit: int | None = None, seed: int = 0,
-                **options) -> tuple[DatasetInfo, dict[str, Dataset | None]]:
+def load_splits(
+    name: str,
+    root: str | None = None,
+    download: bool = True,
+    fraction: float | None = None,
+    limit: int | None = None,
+    test_limit: int | None = None,
+    seed: int = 0,
+    **options,
+) -> tuple[DatasetInfo, dict[str, Dataset | None]]:
     """Info and splits {'pretrain', 'train', 'test'} of dataset `name` (see the module docstring).
 
     fraction (0 < f <= 1) / limit (int > 0) take a stratified subset (deterministic given seed) of
@@ -547,18 +676,29 @@ def load_splits(name: str, root: str | None = None, download: bool = True, fract
     unknown = sorted(set(options) - set(_OPTIONS[name]))
     if unknown:
         allowed = ", ".join(_OPTIONS[name]) or "none"
-        raise ConfigError(f"data.{unknown[0]}", f"is not an option of data.name={name} (its options: {allowed}).",
-                          f"remove data.{unknown[0]} from the data config.")
+        raise ConfigError(
+            f"data.{unknown[0]}",
+            f"is not an option of data.name={name} (its options: {allowed}).",
+            f"remove data.{unknown[0]} from the data config.",
+        )
     root = str(root) if root else None
     unlabelled_pretrain = None
 
     if name == "synthetic":
         from ssl_bench.data.synthetic import make_synthetic
 
-        k, size, ds = options.get("num_classes", 10), options.get("image_size", 32), int(options.get("data_seed", 0))
+        k, size, ds = (
+            options.get("num_classes", 10),
+            options.get("image_size", 32),
+            int(options.get("data_seed", 0)),
+        )
         palette = options.get("palette", "grey")
-        xtr, ytr = make_synthetic(options.get("n_train", 5000), k, size, seed=2 * ds, palette=palette)
-        xte, yte = make_synthetic(options.get("n_test", 1000), k, size, seed=2 * ds + 1, palette=palette)
+        xtr, ytr = make_synthetic(
+            options.get("n_train", 5000), k, size, seed=2 * ds, palette=palette
+        )
+        xte, yte = make_synthetic(
+            options.get("n_test", 1000), k, size, seed=2 * ds + 1, palette=palette
+        )
         mean = tuple(round(v, 4) for v in (xtr.float().mean(dim=(0, 2, 3)) / 255).tolist())
         std = tuple(round(v, 4) for v in (xtr.float().std(dim=(0, 2, 3)) / 255).tolist())
         info = DatasetInfo(name, k, size, mean, std, in_memory=True)
@@ -567,7 +707,11 @@ def load_splits(name: str, root: str | None = None, download: bool = True, fract
         k, train, test = _load_folder(name, root, options)
         size = options.get("image_size", 224)
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigError("data.image_size", f"must be a positive integer, got {size!r}.", "set e.g. data.image_size=224.")
+            raise ConfigError(
+                "data.image_size",
+                f"must be a positive integer, got {size!r}.",
+                "set e.g. data.image_size=224.",
+            )
         info = DatasetInfo(name, k, size, IMAGENET_MEAN, IMAGENET_STD, in_memory=False)
         if k == 0:
             pretrain = train.subset(stratified_subset(train.labels, fraction, limit, seed))
@@ -590,16 +734,29 @@ def load_splits(name: str, root: str | None = None, download: bool = True, fract
         if len(ds) == 0:
             raise DataError(f"the {split} split of {name!r} is empty; check data.root.")
 
-    subset = lambda ds, f, lim: ds if f is None and lim is None else ds.subset(  # noqa: E731
-        stratified_subset(ds.labels, f, lim, seed))
+    subset = lambda ds, f, lim: (
+        ds
+        if f is None and lim is None
+        else ds.subset(  # noqa: E731
+            stratified_subset(ds.labels, f, lim, seed)
+        )
+    )
     train_sub = subset(train, fraction, limit)
     if unlabelled_pretrain is not None:
         pretrain = subset(unlabelled_pretrain, fraction, limit)
     else:  # the same samples as train, but its own object: the data module sets a different transform
-        pretrain = train_sub.subset(torch.arange(len(train_sub))) if isinstance(train_sub, FolderImages) \
+        pretrain = (
+            train_sub.subset(torch.arange(len(train_sub)))
+            if isinstance(train_sub, FolderImages)
             else TensorImages(train_sub.images, train_sub.labels)
-    if test_limit is not None and (isinstance(test_limit, bool) or not isinstance(test_limit, int) or test_limit < 1):
-        raise ConfigError("data.test_limit", f"must be a positive integer, got {test_limit!r}.",
-                          "set e.g. data.test_limit=1000, or null for the whole test split.")
+        )
+    if test_limit is not None and (
+        isinstance(test_limit, bool) or not isinstance(test_limit, int) or test_limit < 1
+    ):
+        raise ConfigError(
+            "data.test_limit",
+            f"must be a positive integer, got {test_limit!r}.",
+            "set e.g. data.test_limit=1000, or null for the whole test split.",
+        )
     test_sub = subset(test, None, test_limit)
     return info, {"pretrain": pretrain, "train": train_sub, "test": test_sub}

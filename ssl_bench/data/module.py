@@ -4,9 +4,11 @@ Training batches are `(views, labels, index)`. For in-memory datasets (uint8 ten
 the views are made on the whole batch after it reaches the device (`BatchViews`), so the DataLoader
 only indexes a tensor; image folders decode and augment per sample in DataLoader workers.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -14,7 +16,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from ssl_bench.data.datasets import TensorImages, load_splits
 from ssl_bench.data.sampler import EpochSampler
-from ssl_bench.data.views import (BatchEval, BatchViews, ViewPipeline, build_cpu_views, cpu_eval_transform)
+from ssl_bench.data.views import (
+    BatchEval,
+    BatchViews,
+    ViewPipeline,
+    build_cpu_views,
+    cpu_eval_transform,
+)
 from ssl_bench.errors import ConfigError
 
 
@@ -40,22 +48,43 @@ def _passthrough(batch):
 
 
 class SSLDataModule(pl.LightningDataModule):
-    def __init__(self, name: str, pipelines: Sequence[ViewPipeline], root: str | None = None, batch_size: int = 256,
-                 eval_batch_size: int | None = None, num_workers: int = 2, image_size: int | None = None,
-                 fraction: float | None = None, limit: int | None = None, test_limit: int | None = None,
-                 download: bool = True, device_views: str | bool = "auto", on_bad_file: str = "skip",
-                 seed: int = 0, channels_last: bool = True, options: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        name: str,
+        pipelines: Sequence[ViewPipeline],
+        root: str | None = None,
+        batch_size: int = 256,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        image_size: int | None = None,
+        fraction: float | None = None,
+        limit: int | None = None,
+        test_limit: int | None = None,
+        download: bool = True,
+        device_views: str | bool = "auto",
+        on_bad_file: str = "skip",
+        seed: int = 0,
+        channels_last: bool = True,
+        options: dict[str, Any] | None = None,
+    ):
         super().__init__()
         if batch_size < 1:
             raise ConfigError("data.batch_size", f"must be >= 1, got {batch_size}.")
         if num_workers < 0:
             raise ConfigError("data.num_workers", f"must be >= 0, got {num_workers}.")
         if device_views not in (True, False, "auto"):
-            raise ConfigError("data.device_views", f"must be true, false or auto, got {device_views!r}.")
+            raise ConfigError(
+                "data.device_views", f"must be true, false or auto, got {device_views!r}."
+            )
         self.name, self.root, self.pipelines = name, root, list(pipelines)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
-        self.image_size, self.fraction, self.limit, self.test_limit = image_size, fraction, limit, test_limit
+        self.image_size, self.fraction, self.limit, self.test_limit = (
+            image_size,
+            fraction,
+            limit,
+            test_limit,
+        )
         self.download, self.device_views, self.on_bad_file = download, device_views, on_bad_file
         self.seed, self.channels_last, self.options = seed, channels_last, dict(options or {})
         self.info = None
@@ -72,22 +101,38 @@ class SSLDataModule(pl.LightningDataModule):
         options = dict(self.options)
         if self.name.startswith("image_folder"):
             options.setdefault("on_bad_file", self.on_bad_file)
-        self.info, self.splits = load_splits(self.name, root=self.root, download=self.download,
-                                             fraction=self.fraction, limit=self.limit, test_limit=self.test_limit,
-                                             seed=self.seed, **options)
+        self.info, self.splits = load_splits(
+            self.name,
+            root=self.root,
+            download=self.download,
+            fraction=self.fraction,
+            limit=self.limit,
+            test_limit=self.test_limit,
+            seed=self.seed,
+            **options,
+        )
         size = self.image_size or self.info.image_size
         if self.info.in_memory and size > self.info.image_size:
-            raise ConfigError("data.image_size", f"{size} is larger than the images of '{self.name}' "
-                              f"({self.info.image_size}px).", f"set data.image_size <= {self.info.image_size}.")
+            raise ConfigError(
+                "data.image_size",
+                f"{size} is larger than the images of '{self.name}' ({self.info.image_size}px).",
+                f"set data.image_size <= {self.info.image_size}.",
+            )
         self.eval_size = size
         use_device = self.info.in_memory if self.device_views == "auto" else bool(self.device_views)
         if use_device and not self.info.in_memory:
-            raise ConfigError("data.device_views", f"'{self.name}' is an image folder; batched device-side views "
-                              "need equally sized in-memory images.", "set data.device_views=auto or false.")
+            raise ConfigError(
+                "data.device_views",
+                f"'{self.name}' is an image folder; batched device-side views "
+                "need equally sized in-memory images.",
+                "set data.device_views=auto or false.",
+            )
         self.use_device_views = use_device
         rank = self.trainer.global_rank if self.trainer is not None else 0
         if use_device:
-            self.batch_views = BatchViews(self.pipelines, self.info.mean, self.info.std, seed=self.seed + 1000 * rank)
+            self.batch_views = BatchViews(
+                self.pipelines, self.info.mean, self.info.std, seed=self.seed + 1000 * rank
+            )
             self.batch_eval = BatchEval(size, self.info.mean, self.info.std)
         else:
             cpu_views = build_cpu_views(self.pipelines, self.info.mean, self.info.std)
@@ -99,7 +144,9 @@ class SSLDataModule(pl.LightningDataModule):
 
     @staticmethod
     def _with_transform(ds, transform):
-        if isinstance(ds, TensorImages):  # in-memory data augmented per item when device views are off
+        if isinstance(
+            ds, TensorImages
+        ):  # in-memory data augmented per item when device views are off
             return _Transformed(ds, transform)
         ds.transform = transform
         return ds
@@ -119,9 +166,15 @@ class SSLDataModule(pl.LightningDataModule):
 
     # ---- loaders ----------------------------------------------------------------------------
     def _loader(self, ds, batch_size: int, train: bool) -> DataLoader:
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        rank, world = (
+            (self.trainer.global_rank, self.trainer.world_size)
+            if self.trainer is not None
+            else (0, 1)
+        )
         # our own sharding (Trainer(use_distributed_sampler=False)) so that the order is resumable mid-epoch
-        sampler = EpochSampler(len(ds), shuffle=train, seed=self.seed, rank=rank, world_size=world, drop_last=train)
+        sampler = EpochSampler(
+            len(ds), shuffle=train, seed=self.seed, rank=rank, world_size=world, drop_last=train
+        )
         if train:
             self.train_sampler = sampler
             if self._pending_skip is not None:
@@ -131,11 +184,26 @@ class SSLDataModule(pl.LightningDataModule):
         # global RNG, so a resumed run's global random stream matches an uninterrupted one
         gen = torch.Generator().manual_seed(self.seed + 7919 * rank)
         if isinstance(ds, TensorImages) and self.use_device_views:
-            return DataLoader(_BatchIndexed(ds), batch_size=batch_size, sampler=sampler, drop_last=train,
-                              collate_fn=_passthrough, num_workers=0, generator=gen)
+            return DataLoader(
+                _BatchIndexed(ds),
+                batch_size=batch_size,
+                sampler=sampler,
+                drop_last=train,
+                collate_fn=_passthrough,
+                num_workers=0,
+                generator=gen,
+            )
         workers = self.num_workers
-        return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=train, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), generator=gen)
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=train,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            generator=gen,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits["pretrain"], self.batch_size, train=True)
@@ -144,8 +212,10 @@ class SSLDataModule(pl.LightningDataModule):
         if self.splits.get("train") is None or self.splits.get("test") is None:
             return []
         # 0: the un-augmented labelled train set (kNN bank), 1: the test set
-        return [self._loader(self.splits["train"], self.eval_batch_size, train=False),
-                self._loader(self.splits["test"], self.eval_batch_size, train=False)]
+        return [
+            self._loader(self.splits["train"], self.eval_batch_size, train=False),
+            self._loader(self.splits["test"], self.eval_batch_size, train=False),
+        ]
 
     # ---- on-device views ------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -169,9 +239,15 @@ class SSLDataModule(pl.LightningDataModule):
         if trainer is not None and trainer.training:
             # batches of the current epoch already trained on (a mid-epoch checkpoint resumes after them)
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            if done >= trainer.num_training_batches:  # an epoch-end checkpoint: the next epoch starts afresh
+            if (
+                done >= trainer.num_training_batches
+            ):  # an epoch-end checkpoint: the next epoch starts afresh
                 done = 0
-            state["position"] = {"epoch": trainer.current_epoch, "batches": int(done), "batch_size": self.batch_size}
+            state["position"] = {
+                "epoch": trainer.current_epoch,
+                "batches": int(done),
+                "batch_size": self.batch_size,
+            }
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

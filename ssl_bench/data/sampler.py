@@ -6,27 +6,34 @@ nothing). Here epoch `e` is always the permutation of `torch.Generator().manual_
 every rank takes its stride of it, and `skip_next(epoch, n)` drops the first `n` indices of that
 epoch once - what the datamodule asks for when it restores a mid-epoch checkpoint.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler
-
 
 _SAMPLER_STREAM = 0x5EED_0F_DA7A
 
 
 class EpochSampler(Sampler[int]):
-    def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False):
+    def __init__(
+        self,
+        size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.size, self.shuffle, self.seed = int(size), bool(shuffle), int(seed)
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
-        self._skip: tuple[int, int] | None = None   # (epoch, indices to drop)
+        self._skip: tuple[int, int] | None = None  # (epoch, indices to drop)
         # drop_last: every rank gets floor(size / world); else the tail is padded from the start
         # (as DistributedSampler does) so ranks stay in step
         self.per_rank = self.size // world_size if drop_last else math.ceil(self.size / world_size)
@@ -50,12 +57,12 @@ class EpochSampler(Sampler[int]):
         total = self.per_rank * self.world_size
         if total > self.size:
             perm = torch.cat([perm, perm[: total - self.size]])
-        return perm[:total][self.rank::self.world_size]
+        return perm[:total][self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[int]:
         idx = self.order(self.epoch)
         if self._skip is not None and self._skip[0] == self.epoch:
-            idx = idx[self._skip[1]:]
+            idx = idx[self._skip[1] :]
         self._skip = None
         return iter(idx.tolist())
 

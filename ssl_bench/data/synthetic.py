@@ -21,6 +21,7 @@ amount with a floor, with the shape light on dark or dark on light at random and
 opposite. Lightness and hue are drawn independently, so the only thing an L view and an ab view of one image
 share is the geometry - the class - while a grey image (a/b = 0) would leave the ab view blank.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,7 +65,11 @@ def make_synthetic(
     """`n` synthetic images and labels: (uint8 [n, 3, S, S], int64 [n]), classes balanced (+-1).
     `palette`: "grey" (near-grey, the default) or "colour" (see the module docstring)."""
     if not isinstance(n, int) or n < 1:
-        raise ConfigError("data.n_train", f"needs a positive number of images, got {n!r}.", "set e.g. data.n_train=5000.")
+        raise ConfigError(
+            "data.n_train",
+            f"needs a positive number of images, got {n!r}.",
+            "set e.g. data.n_train=5000.",
+        )
     if not isinstance(num_classes, int) or not 2 <= num_classes <= len(SHAPES):
         raise ConfigError(
             "data.num_classes",
@@ -72,12 +77,18 @@ def make_synthetic(
             f"pick 2..{len(SHAPES)} (classes in order: {', '.join(SHAPES)}).",
         )
     if not isinstance(image_size, int) or image_size < 8:
-        raise ConfigError("data.image_size", f"synthetic images need a side of at least 8 px, got {image_size!r}.",
-                          "set e.g. data.image_size=32.")
+        raise ConfigError(
+            "data.image_size",
+            f"synthetic images need a side of at least 8 px, got {image_size!r}.",
+            "set e.g. data.image_size=32.",
+        )
 
     if palette not in PALETTES:
-        raise ConfigError("data.options.palette", f"must be one of {', '.join(PALETTES)}, got {palette!r}.",
-                          "use grey (the default) or colour (for colour-split views such as CMC's L vs ab).")
+        raise ConfigError(
+            "data.options.palette",
+            f"must be one of {', '.join(PALETTES)}, got {palette!r}.",
+            "use grey (the default) or colour (for colour-split views such as CMC's L vs ab).",
+        )
 
     g = torch.Generator().manual_seed(int(seed))
     S = image_size
@@ -107,8 +118,10 @@ def make_synthetic(
     n_blobs = 3
     blob_xy = torch.rand(n, n_blobs, 2, generator=g) * 2 - 1
     blob_r = 0.08 + 0.10 * torch.rand(n, n_blobs, generator=g)
-    blob_rgb = (torch.rand(n, n_blobs, 1, generator=g) + (torch.rand(n, n_blobs, 3, generator=g) * 2 - 1) * _TINT
-                ).clamp(0, 1)
+    blob_rgb = (
+        torch.rand(n, n_blobs, 1, generator=g)
+        + (torch.rand(n, n_blobs, 3, generator=g) * 2 - 1) * _TINT
+    ).clamp(0, 1)
 
     px = 2.0 / S  # one pixel in [-1, 1] units
     coords = (torch.arange(S, dtype=torch.float32) + 0.5) * px - 1
@@ -125,7 +138,10 @@ def make_synthetic(
         ramp = xs * torch.cos(col(grad_dir)) + ys * torch.sin(col(grad_dir))  # [m, S, S]
         img = bg[sl].view(m, 3, 1, 1) + grad_amp[sl].view(m, 3, 1, 1) * ramp.unsqueeze(1)
         for b in range(n_blobs):
-            d = torch.sqrt((xs - blob_xy[sl, b, 0].view(m, 1, 1)) ** 2 + (ys - blob_xy[sl, b, 1].view(m, 1, 1)) ** 2)
+            d = torch.sqrt(
+                (xs - blob_xy[sl, b, 0].view(m, 1, 1)) ** 2
+                + (ys - blob_xy[sl, b, 1].view(m, 1, 1)) ** 2
+            )
             a = _coverage(d - blob_r[sl, b].view(m, 1, 1), px).unsqueeze(1)
             img.lerp_(blob_rgb[sl, b].view(m, 3, 1, 1).expand_as(img), a)
 
@@ -139,7 +155,9 @@ def make_synthetic(
         for k in range(num_classes):
             idx = (lab == k).nonzero().squeeze(1)
             if idx.numel():
-                cover[idx] = _draw(SHAPES[k], u[idx], v[idx], half[sl][idx].view(-1, 1, 1), phase[sl][idx], px)
+                cover[idx] = _draw(
+                    SHAPES[k], u[idx], v[idx], half[sl][idx].view(-1, 1, 1), phase[sl][idx], px
+                )
         img.lerp_(fg[sl].view(m, 3, 1, 1).expand_as(img), cover.unsqueeze(1))
         img.add_(torch.randn(img.shape, generator=g), alpha=0.03)
         out[sl] = (img.clamp_(0, 1) * 255).round_().to(torch.uint8)
@@ -150,7 +168,7 @@ def _colour_pair(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor
     """Background and shape colours [n, 3] of the colour palette: a lightness gap of 0.3-0.6 (shape lighter or
     darker at random), chroma 0.15-0.3 each, hues ~opposite (180 +- 60 degrees apart), all independent."""
     gap = 0.3 + 0.3 * torch.rand(n, generator=g)
-    low = 0.1 + (0.8 - gap) * torch.rand(n, generator=g)               # both levels stay in [0.1, 0.9]
+    low = 0.1 + (0.8 - gap) * torch.rand(n, generator=g)  # both levels stay in [0.1, 0.9]
     light_shape = torch.rand(n, generator=g) < 0.5
     lum_fg = torch.where(light_shape, low + gap, low)
     lum_bg = torch.where(light_shape, low, low + gap)
@@ -159,7 +177,9 @@ def _colour_pair(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor
     chroma = 0.15 + 0.15 * torch.rand(n, 2, generator=g)
 
     def rgb(lum, hue, c):
-        offset = c[:, None] * (torch.cos(hue)[:, None] * _CHROMA_U + torch.sin(hue)[:, None] * _CHROMA_V)
+        offset = c[:, None] * (
+            torch.cos(hue)[:, None] * _CHROMA_U + torch.sin(hue)[:, None] * _CHROMA_V
+        )
         return (lum[:, None] + offset).clamp(0, 1)
 
     return rgb(lum_bg, hue_bg, chroma[:, 0]), rgb(lum_fg, hue_fg, chroma[:, 1])
@@ -170,7 +190,9 @@ def _coverage(sdf: torch.Tensor, px: float) -> torch.Tensor:
     return (0.5 - sdf / px).clamp_(0, 1)
 
 
-def _draw(shape: str, u: torch.Tensor, v: torch.Tensor, r: torch.Tensor, phase: torch.Tensor, px: float) -> torch.Tensor:
+def _draw(
+    shape: str, u: torch.Tensor, v: torch.Tensor, r: torch.Tensor, phase: torch.Tensor, px: float
+) -> torch.Tensor:
     """Coverage in [0, 1] of `shape` (half size `r`) at shape coordinates u, v: [k, S, S]."""
     cheb = torch.maximum(u.abs(), v.abs())
     if shape == "disk":
@@ -199,7 +221,11 @@ def _draw(shape: str, u: torch.Tensor, v: torch.Tensor, r: torch.Tensor, phase: 
     period = torch.clamp(0.5 * r, min=4 * px)
     p0, p1 = phase[:, 0].view(-1, 1, 1), phase[:, 1].view(-1, 1, 1)
     if shape in ("horizontal_stripes", "vertical_stripes", "diagonal_stripes"):
-        t = {"horizontal_stripes": v, "vertical_stripes": u, "diagonal_stripes": (u + v) / math.sqrt(2)}[shape]
+        t = {
+            "horizontal_stripes": v,
+            "vertical_stripes": u,
+            "diagonal_stripes": (u + v) / math.sqrt(2),
+        }[shape]
         frac = torch.frac(t / period + p0 + 10)  # +10 keeps the argument positive for frac
         return region * _coverage(((frac - 0.5).abs() - 0.25) * period, px)
     if shape == "checkerboard":

@@ -20,11 +20,12 @@ SimCLR views of a 256 batch ran at ~5,300 img/s here against ~2,500 img/s for th
 (RandomResizedCrop, flip, ColorJitter, RandomGrayscale, Normalize). Owning the kernels also lets us
 match torchvision's sampling (RandomResizedCrop's 10 attempts + centre fallback) and formulas.
 """
+
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -76,17 +77,29 @@ class ViewPipeline:
     grayscale: float = 0.2
     blur_prob: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
-    blur_kernel: int | None = None  # odd kernel side (px); None: SimCLR's rule, blur_kernel_size(crop_size)
+    blur_kernel: int | None = (
+        None  # odd kernel side (px); None: SimCLR's rule, blur_kernel_size(crop_size)
+    )
     solarize: float = 0.0
 
     @property
     def kernel_size(self) -> int:
         """The blur kernel this pipeline uses."""
-        return self.blur_kernel if self.blur_kernel is not None else blur_kernel_size(self.crop_size)
+        return (
+            self.blur_kernel if self.blur_kernel is not None else blur_kernel_size(self.crop_size)
+        )
 
 
 _VIEW_KEYS = (
-    "num_crops", "crop_size", "scale", "ratio", "hflip", "color_jitter", "grayscale", "blur", "solarize",
+    "num_crops",
+    "crop_size",
+    "scale",
+    "ratio",
+    "hflip",
+    "color_jitter",
+    "grayscale",
+    "blur",
+    "solarize",
 )
 _JITTER_KEYS = ("prob", "strength", "brightness", "contrast", "saturation", "hue")
 _BLUR_KEYS = ("prob", "sigma", "kernel_size")
@@ -131,14 +144,18 @@ def _pair(key: str, value) -> tuple[float, float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value), float(value)
     if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ConfigError(key, f"expected a pair [low, high], got {value!r}.", "set e.g. [0.08, 1.0].")
+        raise ConfigError(
+            key, f"expected a pair [low, high], got {value!r}.", "set e.g. [0.08, 1.0]."
+        )
     return _number(f"{key}[0]", value[0]), _number(f"{key}[1]", value[1])
 
 
 def _probability(key: str, value) -> float:
     p = _number(key, value)
     if not 0.0 <= p <= 1.0:
-        raise ConfigError(key, f"probability {p} is outside [0, 1].", "set a value between 0 and 1.")
+        raise ConfigError(
+            key, f"probability {p} is outside [0, 1].", "set a value between 0 and 1."
+        )
     return p
 
 
@@ -147,8 +164,11 @@ def _section(key: str, value, valid: Sequence[str]) -> dict:
     if value is None or value is False:
         return {"prob": 0.0}
     if not isinstance(value, Mapping):
-        raise ConfigError(key, f"expected a mapping with keys {', '.join(valid)}, got {value!r}.",
-                          f"write it as {{{', '.join(f'{k}: ...' for k in valid)}}}.")
+        raise ConfigError(
+            key,
+            f"expected a mapping with keys {', '.join(valid)}, got {value!r}.",
+            f"write it as {{{', '.join(f'{k}: ...' for k in valid)}}}.",
+        )
     _check_keys(key, value, valid)
     return dict(value)
 
@@ -158,12 +178,18 @@ def _crop_size(key: str, value, image_size: int | None) -> int:
     size; 0.4285714 = 96/224: SwAV's small crops at any image size), rounded to the nearest pixel."""
     if isinstance(value, float) and 0.0 < value <= 1.0:
         if image_size is None:
-            raise ConfigError(key, f"the fraction {value} of the image size needs data.image_size.",
-                              "set data.image_size, or give crop_size in pixels.")
+            raise ConfigError(
+                key,
+                f"the fraction {value} of the image size needs data.image_size.",
+                "set data.image_size, or give crop_size in pixels.",
+            )
         return max(1, int(round(value * image_size)))
     if isinstance(value, float) and not value.is_integer():
-        raise ConfigError(key, f"{value} is neither whole pixels nor a fraction of the image size in (0, 1].",
-                          "set whole pixels (e.g. 96) or a fraction of data.image_size (e.g. 0.5).")
+        raise ConfigError(
+            key,
+            f"{value} is neither whole pixels nor a fraction of the image size in (0, 1].",
+            "set whole pixels (e.g. 96) or a fraction of data.image_size (e.g. 0.5).",
+        )
     return _integer(key, value)
 
 
@@ -173,30 +199,46 @@ def _parse_one(key: str, view, image_size: int | None) -> ViewPipeline:
     if view is None:
         view = {}
     if not isinstance(view, Mapping):
-        raise ConfigError(key, f"expected a mapping of view settings, got {view!r}.",
-                          f"write each view as a mapping with keys among {', '.join(_VIEW_KEYS)}.")
+        raise ConfigError(
+            key,
+            f"expected a mapping of view settings, got {view!r}.",
+            f"write each view as a mapping with keys among {', '.join(_VIEW_KEYS)}.",
+        )
     _check_keys(key, view, _VIEW_KEYS)
 
     num_crops = _integer(f"{key}.num_crops", view.get("num_crops", default.num_crops))
     if num_crops < 1:
-        raise ConfigError(f"{key}.num_crops", f"must be at least 1, got {num_crops}.",
-                          "set num_crops >= 1, or delete this view.")
+        raise ConfigError(
+            f"{key}.num_crops",
+            f"must be at least 1, got {num_crops}.",
+            "set num_crops >= 1, or delete this view.",
+        )
     crop_size = _crop_size(f"{key}.crop_size", view.get("crop_size", default.crop_size), image_size)
     if crop_size < 1:
-        raise ConfigError(f"{key}.crop_size", f"must be at least 1, got {crop_size}.", "set a positive size.")
+        raise ConfigError(
+            f"{key}.crop_size", f"must be at least 1, got {crop_size}.", "set a positive size."
+        )
     if image_size is not None and crop_size > image_size:
-        raise ConfigError(f"{key}.crop_size",
-                          f"{crop_size} asks for a crop larger than the image ({image_size} px).",
-                          f"set crop_size <= {image_size}, or raise data.image_size.")
+        raise ConfigError(
+            f"{key}.crop_size",
+            f"{crop_size} asks for a crop larger than the image ({image_size} px).",
+            f"set crop_size <= {image_size}, or raise data.image_size.",
+        )
 
     lo, hi = scale = _pair(f"{key}.scale", view.get("scale", default.scale))
     if not 0.0 < lo <= hi <= 1.0:
-        raise ConfigError(f"{key}.scale", f"{list(scale)} is not a range with 0 < low <= high <= 1.",
-                          "set e.g. [0.08, 1.0].")
+        raise ConfigError(
+            f"{key}.scale",
+            f"{list(scale)} is not a range with 0 < low <= high <= 1.",
+            "set e.g. [0.08, 1.0].",
+        )
     rlo, rhi = ratio = _pair(f"{key}.ratio", view.get("ratio", default.ratio))
     if not 0.0 < rlo <= rhi:
-        raise ConfigError(f"{key}.ratio", f"{list(ratio)} is not a range with 0 < low <= high.",
-                          "set e.g. [0.75, 1.3333].")
+        raise ConfigError(
+            f"{key}.ratio",
+            f"{list(ratio)} is not a range with 0 < low <= high.",
+            "set e.g. [0.75, 1.3333].",
+        )
 
     hflip = _probability(f"{key}.hflip", view.get("hflip", default.hflip))
     grayscale = _probability(f"{key}.grayscale", view.get("grayscale", default.grayscale))
@@ -207,37 +249,59 @@ def _parse_one(key: str, view, image_size: int | None) -> ViewPipeline:
     jitter_prob = _probability(f"{jkey}.prob", jitter.get("prob", default.jitter_prob))
     strength = _number(f"{jkey}.strength", jitter.get("strength", 1.0))
     if strength < 0:
-        raise ConfigError(f"{jkey}.strength", f"must be >= 0, got {strength}.", "set a non-negative strength.")
+        raise ConfigError(
+            f"{jkey}.strength", f"must be >= 0, got {strength}.", "set a non-negative strength."
+        )
     amounts = {}
     for name in ("brightness", "contrast", "saturation", "hue"):
         raw = _number(f"{jkey}.{name}", jitter.get(name, getattr(default, name)))
         if raw < 0:
-            raise ConfigError(f"{jkey}.{name}", f"jitter amount must be >= 0, got {raw}.",
-                              "set a non-negative value (0 turns this jitter off).")
+            raise ConfigError(
+                f"{jkey}.{name}",
+                f"jitter amount must be >= 0, got {raw}.",
+                "set a non-negative value (0 turns this jitter off).",
+            )
         amounts[name] = raw * strength
     if amounts["hue"] > 0.5:
-        raise ConfigError(f"{jkey}.hue", f"hue jitter {amounts['hue']:g} (after strength) exceeds 0.5.",
-                          "set hue * strength <= 0.5.")
+        raise ConfigError(
+            f"{jkey}.hue",
+            f"hue jitter {amounts['hue']:g} (after strength) exceeds 0.5.",
+            "set hue * strength <= 0.5.",
+        )
 
     bkey = f"{key}.blur"
     blur = _section(bkey, view.get("blur", {}), _BLUR_KEYS)
     blur_prob = _probability(f"{bkey}.prob", blur.get("prob", default.blur_prob))
     slo, shi = sigma = _pair(f"{bkey}.sigma", blur.get("sigma", default.blur_sigma))
     if not 0.0 < slo <= shi:
-        raise ConfigError(f"{bkey}.sigma", f"{list(sigma)} is not a range with 0 < low <= high.",
-                          "set e.g. [0.1, 2.0].")
+        raise ConfigError(
+            f"{bkey}.sigma",
+            f"{list(sigma)} is not a range with 0 < low <= high.",
+            "set e.g. [0.1, 2.0].",
+        )
     kernel = blur.get("kernel_size")
     if kernel is not None:
         kernel = _integer(f"{bkey}.kernel_size", kernel)
         if kernel < 1 or kernel % 2 == 0 or kernel // 2 >= crop_size:
-            raise ConfigError(f"{bkey}.kernel_size",
-                              f"{kernel} is not an odd size >= 1 whose half fits in the {crop_size} px crop.",
-                              "set an odd size, e.g. 13 (+-3 sigma at sigma 2), or null for 10% of the crop.")
+            raise ConfigError(
+                f"{bkey}.kernel_size",
+                f"{kernel} is not an odd size >= 1 whose half fits in the {crop_size} px crop.",
+                "set an odd size, e.g. 13 (+-3 sigma at sigma 2), or null for 10% of the crop.",
+            )
 
     return ViewPipeline(
-        num_crops=num_crops, crop_size=crop_size, scale=scale, ratio=ratio, hflip=hflip,
-        jitter_prob=jitter_prob, grayscale=grayscale, blur_prob=blur_prob, blur_sigma=sigma,
-        blur_kernel=kernel, solarize=solar, **amounts,
+        num_crops=num_crops,
+        crop_size=crop_size,
+        scale=scale,
+        ratio=ratio,
+        hflip=hflip,
+        jitter_prob=jitter_prob,
+        grayscale=grayscale,
+        blur_prob=blur_prob,
+        blur_sigma=sigma,
+        blur_kernel=kernel,
+        solarize=solar,
+        **amounts,
     )
 
 
@@ -255,11 +319,17 @@ def parse_pipelines(views_cfg, image_size: int | None = None) -> list[ViewPipeli
     """
     views_cfg = _to_plain(views_cfg)
     if isinstance(views_cfg, Mapping) or not isinstance(views_cfg, (list, tuple)):
-        raise ConfigError("augmentation.views", f"expected a list of view pipelines, got {views_cfg!r}.",
-                          "write views as a list, e.g. [{num_crops: 2, crop_size: 32}].")
+        raise ConfigError(
+            "augmentation.views",
+            f"expected a list of view pipelines, got {views_cfg!r}.",
+            "write views as a list, e.g. [{num_crops: 2, crop_size: 32}].",
+        )
     if len(views_cfg) == 0:
-        raise ConfigError("augmentation.views", "the list is empty; SSL needs at least one view pipeline.",
-                          "add e.g. {num_crops: 2, crop_size: 32}.")
+        raise ConfigError(
+            "augmentation.views",
+            "the list is empty; SSL needs at least one view pipeline.",
+            "add e.g. {num_crops: 2, crop_size: 32}.",
+        )
     pipes = [_parse_one(f"augmentation.views[{i}]", v, image_size) for i, v in enumerate(views_cfg)]
     return sorted(pipes, key=lambda p: -p.crop_size)  # sorted() is stable
 
@@ -279,9 +349,16 @@ def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(v, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
 
 
-def sample_crop_boxes(B: int, H: int, W: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                      generator: torch.Generator | None = None, device=None,
-                      attempts: int = 10) -> torch.Tensor:
+def sample_crop_boxes(
+    B: int,
+    H: int,
+    W: int,
+    scale=(0.08, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+    device=None,
+    attempts: int = 10,
+) -> torch.Tensor:
     """RandomResizedCrop boxes for B images of size HxW: float [B, 4] = (top, left, height, width).
 
     torchvision's algorithm, vectorised: `attempts` candidates per sample (area fraction uniform in
@@ -321,7 +398,9 @@ def sample_crop_boxes(B: int, H: int, W: int, scale=(0.08, 1.0), ratio=(3 / 4, 4
     return torch.stack((top, left, h, w), dim=1)
 
 
-def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
+def resized_crop(
+    x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None = None
+) -> torch.Tensor:
     """Crop each image to its box (top, left, height, width), resize to size x size, flip where `flip`.
 
     One bilinear `grid_sample` (align_corners=False). Output pixel j samples input column
@@ -339,8 +418,12 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Te
     gy = (2 * top[:, None] + 2 * t * h[:, None]) / H - 1
     if flip is not None:
         gx = torch.where(flip.to(x.device).reshape(-1, 1), gx.flip(1), gx)
-    grid = torch.stack((gx[:, None, :].expand(B, size, size), gy[:, :, None].expand(B, size, size)), dim=-1)
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    grid = torch.stack(
+        (gx[:, None, :].expand(B, size, size), gy[:, :, None].expand(B, size, size)), dim=-1
+    )
+    return F.grid_sample(
+        x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False
+    )
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -376,7 +459,8 @@ def adjust_hue(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
     # Hue in sextants [0, 6): which channel is the max picks the formula (r first, then g, then b).
     hue = torch.where(
-        maxc == r, (g - b) / safe,
+        maxc == r,
+        (g - b) / safe,
         torch.where(maxc == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
     )
     hue = torch.where(chroma > 0, hue, torch.zeros_like(hue))
@@ -406,7 +490,9 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> tor
     kernel = torch.exp(-0.5 * (d / sigma) ** 2)
     kernel = kernel / kernel.sum(dim=1, keepdim=True)  # [B, k]
     kernel = kernel.repeat_interleave(C, dim=0)  # [B*C, k]
-    y = F.pad(x, (half, half, half, half), mode="reflect").reshape(1, B * C, H + 2 * half, W + 2 * half)
+    y = F.pad(x, (half, half, half, half), mode="reflect").reshape(
+        1, B * C, H + 2 * half, W + 2 * half
+    )
     y = F.conv2d(y, kernel.reshape(B * C, 1, kernel_size, 1), groups=B * C)
     y = F.conv2d(y, kernel.reshape(B * C, 1, 1, kernel_size), groups=B * C)
     return y.reshape(B, C, H, W)
@@ -421,7 +507,9 @@ def solarize(x: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def _apply_rows_indexed(x: torch.Tensor, mask: torch.Tensor, fn: Callable, *params: torch.Tensor) -> torch.Tensor:
+def _apply_rows_indexed(
+    x: torch.Tensor, mask: torch.Tensor, fn: Callable, *params: torch.Tensor
+) -> torch.Tensor:
     """Compute fn only on the selected rows (gather, op, scatter into x in place). Best on CPU."""
     idx = mask.nonzero().squeeze(1)
     n = idx.numel()
@@ -429,15 +517,21 @@ def _apply_rows_indexed(x: torch.Tensor, mask: torch.Tensor, fn: Callable, *para
         return x
     if n == x.shape[0]:
         return fn(x, *params)
-    return x.index_copy_(0, idx, fn(x.index_select(0, idx), *(p.index_select(0, idx) for p in params)))
+    return x.index_copy_(
+        0, idx, fn(x.index_select(0, idx), *(p.index_select(0, idx) for p in params))
+    )
 
 
-def _apply_rows_where(x: torch.Tensor, mask: torch.Tensor, fn: Callable, *params: torch.Tensor) -> torch.Tensor:
+def _apply_rows_where(
+    x: torch.Tensor, mask: torch.Tensor, fn: Callable, *params: torch.Tensor
+) -> torch.Tensor:
     """Compute fn on the whole batch and select with torch.where: no host sync. Best on accelerators."""
     return torch.where(mask.reshape(-1, 1, 1, 1), fn(x, *params), x)
 
 
-def _apply_rows(x: torch.Tensor, mask: torch.Tensor, fn: Callable, *params: torch.Tensor) -> torch.Tensor:
+def _apply_rows(
+    x: torch.Tensor, mask: torch.Tensor, fn: Callable, *params: torch.Tensor
+) -> torch.Tensor:
     """x with the rows where `mask` is True replaced by fn(rows, *params[rows]); x may change in place.
 
     On CPU only the selected rows are computed; on accelerators the op runs on the whole batch and
@@ -460,17 +554,28 @@ class BatchViews(torch.nn.Module):
     `set_rng_state()`. Single-channel input is repeated to 3 channels.
     """
 
-    def __init__(self, pipelines: Sequence[ViewPipeline], mean: Sequence[float], std: Sequence[float],
-                 seed: int = 0):
+    def __init__(
+        self,
+        pipelines: Sequence[ViewPipeline],
+        mean: Sequence[float],
+        std: Sequence[float],
+        seed: int = 0,
+    ):
         super().__init__()
         if not pipelines:
             raise ValueError("BatchViews needs at least one ViewPipeline")
         self.pipelines = list(pipelines)
         self.seed = int(seed)
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).reshape(1, -1, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).reshape(1, -1, 1, 1),
-                             persistent=False)
+        self.register_buffer(
+            "mean",
+            torch.tensor(list(mean), dtype=torch.float32).reshape(1, -1, 1, 1),
+            persistent=False,
+        )
+        self.register_buffer(
+            "std",
+            torch.tensor(list(std), dtype=torch.float32).reshape(1, -1, 1, 1),
+            persistent=False,
+        )
         self._gen: torch.Generator | None = None
         self._pending_state: torch.Tensor | None = None
 
@@ -516,8 +621,14 @@ class BatchViews(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """uint8 [B, C, H, W] -> list of sum(num_crops) float32 views [B, C, crop, crop], pipeline order."""
         if images.ndim != 4:
-            raise ValueError(f"BatchViews expects images [B, C, H, W], got shape {tuple(images.shape)}")
-        x = images.to(torch.float32).div_(255.0) if images.dtype == torch.uint8 else images.to(torch.float32)
+            raise ValueError(
+                f"BatchViews expects images [B, C, H, W], got shape {tuple(images.shape)}"
+            )
+        x = (
+            images.to(torch.float32).div_(255.0)
+            if images.dtype == torch.uint8
+            else images.to(torch.float32)
+        )
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         gen = self._generator(x.device)
@@ -537,12 +648,14 @@ class BatchViews(torch.nn.Module):
         # stream (and hence checkpoints) does not depend on which branches ran.
         boxes = sample_crop_boxes(B, H, W, p.scale, p.ratio, gen, dev)
         coins = torch.rand(B, 5, generator=gen, device=dev)  # flip, jitter, gray, blur, solarize
-        jitter_f = torch.stack([
-            _uniform(B, max(0.0, 1 - p.brightness), 1 + p.brightness, gen, dev),
-            _uniform(B, max(0.0, 1 - p.contrast), 1 + p.contrast, gen, dev),
-            _uniform(B, max(0.0, 1 - p.saturation), 1 + p.saturation, gen, dev),
-            _uniform(B, -p.hue, p.hue, gen, dev),
-        ])
+        jitter_f = torch.stack(
+            [
+                _uniform(B, max(0.0, 1 - p.brightness), 1 + p.brightness, gen, dev),
+                _uniform(B, max(0.0, 1 - p.contrast), 1 + p.contrast, gen, dev),
+                _uniform(B, max(0.0, 1 - p.saturation), 1 + p.saturation, gen, dev),
+                _uniform(B, -p.hue, p.hue, gen, dev),
+            ]
+        )
         order = torch.rand(B, 4, generator=gen, device=dev).argsort(dim=1)  # per-sample op order
         sigma = _uniform(B, p.blur_sigma[0], p.blur_sigma[1], gen, dev)
 
@@ -554,7 +667,9 @@ class BatchViews(torch.nn.Module):
             v = _apply_rows(v, coins[:, 2] < p.grayscale, to_grayscale)
         if p.blur_prob > 0:
             k = p.kernel_size
-            v = _apply_rows(v, coins[:, 3] < p.blur_prob, lambda t, s: gaussian_blur(t, s, k), sigma)
+            v = _apply_rows(
+                v, coins[:, 3] < p.blur_prob, lambda t, s: gaussian_blur(t, s, k), sigma
+            )
         if p.solarize > 0:
             v = _apply_rows(v, coins[:, 4] < p.solarize, solarize)
         return v
@@ -578,18 +693,30 @@ class BatchEval(torch.nn.Module):
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         self.size = int(size)
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).reshape(1, -1, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).reshape(1, -1, 1, 1),
-                             persistent=False)
+        self.register_buffer(
+            "mean",
+            torch.tensor(list(mean), dtype=torch.float32).reshape(1, -1, 1, 1),
+            persistent=False,
+        )
+        self.register_buffer(
+            "std",
+            torch.tensor(list(std), dtype=torch.float32).reshape(1, -1, 1, 1),
+            persistent=False,
+        )
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(torch.float32).div_(255.0) if images.dtype == torch.uint8 else images.to(torch.float32)
+        x = (
+            images.to(torch.float32).div_(255.0)
+            if images.dtype == torch.uint8
+            else images.to(torch.float32)
+        )
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if tuple(x.shape[-2:]) != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True
+            )
         return ((x - self.mean.to(x.device)) / self.std.to(x.device)).contiguous()
 
 
@@ -619,7 +746,9 @@ def _v2_pipeline(p: ViewPipeline, mean, std):
         _to_rgb(),
         v2.RandomResizedCrop(p.crop_size, scale=p.scale, ratio=p.ratio, antialias=True),
         v2.RandomHorizontalFlip(p.hflip),
-        v2.ToDtype(torch.float32, scale=True),  # colour ops in float on the (small) crop, like BatchViews
+        v2.ToDtype(
+            torch.float32, scale=True
+        ),  # colour ops in float on the (small) crop, like BatchViews
     ]
     if p.jitter_prob > 0 and (p.brightness or p.contrast or p.saturation or p.hue):
         jitter = v2.ColorJitter(p.brightness, p.contrast, p.saturation, p.hue)
@@ -651,7 +780,9 @@ class CpuViews:
         return f"CpuViews({self.pipelines})"
 
 
-def build_cpu_views(pipelines: Sequence[ViewPipeline], mean, std) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+def build_cpu_views(
+    pipelines: Sequence[ViewPipeline], mean, std
+) -> Callable[[torch.Tensor], list[torch.Tensor]]:
     return CpuViews(pipelines, mean, std)
 
 
@@ -661,12 +792,14 @@ def cpu_eval_transform(size: int, mean, std) -> Callable[[torch.Tensor], torch.T
     from torchvision.transforms import v2
 
     resize = size if size <= 64 else int(round(size / 0.875))
-    return v2.Compose([
-        v2.ToImage(),
-        _to_rgb(),
-        v2.Resize(resize, antialias=True),
-        v2.CenterCrop(size),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(mean), list(std)),
-        v2.ToPureTensor(),
-    ])
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            _to_rgb(),
+            v2.Resize(resize, antialias=True),
+            v2.CenterCrop(size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(mean), list(std)),
+            v2.ToPureTensor(),
+        ]
+    )

@@ -9,6 +9,7 @@ Options and defaults: conf/eval/eval.yaml. A key that is not an eval option but 
 own config (data.limit=500, data.test_limit=200, ...) overrides that config. Results go to
 <run dir>/eval_<mode>.json (and embed.png), and to the run's W&B run when it has one.
 """
+
 from __future__ import annotations
 
 import sys
@@ -24,8 +25,10 @@ from ssl_bench.errors import ConfigError, UserError
 
 MODES = ("linear", "knn", "finetune", "embed")
 EVAL_CONFIG = CONFIG_DIR / "eval" / "eval.yaml"
-DEFAULTS = {"linear": {"epochs": 100, "lr": 0.1, "weight_decay": 0.0},
-            "finetune": {"epochs": 30, "lr": 0.05, "weight_decay": 5e-4}}
+DEFAULTS = {
+    "linear": {"epochs": 100, "lr": 0.1, "weight_decay": 0.0},
+    "finetune": {"epochs": 30, "lr": 0.05, "weight_decay": 5e-4},
+}
 
 
 def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
@@ -34,8 +37,11 @@ def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
     run_overrides = []
     for arg in argv:
         if "=" not in arg:
-            raise ConfigError(arg, "arguments are key=value pairs.",
-                              "e.g. python -m ssl_bench.eval mode=linear ckpt=outputs/runs/<date>/<run>.")
+            raise ConfigError(
+                arg,
+                "arguments are key=value pairs.",
+                "e.g. python -m ssl_bench.eval mode=linear ckpt=outputs/runs/<date>/<run>.",
+            )
         key, _, value = arg.partition("=")
         key = key.lstrip("+")
         if key.split(".")[0] in cfg.keys():
@@ -46,7 +52,9 @@ def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
         else:
             run_overrides.append(f"{key}={value}")
     if OmegaConf.is_missing(cfg, "ckpt"):
-        raise ConfigError("ckpt", "no run given.", "pass ckpt=<run dir> or ckpt=<run dir>/checkpoints/last.ckpt.")
+        raise ConfigError(
+            "ckpt", "no run given.", "pass ckpt=<run dir> or ckpt=<run dir>/checkpoints/last.ckpt."
+        )
     if cfg.mode not in MODES:
         raise ConfigError("mode", f"unknown mode {cfg.mode!r}.", f"use one of {', '.join(MODES)}.")
     for key, value in DEFAULTS.get(cfg.mode, {}).items():
@@ -58,8 +66,15 @@ def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
 def _positive(cfg: DictConfig, key: str, integer: bool = False) -> None:
     values = cfg[key] if OmegaConf.is_list(cfg[key]) else [cfg[key]]
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 or (integer and int(v) != v):
-            raise ConfigError(key, f"must be a positive {'integer' if integer else 'number'}, got {v!r}.")
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or v <= 0
+            or (integer and int(v) != v)
+        ):
+            raise ConfigError(
+                key, f"must be a positive {'integer' if integer else 'number'}, got {v!r}."
+            )
 
 
 def _as_list(value) -> list:
@@ -94,9 +109,12 @@ def _check(cfg: DictConfig) -> None:
             raise ConfigError("lr", "finetune trains with one lr.", "pass one value, e.g. lr=0.05.")
     for key, integer in (("k", True), ("t", False)):
         if OmegaConf.is_list(cfg[key]):
-            raise ConfigError(key, "is the one value of the reported kNN protocol, not a grid.",
-                              f"pass {key}=<value> (or null: the run's online value); to choose among values "
-                              f"on held-out training images use grid_{key}=[...].")
+            raise ConfigError(
+                key,
+                "is the one value of the reported kNN protocol, not a grid.",
+                f"pass {key}=<value> (or null: the run's online value); to choose among values "
+                f"on held-out training images use grid_{key}=[...].",
+            )
         if cfg.get(key) is not None:
             _positive(cfg, key, integer=integer)
     for key, integer in (("grid_k", True), ("grid_t", False)):
@@ -106,14 +124,22 @@ def _check(cfg: DictConfig) -> None:
         _positive(cfg, "eval_batch_size", integer=True)
     f = cfg.select_fraction
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < 1.0:
-        raise ConfigError("select_fraction", f"must be a number in (0, 1), got {f!r}.", "use e.g. 0.1.")
+        raise ConfigError(
+            "select_fraction", f"must be a number in (0, 1), got {f!r}.", "use e.g. 0.1."
+        )
 
 
-def evaluate(cfg: DictConfig, run, dm, model, device, run_overrides: list[str] | None = None,
-             log=print) -> dict[str, Any]:
+def evaluate(
+    cfg: DictConfig, run, dm, model, device, run_overrides: list[str] | None = None, log=print
+) -> dict[str, Any]:
     """The evaluation of a rebuilt run (see run_eval); writes eval_<mode>.json and returns its content."""
-    from ssl_bench.eval.common import (Representation, resolve_eval_precision, stratified_holdout,
-                                       wandb_log, write_results)
+    from ssl_bench.eval.common import (
+        Representation,
+        resolve_eval_precision,
+        stratified_holdout,
+        wandb_log,
+        write_results,
+    )
     from ssl_bench.eval.knn import knn_accuracy, select_knn
 
     mode = cfg.mode
@@ -121,35 +147,75 @@ def evaluate(cfg: DictConfig, run, dm, model, device, run_overrides: list[str] |
     torch.manual_seed(int(cfg.seed))
     rc = run.cfg
     precision = resolve_eval_precision(cfg.precision, run.run_dir, rc, device)
-    rep = Representation(model, device, precision, channels_last=bool(rc.get("channels_last", True)),
-                         batch_size=int(cfg.eval_batch_size or dm.eval_batch_size))
+    rep = Representation(
+        model,
+        device,
+        precision,
+        channels_last=bool(rc.get("channels_last", True)),
+        batch_size=int(cfg.eval_batch_size or dm.eval_batch_size),
+    )
     num_classes = dm.num_classes
-    result: dict[str, Any] = {"mode": mode, "run_dir": str(run.run_dir), "ckpt": str(run.ckpt),
-                              "method": rc.method.name, "data": rc.data.name, "backbone": str(rc.backbone.tag),
-                              "num_classes": num_classes, "num_train": len(dm.splits["train"]),
-                              "num_test": len(dm.splits["test"]), "device": str(device),
-                              "run_overrides": list(run_overrides or [])}
+    result: dict[str, Any] = {
+        "mode": mode,
+        "run_dir": str(run.run_dir),
+        "ckpt": str(run.ckpt),
+        "method": rc.method.name,
+        "data": rc.data.name,
+        "backbone": str(rc.backbone.tag),
+        "num_classes": num_classes,
+        "num_train": len(dm.splits["train"]),
+        "num_test": len(dm.splits["test"]),
+        "device": str(device),
+        "run_overrides": list(run_overrides or []),
+    }
     summary, images = {}, {}
     select = {"fraction": float(cfg.select_fraction), "seed": int(cfg.seed)}
 
     if mode == "linear":
         from ssl_bench.eval.linear import linear_eval
 
-        res = linear_eval(rep, dm, num_classes, epochs=int(cfg.epochs), lr=_as_list(cfg.lr),
-                          batch_size=int(cfg.batch_size), momentum=float(cfg.momentum),
-                          weight_decay=float(cfg.weight_decay), optimizer=cfg.optimizer,
-                          feature_norm=bool(cfg.feature_norm), cache_features=bool(cfg.cache_features),
-                          crop_scale=tuple(cfg.crop_scale), hflip=float(cfg.hflip), seed=int(cfg.seed),
-                          select_fraction=select["fraction"], log=log)
+        res = linear_eval(
+            rep,
+            dm,
+            num_classes,
+            epochs=int(cfg.epochs),
+            lr=_as_list(cfg.lr),
+            batch_size=int(cfg.batch_size),
+            momentum=float(cfg.momentum),
+            weight_decay=float(cfg.weight_decay),
+            optimizer=cfg.optimizer,
+            feature_norm=bool(cfg.feature_norm),
+            cache_features=bool(cfg.cache_features),
+            crop_scale=tuple(cfg.crop_scale),
+            hflip=float(cfg.hflip),
+            seed=int(cfg.seed),
+            select_fraction=select["fraction"],
+            log=log,
+        )
         result.update(res)
-        summary = {"eval/linear_top1": res["top1"], "eval/linear_top5": res["top5"], "eval/linear_lr": res["lr"]}
+        summary = {
+            "eval/linear_top1": res["top1"],
+            "eval/linear_top5": res["top5"],
+            "eval/linear_lr": res["lr"],
+        }
     elif mode == "finetune":
         from ssl_bench.eval.linear import finetune_eval
 
-        res = finetune_eval(rep, dm, num_classes, epochs=int(cfg.epochs), lr=float(_as_list(cfg.lr)[0]),
-                            batch_size=int(cfg.batch_size), momentum=float(cfg.momentum),
-                            weight_decay=float(cfg.weight_decay), optimizer=cfg.optimizer,
-                            crop_scale=tuple(cfg.crop_scale), hflip=float(cfg.hflip), seed=int(cfg.seed), log=log)
+        res = finetune_eval(
+            rep,
+            dm,
+            num_classes,
+            epochs=int(cfg.epochs),
+            lr=float(_as_list(cfg.lr)[0]),
+            batch_size=int(cfg.batch_size),
+            momentum=float(cfg.momentum),
+            weight_decay=float(cfg.weight_decay),
+            optimizer=cfg.optimizer,
+            crop_scale=tuple(cfg.crop_scale),
+            hflip=float(cfg.hflip),
+            seed=int(cfg.seed),
+            log=log,
+        )
         result.update(res)
         summary = {"eval/finetune_top1": res["top1"], "eval/finetune_top5": res["top5"]}
     else:
@@ -159,26 +225,55 @@ def evaluate(cfg: DictConfig, run, dm, model, device, run_overrides: list[str] |
         top1, top5 = knn_accuracy(test_x, test_y, bank_x, bank_y, num_classes, k, t)
         if mode == "knn":
             log(f"knn k={k} t={t:g} ({source}): test top1 {top1:.2f} top5 {top5:.2f}")
-            result.update({"top1": top1, "top5": top5, "k": k, "t": t, "k_t_from": source, "selection": None})
-            summary = {"eval/knn_top1": top1, "eval/knn_top5": top5, "eval/knn_k": k, "eval/knn_t": t}
+            result.update(
+                {"top1": top1, "top5": top5, "k": k, "t": t, "k_t_from": source, "selection": None}
+            )
+            summary = {
+                "eval/knn_top1": top1,
+                "eval/knn_top5": top5,
+                "eval/knn_k": k,
+                "eval/knn_t": t,
+            }
             if cfg.grid_k is not None or cfg.grid_t is not None:
                 ks = [int(v) for v in _as_list(cfg.grid_k)] if cfg.grid_k is not None else [k]
                 ts = [float(v) for v in _as_list(cfg.grid_t)] if cfg.grid_t is not None else [t]
                 fit, held = stratified_holdout(bank_y.cpu(), select["fraction"], select["seed"])
-                chosen, grid = select_knn(bank_x, bank_y, num_classes, ks, ts, fit.to(bank_x.device),
-                                          held.to(bank_x.device))
+                chosen, grid = select_knn(
+                    bank_x,
+                    bank_y,
+                    num_classes,
+                    ks,
+                    ts,
+                    fit.to(bank_x.device),
+                    held.to(bank_x.device),
+                )
                 for r in grid:
                     log(f"knn k={r['k']} t={r['t']:g}: held-out train top1 {r['heldout_top1']:.2f}")
-                s1, s5 = knn_accuracy(test_x, test_y, bank_x, bank_y, num_classes, chosen["k"], chosen["t"])
-                log(f"knn chosen on held-out train k={chosen['k']} t={chosen['t']:g}: test top1 {s1:.2f}")
+                s1, s5 = knn_accuracy(
+                    test_x, test_y, bank_x, bank_y, num_classes, chosen["k"], chosen["t"]
+                )
+                log(
+                    f"knn chosen on held-out train k={chosen['k']} t={chosen['t']:g}: test top1 {s1:.2f}"
+                )
                 result["selection"] = {
                     "chosen_on": "held-out part of the train split (bank: the rest of the train split)",
-                    **select, "num_fit": int(fit.numel()), "num_heldout": int(held.numel()),
-                    "metric": "heldout_top1", "grid": grid, "chosen": chosen,
+                    **select,
+                    "num_fit": int(fit.numel()),
+                    "num_heldout": int(held.numel()),
+                    "metric": "heldout_top1",
+                    "grid": grid,
+                    "chosen": chosen,
                     "then": "test accuracy of the chosen pair, bank = the whole train split",
-                    "test_top1": s1, "test_top5": s5}
-                summary.update({"eval/knn_selected_top1": s1, "eval/knn_selected_k": chosen["k"],
-                                "eval/knn_selected_t": chosen["t"]})
+                    "test_top1": s1,
+                    "test_top5": s5,
+                }
+                summary.update(
+                    {
+                        "eval/knn_selected_top1": s1,
+                        "eval/knn_selected_k": chosen["k"],
+                        "eval/knn_selected_t": chosen["t"],
+                    }
+                )
         else:  # embed
             from ssl_bench.eval.embed import plot_embedding, reduce_2d, stratified_first
 
@@ -188,8 +283,16 @@ def evaluate(cfg: DictConfig, run, dm, model, device, run_overrides: list[str] |
             title = f"{rc.method.name} | {rc.data.name} | {rc.backbone.tag} | kNN top-1 {top1:.1f}% ({cfg.method})"
             png = plot_embedding(pts, test_y.cpu()[sel].tolist(), out_dir / "embed.png", title)
             log(f"embedding of {len(sel)} test images -> {png}")
-            result.update({"knn_top1": top1, "knn_k": k, "knn_t": t, "embed_method": cfg.method,
-                           "points": len(sel), "image": str(png)})
+            result.update(
+                {
+                    "knn_top1": top1,
+                    "knn_k": k,
+                    "knn_t": t,
+                    "embed_method": cfg.method,
+                    "points": len(sel),
+                    "image": str(png),
+                }
+            )
             summary = {"eval/embed_knn_top1": top1}
             images = {"eval/embedding": png}
     result["representation"] = rep.info()
@@ -197,8 +300,13 @@ def evaluate(cfg: DictConfig, run, dm, model, device, run_overrides: list[str] |
     result["wall_time_s"] = round(time.time() - started, 2)
     result["wandb_run_id"] = wandb_log(run, mode, summary, images, setting=cfg.wandb)
     path = write_results(run, mode, result, cfg.out)
-    log(f"{mode} eval of {run.run_dir.name}: " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
-                                                          for k, v in summary.items()) + f" -> {path}")
+    log(
+        f"{mode} eval of {run.run_dir.name}: "
+        + ", ".join(
+            f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
+        )
+        + f" -> {path}"
+    )
     return result
 
 

@@ -1,4 +1,5 @@
 """2-D map of test-set embeddings (t-SNE, or UMAP when installed), coloured by class, as a PNG."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,15 +26,19 @@ def reduce_2d(feats: torch.Tensor, method: str = "tsne", seed: int = 0, perplexi
         try:
             import umap
         except ImportError:
-            raise UserError("embed method=umap needs the 'umap-learn' package. Fix: pip install umap-learn, "
-                            "or use method=tsne.") from None
+            raise UserError(
+                "embed method=umap needs the 'umap-learn' package. Fix: pip install umap-learn, "
+                "or use method=tsne."
+            ) from None
         return umap.UMAP(n_components=2, random_state=seed).fit_transform(x)
     if method != "tsne":
         raise ConfigError("method", f"unknown embedding method {method!r}.", "use tsne or umap.")
     try:
         from sklearn.manifold import TSNE
     except ImportError:
-        raise UserError("embed needs scikit-learn for t-SNE. Fix: pip install scikit-learn.") from None
+        raise UserError(
+            "embed needs scikit-learn for t-SNE. Fix: pip install scikit-learn."
+        ) from None
     perp = float(min(perplexity, max(2.0, (x.shape[0] - 1) / 3)))
     return TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(x)
 
@@ -51,8 +56,14 @@ def plot_embedding(points, labels, path: Path, title: str, class_names=None) -> 
     for c in range(k):
         sel = [i for i, v in enumerate(labels) if v == c]
         if sel:
-            ax.scatter(points[sel, 0], points[sel, 1], s=6, color=cmap(c % cmap.N), alpha=0.8,
-                       label=class_names[c] if class_names else str(c))
+            ax.scatter(
+                points[sel, 0],
+                points[sel, 1],
+                s=6,
+                color=cmap(c % cmap.N),
+                alpha=0.8,
+                label=class_names[c] if class_names else str(c),
+            )
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])

@@ -1,6 +1,7 @@
 """Weighted cosine kNN classifier of InstDisc (Wu et al. 2018, sec. 3.4), shared by the online kNN of a
 validation epoch (SSLMethod.on_validation_epoch_end) and offline `mode=knn`; and the choice of (k, T) on a
 held-out part of the training split (never on the test split)."""
+
 from __future__ import annotations
 
 import torch
@@ -8,8 +9,15 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def knn_predict(test_feats: torch.Tensor, bank_feats: torch.Tensor, bank_labels: torch.Tensor, num_classes: int,
-                k: int = 200, temperature: float = 0.1, chunk: int = 512) -> torch.Tensor:
+def knn_predict(
+    test_feats: torch.Tensor,
+    bank_feats: torch.Tensor,
+    bank_labels: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk: int = 512,
+) -> torch.Tensor:
     """Class scores [N_test, num_classes] from the k nearest bank features by cosine similarity.
 
     Each neighbour votes for its class with weight exp(sim / temperature). The test set is processed in
@@ -19,8 +27,8 @@ def knn_predict(test_feats: torch.Tensor, bank_feats: torch.Tensor, bank_labels:
     k = min(k, bank.shape[0])
     scores = []
     for start in range(0, test_feats.shape[0], chunk):
-        q = F.normalize(test_feats[start:start + chunk].float(), dim=1)
-        sim, idx = (q @ bank.T).topk(k, dim=1)                               # chunk x k
+        q = F.normalize(test_feats[start : start + chunk].float(), dim=1)
+        sim, idx = (q @ bank.T).topk(k, dim=1)  # chunk x k
         weights = (sim / temperature).exp()
         votes = torch.zeros(q.shape[0], num_classes, device=q.device)
         votes.scatter_add_(1, bank_labels[idx], weights)
@@ -29,10 +37,19 @@ def knn_predict(test_feats: torch.Tensor, bank_feats: torch.Tensor, bank_labels:
 
 
 @torch.no_grad()
-def knn_accuracy(test_feats, test_labels, bank_feats, bank_labels, num_classes: int, k: int = 200,
-                 temperature: float = 0.1) -> tuple[float, float]:
+def knn_accuracy(
+    test_feats,
+    test_labels,
+    bank_feats,
+    bank_labels,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> tuple[float, float]:
     """(top-1, top-5) in percent."""
-    return _top(knn_predict(test_feats, bank_feats, bank_labels, num_classes, k, temperature), test_labels)
+    return _top(
+        knn_predict(test_feats, bank_feats, bank_labels, num_classes, k, temperature), test_labels
+    )
 
 
 def _top(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -42,8 +59,15 @@ def _top(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def select_knn(train_feats: torch.Tensor, train_labels: torch.Tensor, num_classes: int, ks, ts,
-               fit: torch.Tensor, held_out: torch.Tensor) -> tuple[dict, list[dict]]:
+def select_knn(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    num_classes: int,
+    ks,
+    ts,
+    fit: torch.Tensor,
+    held_out: torch.Tensor,
+) -> tuple[dict, list[dict]]:
     """Choose (k, T) on the TRAINING split only: the bank is its `fit` part, the queries its `held_out` part
     (ssl_bench.eval.common.stratified_holdout). Returns (the chosen pair, every pair's held-out accuracy).
     Ties go to the first pair of the grid (ks outer, ts inner). No test feature or label is an argument."""
@@ -52,7 +76,9 @@ def select_knn(train_feats: torch.Tensor, train_labels: torch.Tensor, num_classe
     grid = []
     for k in ks:
         for t in ts:
-            top1, top5 = _top(knn_predict(queries, bank, bank_y, num_classes, int(k), float(t)), query_y)
+            top1, top5 = _top(
+                knn_predict(queries, bank, bank_y, num_classes, int(k), float(t)), query_y
+            )
             grid.append({"k": int(k), "t": float(t), "heldout_top1": top1, "heldout_top5": top5})
     best = max(grid, key=lambda r: r["heldout_top1"])  # max keeps the first of equal values
     return {"k": best["k"], "t": best["t"]}, grid

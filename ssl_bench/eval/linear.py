@@ -21,18 +21,26 @@ Fine-tuning trains, on a copy, every parameter the representation depends on (th
 from `forward`: the backbone, and e.g. SimCLR v2's first projector layer) plus a linear head, at the run's
 precision; the checkpoint is never written.
 """
+
 from __future__ import annotations
 
 import copy
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_bench.eval.common import (Representation, SplitBatches, augment_pipeline, cosine_lr,
-                                   representation_parameters, stratified_holdout, topk_correct)
+from ssl_bench.eval.common import (
+    Representation,
+    SplitBatches,
+    augment_pipeline,
+    cosine_lr,
+    representation_parameters,
+    stratified_holdout,
+    topk_correct,
+)
 from ssl_bench.optim import build_optimizer
 
 
@@ -54,7 +62,9 @@ def make_optimizer(params, name: str, lr: float, momentum: float, weight_decay: 
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "lars":  # the SimCLR/BYOL large-batch linear recipe
-        return build_optimizer([{"params": list(params)}], "lars", lr, momentum=momentum, weight_decay=weight_decay)
+        return build_optimizer(
+            [{"params": list(params)}], "lars", lr, momentum=momentum, weight_decay=weight_decay
+        )
     from ssl_bench.errors import ConfigError
 
     raise ConfigError("optimizer", f"unknown optimizer {name!r}.", "use sgd or lars.")
@@ -64,15 +74,24 @@ def make_optimizer(params, name: str, lr: float, momentum: float, weight_decay: 
 def head_accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """{'top1', 'top5'} in percent of a head on fixed features."""
     head.eval()
-    logits = torch.cat([head(x[i:i + 4096]).float() for i in range(0, x.shape[0], 4096)])
+    logits = torch.cat([head(x[i : i + 4096]).float() for i in range(0, x.shape[0], 4096)])
     c1, c5 = topk_correct(logits, y)
     return {"top1": 100.0 * c1 / max(y.numel(), 1), "top5": 100.0 * c5 / max(y.numel(), 1)}
 
 
-def train_head_on_features(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int = 100,
-                           lr: float = 0.1, batch_size: int = 256, momentum: float = 0.9,
-                           weight_decay: float = 0.0, optimizer: str = "sgd", feature_norm: bool = True,
-                           seed: int = 0) -> LinearHead:
+def train_head_on_features(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    epochs: int = 100,
+    lr: float = 0.1,
+    batch_size: int = 256,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    optimizer: str = "sgd",
+    feature_norm: bool = True,
+    seed: int = 0,
+) -> LinearHead:
     """A linear head trained on fixed features (SGD/LARS, cosine schedule, shuffled mini-batches)."""
     torch.manual_seed(seed)
     head = LinearHead(x.shape[1], num_classes, feature_norm).to(x.device)
@@ -86,7 +105,7 @@ def train_head_on_features(x: torch.Tensor, y: torch.Tensor, num_classes: int, e
     for _ in range(epochs):
         order = torch.randperm(n, generator=gen).to(x.device)
         for i in range(steps_per_epoch):
-            idx = order[i * bs:(i + 1) * bs]
+            idx = order[i * bs : (i + 1) * bs]
             for g in opt.param_groups:
                 g["lr"] = cosine_lr(step, total, lr)
             loss = F.cross_entropy(head(x[idx]), y[idx])
@@ -97,25 +116,63 @@ def train_head_on_features(x: torch.Tensor, y: torch.Tensor, num_classes: int, e
     return head.eval()
 
 
-def train_linear_on_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                             test_y: torch.Tensor, num_classes: int, epochs: int = 100, lr: float = 0.1,
-                             batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 0.0,
-                             optimizer: str = "sgd", feature_norm: bool = True, seed: int = 0) -> dict:
+def train_linear_on_features(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    num_classes: int,
+    epochs: int = 100,
+    lr: float = 0.1,
+    batch_size: int = 256,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    optimizer: str = "sgd",
+    feature_norm: bool = True,
+    seed: int = 0,
+) -> dict:
     """Train a linear head on fixed features; {'top1', 'top5', 'train_top1'} in percent."""
-    head = train_head_on_features(train_x, train_y, num_classes, epochs, lr, batch_size, momentum,
-                                  weight_decay, optimizer, feature_norm, seed)
+    head = train_head_on_features(
+        train_x,
+        train_y,
+        num_classes,
+        epochs,
+        lr,
+        batch_size,
+        momentum,
+        weight_decay,
+        optimizer,
+        feature_norm,
+        seed,
+    )
     train_top1 = head_accuracy(head, train_x, train_y)["top1"]
     return {**head_accuracy(head, test_x, test_y), "train_top1": train_top1}
 
 
-def train_head_on_views(rep: Representation, dm, num_classes: int, indices: torch.Tensor | None, epochs: int,
-                        lr: float, batch_size: int, momentum: float, weight_decay: float, optimizer: str,
-                        feature_norm: bool, crop_scale, hflip: float, seed: int, log=print) -> LinearHead:
+def train_head_on_views(
+    rep: Representation,
+    dm,
+    num_classes: int,
+    indices: torch.Tensor | None,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float,
+    optimizer: str,
+    feature_norm: bool,
+    crop_scale,
+    hflip: float,
+    seed: int,
+    log=print,
+) -> LinearHead:
     """A linear head trained on the frozen representation of fresh random crop + flip views of the train
     split (or of its `indices`), one pass of the model per view."""
     torch.manual_seed(seed)
     views = augment_pipeline(dm.eval_size, crop_scale, hflip)
-    train = SplitBatches(dm, "train", batch_size, rep.device, augment=views, seed=seed, indices=indices)
+    train = SplitBatches(
+        dm, "train", batch_size, rep.device, augment=views, seed=seed, indices=indices
+    )
     head = LinearHead(rep.dim(dm), num_classes, feature_norm).to(rep.device)
     opt = make_optimizer(head.parameters(), optimizer, lr, momentum, weight_decay)
     total, step = epochs * max(1, train.num_batches(drop_last=True)), 0
@@ -141,11 +198,24 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def linear_eval(rep: Representation, dm, num_classes: int, epochs: int = 100,
-                lr: float | Sequence[float] = 0.1, batch_size: int = 256, momentum: float = 0.9,
-                weight_decay: float = 0.0, optimizer: str = "sgd", feature_norm: bool = True,
-                cache_features: bool = False, crop_scale=(0.08, 1.0), hflip: float = 0.5, seed: int = 0,
-                select_fraction: float = 0.1, log=print) -> dict:
+def linear_eval(
+    rep: Representation,
+    dm,
+    num_classes: int,
+    epochs: int = 100,
+    lr: float | Sequence[float] = 0.1,
+    batch_size: int = 256,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    optimizer: str = "sgd",
+    feature_norm: bool = True,
+    cache_features: bool = False,
+    crop_scale=(0.08, 1.0),
+    hflip: float = 0.5,
+    seed: int = 0,
+    select_fraction: float = 0.1,
+    log=print,
+) -> dict:
     """The linear protocol on the frozen representation `rep` (its model is left bit-identical).
 
     One lr: a head trained on the whole train split, scored on the test split. A list of lrs: chosen on a
@@ -153,8 +223,15 @@ def linear_eval(rep: Representation, dm, num_classes: int, epochs: int = 100,
     lrs = [float(v) for v in (lr if isinstance(lr, (list, tuple)) else [lr])]
     freeze(rep.model)
     started = time.time()
-    hyper = dict(epochs=epochs, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
-                 optimizer=optimizer, feature_norm=feature_norm, seed=seed)
+    hyper = dict(
+        epochs=epochs,
+        batch_size=batch_size,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        optimizer=optimizer,
+        feature_norm=feature_norm,
+        seed=seed,
+    )
     train_labels = SplitBatches(dm, "train", batch_size, rep.device).labels
     if cache_features:
         tr_x, tr_y = rep.features(dm, "train")
@@ -166,9 +243,19 @@ def linear_eval(rep: Representation, dm, num_classes: int, epochs: int = 100,
         def heldout(head: nn.Module, idx: torch.Tensor) -> dict:
             return head_accuracy(head, tr_x[idx], tr_y[idx])
     else:
+
         def fit(one: float, idx: torch.Tensor | None) -> nn.Module:
-            return train_head_on_views(rep, dm, num_classes, idx, lr=one, crop_scale=crop_scale, hflip=hflip,
-                                       log=log, **hyper)
+            return train_head_on_views(
+                rep,
+                dm,
+                num_classes,
+                idx,
+                lr=one,
+                crop_scale=crop_scale,
+                hflip=hflip,
+                log=log,
+                **hyper,
+            )
 
         def heldout(head: nn.Module, idx: torch.Tensor) -> dict:
             return head_accuracy(head, *rep.features(dm, "train", indices=idx))
@@ -176,19 +263,39 @@ def linear_eval(rep: Representation, dm, num_classes: int, epochs: int = 100,
     chosen, selection = lrs[0], None
     if len(lrs) > 1:
         chosen, selection = select_lr(lrs, train_labels, fit, heldout, select_fraction, seed, log)
-    head = fit(chosen, None)                                    # the whole train split
+    head = fit(chosen, None)  # the whole train split
     res = head_accuracy(head, *rep.features(dm, "test"))
-    log(f"linear lr={chosen:g} (trained on the whole train split): test top1 {res['top1']:.2f} "
-        f"top5 {res['top5']:.2f}")
-    return {"top1": res["top1"], "top5": res["top5"], "lr": chosen, "selection": selection, "epochs": epochs,
-            "optimizer": optimizer, "batch_size": batch_size, "weight_decay": weight_decay,
-            "feature_norm": feature_norm, "cache_features": cache_features,
-            "augmentation": None if cache_features else {"crop_scale": list(crop_scale), "hflip": hflip},
-            "time_s": round(time.time() - started, 2)}
+    log(
+        f"linear lr={chosen:g} (trained on the whole train split): test top1 {res['top1']:.2f} "
+        f"top5 {res['top5']:.2f}"
+    )
+    return {
+        "top1": res["top1"],
+        "top5": res["top5"],
+        "lr": chosen,
+        "selection": selection,
+        "epochs": epochs,
+        "optimizer": optimizer,
+        "batch_size": batch_size,
+        "weight_decay": weight_decay,
+        "feature_norm": feature_norm,
+        "cache_features": cache_features,
+        "augmentation": None
+        if cache_features
+        else {"crop_scale": list(crop_scale), "hflip": hflip},
+        "time_s": round(time.time() - started, 2),
+    }
 
 
-def select_lr(lrs: Sequence[float], train_labels: torch.Tensor, fit: Callable, heldout: Callable,
-              fraction: float, seed: int, log=print) -> tuple[float, dict]:
+def select_lr(
+    lrs: Sequence[float],
+    train_labels: torch.Tensor,
+    fit: Callable,
+    heldout: Callable,
+    fraction: float,
+    seed: int,
+    log=print,
+) -> tuple[float, dict]:
     """The lr with the best held-out top-1 (the first of equals), from heads trained on the rest of the train
     split. `fit(lr, indices)` and `heldout(head, indices)` only ever see train-split images."""
     fit_idx, val_idx = stratified_holdout(train_labels, fraction, seed)
@@ -198,17 +305,34 @@ def select_lr(lrs: Sequence[float], train_labels: torch.Tensor, fit: Callable, h
         log(f"linear lr={one:g}: held-out train top1 {acc['top1']:.2f}")
         grid.append({"lr": one, "heldout_top1": acc["top1"], "heldout_top5": acc["top5"]})
     chosen = max(grid, key=lambda r: r["heldout_top1"])["lr"]
-    return chosen, {"chosen_on": "held-out part of the train split", "fraction": fraction, "seed": seed,
-                    "num_fit": int(fit_idx.numel()), "num_heldout": int(val_idx.numel()),
-                    "metric": "heldout_top1",
-                    "grid": grid, "chosen": {"lr": chosen},
-                    "then": "retrained on the whole train split; top1/top5 are its test accuracy"}
+    return chosen, {
+        "chosen_on": "held-out part of the train split",
+        "fraction": fraction,
+        "seed": seed,
+        "num_fit": int(fit_idx.numel()),
+        "num_heldout": int(val_idx.numel()),
+        "metric": "heldout_top1",
+        "grid": grid,
+        "chosen": {"lr": chosen},
+        "then": "retrained on the whole train split; top1/top5 are its test accuracy",
+    }
 
 
-def finetune_eval(rep: Representation, dm, num_classes: int, epochs: int = 30, lr: float = 0.05,
-                  batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
-                  optimizer: str = "sgd", crop_scale=(0.08, 1.0), hflip: float = 0.5, seed: int = 0,
-                  log=print) -> dict:
+def finetune_eval(
+    rep: Representation,
+    dm,
+    num_classes: int,
+    epochs: int = 30,
+    lr: float = 0.05,
+    batch_size: int = 256,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    optimizer: str = "sgd",
+    crop_scale=(0.08, 1.0),
+    hflip: float = 0.5,
+    seed: int = 0,
+    log=print,
+) -> dict:
     """Train a copy of the representation's parameters and a linear head end to end (crop + flip views, SGD,
     cosine), at the run's precision; score the test split."""
     torch.manual_seed(seed)
@@ -222,10 +346,16 @@ def finetune_eval(rep: Representation, dm, num_classes: int, epochs: int = 30, l
     model.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    trained = sorted({name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad})
+    trained = sorted(
+        {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+    )
     head = nn.Linear(rep.dim(dm), num_classes).to(rep.device)
-    opt = make_optimizer(params + list(head.parameters()), optimizer, float(lr), momentum, weight_decay)
-    scaler = torch.amp.GradScaler(rep.device.type) if tuned.autocast_dtype == torch.float16 else None
+    opt = make_optimizer(
+        params + list(head.parameters()), optimizer, float(lr), momentum, weight_decay
+    )
+    scaler = (
+        torch.amp.GradScaler(rep.device.type) if tuned.autocast_dtype == torch.float16 else None
+    )
     total, step = epochs * max(1, train.num_batches(drop_last=True)), 0
     for epoch in range(epochs):
         model.train()
@@ -248,7 +378,14 @@ def finetune_eval(rep: Representation, dm, num_classes: int, epochs: int = 30, l
     model.eval()
     res = head_accuracy(head.float(), *tuned.features(dm, "test"))
     log(f"finetune: top1 {res['top1']:.2f} top5 {res['top5']:.2f}")
-    return {**res, "lr": float(lr), "epochs": epochs, "optimizer": optimizer, "batch_size": batch_size,
-            "weight_decay": weight_decay, "trained_modules": trained,
-            "trained_parameters": int(sum(p.numel() for p in params)),
-            "time_s": round(time.time() - started, 2)}
+    return {
+        **res,
+        "lr": float(lr),
+        "epochs": epochs,
+        "optimizer": optimizer,
+        "batch_size": batch_size,
+        "weight_decay": weight_decay,
+        "trained_modules": trained,
+        "trained_parameters": int(sum(p.numel() for p in params)),
+        "time_s": round(time.time() - started, 2),
+    }

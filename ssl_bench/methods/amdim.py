@@ -26,6 +26,7 @@ Each view goes through the encoder (and its embeddings) in a call of its own, BN
 official code (Philip-Bachman/amdim-public@8754ae1, model.py `Model.forward`: self.encoder(x1), then
 self.encoder(x2)): `bn_stats: per_view`; `joint` puts both views in one call.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,22 +37,35 @@ from torch import nn
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.mi_estimators import batch_mi, tanh_clip
-from ssl_bench.nn.local_features import (ResidualEmbed1x1, forward_with_maps, global_local_scores, layer_channels,
-                                         random_locations, resolve_layer)
+from ssl_bench.nn.local_features import (
+    ResidualEmbed1x1,
+    forward_with_maps,
+    global_local_scores,
+    layer_channels,
+    random_locations,
+    resolve_layer,
+)
 
 
-def amdim_nce(src: torch.Tensor, trg: torch.Tensor, tclip: float | None = 20.0) -> tuple[torch.Tensor, torch.Tensor]:
+def amdim_nce(
+    src: torch.Tensor, trg: torch.Tensor, tclip: float | None = 20.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One NCE task src -> trg: src N x D (one antecedent per image), trg N x D x L (consequents of the other view).
 
     Raw scores s[i, k, l] = <src_i, trg_k,l> / sqrt(D); returns (-InfoNCE over the clipped scores, mean of s^2).
     """
-    raw = global_local_scores(src, trg) / math.sqrt(src.shape[1])          # N x N x L
+    raw = global_local_scores(src, trg) / math.sqrt(src.shape[1])  # N x N x L
     return -batch_mi(tanh_clip(raw, tclip), "nce"), raw.pow(2).mean()
 
 
-def multiscale_nce(r1: tuple[torch.Tensor, torch.Tensor], r5: tuple[torch.Tensor, torch.Tensor],
-                   r7: tuple[torch.Tensor, torch.Tensor], loc5: tuple[torch.Tensor, torch.Tensor],
-                   tclip: float | None = 20.0, score_reg: float = 4e-2) -> dict[str, torch.Tensor]:
+def multiscale_nce(
+    r1: tuple[torch.Tensor, torch.Tensor],
+    r5: tuple[torch.Tensor, torch.Tensor],
+    r7: tuple[torch.Tensor, torch.Tensor],
+    loc5: tuple[torch.Tensor, torch.Tensor],
+    tclip: float | None = 20.0,
+    score_reg: float = 4e-2,
+) -> dict[str, torch.Tensor]:
     """AMDIM's objective for the two views a = 0, b = 1 (sec. 3.3-3.4).
 
     r1[v]: N x D global embeddings of view v; r5[v], r7[v]: N x D x L5 / L7 local embeddings; loc5[v]: the
@@ -61,9 +75,15 @@ def multiscale_nce(r1: tuple[torch.Tensor, torch.Tensor], r5: tuple[torch.Tensor
     out: dict[str, torch.Tensor] = {}
     penalty = r1[0].new_zeros((), dtype=torch.float32)
     idx = torch.arange(r1[0].shape[0], device=r1[0].device)
-    for name, src, trg in (("nce_1t5", r1, r5), ("nce_1t7", r1, r7),
-                           ("nce_5t5", tuple(r5[v][idx, :, loc5[v]] for v in (0, 1)), r5)):
-        (l_ab, s_ab), (l_ba, s_ba) = amdim_nce(src[0], trg[1], tclip), amdim_nce(src[1], trg[0], tclip)
+    for name, src, trg in (
+        ("nce_1t5", r1, r5),
+        ("nce_1t7", r1, r7),
+        ("nce_5t5", tuple(r5[v][idx, :, loc5[v]] for v in (0, 1)), r5),
+    ):
+        (l_ab, s_ab), (l_ba, s_ba) = (
+            amdim_nce(src[0], trg[1], tclip),
+            amdim_nce(src[1], trg[0], tclip),
+        )
         out[name] = 0.5 * (l_ab + l_ba)
         penalty = penalty + 0.5 * (s_ab + s_ba)
     out["score_penalty"] = score_reg * penalty
@@ -72,36 +92,67 @@ def multiscale_nce(r1: tuple[torch.Tensor, torch.Tensor], r5: tuple[torch.Tensor
 
 
 class AMDIM(SSLMethod):
-    min_batch_size = 2          # the negatives are the other images of the batch
+    min_batch_size = 2  # the negatives are the other images of the batch
 
-    def __init__(self, backbone: nn.Module, n_rkhs: int = 1024, layer_5: int = -1, layer_7: int = -2,
-                 tclip: float | None = 20.0, score_reg: float = 4e-2, bn_stats: str = "per_view", **kwargs):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        n_rkhs: int = 1024,
+        layer_5: int = -1,
+        layer_7: int = -2,
+        tclip: float | None = 20.0,
+        score_reg: float = 4e-2,
+        bn_stats: str = "per_view",
+        **kwargs,
+    ):
         super().__init__(backbone, bn_stats=bn_stats, **kwargs)
         if n_rkhs < 1:
-            raise ConfigError("method.n_rkhs", f"must be >= 1, got {n_rkhs}.", "use the paper's 1024 (CIFAR/STL).")
+            raise ConfigError(
+                "method.n_rkhs", f"must be >= 1, got {n_rkhs}.", "use the paper's 1024 (CIFAR/STL)."
+            )
         if tclip is not None and tclip <= 0:
-            raise ConfigError("method.tclip", f"must be positive or null (no clipping), got {tclip}.",
-                              "use the paper's 20.")
+            raise ConfigError(
+                "method.tclip",
+                f"must be positive or null (no clipping), got {tclip}.",
+                "use the paper's 20.",
+            )
         if score_reg < 0:
-            raise ConfigError("method.score_reg", f"must be >= 0, got {score_reg}.", "use the paper's 4e-2.")
+            raise ConfigError(
+                "method.score_reg", f"must be >= 0, got {score_reg}.", "use the paper's 4e-2."
+            )
         self.tclip, self.score_reg = tclip, score_reg
         self.layer_5 = resolve_layer(backbone, layer_5, "method.layer_5")
         self.layer_7 = resolve_layer(backbone, layer_7, "method.layer_7")
         # the "fake RKHS" embeddings of the three scales (1x1 residual convs, BN out)
-        self.embed_1 = ResidualEmbed1x1(self.feat_dim, n_rkhs, out_norm="batch", zero_init_residual=True)
-        self.embed_5 = ResidualEmbed1x1(layer_channels(backbone, self.layer_5), n_rkhs, "batch", True)
-        self.embed_7 = ResidualEmbed1x1(layer_channels(backbone, self.layer_7), n_rkhs, "batch", True)
+        self.embed_1 = ResidualEmbed1x1(
+            self.feat_dim, n_rkhs, out_norm="batch", zero_init_residual=True
+        )
+        self.embed_5 = ResidualEmbed1x1(
+            layer_channels(backbone, self.layer_5), n_rkhs, "batch", True
+        )
+        self.embed_7 = ResidualEmbed1x1(
+            layer_channels(backbone, self.layer_7), n_rkhs, "batch", True
+        )
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(pooled features, r1 N x D, r5 N x D x L5, r7 N x D x L7) of one call's images."""
         feats, (m5, m7) = forward_with_maps(self.backbone, x, [self.layer_5, self.layer_7])
         return feats, self.embed_1(feats), self.embed_5(m5).flatten(2), self.embed_7(m7).flatten(2)
 
     def training_loss(self, views, labels, index):
-        (f_a, r1_a, r5_a, r7_a), (f_b, r1_b, r5_b, r7_b) = self.forward_views(self.encode, views[:2])
-        r1, r5, r7 = (r1_a, r1_b), (r5_a, r5_b), (r7_a, r7_b)                 # per view: N x D (x L)
-        loc5 = tuple(random_locations(r) for r in r5)                          # 5-5 antecedent locations
+        (f_a, r1_a, r5_a, r7_a), (f_b, r1_b, r5_b, r7_b) = self.forward_views(
+            self.encode, views[:2]
+        )
+        r1, r5, r7 = (r1_a, r1_b), (r5_a, r5_b), (r7_a, r7_b)  # per view: N x D (x L)
+        loc5 = tuple(random_locations(r) for r in r5)  # 5-5 antecedent locations
         out = multiscale_nce(r1, r5, r7, loc5, self.tclip, self.score_reg)
         loss = out.pop("loss")
         terms = {k: v.detach() for k, v in out.items()}
-        return {"loss": loss, "feats": torch.cat([f_a, f_b]), "z_std": embedding_std(torch.cat(r1)), **terms}
+        return {
+            "loss": loss,
+            "feats": torch.cat([f_a, f_b]),
+            "z_std": embedding_std(torch.cat(r1)),
+            **terms,
+        }

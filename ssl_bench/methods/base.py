@@ -5,6 +5,7 @@ decay), optimizer and schedule building, the online kNN evaluation and the loggi
 heads in `__init__` and implements `training_loss(views, labels, index)`, returning a dict with
 `loss`, `feats` (backbone features of the large crops, for the probe) and any loss terms to log.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,24 +16,34 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import nn
 from pytorch_lightning.utilities import rank_zero_warn
+from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_bench.errors import ConfigError
 from ssl_bench.eval.knn import knn_accuracy
 from ssl_bench.nn.multicrop import BN_STATS, forward_views
-from ssl_bench.optim import (build_optimizer, optimizer_options, scheduler_options, split_decay_groups,
-                             warmup_cosine_lr, warmup_overshoot, warmup_step_factor)
+from ssl_bench.optim import (
+    build_optimizer,
+    optimizer_options,
+    scheduler_options,
+    split_decay_groups,
+    warmup_cosine_lr,
+    warmup_overshoot,
+    warmup_step_factor,
+)
 
 
 def _rng_states() -> dict[str, Any]:
     """The global RNG states, as tensors and plain numbers (checkpoints load with weights_only=True)."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     version, py_state, py_gauss = random.getstate()
-    return {"torch": torch.get_rng_state(), "python": [version, list(py_state), py_gauss],
-            "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return {
+        "torch": torch.get_rng_state(),
+        "python": [version, list(py_state), py_gauss],
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
 def _restore_rng_states(states: dict[str, Any]) -> None:
@@ -41,7 +52,11 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(py_state), py_gauss))
     keys, pos, has_gauss, gauss = states["numpy"]
     np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+    if (
+        states["cuda"]
+        and torch.cuda.is_available()
+        and len(states["cuda"]) == torch.cuda.device_count()
+    ):
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
@@ -56,9 +71,17 @@ class SSLMethod(pl.LightningModule):
     #: how many leading views are large crops the backbone sees at full resolution
     num_large_crops: int = 2
 
-    def __init__(self, backbone: nn.Module, num_classes: int = 0, optimizer: dict | None = None,
-                 scheduler: dict | None = None, probe_lr: float = 0.1, knn_k: int = 200, knn_t: float = 0.1,
-                 bn_stats: str = "per_view"):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int = 0,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        probe_lr: float = 0.1,
+        knn_k: int = 200,
+        knn_t: float = 0.1,
+        bn_stats: str = "per_view",
+    ):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
@@ -67,35 +90,52 @@ class SSLMethod(pl.LightningModule):
         self.optim_cfg = dict(optimizer or {"name": "sgd", "lr": 0.1})
         self.sched_cfg = dict(scheduler or {"name": "constant"})
         # a bad optimizer / scheduler key fails here, before any data is loaded
-        opt = {k: v for k, v in self.optim_cfg.items() if k not in ("name", "lr", "scale_lr", "weight_decay")}
-        optimizer_options(self.optim_cfg.get("name"), self.optim_cfg.get("lr"),
-                          self.optim_cfg.get("weight_decay", 0.0), opt)
+        opt = {
+            k: v
+            for k, v in self.optim_cfg.items()
+            if k not in ("name", "lr", "scale_lr", "weight_decay")
+        }
+        optimizer_options(
+            self.optim_cfg.get("name"),
+            self.optim_cfg.get("lr"),
+            self.optim_cfg.get("weight_decay", 0.0),
+            opt,
+        )
         scheduler_options(self.sched_cfg)
         if probe_lr <= 0:
             raise ConfigError("online_eval.probe_lr", f"must be positive, got {probe_lr}.")
         if knn_k < 1 or knn_t <= 0:
-            raise ConfigError("online_eval.knn_k" if knn_k < 1 else "online_eval.knn_t",
-                              f"kNN needs k >= 1 and temperature > 0 (got k={knn_k}, t={knn_t}).")
+            raise ConfigError(
+                "online_eval.knn_k" if knn_k < 1 else "online_eval.knn_t",
+                f"kNN needs k >= 1 and temperature > 0 (got k={knn_k}, t={knn_t}).",
+            )
         self.probe_lr, self.knn_k, self.knn_t = probe_lr, knn_k, knn_t
         if bn_stats not in BN_STATS:
-            raise ConfigError("method.bn_stats", f"must be one of {', '.join(BN_STATS)}, got '{bn_stats}'.",
-                              "per_view: one network call per view (BN statistics per view); joint: the "
-                              "views of one resolution in one call (BN over all of them).")
+            raise ConfigError(
+                "method.bn_stats",
+                f"must be one of {', '.join(BN_STATS)}, got '{bn_stats}'.",
+                "per_view: one network call per view (BN statistics per view); joint: the "
+                "views of one resolution in one call (BN over all of them).",
+            )
         self.bn_stats = bn_stats
         if self.num_classes > 0:
             self.probe = nn.Linear(self.feat_dim, self.num_classes)
             self.probe_top1 = MulticlassAccuracy(self.num_classes, top_k=1)
         else:
             self.probe = None
-        self.metric_suffix = ""          # "_init" while the random-init baseline is evaluated
-        self.nan_tolerance = 0           # consecutive non-finite steps to skip before stopping (set by train.py)
+        self.metric_suffix = ""  # "_init" while the random-init baseline is evaluated
+        self.nan_tolerance = (
+            0  # consecutive non-finite steps to skip before stopping (set by train.py)
+        )
         self._bad_steps = 0
         self.last_loss_terms: dict[str, torch.Tensor] = {}
         self.knn_init: float | None = None
         self._val_store: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {0: [], 1: []}
 
     # ---- to implement -------------------------------------------------------------------------
-    def training_loss(self, views: list[torch.Tensor], labels: torch.Tensor, index: torch.Tensor) -> dict:
+    def training_loss(
+        self, views: list[torch.Tensor], labels: torch.Tensor, index: torch.Tensor
+    ) -> dict:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,12 +168,16 @@ class SSLMethod(pl.LightningModule):
         feats = out.pop("feats")
         self.last_loss_terms = {"loss": loss, **out}
         self.last_loss_step = self.global_step
-        if self.nan_tolerance > 0 and not torch.isfinite(loss):  # a host sync, only when skipping is asked for
+        if self.nan_tolerance > 0 and not torch.isfinite(
+            loss
+        ):  # a host sync, only when skipping is asked for
             self._bad_steps += 1
             if self._bad_steps > self.nan_tolerance:
                 return loss  # NonFiniteGuard stops the run with the step, epoch and terms
-            rank_zero_warn(f"non-finite loss at step {self.global_step}: skipped "
-                           f"({self._bad_steps}/{self.nan_tolerance} consecutive)")
+            rank_zero_warn(
+                f"non-finite loss at step {self.global_step}: skipped "
+                f"({self._bad_steps}/{self.nan_tolerance} consecutive)"
+            )
             return None  # Lightning skips backward and the optimizer step
         self._bad_steps = 0
         total = loss
@@ -141,7 +185,10 @@ class SSLMethod(pl.LightningModule):
             probe_labels = labels.repeat(feats.shape[0] // labels.shape[0])
             logits = self.probe(feats.detach())
             labelled = (probe_labels >= 0).sum().clamp(min=1)
-            probe_loss = F.cross_entropy(logits.float(), probe_labels, ignore_index=-1, reduction="sum") / labelled
+            probe_loss = (
+                F.cross_entropy(logits.float(), probe_labels, ignore_index=-1, reduction="sum")
+                / labelled
+            )
             total = loss + probe_loss
             self.log("train/probe_loss", probe_loss)
         self.log("train/loss", loss, prog_bar=True)
@@ -175,8 +222,12 @@ class SSLMethod(pl.LightningModule):
         bank_f, bank_y = torch.cat([f for f, _ in bank]), torch.cat([y for _, y in bank])
         test_f, test_y = torch.cat([f for f, _ in test]), torch.cat([y for _, y in test])
         if self.trainer.world_size > 1:
-            bank_f, bank_y, test_f, test_y = (self.all_gather(t).flatten(0, 1) for t in (bank_f, bank_y, test_f, test_y))
-        top1, top5 = knn_accuracy(test_f, test_y, bank_f, bank_y, self.num_classes, self.knn_k, self.knn_t)
+            bank_f, bank_y, test_f, test_y = (
+                self.all_gather(t).flatten(0, 1) for t in (bank_f, bank_y, test_f, test_y)
+            )
+        top1, top5 = knn_accuracy(
+            test_f, test_y, bank_f, bank_y, self.num_classes, self.knn_k, self.knn_t
+        )
         s = self.metric_suffix
         self.log(f"val/knn_top1{s}", top1, prog_bar=True)
         self.log(f"val/knn_top5{s}", top5)
@@ -192,30 +243,46 @@ class SSLMethod(pl.LightningModule):
         (e.g. a predictor with a fixed lr: mark its group with `fixed_lr: True`). configure_optimizers asks
         for unsplit groups: `optimizer.exclude_bias_n_norm` is applied by build_optimizer, one rule per
         optimizer as its source has it."""
-        modules = nn.ModuleDict({n: m for n, m in self.named_children() if n not in ("probe", "probe_top1")})
+        modules = nn.ModuleDict(
+            {n: m for n, m in self.named_children() if n not in ("probe", "probe_top1")}
+        )
         return split_decay_groups(modules, exclude_bias_and_norm)
 
     def configure_optimizers(self):
         cfg = dict(self.optim_cfg)
         name, lr = cfg.pop("name"), float(cfg.pop("lr"))
-        if cfg.pop("scale_lr", False):  # linear scaling (Goyal et al. 2017): lr x global batch / 256
+        if cfg.pop(
+            "scale_lr", False
+        ):  # linear scaling (Goyal et al. 2017): lr x global batch / 256
             batch = getattr(self.trainer.datamodule, "batch_size", 256)
             lr = lr * batch * self.trainer.world_size * self.trainer.accumulate_grad_batches / 256
-        groups = self.parameter_groups(False)   # exclude_bias_n_norm: build_optimizer applies it
+        groups = self.parameter_groups(False)  # exclude_bias_n_norm: build_optimizer applies it
         if self.probe is not None:  # plain SGD step (LARS: no trust ratio), no weight decay
-            groups.append({"params": list(self.probe.parameters()), "lr": self.probe_lr, "weight_decay": 0.0,
-                           "lars_adapt": False, "is_probe": True})
+            groups.append(
+                {
+                    "params": list(self.probe.parameters()),
+                    "lr": self.probe_lr,
+                    "weight_decay": 0.0,
+                    "lars_adapt": False,
+                    "is_probe": True,
+                }
+            )
         optimizer = build_optimizer(groups, name, lr, **cfg)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": self._build_scheduler(optimizer), "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self._build_scheduler(optimizer), "interval": "step"},
+        }
 
     def _steps_per_epoch(self, total: int) -> tuple[float, int]:
         """Optimizer steps per epoch, twice: the warm-up converts epochs with solo-learn's
         estimated_stepping_batches / max_epochs (solo/methods/base.py @ 9187ea3), a float; the epoch
         boundaries of step decay take the whole number of optimizer steps in one epoch."""
         batches = self.trainer.num_training_batches
-        whole = max(1, math.ceil(batches / self.trainer.accumulate_grad_batches)) if math.isfinite(batches) \
+        whole = (
+            max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
+            if math.isfinite(batches)
             else max(1, total)
+        )
         max_epochs = self.trainer.max_epochs or 0
         if (self.trainer.max_steps and self.trainer.max_steps > 0) or max_epochs <= 0:
             return float(whole), whole
@@ -230,15 +297,20 @@ class SSLMethod(pl.LightningModule):
             return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch, whole = self._steps_per_epoch(total)
-        warmup = float(cfg["warmup_steps"]) if cfg["warmup_steps"] is not None \
-            else float(cfg["warmup_epochs"]) * per_epoch   # warmup_steps wins when set
+        warmup = (
+            float(cfg["warmup_steps"])
+            if cfg["warmup_steps"] is not None
+            else float(cfg["warmup_epochs"]) * per_epoch
+        )  # warmup_steps wins when set
         if name == "warmup_cosine":
             start, floor = float(cfg["warmup_start_lr"]), float(cfg["min_lr"])
             peak = warmup_overshoot(warmup, start, float(optimizer.param_groups[0]["lr"]))
             if abs(peak - 1) > 0.01:
-                rank_zero_warn(f"warmup_cosine: {warmup:g} warm-up steps is not a whole number, and the "
-                               f"schedule (solo-learn's, exactly) then peaks at {peak:.3g} x optimizer.lr. "
-                               "Set scheduler.warmup_steps, or a warmup_epochs giving whole steps.")
+                rank_zero_warn(
+                    f"warmup_cosine: {warmup:g} warm-up steps is not a whole number, and the "
+                    f"schedule (solo-learn's, exactly) then peaks at {peak:.3g} x optimizer.lr. "
+                    "Set scheduler.warmup_steps, or a warmup_epochs giving whole steps."
+                )
 
             def make(base: float):
                 return lambda step: warmup_cosine_lr(step, base, total, warmup, start, floor) / base
@@ -246,13 +318,18 @@ class SSLMethod(pl.LightningModule):
             milestones, gamma = cfg["milestones"], float(cfg["gamma"])
             max_epochs = self.trainer.max_epochs or 0
             if max_epochs > 0 and any(m >= max_epochs for m in milestones):
-                rank_zero_warn(f"scheduler.milestones {milestones}: those >= trainer.max_epochs={max_epochs} "
-                               "never decay the lr.")
+                rank_zero_warn(
+                    f"scheduler.milestones {milestones}: those >= trainer.max_epochs={max_epochs} "
+                    "never decay the lr."
+                )
 
             def make(base: float):
                 return lambda step: warmup_step_factor(step, whole, warmup, milestones, gamma)
-        fns = [(lambda step: 1.0) if g.get("fixed_lr") else make(float(g["lr"]))
-               for g in optimizer.param_groups]
+
+        fns = [
+            (lambda step: 1.0) if g.get("fixed_lr") else make(float(g["lr"]))
+            for g in optimizer.param_groups
+        ]
         return torch.optim.lr_scheduler.LambdaLR(optimizer, fns)
 
     # ---- checkpoint extras ------------------------------------------------------------------

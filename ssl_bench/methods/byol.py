@@ -1,6 +1,7 @@
 """BYOL: Bootstrap Your Own Latent - A New Approach to Self-Supervised Learning.
 Grill et al., 2020. https://arxiv.org/abs/2006.07733
 """
+
 from __future__ import annotations
 
 import math
@@ -27,19 +28,36 @@ class BYOL(SSLMethod):
     `bn_stats: per_view`; `joint` puts both views in one call.
     """
 
-    def __init__(self, backbone: nn.Module, proj_hidden_dim: int = 4096, proj_output_dim: int = 256,
-                 pred_hidden_dim: int = 4096, base_tau: float = 0.99, final_tau: float = 1.0,
-                 bn_stats: str = "per_view", **kwargs):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        proj_hidden_dim: int = 4096,
+        proj_output_dim: int = 256,
+        pred_hidden_dim: int = 4096,
+        base_tau: float = 0.99,
+        final_tau: float = 1.0,
+        bn_stats: str = "per_view",
+        **kwargs,
+    ):
         super().__init__(backbone, bn_stats=bn_stats, **kwargs)
         for key, tau in (("base_tau", base_tau), ("final_tau", final_tau)):
             if not 0.0 <= tau <= 1.0:
-                raise ConfigError(f"method.{key}", f"must lie in [0, 1], got {tau}.",
-                                  "use e.g. method.base_tau=0.99 and method.final_tau=1.0.")
+                raise ConfigError(
+                    f"method.{key}",
+                    f"must lie in [0, 1], got {tau}.",
+                    "use e.g. method.base_tau=0.99 and method.final_tau=1.0.",
+                )
         if base_tau > final_tau:
-            raise ConfigError("method.base_tau", f"{base_tau} exceeds final_tau={final_tau}; tau must not decrease.",
-                              "set base_tau <= final_tau.")
-        for key, dim in (("proj_hidden_dim", proj_hidden_dim), ("proj_output_dim", proj_output_dim),
-                         ("pred_hidden_dim", pred_hidden_dim)):
+            raise ConfigError(
+                "method.base_tau",
+                f"{base_tau} exceeds final_tau={final_tau}; tau must not decrease.",
+                "set base_tau <= final_tau.",
+            )
+        for key, dim in (
+            ("proj_hidden_dim", proj_hidden_dim),
+            ("proj_output_dim", proj_output_dim),
+            ("pred_hidden_dim", pred_hidden_dim),
+        ):
             if dim < 1:
                 raise ConfigError(f"method.{key}", f"must be a positive width, got {dim}.")
         self.base_tau, self.final_tau = base_tau, final_tau
@@ -56,18 +74,26 @@ class BYOL(SSLMethod):
 
     @torch.no_grad()
     def target_projections(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        return self.forward_views(self.target_projector, self.forward_views(self.target_backbone, views))
+        return self.forward_views(
+            self.target_projector, self.forward_views(self.target_backbone, views)
+        )
 
     def training_loss(self, views, labels, index):
-        feats = self.forward_views(self.backbone, views[:2])          # 2 x (N x F); calls grouped by bn_stats
-        z = self.forward_views(self.projector, feats)                  # 2 x (N x D)
-        p1, p2 = self.forward_views(self.predictor, z)                 # N x D each
-        t1, t2 = self.target_projections(views[:2])                    # N x D each, no grad
+        feats = self.forward_views(
+            self.backbone, views[:2]
+        )  # 2 x (N x F); calls grouped by bn_stats
+        z = self.forward_views(self.projector, feats)  # 2 x (N x D)
+        p1, p2 = self.forward_views(self.predictor, z)  # N x D each
+        t1, t2 = self.target_projections(views[:2])  # N x D each, no grad
         # the paper's symmetrised loss: the SUM of both directions, each 2 - 2 cos averaged over the batch
         loss = byol_loss(p1, t2) + byol_loss(p2, t1)
         z = torch.cat(z)
-        return {"loss": loss, "feats": torch.cat(feats), "z_std": embedding_std(z),
-                "tau": z.new_tensor(self.tau).float()}
+        return {
+            "loss": loss,
+            "feats": torch.cat(feats),
+            "z_std": embedding_std(z),
+            "tau": z.new_tensor(self.tau).float(),
+        }
 
     # ---- after each optimizer step: EMA of the target ------------------------------------------
     def _schedule_position(self) -> tuple[int, int]:
@@ -75,7 +101,9 @@ class BYOL(SSLMethod):
         trainer = self._trainer
         if trainer is None:
             return self._steps_without_trainer, self.total_steps
-        total = trainer.estimated_stepping_batches      # global_step counts this step only after the hook
+        total = (
+            trainer.estimated_stepping_batches
+        )  # global_step counts this step only after the hook
         return trainer.global_step, int(total) if math.isfinite(total) else 0
 
     def after_optimizer_step(self) -> None:

@@ -19,6 +19,7 @@ Bank NCE details (normaliser Z re-estimated per batch until every row is written
 feature, `head_norm`) follow InstDisc here; the noise rows are shared by the batch (the official code draws
 them per sample), the same estimator at a fraction of the memory.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -51,14 +52,24 @@ def cross_view_batch_loss(f: Sequence[torch.Tensor], temperature: float, pairs) 
     labels = torch.arange(n, device=f[0].device) + rank * n
     total = f[0].new_zeros(())
     for a, b in pairs:
-        total = total + F.cross_entropy(f[a] @ gather_with_grad(f[b]).T / temperature, labels) \
-                      + F.cross_entropy(f[b] @ gather_with_grad(f[a]).T / temperature, labels)
+        total = (
+            total
+            + F.cross_entropy(f[a] @ gather_with_grad(f[b]).T / temperature, labels)
+            + F.cross_entropy(f[b] @ gather_with_grad(f[a]).T / temperature, labels)
+        )
     return total
 
 
-def cross_view_nce(f: Sequence[torch.Tensor], positives: Sequence[torch.Tensor], negatives: Sequence[torch.Tensor],
-                   temperature: float, z: torch.Tensor, num_samples: int, pairs,
-                   positive_masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+def cross_view_nce(
+    f: Sequence[torch.Tensor],
+    positives: Sequence[torch.Tensor],
+    negatives: Sequence[torch.Tensor],
+    temperature: float,
+    z: torch.Tensor,
+    num_samples: int,
+    pairs,
+    positive_masks: Sequence[torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Sum over pairs of the NCE losses J(f_a | bank_b) + J(f_b | bank_a) (sec. 3.3; InstDisc's eq. 2-5 with the
     other view's memory). f: N x D per view; positives[v]: bank v's rows of the batch; negatives[v]: M x D noise
     rows of bank v; z[a, b]: the normaliser of anchor view a against bank b."""
@@ -66,8 +77,15 @@ def cross_view_nce(f: Sequence[torch.Tensor], positives: Sequence[torch.Tensor],
     for a, b in pairs:
         for anchor, bank in ((a, b), (b, a)):
             mask = positive_masks[bank] if positive_masks is not None else None
-            total = total + instdisc_nce(f[anchor], positives[bank], negatives[bank], temperature, z[anchor, bank],
-                                         num_samples, positive_mask=mask)
+            total = total + instdisc_nce(
+                f[anchor],
+                positives[bank],
+                negatives[bank],
+                temperature,
+                z[anchor, bank],
+                num_samples,
+                positive_mask=mask,
+            )
     return total
 
 
@@ -90,25 +108,51 @@ class MultiViewEncoder(nn.Module):
 class CMC(SSLMethod):
     min_batch_size = 2
 
-    def __init__(self, backbone: nn.Module, backbone_factory: Callable[..., nn.Module] | None = None,
-                 views: Sequence[Sequence[str]] = (("L",), ("a", "b")), graph: str = "core", negatives: str = "bank",
-                 temperature: float = 0.07, proj_output_dim: int = 128, num_negatives: int = 16384,
-                 bank_momentum: float = 0.5, bank_size: int | None = None, head_norm: bool = False,
-                 crop_per_view: bool = False, pixel_mean: Sequence[float] | None = None,
-                 pixel_std: Sequence[float] | None = None, **kwargs):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        backbone_factory: Callable[..., nn.Module] | None = None,
+        views: Sequence[Sequence[str]] = (("L",), ("a", "b")),
+        graph: str = "core",
+        negatives: str = "bank",
+        temperature: float = 0.07,
+        proj_output_dim: int = 128,
+        num_negatives: int = 16384,
+        bank_momentum: float = 0.5,
+        bank_size: int | None = None,
+        head_norm: bool = False,
+        crop_per_view: bool = False,
+        pixel_mean: Sequence[float] | None = None,
+        pixel_std: Sequence[float] | None = None,
+        **kwargs,
+    ):
         try:
             groups = parse_channel_groups(views)
         except ValueError as err:
-            raise ConfigError("method.views", str(err), "write e.g. method.views=[[L],[a,b]].") from None
-        for key, value, ok in (("graph", graph, ("core", "full")), ("negatives", negatives, ("bank", "batch"))):
+            raise ConfigError(
+                "method.views", str(err), "write e.g. method.views=[[L],[a,b]]."
+            ) from None
+        for key, value, ok in (
+            ("graph", graph, ("core", "full")),
+            ("negatives", negatives, ("bank", "batch")),
+        ):
             if value not in ok:
-                raise ConfigError(f"method.{key}", f"must be one of {', '.join(ok)}, got {value!r}.")
+                raise ConfigError(
+                    f"method.{key}", f"must be one of {', '.join(ok)}, got {value!r}."
+                )
         if temperature <= 0 or num_negatives < 1 or not 0 <= bank_momentum <= 1:
-            raise ConfigError("method", f"CMC needs temperature > 0, num_negatives >= 1 and bank_momentum in [0, 1] "
-                              f"(got {temperature}, {num_negatives}, {bank_momentum}).", "use the paper's 0.07, 16384, 0.5.")
+            raise ConfigError(
+                "method",
+                f"CMC needs temperature > 0, num_negatives >= 1 and bank_momentum in [0, 1] "
+                f"(got {temperature}, {num_negatives}, {bank_momentum}).",
+                "use the paper's 0.07, 16384, 0.5.",
+            )
         if backbone_factory is None:
-            raise ConfigError("method", "CMC builds one encoder per view and needs a backbone_factory.",
-                              "run it through ssl_bench.train.build_method (python -m ssl_bench method=cmc).")
+            raise ConfigError(
+                "method",
+                "CMC builds one encoder per view and needs a backbone_factory.",
+                "run it through ssl_bench.train.build_method (python -m ssl_bench method=cmc).",
+            )
         super().__init__(MultiViewEncoder(groups, backbone_factory), **kwargs)
         self.num_views, self.pairs = len(groups), view_pairs(len(groups), graph)
         self.negatives, self.temperature, self.num_negatives = negatives, temperature, num_negatives
@@ -118,12 +162,26 @@ class CMC(SSLMethod):
             self.backbone.split.set_stats(pixel_mean, pixel_std)
         self._stats_given = pixel_mean is not None and pixel_std is not None
         heads = []
-        for enc in self.backbone.encoders:                    # the paper's linear 128-d embedding per view
+        for enc in self.backbone.encoders:  # the paper's linear 128-d embedding per view
             head = nn.Linear(int(enc.num_features), proj_output_dim)
-            heads.append(nn.Sequential(head, nn.BatchNorm1d(proj_output_dim, affine=False)) if head_norm else head)
+            heads.append(
+                nn.Sequential(head, nn.BatchNorm1d(proj_output_dim, affine=False))
+                if head_norm
+                else head
+            )
         self.heads = nn.ModuleList(heads)
-        self.banks = nn.ModuleList([MemoryBank(bank_size or 0, proj_output_dim, bank_momentum, copy_first_visit=True)
-                                    for _ in groups]) if negatives == "bank" else nn.ModuleList()
+        self.banks = (
+            nn.ModuleList(
+                [
+                    MemoryBank(
+                        bank_size or 0, proj_output_dim, bank_momentum, copy_first_visit=True
+                    )
+                    for _ in groups
+                ]
+            )
+            if negatives == "bank"
+            else nn.ModuleList()
+        )
         self.register_buffer("nce_z", torch.full((self.num_views, self.num_views), -1.0))
         self._z_frozen = False
 
@@ -137,40 +195,63 @@ class CMC(SSLMethod):
             if bank.num_samples == 0:
                 bank.resize(len(pretrain))
             elif bank.num_samples != len(pretrain):
-                raise ConfigError("method.bank_size", f"is {bank.num_samples} but the pretraining set has "
-                                  f"{len(pretrain)} images.", "set method.bank_size=null.")
+                raise ConfigError(
+                    "method.bank_size",
+                    f"is {bank.num_samples} but the pretraining set has {len(pretrain)} images.",
+                    "set method.bank_size=null.",
+                )
 
     # ---- the loss -----------------------------------------------------------------------------
     def training_loss(self, views, labels, index):
         if self.crop_per_view:
             if len(views) < self.num_views:
-                raise ConfigError("augmentation.views", f"crop_per_view needs {self.num_views} crops, got {len(views)}.",
-                                  f"set num_crops: {self.num_views}.")
+                raise ConfigError(
+                    "augmentation.views",
+                    f"crop_per_view needs {self.num_views} crops, got {len(views)}.",
+                    f"set num_crops: {self.num_views}.",
+                )
             inputs = [self.backbone.split(views[g])[g] for g in range(self.num_views)]
         else:
-            inputs = self.backbone.split(views[0])                          # one crop, its channel groups
-        feats = self.backbone.encode(inputs)                                # per view: N x F_v
-        f = [F.normalize(h(x).float(), dim=1) for h, x in zip(self.heads, feats)]   # per view: N x D
+            inputs = self.backbone.split(views[0])  # one crop, its channel groups
+        feats = self.backbone.encode(inputs)  # per view: N x F_v
+        f = [F.normalize(h(x).float(), dim=1) for h, x in zip(self.heads, feats)]  # per view: N x D
         out = {"feats": torch.cat(feats, dim=1), "z_std": embedding_std(f[0])}
         if self.negatives == "batch":
             out["loss"] = cross_view_batch_loss(f, self.temperature, self.pairs)
             return out
         n = self.banks[0].num_samples
         if n == 0:
-            raise ConfigError("method.bank_size", "the memory bank size is unknown (no datamodule to read it from).",
-                              "set method.bank_size to the number of training images.")
-        noise = torch.randint(0, n, (self.num_negatives,), device=f[0].device)   # shared by the views and the batch
+            raise ConfigError(
+                "method.bank_size",
+                "the memory bank size is unknown (no datamodule to read it from).",
+                "set method.bank_size to the number of training images.",
+            )
+        noise = torch.randint(
+            0, n, (self.num_negatives,), device=f[0].device
+        )  # shared by the views and the batch
         positives = [bank(index) for bank in self.banks]
         noise_rows = [bank(noise) for bank in self.banks]
         seen = [bank.visited[index] for bank in self.banks]
-        if not self._z_frozen:           # Z follows the banks until every row was written once (see InstDisc)
-            self._z_frozen = all(b.all_visited() for b in self.banks) and bool((self.nce_z > 0).all())
+        if (
+            not self._z_frozen
+        ):  # Z follows the banks until every row was written once (see InstDisc)
+            self._z_frozen = all(b.all_visited() for b in self.banks) and bool(
+                (self.nce_z > 0).all()
+            )
         if not self._z_frozen:
             for a, b in self.pairs:
                 for anchor, bank in ((a, b), (b, a)):
-                    self.nce_z[anchor, bank] = estimate_nce_z(f[anchor], positives[bank], noise_rows[bank],
-                                                              self.temperature, n, seen[bank])
-        out["loss"] = cross_view_nce(f, positives, noise_rows, self.temperature, self.nce_z, n, self.pairs, seen)
+                    self.nce_z[anchor, bank] = estimate_nce_z(
+                        f[anchor],
+                        positives[bank],
+                        noise_rows[bank],
+                        self.temperature,
+                        n,
+                        seen[bank],
+                    )
+        out["loss"] = cross_view_nce(
+            f, positives, noise_rows, self.temperature, self.nce_z, n, self.pairs, seen
+        )
         for bank, fv in zip(self.banks, f):
-            bank.update(index, fv.detach())                                 # only the batch's rows move
+            bank.update(index, fv.detach())  # only the batch's rows move
         return out

@@ -31,6 +31,7 @@ The scores are the paper's scaled dot products only. The cosine / temperature sc
 learned less with this loss in every short run measured (kNN top-1, best): fmnist_cpc_v2 44.3 -> 58.7 at
 T = 0.1 against 61.5 with the paper's scores; synthetic (seed 0, 14 px patches) -2.8 against +16.4 points.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -48,7 +49,9 @@ from ssl_bench.nn.patch_grid import PatchAugment, cut_patches, grid_geometry
 DIRECTIONS = {"down": 0, "left": 1, "up": 2, "right": 3}
 
 
-def grid_info_nce(pred: torch.Tensor, z: torch.Tensor, offset: int, neg_index: torch.Tensor | None = None):
+def grid_info_nce(
+    pred: torch.Tensor, z: torch.Tensor, offset: int, neg_index: torch.Tensor | None = None
+):
     """CPC's InfoNCE (Henaff et al. 2020, eq. 1-2; the body of the appendix `CPC` loop) for one offset k.
 
     pred: B x T x G x G, pred[b, :, i, j] (already scaled by emb_scale) predicts z[b, :, i + k, j] (rows
@@ -60,16 +63,22 @@ def grid_info_nce(pred: torch.Tensor, z: torch.Tensor, offset: int, neg_index: t
     B, D, G, _ = z.shape
     if not 0 < offset < G:
         raise ValueError(f"offset {offset} must be in [1, {G - 1}] on a {G}x{G} grid")
-    dtype = torch.promote_types(z.dtype, torch.float32)                           # bf16 autocast -> float32
-    q = pred[:, :, :G - offset].permute(0, 2, 3, 1).reshape(-1, D).to(dtype)    # queries: B(G-k)G x T
-    keys = z.permute(0, 2, 3, 1).reshape(-1, D).to(dtype)                         # keys: BGG x T
-    b, i, j = torch.meshgrid(torch.arange(B), torch.arange(G - offset), torch.arange(G), indexing="ij")
-    target = (b * G * G + (i + offset) * G + j).flatten().to(z.device)            # the positive's flat index
+    dtype = torch.promote_types(z.dtype, torch.float32)  # bf16 autocast -> float32
+    q = (
+        pred[:, :, : G - offset].permute(0, 2, 3, 1).reshape(-1, D).to(dtype)
+    )  # queries: B(G-k)G x T
+    keys = z.permute(0, 2, 3, 1).reshape(-1, D).to(dtype)  # keys: BGG x T
+    b, i, j = torch.meshgrid(
+        torch.arange(B), torch.arange(G - offset), torch.arange(G), indexing="ij"
+    )
+    target = (b * G * G + (i + offset) * G + j).flatten().to(z.device)  # the positive's flat index
     if neg_index is None:
         logits, labels = q @ keys.T, target
     else:
         pos = (q * keys[target]).sum(dim=1, keepdim=True)
-        neg = (q @ keys[neg_index].T).masked_fill(neg_index.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
+        neg = (q @ keys[neg_index].T).masked_fill(
+            neg_index.unsqueeze(0) == target.unsqueeze(1), float("-inf")
+        )
         logits, labels = torch.cat([pos, neg], dim=1), torch.zeros_like(target)
     with torch.no_grad():
         correct = logits.argmax(dim=1) == labels
@@ -94,55 +103,96 @@ def batchnorm_to_layernorm(module: nn.Module) -> nn.Module:
 class CPCv2(SSLMethod):
     num_large_crops = 1
 
-    def __init__(self, backbone: nn.Module, patch_size: int | None = None, patch_stride: int | None = None,
-                 steps_to_ignore: int = 2, steps_to_predict: int = 3, target_dim: int = 64,
-                 emb_scale: float = 0.1,
-                 directions: Sequence[str] = ("down", "up", "left", "right"),
-                 context_blocks: int = 5, context_hidden: int = 256, context_kernel: int = 3,
-                 num_negatives: int | None = None, encoder_norm: str = "layer",
-                 patch_augment: dict | None = None,
-                 pixel_mean: Sequence[float] | None = None, pixel_std: Sequence[float] | None = None,
-                 **kwargs):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        patch_size: int | None = None,
+        patch_stride: int | None = None,
+        steps_to_ignore: int = 2,
+        steps_to_predict: int = 3,
+        target_dim: int = 64,
+        emb_scale: float = 0.1,
+        directions: Sequence[str] = ("down", "up", "left", "right"),
+        context_blocks: int = 5,
+        context_hidden: int = 256,
+        context_kernel: int = 3,
+        num_negatives: int | None = None,
+        encoder_norm: str = "layer",
+        patch_augment: dict | None = None,
+        pixel_mean: Sequence[float] | None = None,
+        pixel_std: Sequence[float] | None = None,
+        **kwargs,
+    ):
         if encoder_norm not in ("layer", "batch"):
-            raise ConfigError("method.encoder_norm", f"must be layer or batch, got {encoder_norm!r}.",
-                              "use layer (the paper, sec. 4.1).")
-        super().__init__(batchnorm_to_layernorm(backbone) if encoder_norm == "layer" else backbone, **kwargs)
+            raise ConfigError(
+                "method.encoder_norm",
+                f"must be layer or batch, got {encoder_norm!r}.",
+                "use layer (the paper, sec. 4.1).",
+            )
+        super().__init__(
+            batchnorm_to_layernorm(backbone) if encoder_norm == "layer" else backbone, **kwargs
+        )
         if steps_to_ignore < 0:
-            raise ConfigError("method.steps_to_ignore", f"must be >= 0, got {steps_to_ignore}.",
-                              "use the paper's 2 (predict 3 rows ahead only).")
+            raise ConfigError(
+                "method.steps_to_ignore",
+                f"must be >= 0, got {steps_to_ignore}.",
+                "use the paper's 2 (predict 3 rows ahead only).",
+            )
         if steps_to_predict <= steps_to_ignore:
-            raise ConfigError("method.steps_to_predict",
-                              f"must be > steps_to_ignore ({steps_to_ignore}), got {steps_to_predict}: "
-                              "no offset is left to predict.",
-                              "use the paper's steps_to_ignore=2, steps_to_predict=3.")
+            raise ConfigError(
+                "method.steps_to_predict",
+                f"must be > steps_to_ignore ({steps_to_ignore}), got {steps_to_predict}: "
+                "no offset is left to predict.",
+                "use the paper's steps_to_ignore=2, steps_to_predict=3.",
+            )
         if target_dim < 1:
-            raise ConfigError("method.target_dim", f"must be >= 1, got {target_dim}.", "use the paper's 64.")
+            raise ConfigError(
+                "method.target_dim", f"must be >= 1, got {target_dim}.", "use the paper's 64."
+            )
         if emb_scale <= 0:
-            raise ConfigError("method.emb_scale", f"must be positive, got {emb_scale}.",
-                              "use the paper's 0.1.")
+            raise ConfigError(
+                "method.emb_scale", f"must be positive, got {emb_scale}.", "use the paper's 0.1."
+            )
         unknown = [d for d in directions if d not in DIRECTIONS]
         if not directions or unknown or len(set(directions)) != len(directions):
-            raise ConfigError("method.directions", f"{list(directions)} is not a list of distinct directions.",
-                              f"choose among {', '.join(DIRECTIONS)}.")
+            raise ConfigError(
+                "method.directions",
+                f"{list(directions)} is not a list of distinct directions.",
+                f"choose among {', '.join(DIRECTIONS)}.",
+            )
         if num_negatives is not None and num_negatives < 1:
-            raise ConfigError("method.num_negatives", f"must be >= 1 or null (every patch), got {num_negatives}.")
+            raise ConfigError(
+                "method.num_negatives", f"must be >= 1 or null (every patch), got {num_negatives}."
+            )
         self.patch_size, self.patch_stride = patch_size, patch_stride
         #: rows ahead that are predicted: i + 1 for i in range(steps_to_ignore, steps_to_predict) (appendix)
         self.offsets = tuple(i + 1 for i in range(int(steps_to_ignore), int(steps_to_predict)))
         self.target_dim, self.emb_scale = int(target_dim), float(emb_scale)
         self.directions, self.num_negatives = list(directions), num_negatives
         try:
-            self.context = nn.ModuleDict({d: ContextNetwork(self.feat_dim, context_hidden, context_blocks,
-                                                            context_kernel) for d in self.directions})
+            self.context = nn.ModuleDict(
+                {
+                    d: ContextNetwork(self.feat_dim, context_hidden, context_blocks, context_kernel)
+                    for d in self.directions
+                }
+            )
             self.patch_augment = PatchAugment(**(patch_augment or {}))
         except (ValueError, TypeError) as err:
-            raise ConfigError("method", f"CPC v2 rejected its context / patch_augment settings: {err}",
-                              "check conf/method/cpc_v2.yaml.") from None
+            raise ConfigError(
+                "method",
+                f"CPC v2 rejected its context / patch_augment settings: {err}",
+                "check conf/method/cpc_v2.yaml.",
+            ) from None
         # per direction: the targets' 1x1 conv D -> T, and one 1x1 conv D -> T of the context per offset
-        self.target_proj = nn.ModuleDict({d: nn.Conv2d(self.feat_dim, self.target_dim, 1)
-                                          for d in self.directions})
-        self.predictors = nn.ModuleDict({d: nn.Conv2d(self.feat_dim, len(self.offsets) * self.target_dim, 1)
-                                         for d in self.directions})
+        self.target_proj = nn.ModuleDict(
+            {d: nn.Conv2d(self.feat_dim, self.target_dim, 1) for d in self.directions}
+        )
+        self.predictors = nn.ModuleDict(
+            {
+                d: nn.Conv2d(self.feat_dim, len(self.offsets) * self.target_dim, 1)
+                for d in self.directions
+            }
+        )
         if pixel_mean is not None and pixel_std is not None:
             self.patch_augment.set_stats(pixel_mean, pixel_std)
         self._stats_given = pixel_mean is not None and pixel_std is not None
@@ -159,11 +209,13 @@ class CPCv2(SSLMethod):
         try:
             patch, stride, _ = grid_geometry(x.shape[-1], self.patch_size, self.patch_stride)
         except ValueError as err:
-            raise ConfigError("method.patch_size", str(err), "set method.patch_size / patch_stride, or null.") from None
-        patches, g = cut_patches(x, patch, stride)                     # B*G*G x C x p x p
+            raise ConfigError(
+                "method.patch_size", str(err), "set method.patch_size / patch_stride, or null."
+            ) from None
+        patches, g = cut_patches(x, patch, stride)  # B*G*G x C x p x p
         if augment:
             patches = self.patch_augment(patches)
-        z = self.backbone(patches)                                      # B*G*G x D
+        z = self.backbone(patches)  # B*G*G x D
         return z.reshape(x.shape[0], g, g, -1).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,23 +226,25 @@ class CPCv2(SSLMethod):
     def cpc_loss(self, z: torch.Tensor, direction: str, neg_index: torch.Tensor | None = None):
         """The appendix `CPC(latents)` on a grid z [B, D, G, G] whose prediction direction points down the
         rows: (sum over the offsets of the mean cross-entropy, correct per prediction)."""
-        context = self.context[direction](z)                           # B x D x G x G, row i sees rows <= i
-        targets = self.target_proj[direction](z)                       # B x T x G x G
-        preds = self.predictors[direction](context) * self.emb_scale   # B x n_offsets*T x G x G
+        context = self.context[direction](z)  # B x D x G x G, row i sees rows <= i
+        targets = self.target_proj[direction](z)  # B x T x G x G
+        preds = self.predictors[direction](context) * self.emb_scale  # B x n_offsets*T x G x G
         T, losses, correct = self.target_dim, [], []
         for n, k in enumerate(self.offsets):
-            loss_k, ok = grid_info_nce(preds[:, n * T:(n + 1) * T], targets, k, neg_index)
+            loss_k, ok = grid_info_nce(preds[:, n * T : (n + 1) * T], targets, k, neg_index)
             losses.append(loss_k.mean())
             correct.append(ok)
         return torch.stack(losses).sum(), torch.cat(correct)
 
     def training_loss(self, views, labels, index):
-        z = self.encode_grid(views[0], augment=True)                   # B x D x G x G
+        z = self.encode_grid(views[0], augment=True)  # B x D x G x G
         B, D, G, _ = z.shape
         if self.offsets[-1] >= G:
-            raise ConfigError("method.steps_to_predict",
-                              f"{self.offsets[-1]} rows ahead do not fit a {G}x{G} grid.",
-                              f"set method.steps_to_predict <= {G - 1}, or a smaller method.patch_stride.")
+            raise ConfigError(
+                "method.steps_to_predict",
+                f"{self.offsets[-1]} rows ahead do not fit a {G}x{G} grid.",
+                f"set method.steps_to_predict <= {G - 1}, or a smaller method.patch_stride.",
+            )
         neg_index = None
         if self.num_negatives is not None and self.num_negatives < B * G * G:
             neg_index = torch.randint(0, B * G * G, (self.num_negatives,), device=z.device)
@@ -199,8 +253,12 @@ class CPCv2(SSLMethod):
             loss_d, ok = self.cpc_loss(torch.rot90(z, DIRECTIONS[d], dims=(2, 3)), d, neg_index)
             losses.append(loss_d)
             correct.append(ok)
-        loss = torch.stack(losses).mean()                              # mean over the directions
-        feats = z.mean(dim=(2, 3))                                     # B x D, as forward()
+        loss = torch.stack(losses).mean()  # mean over the directions
+        feats = z.mean(dim=(2, 3))  # B x D, as forward()
         z_flat = z.permute(0, 2, 3, 1).reshape(-1, D)
-        return {"loss": loss, "feats": feats, "z_std": embedding_std(z_flat),
-                "cpc_acc": 100.0 * torch.cat(correct).float().mean()}
+        return {
+            "loss": loss,
+            "feats": feats,
+            "z_std": embedding_std(z_flat),
+            "cpc_acc": 100.0 * torch.cat(correct).float().mean(),
+        }

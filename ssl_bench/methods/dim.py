@@ -31,6 +31,7 @@ encoder gets the non-saturating loss -log D(sigmoid(Y)) through a parameter-deta
 optimizer step plays both sides of the minimax. One view per image: the paper trains DIM on the images without
 augmentation.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,32 +42,61 @@ from torch.func import functional_call
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.mi_estimators import ESTIMATORS, batch_mi
-from ssl_bench.nn.local_features import (ResidualEmbed1x1, forward_with_maps, global_local_scores, layer_channels,
-                                         resolve_layer)
+from ssl_bench.nn.local_features import (
+    ResidualEmbed1x1,
+    forward_with_maps,
+    global_local_scores,
+    layer_channels,
+    resolve_layer,
+)
 
 
 class DIM(SSLMethod):
     num_large_crops = 1
-    min_batch_size = 2          # the negatives are the other images of the batch
+    min_batch_size = 2  # the negatives are the other images of the batch
 
-    def __init__(self, backbone: nn.Module, estimator: str = "jsd", local_layer: int = -2,
-                 global_dim: int = 64, mi_units: int = 2048, alpha: float = 0.0, beta: float = 1.0,
-                 gamma: float = 0.1, global_hidden_dim: int = 512,
-                 prior_hidden_dims: tuple[int, int] = (1000, 200), **kwargs):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        estimator: str = "jsd",
+        local_layer: int = -2,
+        global_dim: int = 64,
+        mi_units: int = 2048,
+        alpha: float = 0.0,
+        beta: float = 1.0,
+        gamma: float = 0.1,
+        global_hidden_dim: int = 512,
+        prior_hidden_dims: tuple[int, int] = (1000, 200),
+        **kwargs,
+    ):
         super().__init__(backbone, **kwargs)
         if estimator not in ESTIMATORS:
-            raise ConfigError("method.estimator", f"unknown MI estimator '{estimator}'.",
-                              f"choose one of {', '.join(ESTIMATORS)} (the paper's local DIM default: jsd).")
+            raise ConfigError(
+                "method.estimator",
+                f"unknown MI estimator '{estimator}'.",
+                f"choose one of {', '.join(ESTIMATORS)} (the paper's local DIM default: jsd).",
+            )
         for key, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
             if value < 0:
-                raise ConfigError(f"method.{key}", f"must be >= 0, got {value}.", "use the paper's 0, 1, 0.1 (local DIM).")
+                raise ConfigError(
+                    f"method.{key}",
+                    f"must be >= 0, got {value}.",
+                    "use the paper's 0, 1, 0.1 (local DIM).",
+                )
         if alpha == 0 and beta == 0:
-            raise ConfigError("method.beta", "alpha and beta are both 0: no MI term is left to learn from.",
-                              "set method.beta=1 (local DIM) or method.alpha=1 (global DIM).")
+            raise ConfigError(
+                "method.beta",
+                "alpha and beta are both 0: no MI term is left to learn from.",
+                "set method.beta=1 (local DIM) or method.alpha=1 (global DIM).",
+            )
         if mi_units < 1:
-            raise ConfigError("method.mi_units", f"must be >= 1, got {mi_units}.", "use the paper's 2048.")
+            raise ConfigError(
+                "method.mi_units", f"must be >= 1, got {mi_units}.", "use the paper's 2048."
+            )
         if global_dim < 1:
-            raise ConfigError("method.global_dim", f"must be >= 1, got {global_dim}.", "use the paper's 64.")
+            raise ConfigError(
+                "method.global_dim", f"must be >= 1, got {global_dim}.", "use the paper's 64."
+            )
         self.estimator, self.alpha, self.beta, self.gamma = estimator, alpha, beta, gamma
         self.local_layer = resolve_layer(backbone, local_layer, "method.local_layer")
         channels = layer_channels(backbone, self.local_layer)
@@ -75,16 +105,27 @@ class DIM(SSLMethod):
         # local DIM critic: C_ij and Y embedded into the same mi_units space, score = dot product
         self.local_embed = ResidualEmbed1x1(channels, mi_units, out_norm="layer")
         self.global_embed = ResidualEmbed1x1(global_dim, mi_units, out_norm="layer")
-        if alpha > 0:           # global DIM critic: the whole map as one vector against Y
+        if alpha > 0:  # global DIM critic: the whole map as one vector against Y
             self.map_encoder = nn.Sequential(
-                nn.Conv2d(channels, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-                nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                nn.Linear(64 * 16, global_hidden_dim), nn.ReLU(inplace=True), nn.Linear(global_hidden_dim, mi_units))
+                nn.Conv2d(channels, 64, 3, padding=1, bias=False),
+                nn.BatchNorm2d(64),
+                nn.ReLU(inplace=True),
+                nn.AdaptiveAvgPool2d(4),
+                nn.Flatten(),
+                nn.Linear(64 * 16, global_hidden_dim),
+                nn.ReLU(inplace=True),
+                nn.Linear(global_hidden_dim, mi_units),
+            )
             self.global_y_embed = ResidualEmbed1x1(global_dim, mi_units, out_norm="layer")
-        if gamma > 0:           # prior discriminator D: 64 -> 1000 -> 200 -> 1
+        if gamma > 0:  # prior discriminator D: 64 -> 1000 -> 200 -> 1
             h1, h2 = prior_hidden_dims
-            self.prior_disc = nn.Sequential(nn.Linear(global_dim, h1), nn.ReLU(inplace=True),
-                                            nn.Linear(h1, h2), nn.ReLU(inplace=True), nn.Linear(h2, 1))
+            self.prior_disc = nn.Sequential(
+                nn.Linear(global_dim, h1),
+                nn.ReLU(inplace=True),
+                nn.Linear(h1, h2),
+                nn.ReLU(inplace=True),
+                nn.Linear(h2, 1),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The evaluated representation: the pooled backbone features (the official fc layer's counterpart,
@@ -100,14 +141,16 @@ class DIM(SSLMethod):
         pooled, y, c = self.encode(views[0])
         terms: dict[str, torch.Tensor] = {}
         loss = y.new_zeros((), dtype=torch.float32)
-        g = self.global_embed(y)                                                    # N x U
+        g = self.global_embed(y)  # N x U
         if self.beta > 0:
-            scores = global_local_scores(g, self.local_embed(c))                     # N x N x M*M
+            scores = global_local_scores(g, self.local_embed(c))  # N x N x M*M
             local_mi = batch_mi(scores, self.estimator)
             loss = loss - self.beta * local_mi
             terms["local_mi"] = local_mi.detach()
         if self.alpha > 0:
-            scores = self.global_y_embed(y).float() @ self.map_encoder(c).float().T  # N x N: Y_i vs map_k
+            scores = (
+                self.global_y_embed(y).float() @ self.map_encoder(c).float().T
+            )  # N x N: Y_i vs map_k
             global_mi = batch_mi(scores, self.estimator)
             loss = loss - self.alpha * global_mi
             terms["global_mi"] = global_mi.detach()
@@ -124,8 +167,9 @@ class DIM(SSLMethod):
         q = torch.sigmoid(y.float())
         v = torch.rand_like(q)
         real, fake = self.prior_disc(v).float(), self.prior_disc(q.detach()).float()
-        disc_loss = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-                     + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+        disc_loss = F.binary_cross_entropy_with_logits(
+            real, torch.ones_like(real)
+        ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
         frozen = {name: p.detach() for name, p in self.prior_disc.named_parameters()}
         judged = functional_call(self.prior_disc, frozen, (q,)).float()
         encoder_loss = F.binary_cross_entropy_with_logits(judged, torch.ones_like(judged))

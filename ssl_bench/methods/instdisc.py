@@ -23,6 +23,7 @@ linear embedding. In short runs the paper's head lets the whole embedding drift 
 rows (every f is pushed from the same old mean): measured z_std 0.035 -> 0.007 within 10 steps and kNN
 below its init; with the BN it stays ~0.088 (= 1/sqrt(128), uniform). MoCo's `proj_norm` is the same cure.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,29 +39,53 @@ from ssl_bench.nn.queue import MemoryBank
 class InstDisc(SSLMethod):
     num_large_crops = 1
 
-    def __init__(self, backbone: nn.Module, temperature: float = 0.07, proj_output_dim: int = 128,
-                 num_negatives: int = 4096, bank_momentum: float = 0.5, bank_size: int | None = None,
-                 head_norm: bool = False, **kwargs):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        temperature: float = 0.07,
+        proj_output_dim: int = 128,
+        num_negatives: int = 4096,
+        bank_momentum: float = 0.5,
+        bank_size: int | None = None,
+        head_norm: bool = False,
+        **kwargs,
+    ):
         super().__init__(backbone, **kwargs)
         if temperature <= 0:
-            raise ConfigError("method.temperature", f"must be positive, got {temperature}.",
-                              "use the paper's 0.07.")
+            raise ConfigError(
+                "method.temperature",
+                f"must be positive, got {temperature}.",
+                "use the paper's 0.07.",
+            )
         if num_negatives < 1:
-            raise ConfigError("method.num_negatives", f"must be >= 1, got {num_negatives}.",
-                              "use the paper's 4096.")
+            raise ConfigError(
+                "method.num_negatives",
+                f"must be >= 1, got {num_negatives}.",
+                "use the paper's 4096.",
+            )
         if not 0.0 <= bank_momentum <= 1.0:
-            raise ConfigError("method.bank_momentum", f"must be in [0, 1], got {bank_momentum}.",
-                              "use the paper's 0.5.")
+            raise ConfigError(
+                "method.bank_momentum",
+                f"must be in [0, 1], got {bank_momentum}.",
+                "use the paper's 0.5.",
+            )
         if bank_size is not None and bank_size < 1:
-            raise ConfigError("method.bank_size", f"must be positive or null (= the dataset size), got {bank_size}.")
+            raise ConfigError(
+                "method.bank_size",
+                f"must be positive or null (= the dataset size), got {bank_size}.",
+            )
         self.temperature, self.num_negatives = temperature, num_negatives
-        self.head = nn.Linear(self.feat_dim, proj_output_dim)    # the paper's linear 128-d embedding
-        if head_norm:          # + BN without affine: the embedding cannot drift as a whole (see the docstring)
+        self.head = nn.Linear(self.feat_dim, proj_output_dim)  # the paper's linear 128-d embedding
+        if (
+            head_norm
+        ):  # + BN without affine: the embedding cannot drift as a whole (see the docstring)
             self.head = nn.Sequential(self.head, nn.BatchNorm1d(proj_output_dim, affine=False))
         # one row per training image; sized from the datamodule in setup() when bank_size is null
-        self.bank = MemoryBank(bank_size or 0, proj_output_dim, bank_momentum, copy_first_visit=True)
-        self.register_buffer("nce_z", torch.tensor(-1.0))      # Z of the NCE; < 0 until first estimated
-        self._z_frozen = False                                  # True once every bank row has been written
+        self.bank = MemoryBank(
+            bank_size or 0, proj_output_dim, bank_momentum, copy_first_visit=True
+        )
+        self.register_buffer("nce_z", torch.tensor(-1.0))  # Z of the NCE; < 0 until first estimated
+        self._z_frozen = False  # True once every bank row has been written
 
     def setup(self, stage: str) -> None:
         """Size the bank to the pretraining set (before a checkpoint restores it)."""
@@ -72,26 +97,43 @@ class InstDisc(SSLMethod):
         if self.bank.num_samples == 0:
             self.bank.resize(n)
         elif self.bank.num_samples != n:
-            raise ConfigError("method.bank_size", f"is {self.bank.num_samples} but the pretraining set has {n} "
-                              "images (the bank needs one row per image).", "set method.bank_size=null.")
+            raise ConfigError(
+                "method.bank_size",
+                f"is {self.bank.num_samples} but the pretraining set has {n} "
+                "images (the bank needs one row per image).",
+                "set method.bank_size=null.",
+            )
 
     # ---- the loss -----------------------------------------------------------------------------
     def training_loss(self, views, labels, index):
         n = self.bank.num_samples
         if n == 0:
-            raise ConfigError("method.bank_size", "the memory bank size is unknown (no datamodule to read it from).",
-                              "set method.bank_size to the number of training images.")
-        feats = self.backbone(views[0])                                    # N x F
-        f = F.normalize(self.head(feats).float(), dim=1)                   # N x D
-        positives = self.bank(index)                                       # v_i of the batch: N x D
+            raise ConfigError(
+                "method.bank_size",
+                "the memory bank size is unknown (no datamodule to read it from).",
+                "set method.bank_size to the number of training images.",
+            )
+        feats = self.backbone(views[0])  # N x F
+        f = F.normalize(self.head(feats).float(), dim=1)  # N x D
+        positives = self.bank(index)  # v_i of the batch: N x D
         noise = torch.randint(0, n, (self.num_negatives,), device=f.device)
-        negatives = self.bank(noise)                                       # m x D, shared by the batch
-        if not self._z_frozen:             # first epoch: Z follows the bank as its rows fill with features
-            self._z_frozen = self.bank.all_visited() and bool(self.nce_z > 0)   # also true after a restore
-        seen = self.bank.visited[index]                                    # rows that hold a feature: N
+        negatives = self.bank(noise)  # m x D, shared by the batch
+        if not self._z_frozen:  # first epoch: Z follows the bank as its rows fill with features
+            self._z_frozen = self.bank.all_visited() and bool(
+                self.nce_z > 0
+            )  # also true after a restore
+        seen = self.bank.visited[index]  # rows that hold a feature: N
         if not self._z_frozen:
             self.nce_z.copy_(estimate_nce_z(f, positives, negatives, self.temperature, n, seen))
-        loss, terms = instdisc_nce(f, positives, negatives, self.temperature, self.nce_z, n, return_terms=True,
-                                   positive_mask=seen)
-        self.bank.update(index, f.detach())                                # only the batch's rows move
+        loss, terms = instdisc_nce(
+            f,
+            positives,
+            negatives,
+            self.temperature,
+            self.nce_z,
+            n,
+            return_terms=True,
+            positive_mask=seen,
+        )
+        self.bank.update(index, f.detach())  # only the batch's rows move
         return {"loss": loss, "feats": feats, "z_std": embedding_std(f), **terms}

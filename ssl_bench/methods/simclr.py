@@ -7,6 +7,7 @@ head g(.) is Linear-BN-ReLU-Linear-BN, the last BN with a scale but no shift (mo
 `linear_layer(..., use_bn=True)` with `center=use_bias`; `proj_bn: all`). `bn_stats: per_view` and
 `proj_bn: none` give solo-learn's variant (one call per view, a head without BN).
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,20 +22,43 @@ from ssl_bench.nn.heads import MLP, check_bn_placement
 class SimCLR(SSLMethod):
     min_batch_size = 2
 
-    def __init__(self, backbone: nn.Module, temperature: float = 0.5, proj_hidden_dim: int = 2048,
-                 proj_output_dim: int = 128, proj_layers: int = 2, proj_bn: str = "all",
-                 bn_stats: str = "joint", **kwargs):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        temperature: float = 0.5,
+        proj_hidden_dim: int = 2048,
+        proj_output_dim: int = 128,
+        proj_layers: int = 2,
+        proj_bn: str = "all",
+        bn_stats: str = "joint",
+        **kwargs,
+    ):
         super().__init__(backbone, bn_stats=bn_stats, **kwargs)
         if temperature <= 0:
-            raise ConfigError("method.temperature", f"must be positive, got {temperature}.",
-                              "use e.g. method.temperature=0.5 (SimCLR's CIFAR value) or 0.1.")
+            raise ConfigError(
+                "method.temperature",
+                f"must be positive, got {temperature}.",
+                "use e.g. method.temperature=0.5 (SimCLR's CIFAR value) or 0.1.",
+            )
         self.temperature = temperature
         # g(.): MLP with one hidden layer (the paper's projection head); BN where proj_bn says
-        self.projector = MLP(self.feat_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers,
-                             bn=check_bn_placement(proj_bn, "method.proj_bn"), last_shift=False)
+        self.projector = MLP(
+            self.feat_dim,
+            proj_hidden_dim,
+            proj_output_dim,
+            num_layers=proj_layers,
+            bn=check_bn_placement(proj_bn, "method.proj_bn"),
+            last_shift=False,
+        )
 
     def training_loss(self, views, labels, index):
-        feats = self.forward_views(self.backbone, views[:2])   # 2 x (N x F); calls grouped by bn_stats
-        z1, z2 = self.forward_views(self.projector, feats)     # N x D each; the head grouped alike
+        feats = self.forward_views(
+            self.backbone, views[:2]
+        )  # 2 x (N x F); calls grouped by bn_stats
+        z1, z2 = self.forward_views(self.projector, feats)  # N x D each; the head grouped alike
         loss = nt_xent(z1, z2, self.temperature)
-        return {"loss": loss, "feats": torch.cat(feats), "z_std": embedding_std(torch.cat([z1, z2]))}
+        return {
+            "loss": loss,
+            "feats": torch.cat(feats),
+            "z_std": embedding_std(torch.cat([z1, z2])),
+        }

@@ -11,6 +11,7 @@ As the official code (google-research/simclr@383d414, tf2/model.py): both views 
 (`ProjectionHead`/`LinearLayer(use_bn=True)`, the last BN with a scale but no shift: `proj_bn: all`), hidden
 layers as wide as the backbone, ReLU after all but the last.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,29 +29,61 @@ from ssl_bench.nn.queue import FeatureQueue
 class SimCLRv2(SSLMethod):
     min_batch_size = 2
 
-    def __init__(self, backbone: nn.Module, temperature: float = 0.1, proj_hidden_dim: int | None = None,
-                 proj_output_dim: int = 128, proj_layers: int = 3, probe_from_projector_layer: int = 0,
-                 queue_size: int = 0, momentum_tau: float = 0.999, bn_splits: int = 8, proj_bn: str = "all",
-                 bn_stats: str = "joint", **kwargs):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        temperature: float = 0.1,
+        proj_hidden_dim: int | None = None,
+        proj_output_dim: int = 128,
+        proj_layers: int = 3,
+        probe_from_projector_layer: int = 0,
+        queue_size: int = 0,
+        momentum_tau: float = 0.999,
+        bn_splits: int = 8,
+        proj_bn: str = "all",
+        bn_stats: str = "joint",
+        **kwargs,
+    ):
         super().__init__(backbone, bn_stats=bn_stats, **kwargs)
         if temperature <= 0:
-            raise ConfigError("method.temperature", f"must be positive, got {temperature}.",
-                              "use SimCLR v2's 0.1 (or 0.2-0.5 at small batch).")
-        if probe_from_projector_layer not in (0, 1) or (probe_from_projector_layer == 1 and proj_layers < 2):
-            raise ConfigError("method.probe_from_projector_layer",
-                              f"must be 0 (backbone) or 1 (first projector layer, needs proj_layers >= 2), "
-                              f"got {probe_from_projector_layer} with proj_layers={proj_layers}.")
+            raise ConfigError(
+                "method.temperature",
+                f"must be positive, got {temperature}.",
+                "use SimCLR v2's 0.1 (or 0.2-0.5 at small batch).",
+            )
+        if probe_from_projector_layer not in (0, 1) or (
+            probe_from_projector_layer == 1 and proj_layers < 2
+        ):
+            raise ConfigError(
+                "method.probe_from_projector_layer",
+                f"must be 0 (backbone) or 1 (first projector layer, needs proj_layers >= 2), "
+                f"got {probe_from_projector_layer} with proj_layers={proj_layers}.",
+            )
         if queue_size < 0:
-            raise ConfigError("method.queue_size", f"must be >= 0 (0 = no memory), got {queue_size}.")
+            raise ConfigError(
+                "method.queue_size", f"must be >= 0 (0 = no memory), got {queue_size}."
+            )
         if not 0.0 <= momentum_tau <= 1.0:
-            raise ConfigError("method.momentum_tau", f"must be in [0, 1], got {momentum_tau}.", "use 0.999.")
+            raise ConfigError(
+                "method.momentum_tau", f"must be in [0, 1], got {momentum_tau}.", "use 0.999."
+            )
         self.temperature, self.tau, self.bn_splits = temperature, momentum_tau, bn_splits
         self.probe_layer = probe_from_projector_layer
-        hidden = proj_hidden_dim or self.feat_dim        # the paper keeps the backbone's width in the head
-        self.projector = MLP(self.feat_dim, hidden, proj_output_dim, num_layers=proj_layers,
-                             bn=check_bn_placement(proj_bn, "method.proj_bn"), last_shift=False)
+        hidden = (
+            proj_hidden_dim or self.feat_dim
+        )  # the paper keeps the backbone's width in the head
+        self.projector = MLP(
+            self.feat_dim,
+            hidden,
+            proj_output_dim,
+            num_layers=proj_layers,
+            bn=check_bn_placement(proj_bn, "method.proj_bn"),
+            last_shift=False,
+        )
         if self.probe_layer == 1 and self.probe is not None:
-            self.probe = nn.Linear(hidden, self.num_classes)   # the probe reads the head's first layer
+            self.probe = nn.Linear(
+                hidden, self.num_classes
+            )  # the probe reads the head's first layer
         self.use_memory = queue_size > 0
         if self.use_memory:
             self.target_backbone = make_target(self.backbone)
@@ -63,7 +96,7 @@ class SimCLRv2(SSLMethod):
         return self.represent(self.backbone(x))
 
     def represent(self, feats: torch.Tensor) -> torch.Tensor:
-        first = self.projector.layer_ends[0]                 # the first layer: Linear[, BN], ReLU
+        first = self.projector.layer_ends[0]  # the first layer: Linear[, BN], ReLU
         return self._layers(feats, 0, first) if self.probe_layer == 1 else feats
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
@@ -81,14 +114,24 @@ class SimCLRv2(SSLMethod):
         # calls grouped by bn_stats; with the memory, as in MoCo, queries and keys are normalised over
         # bn_splits virtual devices (nn/multicrop.py), the keys shuffled across them first
         splits = self.bn_splits if self.use_memory else 1
-        h = self.forward_views(lambda b: self.represent(self.backbone(b)), views[:2], splits)  # 2 x (N x F)
-        z1, z2 = self.forward_views(self.project, h, splits)                                  # N x D each
+        h = self.forward_views(
+            lambda b: self.represent(self.backbone(b)), views[:2], splits
+        )  # 2 x (N x F)
+        z1, z2 = self.forward_views(self.project, h, splits)  # N x D each
         h, z = torch.cat(h), torch.cat([z1, z2])
         if not self.use_memory:
-            return {"loss": nt_xent(z1, z2, self.temperature), "feats": h, "z_std": embedding_std(z)}
+            return {
+                "loss": nt_xent(z1, z2, self.temperature),
+                "feats": h,
+                "z_std": embedding_std(z),
+            }
         # MoCo-style memory: keys of the other view from the momentum encoder, negatives from the queue
-        k1, k2 = self.forward_views(lambda b: shuffled_key_forward(
-            lambda kb: self.target_projector(self.target_backbone(kb)), b, self.bn_splits), views[:2])
+        k1, k2 = self.forward_views(
+            lambda b: shuffled_key_forward(
+                lambda kb: self.target_projector(self.target_backbone(kb)), b, self.bn_splits
+            ),
+            views[:2],
+        )
         k = torch.cat([k1, k2])
         negatives = self.queue()
         loss12, t12 = info_nce(z1, k2, negatives, self.temperature, return_terms=True)

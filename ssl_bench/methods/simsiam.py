@@ -1,6 +1,7 @@
 """SimSiam: Exploring Simple Siamese Representation Learning.
 Chen & He, 2020. https://arxiv.org/abs/2011.10566
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,30 +27,54 @@ class SimSiam(SSLMethod):
     `bn_stats: per_view`; `joint` puts both views in one call.
     """
 
-    def __init__(self, backbone: nn.Module, proj_hidden_dim: int = 2048, proj_output_dim: int = 2048,
-                 proj_layers: int = 3, pred_hidden_dim: int = 512, fixed_predictor_lr: bool = True,
-                 stop_gradient: bool = True, bn_stats: str = "per_view", **kwargs):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        proj_hidden_dim: int = 2048,
+        proj_output_dim: int = 2048,
+        proj_layers: int = 3,
+        pred_hidden_dim: int = 512,
+        fixed_predictor_lr: bool = True,
+        stop_gradient: bool = True,
+        bn_stats: str = "per_view",
+        **kwargs,
+    ):
         super().__init__(backbone, bn_stats=bn_stats, **kwargs)
-        for key, dim in (("proj_hidden_dim", proj_hidden_dim), ("proj_output_dim", proj_output_dim),
-                         ("pred_hidden_dim", pred_hidden_dim)):
+        for key, dim in (
+            ("proj_hidden_dim", proj_hidden_dim),
+            ("proj_output_dim", proj_output_dim),
+            ("pred_hidden_dim", pred_hidden_dim),
+        ):
             if dim < 1:
                 raise ConfigError(f"method.{key}", f"must be a positive width, got {dim}.")
         if proj_layers < 1:
-            raise ConfigError("method.proj_layers", f"needs at least 1 layer, got {proj_layers}.",
-                              "use 3 (ImageNet) or 2 (the paper's CIFAR variant).")
+            raise ConfigError(
+                "method.proj_layers",
+                f"needs at least 1 layer, got {proj_layers}.",
+                "use 3 (ImageNet) or 2 (the paper's CIFAR variant).",
+            )
         self.fixed_predictor_lr = bool(fixed_predictor_lr)
         self.stop_gradient = bool(stop_gradient)
         # projector: Linear-BN-ReLU x (layers - 1), Linear, BN without affine (paper, sec. 4.1)
-        self.projector = MLP(self.feat_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers,
-                             bn="all", last_scale=False, last_shift=False)
+        self.projector = MLP(
+            self.feat_dim,
+            proj_hidden_dim,
+            proj_output_dim,
+            num_layers=proj_layers,
+            bn="all",
+            last_scale=False,
+            last_shift=False,
+        )
         # predictor: bottleneck Linear(d, d/4)-BN-ReLU-Linear(d/4, d), no BN on the output
         self.predictor = MLP(proj_output_dim, pred_hidden_dim, proj_output_dim)
 
     def training_loss(self, views, labels, index):
-        feats = self.forward_views(self.backbone, views[:2])           # 2 x (N x F), grouped by bn_stats
-        z = self.forward_views(self.projector, feats)                  # 2 x (N x D)
-        p1, p2 = self.forward_views(self.predictor, z)                 # N x D each
-        z1, z2 = (t.detach() if self.stop_gradient else t for t in z)  # the stop-gradient of the paper
+        feats = self.forward_views(self.backbone, views[:2])  # 2 x (N x F), grouped by bn_stats
+        z = self.forward_views(self.projector, feats)  # 2 x (N x D)
+        p1, p2 = self.forward_views(self.predictor, z)  # N x D each
+        z1, z2 = (
+            t.detach() if self.stop_gradient else t for t in z
+        )  # the stop-gradient of the paper
         loss = 0.5 * negative_cosine(p1, z2) + 0.5 * negative_cosine(p2, z1)
         return {"loss": loss, "feats": torch.cat(feats), "z_std": embedding_std(torch.cat(z))}
 

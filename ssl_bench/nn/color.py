@@ -10,6 +10,7 @@ back into [0, 1] RGB, converts it to Lab and rescales each channel to about [-1,
 takes over the sRGB gamut (the centring and scaling of the official CMC code), then cuts the channel
 groups of the views, e.g. [["L"], ["a", "b"]].
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,9 +19,11 @@ import torch
 from torch import nn
 
 # linear sRGB -> XYZ (D65), rows X, Y, Z (IEC 61966-2-1)
-_RGB_TO_XYZ = ((0.412453, 0.357580, 0.180423),
-               (0.212671, 0.715160, 0.072169),
-               (0.019334, 0.119193, 0.950227))
+_RGB_TO_XYZ = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
 _WHITE_D65 = (0.95047, 1.0, 1.08883)
 _DELTA = 6.0 / 29.0
 
@@ -35,26 +38,38 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     if rgb.shape[-3] != 3:
         raise ValueError(f"rgb_to_lab expects 3 channels at dim -3, got shape {tuple(rgb.shape)}")
     x = rgb.float().clamp(0.0, 1.0)
-    linear = torch.where(x > 0.04045, ((x + 0.055) / 1.055) ** 2.4, x / 12.92)       # undo the sRGB gamma
+    linear = torch.where(
+        x > 0.04045, ((x + 0.055) / 1.055) ** 2.4, x / 12.92
+    )  # undo the sRGB gamma
     m = torch.tensor(_RGB_TO_XYZ, dtype=x.dtype, device=x.device)
     white = torch.tensor(_WHITE_D65, dtype=x.dtype, device=x.device)
     xyz = torch.einsum("ij,...jhw->...ihw", m, linear) / white.reshape(3, 1, 1)
-    f = torch.where(xyz > _DELTA ** 3, xyz.clamp(min=1e-12) ** (1.0 / 3.0), xyz / (3 * _DELTA ** 2) + 4.0 / 29.0)
+    f = torch.where(
+        xyz > _DELTA**3, xyz.clamp(min=1e-12) ** (1.0 / 3.0), xyz / (3 * _DELTA**2) + 4.0 / 29.0
+    )
     fx, fy, fz = f.unbind(dim=-3)
     return torch.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=-3)
 
 
 def normalize_lab(lab: torch.Tensor) -> torch.Tensor:
     """Each Lab channel mapped from its sRGB-gamut range to [-1, 1]."""
-    lo = torch.tensor([LAB_RANGES[c][0] for c in CHANNELS], dtype=lab.dtype, device=lab.device).reshape(3, 1, 1)
-    hi = torch.tensor([LAB_RANGES[c][1] for c in CHANNELS], dtype=lab.dtype, device=lab.device).reshape(3, 1, 1)
+    lo = torch.tensor(
+        [LAB_RANGES[c][0] for c in CHANNELS], dtype=lab.dtype, device=lab.device
+    ).reshape(3, 1, 1)
+    hi = torch.tensor(
+        [LAB_RANGES[c][1] for c in CHANNELS], dtype=lab.dtype, device=lab.device
+    ).reshape(3, 1, 1)
     return (lab - (lo + hi) / 2) / ((hi - lo) / 2)
 
 
-def parse_channel_groups(groups: Sequence[Sequence[str]], key: str = "method.views") -> list[list[int]]:
+def parse_channel_groups(
+    groups: Sequence[Sequence[str]], key: str = "method.views"
+) -> list[list[int]]:
     """[["L"], ["a", "b"]] -> [[0], [1, 2]]; a ValueError naming the bad entry otherwise (callers wrap it)."""
     if isinstance(groups, str) or len(groups) < 2:
-        raise ValueError(f"{key} needs at least two channel groups, got {groups!r}; e.g. [[L], [a, b]]")
+        raise ValueError(
+            f"{key} needs at least two channel groups, got {groups!r}; e.g. [[L], [a, b]]"
+        )
     out = []
     for g in groups:
         names = [g] if isinstance(g, str) else list(g)
@@ -71,8 +86,12 @@ class ColorSplit(nn.Module):
     restored model converts evaluation images exactly as in training. `set_stats` sets them from the data.
     """
 
-    def __init__(self, groups: Sequence[Sequence[int]], mean: Sequence[float] = (0.5, 0.5, 0.5),
-                 std: Sequence[float] = (0.5, 0.5, 0.5)):
+    def __init__(
+        self,
+        groups: Sequence[Sequence[int]],
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+    ):
         super().__init__()
         self.groups = [list(g) for g in groups]
         self.register_buffer("mean", torch.zeros(1, 3, 1, 1))

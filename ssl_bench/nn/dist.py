@@ -1,4 +1,5 @@
 """Cross-device helpers. All of them are the identity on one process."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Exponential moving averages of networks (BYOL / MoCo target encoders) and the tau schedule."""
+
 from __future__ import annotations
 
 import copy

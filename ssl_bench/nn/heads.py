@@ -1,4 +1,5 @@
 """Projector / predictor heads shared by the methods."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -12,8 +13,11 @@ BN_PLACEMENTS = ("none", "hidden", "all")
 def check_bn_placement(value: str, key: str) -> str:
     """`value` if it names a BN placement, else a ConfigError naming the config `key`."""
     if value not in BN_PLACEMENTS:
-        raise ConfigError(key, f"unknown BatchNorm placement '{value}'.",
-                          f"choose one of {', '.join(BN_PLACEMENTS)}.")
+        raise ConfigError(
+            key,
+            f"unknown BatchNorm placement '{value}'.",
+            f"choose one of {', '.join(BN_PLACEMENTS)}.",
+        )
     return value
 
 
@@ -24,7 +28,7 @@ class BatchNorm1d(nn.BatchNorm1d):
     def __init__(self, num_features: int, scale: bool = True, shift: bool = True):
         super().__init__(num_features, affine=scale or shift)
         if self.affine and not scale:
-            self.weight = None              # F.batch_norm takes weight and bias independently
+            self.weight = None  # F.batch_norm takes weight and bias independently
         if self.affine and not shift:
             self.bias = None
         self.scale, self.shift = scale, shift
@@ -44,8 +48,17 @@ class MLP(nn.Sequential):
     layer i's block (Linear[, BN][, ReLU]): `self[: layer_ends[0]]` is the first layer with its activation.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, bn: str = "hidden",
-                 last_scale: bool = True, last_shift: bool = True, last_bias: bool = True):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        num_layers: int = 2,
+        bn: str = "hidden",
+        last_scale: bool = True,
+        last_shift: bool = True,
+        last_bias: bool = True,
+    ):
         if num_layers < 1:
             raise ValueError("MLP needs at least one layer")
         if bn not in BN_PLACEMENTS:

@@ -7,6 +7,7 @@ count from the end. `feature_info`'s `reduction` is stale after ssl_bench's smal
 says the stem halves the image), so nothing here relies on it: only channel counts are read, and the
 spatial sizes are whatever the forward pass gives (ResNet-18, small stem, 32 px: layer3 8x8, layer4 4x4).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,14 +22,20 @@ def resolve_layer(backbone: nn.Module, layer: int, key: str) -> int:
     """The non-negative `feature_info` index of `layer`; a ConfigError naming `key` when it does not exist."""
     info = getattr(backbone, "feature_info", None)
     if not hasattr(backbone, "forward_intermediates") or not info:
-        raise ConfigError(key, f"the backbone {type(backbone).__name__} gives no intermediate feature maps "
-                               "(timm's forward_intermediates / feature_info).",
-                          "choose a timm CNN or ViT backbone, e.g. backbone=resnet18.")
+        raise ConfigError(
+            key,
+            f"the backbone {type(backbone).__name__} gives no intermediate feature maps "
+            "(timm's forward_intermediates / feature_info).",
+            "choose a timm CNN or ViT backbone, e.g. backbone=resnet18.",
+        )
     n = len(info)
     if not -n <= layer < n:
         names = ", ".join(f"{i}: {f.get('module', '?')}" for i, f in enumerate(info))
-        raise ConfigError(key, f"layer {layer} does not exist; this backbone has {n} feature levels ({names}).",
-                          f"choose an index in [{-n}, {n - 1}]; -1 is the last map, -2 the one before.")
+        raise ConfigError(
+            key,
+            f"layer {layer} does not exist; this backbone has {n} feature levels ({names}).",
+            f"choose an index in [{-n}, {n - 1}]; -1 is the last map, -2 the one before.",
+        )
     return layer % n
 
 
@@ -36,14 +43,16 @@ def layer_channels(backbone: nn.Module, layer: int) -> int:
     return int(backbone.feature_info[layer]["num_chs"])
 
 
-def forward_with_maps(backbone: nn.Module, x: torch.Tensor, layers: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def forward_with_maps(
+    backbone: nn.Module, x: torch.Tensor, layers: Sequence[int]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One backbone pass returning (pooled features N x F, [map N x C x H x W for each of `layers`]).
 
     `layers` are resolved (non-negative) indices, in any order, repeats allowed. The pooled features are
     `forward_head(final, pre_logits=True)`, exactly what `backbone(x)` returns (tested).
     """
     wanted = sorted(set(layers))
-    final, maps = backbone.forward_intermediates(x, indices=wanted)   # maps in ascending layer order
+    final, maps = backbone.forward_intermediates(x, indices=wanted)  # maps in ascending layer order
     by_layer = dict(zip(wanted, maps))
     return backbone.forward_head(final, pre_logits=True), [by_layer[i] for i in layers]
 
@@ -60,13 +69,18 @@ class ResidualEmbed1x1(nn.Module):
     Accepts N x C x H x W maps or N x C vectors (returned as N x out_dim).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, out_norm: str = "layer", zero_init_residual: bool = False):
+    def __init__(
+        self, in_dim: int, out_dim: int, out_norm: str = "layer", zero_init_residual: bool = False
+    ):
         super().__init__()
         if out_norm not in ("layer", "batch"):
             raise ValueError(f"out_norm must be 'layer' or 'batch', got {out_norm!r}")
         self.residual = nn.Sequential(
-            nn.Conv2d(in_dim, out_dim, 1, bias=False), nn.BatchNorm2d(out_dim), nn.ReLU(inplace=True),
-            nn.Conv2d(out_dim, out_dim, 1, bias=out_norm == "layer"))
+            nn.Conv2d(in_dim, out_dim, 1, bias=False),
+            nn.BatchNorm2d(out_dim),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_dim, out_dim, 1, bias=out_norm == "layer"),
+        )
         self.shortcut = nn.Conv2d(in_dim, out_dim, 1, bias=False)
         self.out_norm = out_norm
         self.norm = nn.LayerNorm(out_dim) if out_norm == "layer" else nn.BatchNorm2d(out_dim)
@@ -82,7 +96,7 @@ class ResidualEmbed1x1(nn.Module):
         if vector:
             x = x[:, :, None, None]
         h = self.residual(x) + self.shortcut(x)
-        if self.out_norm == "layer":                        # LayerNorm over the channels of each location
+        if self.out_norm == "layer":  # LayerNorm over the channels of each location
             h = self.norm(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         else:
             h = self.norm(h)

@@ -11,6 +11,7 @@ convolutions act per position. No normalisation layer: batch statistics over the
 from the rows to be predicted (the reason the paper moves its encoder from batch to layer norm, sec. 4.1).
 `width` generalises the 1x3 kernel to 1 x width (odd); the paper's is 3.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,13 +27,15 @@ class CausalResidualBlock(nn.Module):
         if width % 2 == 0 or width < 1:
             raise ValueError(f"the context network needs an odd kernel width, got {width}")
         self.reduce = nn.Conv2d(dim, hidden, 1)
-        self.across = nn.Conv2d(hidden, hidden, (1, width), padding=(0, width // 2))   # along the row
-        self.down = nn.Conv2d(hidden, hidden, (2, 1))                            # the row above + this one
+        self.across = nn.Conv2d(
+            hidden, hidden, (1, width), padding=(0, width // 2)
+        )  # along the row
+        self.down = nn.Conv2d(hidden, hidden, (2, 1))  # the row above + this one
         self.expand = nn.Conv2d(hidden, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.reduce(x))
-        h = F.pad(self.across(h), (0, 0, 1, 0))             # one zero row on top: (left, right, top, bottom)
+        h = F.pad(self.across(h), (0, 0, 1, 0))  # one zero row on top: (left, right, top, bottom)
         h = F.relu(self.down(h))
         return x + self.expand(h)
 
@@ -47,9 +50,12 @@ class ContextNetwork(nn.Module):
     def __init__(self, dim: int, hidden: int = 256, num_blocks: int = 5, kernel_size: int = 3):
         super().__init__()
         if num_blocks < 1 or hidden < 1:
-            raise ValueError(f"ContextNetwork needs num_blocks >= 1 and hidden >= 1, got {num_blocks}, {hidden}")
-        self.blocks = nn.Sequential(*[CausalResidualBlock(dim, hidden, kernel_size)
-                                      for _ in range(num_blocks)])
+            raise ValueError(
+                f"ContextNetwork needs num_blocks >= 1 and hidden >= 1, got {num_blocks}, {hidden}"
+            )
+        self.blocks = nn.Sequential(
+            *[CausalResidualBlock(dim, hidden, kernel_size) for _ in range(num_blocks)]
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return F.relu(self.blocks(z))

@@ -15,6 +15,7 @@ calls is part of a method's math, and must not depend on the device:
 call s takes the s-th sub-batch of every view of a group, as each device of a DDP run concatenates its share
 of the views.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -67,8 +68,9 @@ def split_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, splits: in
     return fn(x) if k == 1 else _cat([fn(c) for c in x.chunk(k)])
 
 
-def forward_views(fn: Callable[[torch.Tensor], Any], views: Sequence[torch.Tensor], joint: bool,
-                  splits: int = 1) -> list[Any]:
+def forward_views(
+    fn: Callable[[torch.Tensor], Any], views: Sequence[torch.Tensor], joint: bool, splits: int = 1
+) -> list[Any]:
     """`fn` over every view, grouped into calls per view or jointly (module docstring); one output per view,
     in view order. `fn` may return a tensor or a tuple of tensors (batch first)."""
     if not views:
@@ -78,10 +80,10 @@ def forward_views(fn: Callable[[torch.Tensor], Any], views: Sequence[torch.Tenso
         return [split_forward(fn, v, k) for v in views]
     out: list[Any] = []
     for a, b in resolution_groups(views):
-        chunks = [v.chunk(k) for v in views[a:b]]                   # the views of a group share their shape
+        chunks = [v.chunk(k) for v in views[a:b]]  # the views of a group share their shape
         per_view: list[list[Any]] = [[] for _ in chunks]
         for s in range(len(chunks[0])):
-            parts = [c[s] for c in chunks]                          # virtual device s: its share of each view
+            parts = [c[s] for c in chunks]  # virtual device s: its share of each view
             res = fn(torch.cat(parts) if len(parts) > 1 else parts[0])
             for i, piece in enumerate(_split(res, [p.shape[0] for p in parts])):
                 per_view[i].append(piece)

@@ -13,6 +13,7 @@ dropping (two of the three channels removed per patch, sec. 4.1 "Patch-based aug
 flips, spatial transformations (rotation, shear, uniform scaling, translation; one affine resample) and
 colour transformations (brightness, contrast, saturation, hue, with the batched ops of data/views.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -25,16 +26,22 @@ from torch import nn
 from ssl_bench.data.views import adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation
 
 
-def grid_geometry(image_size: int, patch_size: int | None = None, stride: int | None = None) -> tuple[int, int, int]:
+def grid_geometry(
+    image_size: int, patch_size: int | None = None, stride: int | None = None
+) -> tuple[int, int, int]:
     """(patch, stride, grid side G) for square images of `image_size` px; a ValueError if they do not fit."""
     patch = int(patch_size) if patch_size else max(1, image_size // 4)
     stride = int(stride) if stride else max(1, patch // 2)
     if patch > image_size or patch < 1 or stride < 1:
-        raise ValueError(f"a {patch} px patch at stride {stride} does not fit a {image_size} px image")
+        raise ValueError(
+            f"a {patch} px patch at stride {stride} does not fit a {image_size} px image"
+        )
     grid = (image_size - patch) // stride + 1
     if grid < 2:
-        raise ValueError(f"a {patch} px patch at stride {stride} gives a {grid}x{grid} grid on {image_size} px "
-                         "images; CPC needs at least 2 rows")
+        raise ValueError(
+            f"a {patch} px patch at stride {stride} gives a {grid}x{grid} grid on {image_size} px "
+            "images; CPC needs at least 2 rows"
+        )
     return patch, stride, grid
 
 
@@ -45,7 +52,7 @@ def cut_patches(x: torch.Tensor, patch: int, stride: int) -> tuple[torch.Tensor,
     if H != W:
         raise ValueError(f"cut_patches expects square images, got {H}x{W}")
     g = (H - patch) // stride + 1
-    tiles = x.unfold(2, patch, stride).unfold(3, patch, stride)           # B x C x G x G x p x p
+    tiles = x.unfold(2, patch, stride).unfold(3, patch, stride)  # B x C x G x G x p x p
     return tiles.permute(0, 2, 3, 1, 4, 5).reshape(B * g * g, C, patch, patch), g
 
 
@@ -62,10 +69,21 @@ class PatchAugment(nn.Module):
     keeps one random channel and loses the other two (set to 0, the dataset mean).
     """
 
-    def __init__(self, color_drop: float = 1.0, hflip: float = 0.5, rotate: float = 0.0, shear: float = 0.0,
-                 scale: Sequence[float] = (1.0, 1.0), translate: float = 0.0, brightness: float = 0.0,
-                 contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0,
-                 mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)):
+    def __init__(
+        self,
+        color_drop: float = 1.0,
+        hflip: float = 0.5,
+        rotate: float = 0.0,
+        shear: float = 0.0,
+        scale: Sequence[float] = (1.0, 1.0),
+        translate: float = 0.0,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+        saturation: float = 0.0,
+        hue: float = 0.0,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+    ):
         super().__init__()
         for name, p in (("color_drop", color_drop), ("hflip", hflip)):
             if not 0.0 <= p <= 1.0:
@@ -75,10 +93,24 @@ class PatchAugment(nn.Module):
         if min(rotate, shear, translate, brightness, contrast, saturation, hue) < 0 or hue > 0.5:
             raise ValueError("patch_augment: amounts must be >= 0 (hue <= 0.5)")
         self.color_drop, self.hflip = float(color_drop), float(hflip)
-        self.rotate, self.shear, self.scale, self.translate = float(rotate), float(shear), tuple(scale), float(translate)
-        self.jitter = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue": hue}
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).reshape(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).reshape(1, -1, 1, 1))
+        self.rotate, self.shear, self.scale, self.translate = (
+            float(rotate),
+            float(shear),
+            tuple(scale),
+            float(translate),
+        )
+        self.jitter = {
+            "brightness": brightness,
+            "contrast": contrast,
+            "saturation": saturation,
+            "hue": hue,
+        }
+        self.register_buffer(
+            "mean", torch.tensor(list(mean), dtype=torch.float32).reshape(1, -1, 1, 1)
+        )
+        self.register_buffer(
+            "std", torch.tensor(list(std), dtype=torch.float32).reshape(1, -1, 1, 1)
+        )
 
     @torch.no_grad()
     def set_stats(self, mean: Sequence[float], std: Sequence[float]) -> None:
@@ -93,12 +125,14 @@ class PatchAugment(nn.Module):
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         n, c = patches.shape[:2]
         dev = patches.device
-        x = patches.float() * self.std + self.mean                                   # back to [0, 1] RGB
+        x = patches.float() * self.std + self.mean  # back to [0, 1] RGB
         if self._spatial or self.hflip > 0:
             x = self._affine(x, n, dev)
         if any(a > 0 for a in self.jitter.values()):
             x = x.clamp(0, 1)
-            b, k, s, h = (self.jitter[key] for key in ("brightness", "contrast", "saturation", "hue"))
+            b, k, s, h = (
+                self.jitter[key] for key in ("brightness", "contrast", "saturation", "hue")
+            )
             if b > 0:
                 x = adjust_brightness(x, _uniform(n, max(0.0, 1 - b), 1 + b, dev))
             if k > 0:
@@ -109,9 +143,11 @@ class PatchAugment(nn.Module):
                 x = adjust_hue(x, _uniform(n, -h, h, dev))
         x = (x - self.mean) / self.std
         if self.color_drop > 0 and c > 1:
-            keep = torch.randint(0, c, (n,), device=dev)                             # the surviving channel
+            keep = torch.randint(0, c, (n,), device=dev)  # the surviving channel
             drop = torch.rand(n, device=dev) < self.color_drop
-            mask = F.one_hot(keep, c).to(x.dtype) + (~drop).to(x.dtype).unsqueeze(1)   # n x c: 1 = keep
+            mask = F.one_hot(keep, c).to(x.dtype) + (~drop).to(x.dtype).unsqueeze(
+                1
+            )  # n x c: 1 = keep
             x = x * mask.clamp(max=1).reshape(n, c, 1, 1)
         return x.to(patches.dtype)
 
@@ -123,9 +159,16 @@ class PatchAugment(nn.Module):
         flip = torch.where(torch.rand(n, device=dev) < self.hflip, -1.0, 1.0)
         cos, sin = torch.cos(rot), torch.sin(rot)
         # output -> input sampling map A = R(rot) @ Shear @ diag(flip, 1) / zoom, plus a shift t
-        a = torch.stack([torch.stack([cos, cos * shear - sin], -1), torch.stack([sin, sin * shear + cos], -1)], 1)
+        a = torch.stack(
+            [torch.stack([cos, cos * shear - sin], -1), torch.stack([sin, sin * shear + cos], -1)],
+            1,
+        )
         a = a * torch.stack([flip, torch.ones_like(flip)], -1).unsqueeze(1) / zoom.reshape(n, 1, 1)
-        shift = _uniform(2 * n, -2 * self.translate, 2 * self.translate, dev).reshape(n, 2, 1)  # [-1, 1] coords
+        shift = _uniform(2 * n, -2 * self.translate, 2 * self.translate, dev).reshape(
+            n, 2, 1
+        )  # [-1, 1] coords
         theta = torch.cat([a, shift], dim=2)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return F.grid_sample(
+            x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )

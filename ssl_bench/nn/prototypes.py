@@ -1,4 +1,5 @@
 """SwAV's prototypes: a linear map without bias from L2-normalised embeddings onto K unit vectors."""
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,7 @@ class Prototypes(nn.Module):
         return self.weight.shape[0]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.normalize(z, dim=1), self.weight)           # N x K
+        return F.linear(F.normalize(z, dim=1), self.weight)  # N x K
 
     @torch.no_grad()
     def normalize_(self) -> None:

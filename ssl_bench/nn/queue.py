@@ -4,6 +4,7 @@ Both hold registered buffers (so they travel with `.to(device)` and are saved in
 updated without gradient. Under DDP every rank gathers the whole global batch before writing, so the
 memories stay identical on all ranks.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,8 +35,8 @@ class FeatureQueue(nn.Module):
         keys = gather_no_grad(keys.detach()) if gather else keys.detach()
         keys = keys.to(self.queue.dtype)
         n = keys.shape[0]
-        if n >= self.size:                   # more keys than slots: only the newest K survive
-            keys, n = keys[-self.size:], self.size
+        if n >= self.size:  # more keys than slots: only the newest K survive
+            keys, n = keys[-self.size :], self.size
         rows = (self.ptr + torch.arange(n, device=self.queue.device)) % self.size
         self.queue.index_copy_(0, rows, keys)
         self.ptr.copy_((self.ptr + n) % self.size)
@@ -56,11 +57,17 @@ class MemoryBank(nn.Module):
     run half-random rows are poor positives and negatives and bias the NCE normaliser (see InstDisc).
     """
 
-    def __init__(self, num_samples: int, dim: int, momentum: float = 0.5, copy_first_visit: bool = False):
+    def __init__(
+        self, num_samples: int, dim: int, momentum: float = 0.5, copy_first_visit: bool = False
+    ):
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"MemoryBank momentum must be in [0, 1], got {momentum}")
-        self.dim, self.momentum, self.copy_first_visit = int(dim), float(momentum), bool(copy_first_visit)
+        self.dim, self.momentum, self.copy_first_visit = (
+            int(dim),
+            float(momentum),
+            bool(copy_first_visit),
+        )
         self.register_buffer("bank", torch.zeros(0, self.dim))
         self.register_buffer("visited", torch.zeros(0, dtype=torch.bool))
         self.resize(num_samples)
@@ -90,7 +97,7 @@ class MemoryBank(nn.Module):
             index, feats = gather_no_grad(index), gather_no_grad(feats.detach())
         feats = F.normalize(feats.detach().to(self.bank.dtype), dim=1)
         mixed = self.bank[index] * self.momentum + feats * (1.0 - self.momentum)
-        if self.copy_first_visit:                                        # first visit: the feature itself
+        if self.copy_first_visit:  # first visit: the feature itself
             mixed = torch.where(self.visited[index].unsqueeze(1), mixed, feats)
         self.bank.index_copy_(0, index, F.normalize(mixed, dim=1))
         self.visited[index] = True
@@ -101,6 +108,8 @@ class MemoryBank(nn.Module):
         if saved is not None and saved.shape != self.bank.shape:
             self.bank = torch.empty_like(saved, device=self.bank.device)
             self.visited = torch.zeros(saved.shape[0], dtype=torch.bool, device=self.bank.device)
-        if saved is not None and prefix + "visited" not in state_dict:   # a checkpoint from before `visited`
+        if (
+            saved is not None and prefix + "visited" not in state_dict
+        ):  # a checkpoint from before `visited`
             state_dict[prefix + "visited"] = torch.ones(saved.shape[0], dtype=torch.bool)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

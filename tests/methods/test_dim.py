@@ -1,15 +1,31 @@
 """Deep InfoMax: the three MI estimators against their formulas (value and gradient), the critics and maps,
 fixed-batch training, the CLI, and learning on synthetic data and Fashion-MNIST."""
+
 import math
 
 import pytest
 import torch
+from conftest import (
+    FAST,
+    knn_gain,
+    learning_run,
+    needs_fmnist,
+    run_cli,
+    train_fixed_batch,
+)
+from conftest import (
+    narrow_backbone as narrow,
+)
 
-from conftest import FAST, knn_gain, learning_run, needs_fmnist, run_cli, train_fixed_batch, narrow_backbone as narrow
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.dim import DIM
 from ssl_bench.mi_estimators import batch_mi, dv_mi, infonce_mi, jsd_mi
-from ssl_bench.nn.local_features import ResidualEmbed1x1, forward_with_maps, global_local_scores, resolve_layer
+from ssl_bench.nn.local_features import (
+    ResidualEmbed1x1,
+    forward_with_maps,
+    global_local_scores,
+    resolve_layer,
+)
 
 
 def softplus(x):
@@ -22,8 +38,9 @@ def jsd_reference(scores):
     n, _, L = scores.shape
     pos = [scores[i, i, l] for i in range(n) for l in range(L)]
     neg = [scores[i, k, l] for i in range(n) for k in range(n) if k != i for l in range(L)]
-    return sum(-torch.nn.functional.softplus(-t) for t in pos) / len(pos) \
-        - sum(torch.nn.functional.softplus(t) for t in neg) / len(neg)
+    return sum(-torch.nn.functional.softplus(-t) for t in pos) / len(pos) - sum(
+        torch.nn.functional.softplus(t) for t in neg
+    ) / len(neg)
 
 
 def dv_reference(scores):
@@ -46,15 +63,20 @@ def nce_reference(scores):
     return total / count
 
 
-@pytest.mark.parametrize("estimator,reference", [("jsd", jsd_reference), ("dv", dv_reference),
-                                                 ("nce", nce_reference)])
+@pytest.mark.parametrize(
+    "estimator,reference", [("jsd", jsd_reference), ("dv", dv_reference), ("nce", nce_reference)]
+)
 def test_estimators_match_their_formulas_value_and_gradient(estimator, reference):
     torch.manual_seed(0)
-    for shape in ((4, 4, 3), (5, 5)):                       # local (L locations) and global (N x N) scores
+    for shape in ((4, 4, 3), (5, 5)):  # local (L locations) and global (N x N) scores
         scores = (2.0 * torch.randn(*shape, dtype=torch.float64)).requires_grad_(True)
         ours = batch_mi(scores, estimator)
         ref = reference(scores if scores.dim() == 3 else scores.unsqueeze(-1))
-        assert math.isclose(ours.item(), ref.item(), rel_tol=1e-6, abs_tol=1e-6), (estimator, ours, ref)
+        assert math.isclose(ours.item(), ref.item(), rel_tol=1e-6, abs_tol=1e-6), (
+            estimator,
+            ours,
+            ref,
+        )
         (g,) = torch.autograd.grad(ours, scores)
         (r,) = torch.autograd.grad(ref, scores)
         assert torch.allclose(g.double(), r, atol=1e-6), estimator
@@ -63,22 +85,37 @@ def test_estimators_match_their_formulas_value_and_gradient(estimator, reference
 def test_estimator_functions_on_their_own():
     torch.manual_seed(1)
     pos, neg = torch.randn(7, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
-    assert math.isclose(jsd_mi(pos, neg).item(),
-                        sum(-softplus(-p) for p in pos.tolist()) / 7 - sum(softplus(t) for t in neg.flatten().tolist()) / 15,
-                        rel_tol=1e-6)
-    assert math.isclose(dv_mi(pos, neg).item(),
-                        pos.mean().item() - math.log(sum(math.exp(t) for t in neg.flatten().tolist()) / 15), rel_tol=1e-6)
+    assert math.isclose(
+        jsd_mi(pos, neg).item(),
+        sum(-softplus(-p) for p in pos.tolist()) / 7
+        - sum(softplus(t) for t in neg.flatten().tolist()) / 15,
+        rel_tol=1e-6,
+    )
+    assert math.isclose(
+        dv_mi(pos, neg).item(),
+        pos.mean().item() - math.log(sum(math.exp(t) for t in neg.flatten().tolist()) / 15),
+        rel_tol=1e-6,
+    )
     # infonce_mi with one positive per row is minus the cross-entropy; an explicit neg_mask drops candidates
     s = torch.randn(4, 6, dtype=torch.float64)
     target = torch.tensor([0, 3, 5, 1])
     pos_mask = torch.nn.functional.one_hot(target, 6).bool()
-    assert math.isclose(infonce_mi(s, pos_mask).item(), -torch.nn.functional.cross_entropy(s, target).item(),
-                        rel_tol=1e-6)
+    assert math.isclose(
+        infonce_mi(s, pos_mask).item(),
+        -torch.nn.functional.cross_entropy(s, target).item(),
+        rel_tol=1e-6,
+    )
     neg_mask = ~pos_mask
-    neg_mask[:, 2] = False                                  # column 2 neither positive nor negative
+    neg_mask[:, 2] = False  # column 2 neither positive nor negative
     keep = list(range(6))
-    expected = sum(s[q, target[q]] - torch.logsumexp(s[q, [c for c in keep if c != 2 or c == target[q]]], 0)
-                   for q in range(4)) / 4
+    expected = (
+        sum(
+            s[q, target[q]]
+            - torch.logsumexp(s[q, [c for c in keep if c != 2 or c == target[q]]], 0)
+            for q in range(4)
+        )
+        / 4
+    )
     assert math.isclose(infonce_mi(s, pos_mask, neg_mask).item(), expected.item(), rel_tol=1e-6)
     # a perfect critic: JSD and NCE are higher than for a random one
     good = torch.eye(4, dtype=torch.float64)[:, :, None] * 10 - 5
@@ -90,9 +127,16 @@ def test_maps_come_from_forward_intermediates_and_pooling_matches_the_backbone()
     torch.manual_seed(0)
     b = narrow().eval()
     x = torch.randn(2, 3, 32, 32)
-    pooled, (m3, m4) = forward_with_maps(b, x, [resolve_layer(b, -2, "k"), resolve_layer(b, -1, "k")])
+    pooled, (m3, m4) = forward_with_maps(
+        b, x, [resolve_layer(b, -2, "k"), resolve_layer(b, -1, "k")]
+    )
     assert torch.allclose(pooled, b(x), atol=1e-6)
-    assert m3.shape == (2, 64, 8, 8) and m4.shape == (2, 128, 4, 4)     # small-input stem: 8x8 and 4x4 at 32 px
+    assert m3.shape == (2, 64, 8, 8) and m4.shape == (
+        2,
+        128,
+        4,
+        4,
+    )  # small-input stem: 8x8 and 4x4 at 32 px
     with pytest.raises(ConfigError, match="method.local_layer"):
         resolve_layer(b, 7, "method.local_layer")
 
@@ -114,9 +158,13 @@ def test_encode_and_dot_critic_shapes_and_identity_like_start():
 
 
 def test_bad_values_raise_config_errors():
-    for kwargs, key in (({"estimator": "mine"}, "method.estimator"), ({"gamma": -1.0}, "method.gamma"),
-                        ({"alpha": 0.0, "beta": 0.0}, "method.beta"),
-                        ({"local_layer": 9}, "method.local_layer"), ({"global_dim": 0}, "method.global_dim")):
+    for kwargs, key in (
+        ({"estimator": "mine"}, "method.estimator"),
+        ({"gamma": -1.0}, "method.gamma"),
+        ({"alpha": 0.0, "beta": 0.0}, "method.beta"),
+        ({"local_layer": 9}, "method.local_layer"),
+        ({"global_dim": 0}, "method.global_dim"),
+    ):
         with pytest.raises(ConfigError, match=key):
             DIM(narrow(), **kwargs)
 
@@ -124,8 +172,15 @@ def test_bad_values_raise_config_errors():
 @pytest.mark.parametrize("estimator", ["jsd", "nce", "dv"])
 def test_thirty_steps_on_a_fixed_batch_lower_the_loss(estimator):
     torch.manual_seed(0)
-    m = DIM(narrow(), estimator=estimator, mi_units=64, alpha=1.0, gamma=0.1, global_hidden_dim=64,
-            prior_hidden_dims=(64, 32))
+    m = DIM(
+        narrow(),
+        estimator=estimator,
+        mi_units=64,
+        alpha=1.0,
+        gamma=0.1,
+        global_hidden_dim=64,
+        prior_hidden_dims=(64, 32),
+    )
     views = [torch.randn(16, 3, 16, 16)]
     losses, out = train_fixed_batch(m, views, steps=30, lr=0.01)
     assert {"local_mi", "global_mi", "prior_encoder", "prior_disc"} <= set(out)
@@ -138,9 +193,12 @@ def test_prior_discriminator_and_encoder_get_only_their_own_gradients():
     m = DIM(narrow(), mi_units=32, beta=1.0, gamma=1.0, prior_hidden_dims=(16, 8))
     y = torch.randn(8, 64, requires_grad=True)
     enc, disc = m.prior_losses(y)
-    assert all(g is None for g in torch.autograd.grad(enc, list(m.prior_disc.parameters()), allow_unused=True))
+    assert all(
+        g is None
+        for g in torch.autograd.grad(enc, list(m.prior_disc.parameters()), allow_unused=True)
+    )
     (gy,) = torch.autograd.grad(disc, y, allow_unused=True)
-    assert gy is None                                       # D's loss sees only detached codes
+    assert gy is None  # D's loss sees only detached codes
     assert torch.autograd.grad(enc, y)[0].abs().sum() > 0
 
 
@@ -152,8 +210,12 @@ def test_y_is_a_linear_layer_on_the_pooled_features_and_forward_is_the_pooled_fe
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         pooled, y, c = m.encode(x)
-        assert torch.allclose(m(x), m.backbone(x)) and torch.allclose(pooled, m.backbone(x), atol=1e-6)
-        assert y.shape == (4, 64) and torch.allclose(y, pooled @ m.global_head.weight.T + m.global_head.bias)
+        assert torch.allclose(m(x), m.backbone(x)) and torch.allclose(
+            pooled, m.backbone(x), atol=1e-6
+        )
+        assert y.shape == (4, 64) and torch.allclose(
+            y, pooled @ m.global_head.weight.T + m.global_head.bias
+        )
         assert m.prior_disc[0].in_features == 64 and c.shape == (4, 64, 8, 8)
 
 
@@ -172,7 +234,7 @@ def test_the_prior_can_be_matched():
     for params, loss_index in ((list(m.prior_disc.parameters()), 1), (encoder, 0)):
         opt = torch.optim.Adam(params, lr=1e-3)
         for _ in range(20):
-            loss = m.prior_losses(m.encode(x)[1])[loss_index]      # (encoder loss, discriminator loss)
+            loss = m.prior_losses(m.encode(x)[1])[loss_index]  # (encoder loss, discriminator loss)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -181,13 +243,21 @@ def test_the_prior_can_be_matched():
         fooled = torch.sigmoid(m.prior_disc(q)).mean()
         prior = torch.sigmoid(m.prior_disc(torch.rand_like(q))).mean()
     assert q.min() < 0.25 and q.quantile(0.1) < 0.4 and (q < 0.5).float().mean() > 0.3, q.quantile(
-        torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0]))
+        torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])
+    )
     assert fooled > 0.5 and fooled > prior - 0.1, (fooled, prior)
 
 
 def test_fast_dev_run_through_cli(tmp_path):
-    run = run_cli("method=dim", "trainer.fast_dev_run=true", *FAST, "augmentation=dim", "method.mi_units=128",
-                  run_dir=tmp_path / "run", check=True)
+    run = run_cli(
+        "method=dim",
+        "trainer.fast_dev_run=true",
+        *FAST,
+        "augmentation=dim",
+        "method.mi_units=128",
+        run_dir=tmp_path / "run",
+        check=True,
+    )
     res = run.results
     assert res["status"] == "completed" and res["method"] == "dim" and res["global_step"] == 1
 
@@ -211,15 +281,22 @@ def test_fast_dev_run_through_cli(tmp_path):
 #   nce, Adam 1e-3: +7.4, -2.8, +8.6, +4.8;  4 epochs: +6.6, -1.4, +7.2, +4.8;
 #                   Adam 3e-3: +9.4, -1.2, +7.0, +2.6
 #   jsd (the paper's default), SGD 0.03: +1.0, -1.8, -8.6, +1.2;  Adam 1e-3, layer3 map, seed 0: 22.2 -> 25.4
-DIM_RUN = ["augmentation=dim", "augmentation.views.0.scale=[1.0,1.0]", "optimizer=sgd", "optimizer.lr=0.01",
-           "method.mi_units=512"]
+DIM_RUN = [
+    "augmentation=dim",
+    "augmentation.views.0.scale=[1.0,1.0]",
+    "optimizer=sgd",
+    "optimizer.lr=0.01",
+    "method.mi_units=512",
+]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1300)
 def test_dim_learns_on_synthetic(tmp_path):
-    init, best, z_std = learning_run("dim", tmp_path, [*DIM_RUN, "method.estimator=nce", "method.local_layer=2"])
-    assert best >= init + 4, (init, best)                        # the lowest of 4 seeds +5.0
+    init, best, z_std = learning_run(
+        "dim", tmp_path, [*DIM_RUN, "method.estimator=nce", "method.local_layer=2"]
+    )
+    assert best >= init + 4, (init, best)  # the lowest of 4 seeds +5.0
     assert min(z_std) > 0.005, z_std
 
 
@@ -230,6 +307,8 @@ def test_dim_learns_on_fashion_mnist(tmp_path):
     # the full fmnist_dim experiment (5k images, 5 epochs): measured 53.1 -> 55.8 best (epoch 5; 189 s wall, 2
     # cores shared by 3-6 processes); with Y = the pooled ReLU features, before: 53.1 -> 54.5 (187 s).
     # Shorter runs (2000 images, 1-2 epochs at batch 64-128) stayed at or below the baseline (49.8 -> 46-49), so the test runs it whole.
-    run = run_cli("experiment=fmnist_dim", "progress_bar=false", run_dir=tmp_path / "run", check=True)
+    run = run_cli(
+        "experiment=fmnist_dim", "progress_bar=false", run_dir=tmp_path / "run", check=True
+    )
     init, after = knn_gain(run)
     assert after > init, (init, after)

@@ -1,12 +1,13 @@
 """InstDisc: NCE vs the paper's formula, Z estimate, bank rows, fixed-batch training, the CLI."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import FAST, LEARN, knn_gain, run_cli
+from conftest import narrow_backbone as narrow
 
-from conftest import FAST, LEARN, knn_gain, run_cli, narrow_backbone as narrow
-from ssl_bench.backbones import create_backbone
 from ssl_bench.losses import estimate_nce_z, instdisc_nce
 from ssl_bench.methods.instdisc import InstDisc
 
@@ -30,8 +31,10 @@ def test_instdisc_nce_matches_reference_value_and_gradient():
     torch.manual_seed(0)
     f = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
     pos = F.normalize(torch.randn(4, 5, dtype=torch.float64), dim=1)
-    for neg in (F.normalize(torch.randn(6, 5, dtype=torch.float64), dim=1),          # shared by the batch
-                F.normalize(torch.randn(4, 6, 5, dtype=torch.float64), dim=2)):      # one draw per sample
+    for neg in (
+        F.normalize(torch.randn(6, 5, dtype=torch.float64), dim=1),  # shared by the batch
+        F.normalize(torch.randn(4, 6, 5, dtype=torch.float64), dim=2),
+    ):  # one draw per sample
         for t, z in ((0.07, 300.0), (0.5, 20.0)):
             ours = instdisc_nce(f, pos, neg, t, z, num_samples=50)
             ref = nce_reference(f, pos, neg, t, z, 50)
@@ -43,7 +46,11 @@ def test_instdisc_nce_matches_reference_value_and_gradient():
 
 def test_z_estimate_is_n_times_the_mean_exponentiated_score():
     torch.manual_seed(0)
-    f, pos, neg = torch.randn(3, 4), F.normalize(torch.randn(3, 4), dim=1), F.normalize(torch.randn(5, 4), dim=1)
+    f, pos, neg = (
+        torch.randn(3, 4),
+        F.normalize(torch.randn(3, 4), dim=1),
+        F.normalize(torch.randn(5, 4), dim=1),
+    )
     fn = F.normalize(f, dim=1)
     scores = torch.cat([(fn * pos).sum(1), (fn @ neg.T).flatten()])
     expected = 100 * torch.exp(scores / 0.1).mean()
@@ -58,17 +65,25 @@ def test_positive_mask_drops_only_the_masked_positive_terms():
     mask = torch.tensor([True, False, True, False])
     _, full = instdisc_nce(f, pos, neg, 0.1, 30.0, 50, return_terms=True)
     ours = instdisc_nce(f, pos, neg, 0.1, 30.0, 50, positive_mask=mask)
-    per_row = [instdisc_nce(f[i:i + 1], pos[i:i + 1], neg, 0.1, 30.0, 50) for i in range(4)]
-    neg_only = [instdisc_nce(f[i:i + 1], pos[i:i + 1], neg, 0.1, 30.0, 50, positive_mask=torch.tensor([False]))
-                for i in range(4)]
+    per_row = [instdisc_nce(f[i : i + 1], pos[i : i + 1], neg, 0.1, 30.0, 50) for i in range(4)]
+    neg_only = [
+        instdisc_nce(
+            f[i : i + 1], pos[i : i + 1], neg, 0.1, 30.0, 50, positive_mask=torch.tensor([False])
+        )
+        for i in range(4)
+    ]
     expected = sum(per_row[i] if mask[i] else neg_only[i] for i in range(4)) / 4
     assert torch.allclose(ours, expected)
-    assert torch.allclose(instdisc_nce(f, pos, neg, 0.1, 30.0, 50, positive_mask=torch.ones(4, dtype=torch.bool)),
-                          instdisc_nce(f, pos, neg, 0.1, 30.0, 50))
+    assert torch.allclose(
+        instdisc_nce(f, pos, neg, 0.1, 30.0, 50, positive_mask=torch.ones(4, dtype=torch.bool)),
+        instdisc_nce(f, pos, neg, 0.1, 30.0, 50),
+    )
     fn = F.normalize(f, dim=1)
     kept = torch.cat([(fn * pos).sum(1)[mask], (fn @ neg.T).flatten()])
     expected_z = 50 * torch.exp(kept / 0.1).mean().float()
-    assert torch.allclose(estimate_nce_z(f, pos, neg, 0.1, 50, positive_mask=mask), expected_z, rtol=1e-5)
+    assert torch.allclose(
+        estimate_nce_z(f, pos, neg, 0.1, 50, positive_mask=mask), expected_z, rtol=1e-5
+    )
     assert full["nce_pos"] > 0
 
 
@@ -79,10 +94,14 @@ def test_training_writes_first_visits_and_freezes_z_once_every_row_is_written():
     a, b = torch.tensor([1, 4, 6, 7]), torch.tensor([0, 2, 3, 5])
     x = torch.randn(4, 3, 16, 16)
     out = m.training_loss([x], torch.zeros(4, dtype=torch.long), a)
-    assert {"loss", "feats", "z_std", "nce_pos", "nce_neg", "pos_sim"} == set(out)   # logged as train/<name>
-    assert out["nce_pos"] == 0 and out["pos_sim"] == 0           # no row held a feature yet: no positives
+    assert {"loss", "feats", "z_std", "nce_pos", "nce_neg", "pos_sim"} == set(
+        out
+    )  # logged as train/<name>
+    assert out["nce_pos"] == 0 and out["pos_sim"] == 0  # no row held a feature yet: no positives
     changed = (m.bank.bank != before).any(dim=1).nonzero().flatten()
-    assert changed.tolist() == a.tolist() and m.bank.visited.nonzero().flatten().tolist() == a.tolist()
+    assert (
+        changed.tolist() == a.tolist() and m.bank.visited.nonzero().flatten().tolist() == a.tolist()
+    )
     # a first visit stores the feature itself, not a mix with the random init
     with torch.no_grad():
         f = F.normalize(m.head(out["feats"]), dim=1)
@@ -91,9 +110,9 @@ def test_training_writes_first_visits_and_freezes_z_once_every_row_is_written():
     assert z1 > 0
     m.training_loss([torch.randn(4, 3, 16, 16)], torch.zeros(4, dtype=torch.long), b)
     z2 = m.nce_z.item()
-    assert z2 != z1                                    # re-estimated while rows were still unwritten
+    assert z2 != z1  # re-estimated while rows were still unwritten
     assert bool(m.bank.visited.all())
-    for _ in range(2):                                 # every row written: Z is fixed from now on
+    for _ in range(2):  # every row written: Z is fixed from now on
         out = m.training_loss([torch.randn(4, 3, 16, 16)], torch.zeros(4, dtype=torch.long), a)
         assert m.nce_z.item() == z2 and out["nce_pos"] > 0
 
@@ -106,7 +125,9 @@ def test_a_restored_bank_keeps_its_z():
     fresh = InstDisc(narrow(), bank_size=None, num_negatives=8)
     fresh.load_state_dict(m.state_dict())
     z = fresh.nce_z.item()
-    fresh.training_loss([torch.randn(4, 3, 16, 16)], torch.zeros(4, dtype=torch.long), torch.arange(4))
+    fresh.training_loss(
+        [torch.randn(4, 3, 16, 16)], torch.zeros(4, dtype=torch.long), torch.arange(4)
+    )
     assert fresh.nce_z.item() == z and bool(fresh.bank.visited.all())
 
 
@@ -136,11 +157,19 @@ def test_thirty_steps_on_a_fixed_batch_lower_the_loss():
 
 def test_fast_dev_run_sizes_the_bank_from_the_data(tmp_path):
     # one real step, not fast_dev_run: Lightning writes no checkpoint under fast_dev_run
-    run = run_cli("method=instdisc", "trainer.max_epochs=1", "+trainer.limit_train_batches=1", *FAST,
-                  run_dir=tmp_path / "run", check=True)
+    run = run_cli(
+        "method=instdisc",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=1",
+        *FAST,
+        run_dir=tmp_path / "run",
+        check=True,
+    )
     assert run.results["status"] == "completed" and run.results["method"] == "instdisc"
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert state["state_dict"]["bank.bank"].shape == (256, 128)        # FAST: n_train=256, 128-d
+    state = torch.load(
+        tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    assert state["state_dict"]["bank.bank"].shape == (256, 128)  # FAST: n_train=256, 128-d
     assert state["state_dict"]["nce_z"] > 0
 
 
@@ -159,12 +188,23 @@ def test_instdisc_learns_on_synthetic(tmp_path):
       lr 0.2, 4 epochs, momentum 0 (this test):                       +9.8 (22.2 -> 32.0), +5.6, +9.0, +12.4
       lr 0.1, 5 epochs, momentum 0:                                   +17.6, +5.2, +10.2, +13.6
       1000 images, 8 epochs, lr 0.1, momentum 0.5:                    +7.4, +0.2, +1.4, +15.6"""
-    run = run_cli(*LEARN, "method=instdisc", "optimizer=sgd", "optimizer.lr=0.2", "method.num_negatives=1024",
-                  "method.temperature=0.1", "method.head_norm=true", "method.bank_momentum=0",
-                  "augmentation.views.0.num_crops=1", "trainer.max_epochs=4", run_dir=tmp_path / "run", check=True,
-                  timeout=1200)
+    run = run_cli(
+        *LEARN,
+        "method=instdisc",
+        "optimizer=sgd",
+        "optimizer.lr=0.2",
+        "method.num_negatives=1024",
+        "method.temperature=0.1",
+        "method.head_norm=true",
+        "method.bank_momentum=0",
+        "augmentation.views.0.num_crops=1",
+        "trainer.max_epochs=4",
+        run_dir=tmp_path / "run",
+        check=True,
+        timeout=1200,
+    )
     init, after = knn_gain(run)
-    assert after >= init + 4, (init, after)                                        # the lowest of 4 seeds +5.6
+    assert after >= init + 4, (init, after)  # the lowest of 4 seeds +5.6
     rows = [r for r in run.metrics() if r.get("train/z_std")]
-    assert min(float(r["train/z_std"]) for r in rows) > 0.05                      # no collapse
-    assert max(float(r["train/loss"]) for r in rows) < 30                         # no NCE blow-up (was 205)
+    assert min(float(r["train/z_std"]) for r in rows) > 0.05  # no collapse
+    assert max(float(r["train/loss"]) for r in rows) < 30  # no NCE blow-up (was 205)

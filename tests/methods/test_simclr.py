@@ -1,13 +1,15 @@
 """SimCLR: the method lowers its loss on a fixed batch, groups its views as bn_stats says on every device,
 builds the head proj_bn asks for, and runs through the CLI (learning: test_learning.py)."""
+
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import FAST, run_cli
+from conftest import narrow_backbone as narrow
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import FAST, run_cli, narrow_backbone as narrow
 from ssl_bench.backbones import create_backbone
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses import nt_xent
@@ -16,8 +18,12 @@ from ssl_bench.methods.simclr import SimCLR
 
 def test_thirty_steps_on_a_fixed_batch_lower_the_loss():
     torch.manual_seed(0)
-    model = SimCLR(create_backbone("resnet18", small_input=True, channels=(16, 32, 64, 128)),
-                   temperature=0.2, proj_hidden_dim=128, proj_output_dim=32)
+    model = SimCLR(
+        create_backbone("resnet18", small_input=True, channels=(16, 32, 64, 128)),
+        temperature=0.2,
+        proj_hidden_dim=128,
+        proj_output_dim=32,
+    )
     views = [torch.randn(16, 3, 32, 32), torch.randn(16, 3, 32, 32)]
     views[1] = views[0] + 0.3 * views[1]
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -34,7 +40,10 @@ def test_thirty_steps_on_a_fixed_batch_lower_the_loss():
 
 def test_temperature_must_be_positive():
     with pytest.raises(ConfigError, match="method.temperature"):
-        SimCLR(create_backbone("resnet18", small_input=True, channels=(16, 32, 64, 128)), temperature=0.0)
+        SimCLR(
+            create_backbone("resnet18", small_input=True, channels=(16, 32, 64, 128)),
+            temperature=0.0,
+        )
 
 
 # ---- BatchNorm grouping of the views (method.bn_stats) and the head's BN placement (method.proj_bn) -------
@@ -54,10 +63,12 @@ def test_bn_stats_per_view_and_joint_match_the_calls_by_hand():
     for mode in ("per_view", "joint"):
         torch.manual_seed(1)
         m = SimCLR(narrow(), proj_hidden_dim=32, proj_output_dim=16, bn_stats=mode)
-        losses[mode] = m.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))["loss"]
+        losses[mode] = m.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))[
+            "loss"
+        ]
         ref = simclr_by_hand(m, views, joint=mode == "joint")
         assert torch.allclose(losses[mode], ref, atol=1e-6), (mode, losses[mode], ref)
-    assert abs(losses["per_view"] - losses["joint"]) > 1e-3, losses   # the grouping changes the math
+    assert abs(losses["per_view"] - losses["joint"]) > 1e-3, losses  # the grouping changes the math
 
 
 def test_bn_stats_groups_the_backbone_calls_alike_on_every_device(monkeypatch):
@@ -75,9 +86,11 @@ def test_no_code_path_of_the_view_methods_reads_the_device_type():
     """The grouping of views must not depend on the device (it used to: SimCLR concatenated on GPUs only)."""
     root = Path(__file__).resolve().parents[2] / "ssl_bench"
     files = [root / "nn" / "multicrop.py", root / "nn" / "heads.py", root / "methods" / "base.py"]
-    files += [root / "methods" / f"{name}.py" for name in ("simclr", "simclr_v2", "byol", "simsiam", "swav",
-                                                           "moco", "amdim")]
-    allowed = {("base.py", "cuda.is_available")}          # saving the CUDA RNG states in checkpoints
+    files += [
+        root / "methods" / f"{name}.py"
+        for name in ("simclr", "simclr_v2", "byol", "simsiam", "swav", "moco", "amdim")
+    ]
+    allowed = {("base.py", "cuda.is_available")}  # saving the CUDA RNG states in checkpoints
     for path in files:
         text = path.read_text()
         for needle in ("device.type", "is_cuda", "cuda.is_available", "concat_views"):
@@ -104,19 +117,24 @@ def layer_kinds(mlp):
     return kinds
 
 
-@pytest.mark.parametrize("proj_bn, kinds", [
-    ("none", ["L+b", "ReLU", "L+b"]),                                   # solo-learn's SimCLR head
-    ("hidden", ["L", "BN(1,1)", "ReLU", "L+b"]),                         # the head before proj_bn existed
-    ("all", ["L", "BN(1,1)", "ReLU", "L", "BN(1,0)"]),                   # official code: last BN scale only
-])
+@pytest.mark.parametrize(
+    "proj_bn, kinds",
+    [
+        ("none", ["L+b", "ReLU", "L+b"]),  # solo-learn's SimCLR head
+        ("hidden", ["L", "BN(1,1)", "ReLU", "L+b"]),  # the head before proj_bn existed
+        ("all", ["L", "BN(1,1)", "ReLU", "L", "BN(1,0)"]),  # official code: last BN scale only
+    ],
+)
 def test_proj_bn_layer_structure(proj_bn, kinds):
     m = SimCLR(narrow(), proj_hidden_dim=32, proj_output_dim=16, proj_bn=proj_bn)
     assert layer_kinds(m.projector) == kinds
-    if proj_bn == "all":                                 # no shift parameter: nothing to train, save or decay
+    if proj_bn == "all":  # no shift parameter: nothing to train, save or decay
         last = m.projector[-1]
         state = m.state_dict()
-        assert last.bias is None and "projector.4.bias" not in state and "projector.4.weight" in state
-        z = m.projector(torch.randn(8, 128))             # the output BN still normalises: zero feature means
+        assert (
+            last.bias is None and "projector.4.bias" not in state and "projector.4.weight" in state
+        )
+        z = m.projector(torch.randn(8, 128))  # the output BN still normalises: zero feature means
         assert torch.allclose(z.mean(0), torch.zeros(16), atol=1e-5)
 
 
@@ -129,6 +147,11 @@ def test_default_head_and_grouping_follow_the_official_code():
 
 
 def test_cli_rejects_a_bad_bn_stats(tmp_path):
-    run = run_cli("method=simclr", "method.bn_stats=both", "trainer.fast_dev_run=true", *FAST,
-                  run_dir=tmp_path / "run")
+    run = run_cli(
+        "method=simclr",
+        "method.bn_stats=both",
+        "trainer.fast_dev_run=true",
+        *FAST,
+        run_dir=tmp_path / "run",
+    )
     assert run.returncode == 2 and "method.bn_stats" in run.stderr and "Traceback" not in run.stderr

@@ -1,10 +1,11 @@
 """SimCLR v2: 3-layer head (BN placement), probe from the head's first layer, optional MoCo-style memory, the
 BN grouping of the views (bn_stats), the CLI."""
+
 import pytest
 import torch
+from conftest import FAST, LEARN, knn_gain, run_cli
+from conftest import narrow_backbone as narrow
 
-from conftest import FAST, LEARN, knn_gain, run_cli, narrow_backbone as narrow
-from ssl_bench.backbones import create_backbone
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses import info_nce, nt_xent
 from ssl_bench.methods.simclr_v2 import SimCLRv2
@@ -52,8 +53,15 @@ def test_thirty_steps_on_a_fixed_batch_lower_the_loss():
 
 
 def test_fast_dev_run_through_cli_with_memory_and_layer_probe(tmp_path):
-    run = run_cli("method=simclr_v2", "method.queue_size=512", "method.probe_from_projector_layer=1",
-                  "trainer.fast_dev_run=true", *FAST, run_dir=tmp_path / "run", check=True)
+    run = run_cli(
+        "method=simclr_v2",
+        "method.queue_size=512",
+        "method.probe_from_projector_layer=1",
+        "trainer.fast_dev_run=true",
+        *FAST,
+        run_dir=tmp_path / "run",
+        check=True,
+    )
     assert run.results["status"] == "completed" and run.results["method"] == "simclr_v2"
     assert "val/knn_top1" in run.results["final"]
 
@@ -61,10 +69,21 @@ def test_fast_dev_run_through_cli_with_memory_and_layer_probe(tmp_path):
 @pytest.mark.slow
 def test_simclr_v2_learns_on_synthetic(tmp_path):
     """The shared short run (conftest.LEARN) with the SimCLR learning test's optimiser and temperature."""
-    run = run_cli(*LEARN, "method=simclr_v2", "method.temperature=0.2", "method.proj_hidden_dim=512",
-                  "optimizer=lars", "optimizer.lr=1.0", run_dir=tmp_path / "run", check=True)
+    run = run_cli(
+        *LEARN,
+        "method=simclr_v2",
+        "method.temperature=0.2",
+        "method.proj_hidden_dim=512",
+        "optimizer=lars",
+        "optimizer.lr=1.0",
+        run_dir=tmp_path / "run",
+        check=True,
+    )
     init, after = knn_gain(run)
-    assert after >= init + 15, (init, after)      # measured 22.2 -> 54.0 (21.6 after epoch 1), 41 s on 2 cores
+    assert after >= init + 15, (
+        init,
+        after,
+    )  # measured 22.2 -> 54.0 (21.6 after epoch 1), 41 s on 2 cores
     z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     assert min(z_std) > 0.02, z_std
 
@@ -76,49 +95,71 @@ def test_default_head_follows_the_official_code():
     kinds = [type(layer).__name__ for layer in m.projector]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear", "BatchNorm1d"]
     assert all(layer.bias is None for layer in m.projector if isinstance(layer, torch.nn.Linear))
-    assert m.projector[-1].weight is not None and m.projector[-1].bias is None and m.bn_stats == "joint"
+    assert (
+        m.projector[-1].weight is not None
+        and m.projector[-1].bias is None
+        and m.bn_stats == "joint"
+    )
 
 
-@pytest.mark.parametrize("proj_bn, first", [("none", ["Linear", "ReLU"]),
-                                            ("hidden", ["Linear", "BatchNorm1d", "ReLU"]),
-                                            ("all", ["Linear", "BatchNorm1d", "ReLU"])])
+@pytest.mark.parametrize(
+    "proj_bn, first",
+    [
+        ("none", ["Linear", "ReLU"]),
+        ("hidden", ["Linear", "BatchNorm1d", "ReLU"]),
+        ("all", ["Linear", "BatchNorm1d", "ReLU"]),
+    ],
+)
 def test_probe_layer_is_the_first_head_layer_for_every_proj_bn(proj_bn, first):
     torch.manual_seed(0)
-    m = SimCLRv2(narrow(), num_classes=3, proj_hidden_dim=48, probe_from_projector_layer=1, proj_bn=proj_bn)
-    assert [type(layer).__name__ for layer in list(m.projector)[: m.projector.layer_ends[0]]] == first
+    m = SimCLRv2(
+        narrow(), num_classes=3, proj_hidden_dim=48, probe_from_projector_layer=1, proj_bn=proj_bn
+    )
+    assert [
+        type(layer).__name__ for layer in list(m.projector)[: m.projector.layer_ends[0]]
+    ] == first
     last_bn = isinstance(m.projector[-1], torch.nn.BatchNorm1d)
     assert last_bn == (proj_bn == "all")
     m.train()
     h = torch.randn(6, 128)
     rep = m.represent(h)
-    assert torch.allclose(m.project(rep), m.projector(h), atol=1e-6)     # the head, cut after its first layer
+    assert torch.allclose(
+        m.project(rep), m.projector(h), atol=1e-6
+    )  # the head, cut after its first layer
 
 
 def simclr_v2_by_hand(m, views, joint):
     """The loss with the views grouped by hand (no memory; with the memory, bn_splits=1 so the key shuffle
     cannot change a key): both views in one call (joint) or one call each."""
+
     def encode(x):
         return m.project(m.represent(m.backbone(x)))
 
     z1, z2 = encode(torch.cat(views)).chunk(2) if joint else (encode(views[0]), encode(views[1]))
     if not m.use_memory:
         return nt_xent(z1, z2, m.temperature)
-    target = lambda x: m.target_projector(m.target_backbone(x))          # noqa: E731
+    target = lambda x: m.target_projector(m.target_backbone(x))  # noqa: E731
     k1, k2 = target(torch.cat(views)).chunk(2) if joint else (target(views[0]), target(views[1]))
     queue = m.queue()
     return (info_nce(z1, k2, queue, m.temperature) + info_nce(z2, k1, queue, m.temperature)) / 2
 
 
-@pytest.mark.parametrize("memory", [dict(), dict(queue_size=24, bn_splits=1)], ids=["plain", "memory"])
+@pytest.mark.parametrize(
+    "memory", [dict(), dict(queue_size=24, bn_splits=1)], ids=["plain", "memory"]
+)
 def test_bn_stats_per_view_and_joint_match_the_calls_by_hand(memory):
     torch.manual_seed(0)
     views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
     losses = {}
     for mode in ("per_view", "joint"):
         torch.manual_seed(1)
-        m = SimCLRv2(narrow(), proj_hidden_dim=48, probe_from_projector_layer=1, bn_stats=mode, **memory)
+        m = SimCLRv2(
+            narrow(), proj_hidden_dim=48, probe_from_projector_layer=1, bn_stats=mode, **memory
+        )
         with torch.no_grad():
             ref = simclr_v2_by_hand(m, views, joint=mode == "joint")
-        losses[mode] = m.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))["loss"]
+        losses[mode] = m.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))[
+            "loss"
+        ]
         assert torch.allclose(losses[mode], ref, atol=1e-5), (mode, losses[mode], ref)
     assert abs(losses["per_view"] - losses["joint"]) > 1e-3, losses

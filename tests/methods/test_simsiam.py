@@ -1,9 +1,17 @@
 """SimSiam: loss vs its formula, fixed-lr predictor group, 30 steps, the CLI, learning vs collapse."""
+
 import pytest
 import torch
+from conftest import (
+    FAST,
+    learning_run,
+    run_cli,
+    train_fixed_batch,
+)
+from conftest import (
+    narrow_backbone as narrow,
+)
 
-from conftest import FAST, LEARN, knn_gain, run_cli, narrow_backbone as narrow, learning_run, train_fixed_batch
-from ssl_bench.backbones import create_backbone
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses import negative_cosine
 from ssl_bench.methods.simsiam import SimSiam
@@ -15,7 +23,7 @@ def test_negative_cosine_matches_formula_value_and_gradient():
     torch.manual_seed(0)
     p = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
     z = torch.randn(6, 5, dtype=torch.float64)
-    ref = -sum((p[i] / p[i].norm()) @ (z[i] / z[i].norm()) for i in range(6)) / 6   # D(p, z), eq. 1
+    ref = -sum((p[i] / p[i].norm()) @ (z[i] / z[i].norm()) for i in range(6)) / 6  # D(p, z), eq. 1
     ours = negative_cosine(p, z)
     assert torch.allclose(ours.double(), ref, atol=1e-6)
     (g_ours,), (g_ref,) = torch.autograd.grad(ours, p), torch.autograd.grad(ref, p)
@@ -56,15 +64,28 @@ def test_thirty_steps_lower_the_loss():
 
 
 def test_fast_dev_run_through_cli(tmp_path):
-    run = run_cli("method=simsiam", "trainer.fast_dev_run=true", *FAST, "method.proj_hidden_dim=128",
-                  "method.proj_output_dim=128", "method.pred_hidden_dim=32", run_dir=tmp_path / "run", check=True)
+    run = run_cli(
+        "method=simsiam",
+        "trainer.fast_dev_run=true",
+        *FAST,
+        "method.proj_hidden_dim=128",
+        "method.proj_output_dim=128",
+        "method.pred_hidden_dim=32",
+        run_dir=tmp_path / "run",
+        check=True,
+    )
     res = run.results
     assert res["status"] == "completed" and res["method"] == "simsiam" and res["global_step"] == 1
 
 
 # the collapse demonstration (2 epochs, LARS 1.0: without the stop-gradient it collapses within them)
-SIMSIAM_RUN = ["optimizer=lars", "optimizer.lr=1.0", "method.proj_hidden_dim=512", "method.proj_output_dim=512",
-               "method.pred_hidden_dim=128"]
+SIMSIAM_RUN = [
+    "optimizer=lars",
+    "optimizer.lr=1.0",
+    "method.proj_hidden_dim=512",
+    "method.proj_output_dim=512",
+    "method.pred_hidden_dim=128",
+]
 # The learning recipe: the shared short run (conftest.LEARN) for 4 epochs (124 steps) at LARS 0.3. kNN top-1 gains
 # (best - random init) measured over seeds 0-7, 2 runs sharing 2 cores, ~50 s each:
 #   LARS 0.3, 4 epochs (this test): +5.8, +8.0, +9.8, +10.8, +10.2, +5.0, +10.0, +3.2
@@ -74,33 +95,39 @@ SIMSIAM_RUN = ["optimizer=lars", "optimizer.lr=1.0", "method.proj_hidden_dim=512
 #   LARS 1.0, 2 epochs:             -1.6, +5.2, +6.2, +5.8, -0.8, +11.4, +9.6, +6.6
 # A high lr first tears down the random-init features (kNN dips below init in epoch 1) and only some seeds
 # recover in time; at 0.3 every seed ends above its baseline.
-SIMSIAM_LEARN = ["optimizer=lars", "optimizer.lr=0.3", "trainer.max_epochs=4", "method.proj_hidden_dim=512",
-                 "method.proj_output_dim=512", "method.pred_hidden_dim=128"]
+SIMSIAM_LEARN = [
+    "optimizer=lars",
+    "optimizer.lr=0.3",
+    "trainer.max_epochs=4",
+    "method.proj_hidden_dim=512",
+    "method.proj_output_dim=512",
+    "method.pred_hidden_dim=128",
+]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1300)  # ~50 s on 2 quiet cores; minutes when shared
 def test_simsiam_learns_without_collapse(tmp_path):
     init, best, z_std = learning_run("simsiam", tmp_path, SIMSIAM_LEARN)
-    assert best >= init + 3, (init, best)                       # seed 0: 22.2 -> 28.0; the lowest of 8 seeds +3.2
+    assert best >= init + 3, (init, best)  # seed 0: 22.2 -> 28.0; the lowest of 8 seeds +3.2
     # the collapse signal: with the stop-gradient the embeddings keep their spread (without it, the next test)
-    assert min(z_std) > 0.25 / 512 ** 0.5, z_std
+    assert min(z_std) > 0.25 / 512**0.5, z_std
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1300)  # ~45 s on 2 quiet cores; minutes when shared
 def test_simsiam_without_stop_gradient_collapses(tmp_path):
-    init, best, z_std = learning_run("simsiam", tmp_path, [*SIMSIAM_RUN, "method.stop_gradient=false"])
-    collapsed = z_std[-1] < 0.25 / 512 ** 0.5
+    init, best, z_std = learning_run(
+        "simsiam", tmp_path, [*SIMSIAM_RUN, "method.stop_gradient=false"]
+    )
+    collapsed = z_std[-1] < 0.25 / 512**0.5
     assert collapsed or best <= init + 3, (init, best, z_std)
-
-
 
 
 def simsiam_by_hand(m, views, joint):
     """SimSiam's loss with the views grouped by hand: both in one call of each network (joint) or one call
     per view, as the official builder.py forward (encoder(x1), encoder(x2), predictor(z1), predictor(z2))."""
-    encoder = lambda x: m.projector(m.backbone(x))                     # noqa: E731
+    encoder = lambda x: m.projector(m.backbone(x))  # noqa: E731
     if joint:
         z1, z2 = encoder(torch.cat(views)).chunk(2)
         p1, p2 = m.predictor(torch.cat([z1, z2])).chunk(2)
@@ -118,9 +145,13 @@ def test_bn_stats_per_view_and_joint_match_the_calls_by_hand():
         torch.manual_seed(1)
         m = SimSiam(narrow(), **SMALL, bn_stats=mode)
         losses[mode] = m.training_loss(views, None, None)["loss"]
-        assert torch.allclose(losses[mode], simsiam_by_hand(m, views, mode == "joint"), atol=1e-6), mode
+        assert torch.allclose(
+            losses[mode], simsiam_by_hand(m, views, mode == "joint"), atol=1e-6
+        ), mode
     assert abs(losses["per_view"] - losses["joint"]) > 1e-3, losses
-    assert SimSiam(narrow(), **SMALL).bn_stats == "per_view"  # the official code's grouping by default
+    assert (
+        SimSiam(narrow(), **SMALL).bn_stats == "per_view"
+    )  # the official code's grouping by default
 
 
 def test_projector_and_predictor_follow_the_official_builder():
@@ -130,5 +161,12 @@ def test_projector_and_predictor_follow_the_official_builder():
     kinds = [type(layer).__name__ for layer in m.projector]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear", "BatchNorm1d"]
     assert all(layer.bias is None for layer in m.projector if isinstance(layer, torch.nn.Linear))
-    assert [type(layer).__name__ for layer in m.predictor] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
-    assert m.predictor[0].bias is None and m.predictor[-1].bias is not None and m.predictor[1].affine
+    assert [type(layer).__name__ for layer in m.predictor] == [
+        "Linear",
+        "BatchNorm1d",
+        "ReLU",
+        "Linear",
+    ]
+    assert (
+        m.predictor[0].bias is None and m.predictor[-1].bias is not None and m.predictor[1].affine
+    )

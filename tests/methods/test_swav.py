@@ -1,6 +1,7 @@
 """SwAV: Sinkhorn-Knopp and the swapped loss vs loop references (also across 2 processes), prototypes,
 multi-crop forward and the BN grouping of views (bn_stats), frozen prototypes, the queue, 30 steps, the CLI
 with multi-crop, learning."""
+
 import os
 import socket
 
@@ -9,10 +10,17 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from conftest import (
+    FAST,
+    learning_run,
+    run_cli,
+    train_fixed_batch,
+)
+from conftest import (
+    narrow_backbone as narrow,
+)
 from torch import nn
 
-from conftest import FAST, LEARN, knn_gain, run_cli, narrow_backbone as narrow, learning_run, train_fixed_batch
-from ssl_bench.backbones import create_backbone
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses import sinkhorn_knopp, swav_loss
 from ssl_bench.methods.swav import SwAV
@@ -24,7 +32,7 @@ SMALL = dict(proj_hidden_dim=64, proj_output_dim=32, num_prototypes=20)
 
 def sinkhorn_reference(scores, iterations, eps):
     """Appendix A.1 written out: alternate prototype rows -> 1/K and sample columns -> 1/B, then scale by B."""
-    q = torch.exp(scores.double() / eps).T                                 # K x B
+    q = torch.exp(scores.double() / eps).T  # K x B
     k, b = q.shape
     q = q / q.sum()
     for _ in range(iterations):
@@ -37,13 +45,17 @@ def sinkhorn_reference(scores, iterations, eps):
 
 def test_sinkhorn_matches_reference_and_marginals():
     torch.manual_seed(0)
-    scores = F.normalize(torch.randn(12, 8), dim=1) @ F.normalize(torch.randn(5, 8), dim=1).T   # B=12, K=5
+    scores = (
+        F.normalize(torch.randn(12, 8), dim=1) @ F.normalize(torch.randn(5, 8), dim=1).T
+    )  # B=12, K=5
     q = sinkhorn_knopp(scores, iterations=3, eps=0.05)
     assert q.dtype == torch.float32 and q.shape == (12, 5)
     assert torch.allclose(q.double(), sinkhorn_reference(scores, 3, 0.05), atol=1e-5)
-    assert torch.allclose(q.sum(dim=1), torch.ones(12), atol=1e-5)          # each sample's code sums to 1
+    assert torch.allclose(q.sum(dim=1), torch.ones(12), atol=1e-5)  # each sample's code sums to 1
     converged = sinkhorn_knopp(scores, iterations=200, eps=0.05)
-    assert torch.allclose(converged.sum(dim=0), torch.full((5,), 12 / 5), atol=1e-3)   # uniform N/K per prototype
+    assert torch.allclose(
+        converged.sum(dim=0), torch.full((5,), 12 / 5), atol=1e-3
+    )  # uniform N/K per prototype
 
 
 def test_sinkhorn_runs_in_float32_under_bf16_autocast():
@@ -69,7 +81,9 @@ def swav_reference(scores, codes, t):
 
 def test_swav_loss_matches_reference_value_and_gradient():
     torch.manual_seed(0)
-    scores = [torch.randn(4, 6, dtype=torch.float64, requires_grad=True) for _ in range(4)]   # 2 large + 2 small
+    scores = [
+        torch.randn(4, 6, dtype=torch.float64, requires_grad=True) for _ in range(4)
+    ]  # 2 large + 2 small
     codes = [sinkhorn_knopp(s.detach(), 3, 0.05).double() for s in scores[:2]]
     ours = swav_loss(scores, codes, 0.1)
     ref = swav_reference(scores, codes, 0.1)
@@ -88,7 +102,7 @@ def _sinkhorn_worker(rank, world, port, scores, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     n = scores.shape[0] // world
-    out[rank] = sinkhorn_knopp(scores[rank * n:(rank + 1) * n], 3, 0.05)
+    out[rank] = sinkhorn_knopp(scores[rank * n : (rank + 1) * n], 3, 0.05)
     dist.destroy_process_group()
 
 
@@ -111,7 +125,9 @@ def test_prototypes_are_unit_vectors_and_scores_are_cosines():
 
 
 def test_joint_views_one_call_per_resolution():
-    views = [torch.randn(3, 2, 8, 8) for _ in range(2)] + [torch.randn(3, 2, 4, 4) for _ in range(3)]
+    views = [torch.randn(3, 2, 8, 8) for _ in range(2)] + [
+        torch.randn(3, 2, 4, 4) for _ in range(3)
+    ]
     assert resolution_groups(views) == [(0, 2), (2, 5)]
     net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     calls = []
@@ -121,7 +137,9 @@ def test_joint_views_one_call_per_resolution():
 
 
 def test_per_view_one_call_per_view():
-    views = [torch.randn(3, 2, 8, 8) for _ in range(2)] + [torch.randn(3, 2, 4, 4) for _ in range(2)]
+    views = [torch.randn(3, 2, 8, 8) for _ in range(2)] + [
+        torch.randn(3, 2, 4, 4) for _ in range(2)
+    ]
     calls = []
     out = forward_views(lambda x: (calls.append(x), 2 * x)[1], views, joint=False)
     assert [c.shape[0] for c in calls] == [3, 3, 3, 3] and all(c is v for c, v in zip(calls, views))
@@ -134,18 +152,26 @@ def test_splits_are_virtual_devices_each_with_its_share_of_every_view():
     view order; tuple outputs are split alike."""
     views = [torch.arange(8.0).view(8, 1) + 10 * i for i in range(3)]
     calls = []
-    fn = lambda x: (calls.append(x.flatten().tolist()), (x, -x))[1]       # noqa: E731
+    fn = lambda x: (calls.append(x.flatten().tolist()), (x, -x))[1]  # noqa: E731
     out = forward_views(fn, views, joint=True, splits=2)
-    assert calls == [[0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23],
-                     [4, 5, 6, 7, 14, 15, 16, 17, 24, 25, 26, 27]]
+    assert calls == [
+        [0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23],
+        [4, 5, 6, 7, 14, 15, 16, 17, 24, 25, 26, 27],
+    ]
     assert all(torch.equal(a, v) and torch.equal(b, -v) for (a, b), v in zip(out, views))
     calls.clear()
     out = forward_views(fn, views, joint=False, splits=2)
-    assert calls == [[0, 1, 2, 3], [4, 5, 6, 7], [10, 11, 12, 13], [14, 15, 16, 17], [20, 21, 22, 23],
-                     [24, 25, 26, 27]]
+    assert calls == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+        [10, 11, 12, 13],
+        [14, 15, 16, 17],
+        [20, 21, 22, 23],
+        [24, 25, 26, 27],
+    ]
     assert all(torch.equal(a, v) for (a, _), v in zip(out, views))
     calls.clear()
-    forward_views(fn, [v[:3] for v in views], joint=False, splits=8)    # never below 2 images a call
+    forward_views(fn, [v[:3] for v in views], joint=False, splits=8)  # never below 2 images a call
     assert [len(c) for c in calls] == [3, 3, 3]
 
 
@@ -166,15 +192,21 @@ def swav_by_hand(m, views, joint):
 
 def test_bn_stats_per_view_and_joint_match_the_calls_by_hand():
     torch.manual_seed(0)
-    views = [torch.randn(8, 3, 16, 16) for _ in range(2)] + [torch.randn(8, 3, 8, 8) for _ in range(3)]
+    views = [torch.randn(8, 3, 16, 16) for _ in range(2)] + [
+        torch.randn(8, 3, 8, 8) for _ in range(3)
+    ]
     losses = {}
     for mode in ("per_view", "joint"):
         torch.manual_seed(1)
         m = SwAV(narrow(), **SMALL, bn_stats=mode)
         losses[mode] = m.training_loss(views, None, None)["loss"]
-        assert torch.allclose(losses[mode], swav_by_hand(m, views, mode == "joint"), atol=1e-5), mode
+        assert torch.allclose(losses[mode], swav_by_hand(m, views, mode == "joint"), atol=1e-5), (
+            mode
+        )
     assert abs(losses["per_view"] - losses["joint"]) > 1e-3, losses
-    assert SwAV(narrow(), **SMALL).bn_stats == "joint"       # the official multi-crop grouping by default
+    assert (
+        SwAV(narrow(), **SMALL).bn_stats == "joint"
+    )  # the official multi-crop grouping by default
 
 
 def test_bad_values_name_the_key():
@@ -185,7 +217,9 @@ def test_bad_values_name_the_key():
 
 
 def multicrop_views(n=16):
-    return [torch.randn(n, 3, 16, 16) for _ in range(2)] + [torch.randn(n, 3, 8, 8) for _ in range(2)]
+    return [torch.randn(n, 3, 16, 16) for _ in range(2)] + [
+        torch.randn(n, 3, 8, 8) for _ in range(2)
+    ]
 
 
 def test_prototypes_frozen_in_the_first_epoch_and_renormalised():
@@ -193,7 +227,7 @@ def test_prototypes_frozen_in_the_first_epoch_and_renormalised():
     m = SwAV(narrow(), **SMALL, freeze_prototypes_epochs=1)
     m.training_loss(multicrop_views(8), None, None)["loss"].backward()
     assert m.prototypes.weight.grad is not None
-    m.on_before_optimizer_step(None)                       # current_epoch 0 < 1: dropped
+    m.on_before_optimizer_step(None)  # current_epoch 0 < 1: dropped
     assert m.prototypes.weight.grad is None
     m.freeze_prototypes_epochs = 0
     m.training_loss(multicrop_views(8), None, None)["loss"].backward()
@@ -209,13 +243,16 @@ def test_queue_fills_then_joins_sinkhorn(monkeypatch):
     torch.manual_seed(0)
     m = SwAV(narrow(), **SMALL, queue_length=16, epoch_queue_starts=0)
     import ssl_bench.methods.swav as swav_mod
+
     sizes = []
     real = swav_mod.sinkhorn_knopp
-    monkeypatch.setattr(swav_mod, "sinkhorn_knopp", lambda s, i, e: (sizes.append(s.shape[0]), real(s, i, e))[1])
+    monkeypatch.setattr(
+        swav_mod, "sinkhorn_knopp", lambda s, i, e: (sizes.append(s.shape[0]), real(s, i, e))[1]
+    )
     for _ in range(3):
         m.training_loss(multicrop_views(8), None, None)
     assert m.queue.shape == (2, 16, 32) and m.queue_filled == 16
-    assert sizes == [8, 8, 8, 8, 24, 24]                   # batch only until the queue is full, then queue + batch
+    assert sizes == [8, 8, 8, 8, 24, 24]  # batch only until the queue is full, then queue + batch
 
 
 def test_thirty_steps_lower_the_loss():
@@ -227,8 +264,16 @@ def test_thirty_steps_lower_the_loss():
 
 
 def test_fast_dev_run_through_cli_with_multicrop(tmp_path):
-    run = run_cli("method=swav", "trainer.fast_dev_run=true", *FAST, "augmentation=swav", "method.num_prototypes=30",
-                  "method.proj_hidden_dim=128", run_dir=tmp_path / "run", check=True)
+    run = run_cli(
+        "method=swav",
+        "trainer.fast_dev_run=true",
+        *FAST,
+        "augmentation=swav",
+        "method.num_prototypes=30",
+        "method.proj_hidden_dim=128",
+        run_dir=tmp_path / "run",
+        check=True,
+    )
     res = run.results
     assert res["status"] == "completed" and res["method"] == "swav" and res["global_step"] == 1
 
@@ -244,15 +289,20 @@ def test_fast_dev_run_through_cli_with_multicrop(tmp_path):
 # On these 32 px shapes a 16 px crop of 5-14% of the image rarely shows enough of the shape to predict the large
 # crops' codes, and in a run this short those predictions (6 of the 7 per code) pull the embedding towards a
 # uniform score; multi-crop is covered by the forward / loss tests above and by experiment=fmnist_swav.
-SWAV_LEARN = ["augmentation=simclr", "method.num_prototypes=30", "method.proj_hidden_dim=512",
-              "method.freeze_prototypes_epochs=0", "optimizer=lars", "optimizer.lr=0.3", "trainer.max_epochs=3"]
+SWAV_LEARN = [
+    "augmentation=simclr",
+    "method.num_prototypes=30",
+    "method.proj_hidden_dim=512",
+    "method.freeze_prototypes_epochs=0",
+    "optimizer=lars",
+    "optimizer.lr=0.3",
+    "trainer.max_epochs=3",
+]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1300)  # ~40 s on 2 quiet cores; minutes when shared
 def test_swav_learns_without_collapse(tmp_path):
     init, best, z_std = learning_run("swav", tmp_path, SWAV_LEARN)
-    assert best >= init + 4, (init, best)                  # seed 0: 22.2 -> 34.6; the lowest of 4 seeds +4.4
-    assert min(z_std) > 0.25 / 128 ** 0.5, z_std
-
-
+    assert best >= init + 4, (init, best)  # seed 0: 22.2 -> 34.6; the lowest of 4 seeds +4.4
+    assert min(z_std) > 0.25 / 128**0.5, z_std

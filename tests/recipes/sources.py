@@ -5,6 +5,7 @@ ssl_bench config keys -> the value the source uses; `NotInSource(why)` where the
 Values are copied from the source by hand, with the file and line they come from in a comment;
 tests/test_recipes.py compares them with the composed config, key by key.
 """
+
 from __future__ import annotations
 
 from recipes.transcribe import NotInSource, view
@@ -14,7 +15,9 @@ SOLO = "vturrisi/solo-learn@9187ea39 scripts/pretrain/cifar"
 SOURCES: dict[str, dict] = {}
 
 #: a method's own defaults leave the batch and the epochs to the data and trainer configs
-OWN_BATCH = NotInSource("a method's own defaults keep data.batch_size (the lr follows it: scale_lr)")
+OWN_BATCH = NotInSource(
+    "a method's own defaults keep data.batch_size (the lr follows it: scale_lr)"
+)
 OWN_EPOCHS = NotInSource("a method's own defaults keep trainer.max_epochs")
 NO_WARMUP = NotInSource("the source has no warm-up, so no warm-up start lr")
 
@@ -28,9 +31,15 @@ NO_WARMUP = NotInSource("the source has no warm-up, so no warm-up start lr")
 # backbone in its own call (BaseMethod.training_step: `[self.base_training_step(x, targets) for x in
 # X[:...]]`), so BN statistics are per view.
 def _solo_warmup_cosine() -> dict:
-    return {"scheduler.name": "warmup_cosine", "scheduler.warmup_epochs": 10, "scheduler.warmup_steps": None,
-            "scheduler.warmup_start_lr": 3.0e-5, "scheduler.min_lr": 0.0, "scheduler.milestones": None,
-            "scheduler.gamma": None}
+    return {
+        "scheduler.name": "warmup_cosine",
+        "scheduler.warmup_epochs": 10,
+        "scheduler.warmup_steps": None,
+        "scheduler.warmup_start_lr": 3.0e-5,
+        "scheduler.min_lr": 0.0,
+        "scheduler.milestones": None,
+        "scheduler.gamma": None,
+    }
 
 
 def _solo_lars(lr: float, weight_decay: float) -> dict:
@@ -38,19 +47,37 @@ def _solo_lars(lr: float, weight_decay: float) -> dict:
     # 1e-8 are solo-learn's defaults (solo/args/pretrain.py, solo/utils/lars.py). exclude_bias_n_norm: 1-D
     # parameters skip both the trust ratio and the weight decay (lars.py step: the `d_p.add(p,
     # alpha=weight_decay)` sits inside `if p.ndim != 1 or not group["exclude_bias_n_norm"]`).
-    return {"optimizer.name": "lars", "optimizer.lr": lr, "optimizer.scale_lr": True,
-            "optimizer.weight_decay": weight_decay, "optimizer.momentum": 0.9, "optimizer.nesterov": False,
-            "optimizer.eta": 0.02, "optimizer.eps": 1.0e-8, "optimizer.clip_lr": True,
-            "optimizer.betas": None, "optimizer.exclude_bias_n_norm": True}
+    return {
+        "optimizer.name": "lars",
+        "optimizer.lr": lr,
+        "optimizer.scale_lr": True,
+        "optimizer.weight_decay": weight_decay,
+        "optimizer.momentum": 0.9,
+        "optimizer.nesterov": False,
+        "optimizer.eta": 0.02,
+        "optimizer.eps": 1.0e-8,
+        "optimizer.clip_lr": True,
+        "optimizer.betas": None,
+        "optimizer.exclude_bias_n_norm": True,
+    }
 
 
 def _solo_sgd(lr: float, weight_decay: float) -> dict:
     # optimizer: name sgd; momentum 0.9 is parse_cfg's default for sgd; torch.optim.SGD's nesterov False;
     # every parameter decayed (base.py: optimizer.exclude_bias_n_norm_wd defaults to False)
-    return {"optimizer.name": "sgd", "optimizer.lr": lr, "optimizer.scale_lr": True,
-            "optimizer.weight_decay": weight_decay, "optimizer.momentum": 0.9, "optimizer.nesterov": False,
-            "optimizer.eta": None, "optimizer.eps": None, "optimizer.clip_lr": None, "optimizer.betas": None,
-            "optimizer.exclude_bias_n_norm": False}
+    return {
+        "optimizer.name": "sgd",
+        "optimizer.lr": lr,
+        "optimizer.scale_lr": True,
+        "optimizer.weight_decay": weight_decay,
+        "optimizer.momentum": 0.9,
+        "optimizer.nesterov": False,
+        "optimizer.eta": None,
+        "optimizer.eps": None,
+        "optimizer.clip_lr": None,
+        "optimizer.betas": None,
+        "optimizer.exclude_bias_n_norm": False,
+    }
 
 
 def _solo_run() -> dict:
@@ -71,21 +98,55 @@ def _solo_symmetric() -> dict:
     # augmentations/symmetric.yaml: one pipeline, num_crops 2, crop_size 32, crop_min_scale 0.08,
     # crop_max_scale 1.0, color_jitter prob 0.8 brightness 0.8 contrast 0.8 saturation 0.8 hue 0.2, grayscale
     # 0.2, gaussian_blur 0.5, solarization 0.0, horizontal_flip 0.5
-    return view(0, num_crops=2, crop_size=32, scale=(0.08, 1.0), brightness=0.8, contrast=0.8, saturation=0.8,
-                hue=0.2, grayscale=0.2, blur_prob=0.5, blur_kernel_size=PIL_KERNEL, solarize=0.0)
+    return view(
+        0,
+        num_crops=2,
+        crop_size=32,
+        scale=(0.08, 1.0),
+        brightness=0.8,
+        contrast=0.8,
+        saturation=0.8,
+        hue=0.2,
+        grayscale=0.2,
+        blur_prob=0.5,
+        blur_kernel_size=PIL_KERNEL,
+        solarize=0.0,
+    )
 
 
 def _solo_symmetric_weak() -> dict:
     # augmentations/symmetric_weak.yaml: as symmetric.yaml with color_jitter 0.4 / 0.4 / 0.4 / 0.1
-    return view(0, num_crops=2, crop_size=32, scale=(0.08, 1.0), brightness=0.4, contrast=0.4, saturation=0.4,
-                hue=0.1, grayscale=0.2, blur_prob=0.5, blur_kernel_size=PIL_KERNEL, solarize=0.0)
+    return view(
+        0,
+        num_crops=2,
+        crop_size=32,
+        scale=(0.08, 1.0),
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.4,
+        hue=0.1,
+        grayscale=0.2,
+        blur_prob=0.5,
+        blur_kernel_size=PIL_KERNEL,
+        solarize=0.0,
+    )
 
 
 def _solo_asymmetric() -> dict:
     # augmentations/asymmetric.yaml: two pipelines of one 32 px crop each, scale (0.08, 1), colour jitter
     # (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale 0.2, no blur, solarize 0.0 / 0.2, flip 0.5
-    common = dict(num_crops=1, crop_size=32, scale=(0.08, 1.0), brightness=0.4, contrast=0.4, saturation=0.2,
-                  hue=0.1, grayscale=0.2, blur_prob=0.0, blur_kernel_size=PIL_KERNEL)
+    common = dict(
+        num_crops=1,
+        crop_size=32,
+        scale=(0.08, 1.0),
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.2,
+        hue=0.1,
+        grayscale=0.2,
+        blur_prob=0.0,
+        blur_kernel_size=PIL_KERNEL,
+    )
     return {**view(0, **common, solarize=0.0), **view(1, **common, solarize=0.2)}
 
 
@@ -93,13 +154,19 @@ SOURCES["simclr_cifar10"] = {
     "cite": f"{SOLO}/simclr.yaml + augmentations/symmetric.yaml",
     "values": {
         # simclr.yaml method_kwargs: proj_hidden_dim 2048, proj_output_dim 256, temperature 0.2
-        "method.temperature": 0.2, "method.proj_hidden_dim": 2048, "method.proj_output_dim": 256,
+        "method.temperature": 0.2,
+        "method.proj_hidden_dim": 2048,
+        "method.proj_output_dim": 256,
         # solo/methods/simclr.py: projector = Sequential(Linear(feats, hidden), ReLU(), Linear(hidden, out)):
         # two layers, no BN
-        "method.proj_layers": 2, "method.proj_bn": "none", "method.bn_stats": "per_view",
+        "method.proj_layers": 2,
+        "method.proj_bn": "none",
+        "method.bn_stats": "per_view",
         # optimizer: lars, lr 0.4, weight_decay 1e-4, kwargs clip_lr True, eta 0.02, exclude_bias_n_norm True
-        **_solo_lars(lr=0.4, weight_decay=1.0e-4), **_solo_warmup_cosine(),
-        **_solo_symmetric(), **_solo_run(),
+        **_solo_lars(lr=0.4, weight_decay=1.0e-4),
+        **_solo_warmup_cosine(),
+        **_solo_symmetric(),
+        **_solo_run(),
     },
 }
 
@@ -107,12 +174,17 @@ SOURCES["byol_cifar10"] = {
     "cite": f"{SOLO}/byol.yaml + augmentations/asymmetric.yaml",
     "values": {
         # byol.yaml method_kwargs and momentum
-        "method.proj_hidden_dim": 4096, "method.proj_output_dim": 256, "method.pred_hidden_dim": 4096,
-        "method.base_tau": 0.99, "method.final_tau": 1.0,
+        "method.proj_hidden_dim": 4096,
+        "method.proj_output_dim": 256,
+        "method.pred_hidden_dim": 4096,
+        "method.base_tau": 0.99,
+        "method.final_tau": 1.0,
         "method.bn_stats": "per_view",
         # optimizer: lars, lr 1.0, weight_decay 1e-5, kwargs clip_lr True, eta 0.02, exclude_bias_n_norm True
-        **_solo_lars(lr=1.0, weight_decay=1.0e-5), **_solo_warmup_cosine(),
-        **_solo_asymmetric(), **_solo_run(),
+        **_solo_lars(lr=1.0, weight_decay=1.0e-5),
+        **_solo_warmup_cosine(),
+        **_solo_asymmetric(),
+        **_solo_run(),
     },
 }
 
@@ -121,7 +193,9 @@ SOURCES["simsiam_cifar10"] = {
     "values": {
         # simsiam.yaml method_kwargs: proj_hidden_dim 2048, proj_output_dim 2048, pred_hidden_dim 512 (its
         # temperature 0.2 is read by nothing in solo/methods/simsiam.py)
-        "method.proj_hidden_dim": 2048, "method.proj_output_dim": 2048, "method.pred_hidden_dim": 512,
+        "method.proj_hidden_dim": 2048,
+        "method.proj_output_dim": 2048,
+        "method.pred_hidden_dim": 512,
         # solo/methods/simsiam.py: projector Linear-BN-ReLU, Linear-BN-ReLU, Linear, BatchNorm1d(affine=False)
         "method.proj_layers": 3,
         # learnable_params: the predictor's group has "static_lr": True (base.py keeps it at self.lr)
@@ -130,8 +204,10 @@ SOURCES["simsiam_cifar10"] = {
         "method.stop_gradient": True,
         "method.bn_stats": "per_view",
         # optimizer: sgd, lr 0.5, weight_decay 1e-5
-        **_solo_sgd(lr=0.5, weight_decay=1.0e-5), **_solo_warmup_cosine(),
-        **_solo_symmetric_weak(), **_solo_run(),
+        **_solo_sgd(lr=0.5, weight_decay=1.0e-5),
+        **_solo_warmup_cosine(),
+        **_solo_symmetric_weak(),
+        **_solo_run(),
     },
 }
 
@@ -140,15 +216,22 @@ SOURCES["swav_cifar10"] = {
     "values": {
         # swav.yaml method_kwargs: proj_hidden_dim 2048, queue_size 3840, proj_output_dim 128, num_prototypes
         # 3000, epoch_queue_starts 50, freeze_prototypes_epochs 2, temperature 0.1
-        "method.proj_hidden_dim": 2048, "method.proj_output_dim": 128, "method.num_prototypes": 3000,
-        "method.temperature": 0.1, "method.queue_length": 3840, "method.epoch_queue_starts": 50,
+        "method.proj_hidden_dim": 2048,
+        "method.proj_output_dim": 128,
+        "method.num_prototypes": 3000,
+        "method.temperature": 0.1,
+        "method.queue_length": 3840,
+        "method.epoch_queue_starts": 50,
         "method.freeze_prototypes_epochs": 2,
         # solo/methods/swav.py add_and_assert_specific_cfg defaults: sk_iters 3, sk_epsilon 0.05
-        "method.sk_iterations": 3, "method.sk_epsilon": 0.05,
+        "method.sk_iterations": 3,
+        "method.sk_epsilon": 0.05,
         "method.bn_stats": "per_view",
         # optimizer: lars, lr 0.6, weight_decay 1e-6, kwargs clip_lr True, eta 0.02, exclude_bias_n_norm True
-        **_solo_lars(lr=0.6, weight_decay=1.0e-6), **_solo_warmup_cosine(),
-        **_solo_symmetric(), **_solo_run(),
+        **_solo_lars(lr=0.6, weight_decay=1.0e-6),
+        **_solo_warmup_cosine(),
+        **_solo_symmetric(),
+        **_solo_run(),
     },
 }
 
@@ -158,25 +241,37 @@ SOURCES["moco_v2_cifar10"] = {
         # mocov2plus.yaml method_kwargs: proj_hidden_dim 2048, proj_output_dim 256, queue_size 32768,
         # temperature 0.2; momentum: base_tau 0.99, final_tau 0.999 (solo/utils/momentum.py: cosine over the
         # steps)
-        "method.temperature": 0.2, "method.queue_size": 32768, "method.momentum_tau": 0.99,
-        "method.final_tau": 0.999, "method.proj_hidden_dim": 2048, "method.proj_output_dim": 256,
+        "method.temperature": 0.2,
+        "method.queue_size": 32768,
+        "method.momentum_tau": 0.99,
+        "method.final_tau": 0.999,
+        "method.proj_hidden_dim": 2048,
+        "method.proj_output_dim": 256,
         # solo/methods/mocov2plus.py: projector Linear-ReLU-Linear without BN
-        "method.proj_layers": 2, "method.proj_norm": False,
+        "method.proj_layers": 2,
+        "method.proj_norm": False,
         # training_step: nce_loss = (loss(q1, k2, queue[1]) + loss(q2, k1, queue[0])) / 2 - the mean of both
         # directions, with one queue per crop
         "method.symmetric": "mean",
         # no shuffled BN: momentum_forward encodes each crop's batch as it is, one BN per device
-        "method.bn_splits": 1, "method.bn_stats": "per_view",
+        "method.bn_splits": 1,
+        "method.bn_stats": "per_view",
         # optimizer: sgd, lr 0.3, weight_decay 1e-4
-        **_solo_sgd(lr=0.3, weight_decay=1.0e-4), **_solo_warmup_cosine(),
-        **_solo_symmetric_weak(), **_solo_run(),
+        **_solo_sgd(lr=0.3, weight_decay=1.0e-4),
+        **_solo_warmup_cosine(),
+        **_solo_symmetric_weak(),
+        **_solo_run(),
     },
 }
 
 # solo-learn's scripts serve CIFAR-100 too ("change here for cifar100" at name and data.dataset): same values
-for _m, _script, _views in (("simclr", "simclr", "symmetric"), ("byol", "byol", "asymmetric"),
-                            ("simsiam", "simsiam", "symmetric_weak"), ("swav", "swav", "symmetric"),
-                            ("moco_v2", "mocov2plus", "symmetric_weak")):
+for _m, _script, _views in (
+    ("simclr", "simclr", "symmetric"),
+    ("byol", "byol", "asymmetric"),
+    ("simsiam", "simsiam", "symmetric_weak"),
+    ("swav", "swav", "symmetric"),
+    ("moco_v2", "mocov2plus", "symmetric_weak"),
+):
     SOURCES[f"{_m}_cifar100"] = {
         "cite": f"{SOLO}/{_script}.yaml (data.dataset: cifar100) + augmentations/{_views}.yaml",
         "values": dict(SOURCES[f"{_m}_cifar10"]["values"]),
@@ -191,19 +286,33 @@ def _tf_lars(lr: float, weight_decay: float) -> dict:
     # pass exclude_from_weight_decay=['batch_normalization', 'bias', ...], which also excludes them from the
     # adaptation (exclude_from_layer_adaptation defaults to it). The lr is per 256 images, scaled linearly
     # (model_util.py learning_rate_schedule: scaled_lr = base_learning_rate * train_batch_size / 256).
-    return {"optimizer.name": "lars", "optimizer.lr": lr, "optimizer.scale_lr": True,
-            "optimizer.weight_decay": weight_decay, "optimizer.momentum": 0.9, "optimizer.nesterov": False,
-            "optimizer.eta": 1.0e-3,
-            "optimizer.eps": NotInSource("the official LARS divides by ||g + wd w|| with no epsilon"),
-            "optimizer.clip_lr": False, "optimizer.betas": None, "optimizer.exclude_bias_n_norm": True}
+    return {
+        "optimizer.name": "lars",
+        "optimizer.lr": lr,
+        "optimizer.scale_lr": True,
+        "optimizer.weight_decay": weight_decay,
+        "optimizer.momentum": 0.9,
+        "optimizer.nesterov": False,
+        "optimizer.eta": 1.0e-3,
+        "optimizer.eps": NotInSource("the official LARS divides by ||g + wd w|| with no epsilon"),
+        "optimizer.clip_lr": False,
+        "optimizer.betas": None,
+        "optimizer.exclude_bias_n_norm": True,
+    }
 
 
 def _warmup_from_zero_cosine(warmup_epochs: float) -> dict:
     # learning_rate = global_step / warmup_steps * scaled_lr during the warm-up (0 at step 0), then
     # cosine_decay to 0
-    return {"scheduler.name": "warmup_cosine", "scheduler.warmup_epochs": warmup_epochs,
-            "scheduler.warmup_steps": None, "scheduler.warmup_start_lr": 0.0, "scheduler.min_lr": 0.0,
-            "scheduler.milestones": None, "scheduler.gamma": None}
+    return {
+        "scheduler.name": "warmup_cosine",
+        "scheduler.warmup_epochs": warmup_epochs,
+        "scheduler.warmup_steps": None,
+        "scheduler.warmup_start_lr": 0.0,
+        "scheduler.min_lr": 0.0,
+        "scheduler.milestones": None,
+        "scheduler.gamma": None,
+    }
 
 
 def _simclr_imagenet_views() -> dict:
@@ -213,23 +322,38 @@ def _simclr_imagenet_views() -> dict:
     # applied with p=0.8, then to_grayscale with p=0.2); model.py: batch_random_blur with blur_probability
     # 0.5, random_blur sigma uniform in [0.1, 2.0], kernel_size = height // 10 (radius 11 -> 23 px at 224:
     # ssl_bench's rule, null)
-    return view(0, num_crops=2, crop_size=224, scale=(0.08, 1.0), brightness=0.8, contrast=0.8,
-                saturation=0.8, hue=0.2, grayscale=0.2, blur_prob=0.5, blur_sigma=(0.1, 2.0),
-                blur_kernel_size=None, solarize=0.0)
+    return view(
+        0,
+        num_crops=2,
+        crop_size=224,
+        scale=(0.08, 1.0),
+        brightness=0.8,
+        contrast=0.8,
+        saturation=0.8,
+        hue=0.2,
+        grayscale=0.2,
+        blur_prob=0.5,
+        blur_sigma=(0.1, 2.0),
+        blur_kernel_size=None,
+        solarize=0.0,
+    )
 
 
 SIMCLR_V1 = "google-research/simclr@be133b3"
 SOURCES["simclr"] = {
     "cite": f"Chen et al. 2020 (SimCLR), official code {SIMCLR_V1} run.py flag defaults (+ model.py, "
-            "model_util.py, lars_optimizer.py, data_util.py)",
+    "model_util.py, lars_optimizer.py, data_util.py)",
     "values": {
         # run.py: temperature 0.1, head_proj_mode 'nonlinear', head_proj_dim 128, num_nlh_layers 1, global_bn
         # True
-        "method.temperature": 0.1, "method.proj_output_dim": 128,
+        "method.temperature": 0.1,
+        "method.proj_output_dim": 128,
         # model_util.py projection_head: nl_0 = linear_layer(hiddens, ..., hiddens.shape[-1], use_bn=True),
         # then ReLU and nl_1 = linear_layer(..., head_proj_dim, use_bias=False, use_bn=True): 2 layers, BN on
         # both, the hidden one as wide as the backbone (resnet_depth 50: 2048)
-        "method.proj_hidden_dim": 2048, "method.proj_layers": 2, "method.proj_bn": "all",
+        "method.proj_hidden_dim": 2048,
+        "method.proj_layers": 2,
+        "method.proj_bn": "all",
         # model.py: features = tf.concat(features_list, 0): both views in one call (global BN over 2N)
         "method.bn_stats": "joint",
         # run.py: learning_rate 0.3 ("per batch size of 256"), weight_decay 1e-6, optimizer 'lars', momentum
@@ -238,29 +362,38 @@ SOURCES["simclr"] = {
         # run.py: warmup_epochs 10; model_util.py learning_rate_schedule
         **_warmup_from_zero_cosine(10),
         # run.py: image_size 224, color_jitter_strength 1.0, use_blur True
-        **_simclr_imagenet_views(), "data.image_size": 224,
-        "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+        **_simclr_imagenet_views(),
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
     },
 }
 
 SIMCLR_V2 = "google-research/simclr@383d414"
 SOURCES["simclr_v2"] = {
     "cite": f"Chen et al. 2020b (SimCLR v2), official code {SIMCLR_V2} run.py flag defaults (+ model.py, "
-            "model_util.py, lars_optimizer.py, data_util.py)",
+    "model_util.py, lars_optimizer.py, data_util.py)",
     "values": {
         # run.py: temperature 0.1, proj_head_mode 'nonlinear', proj_out_dim 128, num_proj_layers 3,
         # ft_proj_selector 0 (no head layer kept for evaluation), global_bn True
-        "method.temperature": 0.1, "method.proj_layers": 3, "method.proj_output_dim": 128,
+        "method.temperature": 0.1,
+        "method.proj_layers": 3,
+        "method.proj_output_dim": 128,
         "method.probe_from_projector_layer": 0,
         # model_util.py projection_head: mid_dim = hiddens.shape[-1] (the backbone's width), use_bn=True on
         # every layer (the last with use_bias=False)
-        "method.proj_hidden_dim": None, "method.proj_bn": "all",
+        "method.proj_hidden_dim": None,
+        "method.proj_bn": "all",
         # model.py: tf.concat(features_list, 0): both views in one call
         "method.bn_stats": "joint",
         # the code has no MoCo-style memory
         "method.queue_size": 0,
-        "method.momentum_tau": NotInSource("used only with a memory (queue_size > 0); the code has none"),
-        "method.bn_splits": NotInSource("used only with a memory (queue_size > 0); the code has none"),
+        "method.momentum_tau": NotInSource(
+            "used only with a memory (queue_size > 0); the code has none"
+        ),
+        "method.bn_splits": NotInSource(
+            "used only with a memory (queue_size > 0); the code has none"
+        ),
         # run.py: learning_rate 0.3, learning_rate_scaling 'linear', weight_decay 1e-4, momentum 0.9,
         # optimizer 'lars'; model_util.py get_optimizer: exclude_from_weight_decay ['batch_normalization',
         # 'bias', 'head_supervised']
@@ -269,8 +402,10 @@ SOURCES["simclr_v2"] = {
         **_warmup_from_zero_cosine(10),
         # run.py: image_size 224, color_jitter_strength 1.0, use_blur True (data_util.py as SimCLR v1's, with
         # the multiplicative brightness of impl='simclrv2')
-        **_simclr_imagenet_views(), "data.image_size": 224,
-        "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+        **_simclr_imagenet_views(),
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
     },
 }
 
@@ -280,10 +415,19 @@ def _moco_sgd() -> dict:
     # parameter decayed, no nesterov. README: --lr 0.03 --batch-size 256, and "for 4-gpu training, we
     # recommend following the linear lr scaling recipe: --lr 0.015 --batch-size 128": the lr is per 256
     # images, scaled.
-    return {"optimizer.name": "sgd", "optimizer.lr": 0.03, "optimizer.scale_lr": True,
-            "optimizer.weight_decay": 1.0e-4, "optimizer.momentum": 0.9, "optimizer.nesterov": False,
-            "optimizer.eta": None, "optimizer.eps": None, "optimizer.clip_lr": None, "optimizer.betas": None,
-            "optimizer.exclude_bias_n_norm": False}
+    return {
+        "optimizer.name": "sgd",
+        "optimizer.lr": 0.03,
+        "optimizer.scale_lr": True,
+        "optimizer.weight_decay": 1.0e-4,
+        "optimizer.momentum": 0.9,
+        "optimizer.nesterov": False,
+        "optimizer.eta": None,
+        "optimizer.eps": None,
+        "optimizer.clip_lr": None,
+        "optimizer.betas": None,
+        "optimizer.exclude_bias_n_norm": False,
+    }
 
 
 def _moco_method(temperature: float, proj_layers: int) -> dict:
@@ -291,75 +435,131 @@ def _moco_method(temperature: float, proj_layers: int) -> dict:
     # the loss of q = encoder_q(im_q) against k = encoder_k(im_k) (one direction); _batch_shuffle_ddp shuffles
     # the keys over the GPUs, 8 in the README's command (ssl_bench: 8 virtual devices, bn_splits); --mlp: fc
     # replaced by Linear(dim_mlp, dim_mlp)-ReLU-fc, dim_mlp the backbone's width, no BN
-    return {"method.temperature": temperature, "method.queue_size": 65536, "method.momentum_tau": 0.999,
-            "method.final_tau": None, "method.proj_layers": proj_layers, "method.proj_hidden_dim": None,
-            "method.proj_output_dim": 128, "method.symmetric": False, "method.bn_splits": 8,
-            "method.proj_norm": False, "method.bn_stats": "per_view"}
+    return {
+        "method.temperature": temperature,
+        "method.queue_size": 65536,
+        "method.momentum_tau": 0.999,
+        "method.final_tau": None,
+        "method.proj_layers": proj_layers,
+        "method.proj_hidden_dim": None,
+        "method.proj_output_dim": 128,
+        "method.symmetric": False,
+        "method.bn_splits": 8,
+        "method.proj_norm": False,
+        "method.bn_stats": "per_view",
+    }
 
 
 MOCO = "facebookresearch/moco@7397dfe"
 SOURCES["moco_v1"] = {
     "cite": f"He et al. 2019 (MoCo), official code {MOCO} main_moco.py defaults + README.md pre-training "
-            "command (MoCo v1)",
+    "command (MoCo v1)",
     "values": {
-        **_moco_method(temperature=0.07, proj_layers=1), **_moco_sgd(),
+        **_moco_method(temperature=0.07, proj_layers=1),
+        **_moco_sgd(),
         # main_moco.py adjust_learning_rate: lr *= 0.1 for each milestone of --schedule [120, 160] passed by
         # the epoch (set at the start of every epoch); no warm-up
-        "scheduler.name": "warmup_step", "scheduler.warmup_epochs": 0, "scheduler.warmup_steps": None,
-        "scheduler.warmup_start_lr": None, "scheduler.min_lr": None, "scheduler.milestones": [120, 160],
+        "scheduler.name": "warmup_step",
+        "scheduler.warmup_epochs": 0,
+        "scheduler.warmup_steps": None,
+        "scheduler.warmup_start_lr": None,
+        "scheduler.min_lr": None,
+        "scheduler.milestones": [120, 160],
         "scheduler.gamma": 0.1,
         # the v1 augmentation: RandomResizedCrop(224, scale=(0.2, 1.)), RandomGrayscale(p=0.2),
         # ColorJitter(0.4, 0.4, 0.4, 0.4) (always), RandomHorizontalFlip(); no blur
-        **view(0, num_crops=2, crop_size=224, scale=(0.2, 1.0), jitter_prob=1.0, brightness=0.4, contrast=0.4,
-               saturation=0.4, hue=0.4, grayscale=0.2, blur_prob=0.0,
-               blur_sigma=NotInSource("MoCo v1's views have no blur"), solarize=0.0),
-        "data.image_size": 224, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+        **view(
+            0,
+            num_crops=2,
+            crop_size=224,
+            scale=(0.2, 1.0),
+            jitter_prob=1.0,
+            brightness=0.4,
+            contrast=0.4,
+            saturation=0.4,
+            hue=0.4,
+            grayscale=0.2,
+            blur_prob=0.0,
+            blur_sigma=NotInSource("MoCo v1's views have no blur"),
+            solarize=0.0,
+        ),
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
     },
 }
 
 # --aug-plus: RandomResizedCrop(224, scale=(0.2, 1.)), RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
 # RandomGrayscale(p=0.2), RandomApply([GaussianBlur([.1, 2.])], p=0.5), RandomHorizontalFlip(). The blur is
 # PIL's GaussianBlur(radius=sigma) (moco/loader.py): at 224 px ssl_bench's 23 px kernel covers its +-3 sigma.
-_MOCO_V2_VIEWS = view(0, num_crops=2, crop_size=224, scale=(0.2, 1.0), jitter_prob=0.8, brightness=0.4,
-                      contrast=0.4, saturation=0.4, hue=0.1, grayscale=0.2, blur_prob=0.5,
-                      blur_sigma=(0.1, 2.0), solarize=0.0)
+_MOCO_V2_VIEWS = view(
+    0,
+    num_crops=2,
+    crop_size=224,
+    scale=(0.2, 1.0),
+    jitter_prob=0.8,
+    brightness=0.4,
+    contrast=0.4,
+    saturation=0.4,
+    hue=0.1,
+    grayscale=0.2,
+    blur_prob=0.5,
+    blur_sigma=(0.1, 2.0),
+    solarize=0.0,
+)
 
 SOURCES["moco_v2"] = {
     "cite": f"Chen et al. 2020 (MoCo v2), official code {MOCO} main_moco.py defaults + README.md "
-            "pre-training command with --mlp --moco-t 0.2 "
-            "--aug-plus --cos (MoCo v2)",
+    "pre-training command with --mlp --moco-t 0.2 "
+    "--aug-plus --cos (MoCo v2)",
     "values": {
-        **_moco_method(temperature=0.2, proj_layers=2), **_moco_sgd(),
+        **_moco_method(temperature=0.2, proj_layers=2),
+        **_moco_sgd(),
         # --cos: lr *= 0.5 * (1 + cos(pi * epoch / epochs)): from the lr down to 0, no warm-up
-        "scheduler.name": "warmup_cosine", "scheduler.warmup_epochs": 0, "scheduler.warmup_steps": None,
-        "scheduler.warmup_start_lr": NO_WARMUP, "scheduler.min_lr": 0.0, "scheduler.milestones": None,
+        "scheduler.name": "warmup_cosine",
+        "scheduler.warmup_epochs": 0,
+        "scheduler.warmup_steps": None,
+        "scheduler.warmup_start_lr": NO_WARMUP,
+        "scheduler.min_lr": 0.0,
+        "scheduler.milestones": None,
         "scheduler.gamma": None,
         **_MOCO_V2_VIEWS,
-        "data.image_size": 224, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
     },
 }
 
 SOURCES["byol"] = {
     "cite": "Grill et al. 2020 (BYOL), official code deepmind/deepmind-research@d8df415 byol/configs/byol.py "
-            "(num_epochs=1000) "
-            "+ byol/utils/augmentations.py",
+    "(num_epochs=1000) "
+    "+ byol/utils/augmentations.py",
     "values": {
         # byol.py network_config: projector_hidden_size 4096, projector_output_size 256, predictor_hidden_size
         # 4096; base_target_ema = _EMA_PRESETS[1000] = 0.996; byol/utils/schedules.py target_ema: 1 - (1 -
         # base) * cosine decay over max_steps, i.e. up to 1.0
-        "method.proj_hidden_dim": 4096, "method.proj_output_dim": 256, "method.pred_hidden_dim": 4096,
-        "method.base_tau": 0.996, "method.final_tau": 1.0,
+        "method.proj_hidden_dim": 4096,
+        "method.proj_output_dim": 256,
+        "method.pred_hidden_dim": 4096,
+        "method.base_tau": 0.996,
+        "method.final_tau": 1.0,
         # byol_experiment.py _forward: apply_once_fn(inputs['view1']), apply_once_fn(inputs['view2'])
         "method.bn_stats": "per_view",
         # optimizer_config: weight_decay _WD_PRESETS[1000] = 1.5e-6, eta 1e-3, momentum 0.9;
         # byol_experiment.py _optimizer: optimizers.lars(weight_decay_filter=exclude_bias_and_norm,
         # lars_adaptation_filter=exclude_bias_and_norm); byol/utils/optimizers.py: trust ratio eta * ||w|| /
         # ||g + wd w||, no epsilon, no clipping, plain momentum
-        "optimizer.name": "lars", "optimizer.lr": 0.2, "optimizer.scale_lr": True,
-        "optimizer.weight_decay": 1.5e-6, "optimizer.momentum": 0.9, "optimizer.nesterov": False,
+        "optimizer.name": "lars",
+        "optimizer.lr": 0.2,
+        "optimizer.scale_lr": True,
+        "optimizer.weight_decay": 1.5e-6,
+        "optimizer.momentum": 0.9,
+        "optimizer.nesterov": False,
         "optimizer.eta": 1.0e-3,
         "optimizer.eps": NotInSource("BYOL's LARS divides by ||g + wd w|| with no epsilon"),
-        "optimizer.clip_lr": False, "optimizer.betas": None, "optimizer.exclude_bias_n_norm": True,
+        "optimizer.clip_lr": False,
+        "optimizer.betas": None,
+        "optimizer.exclude_bias_n_norm": True,
         # lr_schedule_config: base_learning_rate _LR_PRESETS[1000] = 0.2, warmup_steps 10 epochs; schedules.py
         # learning_schedule: scaled_lr = base * batch_size / 256, step / warmup_steps * scaled_lr, then cosine
         # to 0
@@ -368,41 +568,82 @@ SOURCES["byol"] = {
         # (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale 0.2, blur 1.0 / 0.1 (sigma 0.1-2.0, kernel image_size / 10 ->
         # 23 px at 224, ssl_bench's rule), solarize 0.0 / 0.2; dataset.py _decode_and_random_crop: area
         # (0.08, 1.0), log-uniform ratio (3/4, 4/3), resized to 224
-        **view(0, num_crops=1, crop_size=224, scale=(0.08, 1.0), brightness=0.4, contrast=0.4, saturation=0.2,
-               hue=0.1, grayscale=0.2, blur_prob=1.0, solarize=0.0),
-        **view(1, num_crops=1, crop_size=224, scale=(0.08, 1.0), brightness=0.4, contrast=0.4, saturation=0.2,
-               hue=0.1, grayscale=0.2, blur_prob=0.1, solarize=0.2),
-        "data.image_size": 224, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+        **view(
+            0,
+            num_crops=1,
+            crop_size=224,
+            scale=(0.08, 1.0),
+            brightness=0.4,
+            contrast=0.4,
+            saturation=0.2,
+            hue=0.1,
+            grayscale=0.2,
+            blur_prob=1.0,
+            solarize=0.0,
+        ),
+        **view(
+            1,
+            num_crops=1,
+            crop_size=224,
+            scale=(0.08, 1.0),
+            brightness=0.4,
+            contrast=0.4,
+            saturation=0.2,
+            hue=0.1,
+            grayscale=0.2,
+            blur_prob=0.1,
+            solarize=0.2,
+        ),
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
     },
 }
 
 SOURCES["simsiam"] = {
     "cite": "Chen & He 2020 (SimSiam), official code facebookresearch/simsiam@a7bc177 main_simsiam.py "
-            "defaults + README.md pre-training command",
+    "defaults + README.md pre-training command",
     "values": {
         # main_simsiam.py: --dim 2048, --pred-dim 512; simsiam/builder.py: a 3-layer projector
         # (Linear(prev_dim, prev_dim, bias=False)-BN-ReLU twice, then fc to dim and BatchNorm1d(dim,
         # affine=False)), prev_dim the backbone's width (2048 for its ResNet-50); predictor Linear(dim,
         # pred_dim)-BN-ReLU-Linear(pred_dim, dim); forward: z1 = encoder(x1), z2 = encoder(x2) (a call per
         # view), returns z1.detach(), z2.detach()
-        "method.proj_hidden_dim": 2048, "method.proj_output_dim": 2048, "method.proj_layers": 3,
-        "method.pred_hidden_dim": 512, "method.stop_gradient": True, "method.bn_stats": "per_view",
+        "method.proj_hidden_dim": 2048,
+        "method.proj_output_dim": 2048,
+        "method.proj_layers": 3,
+        "method.pred_hidden_dim": 512,
+        "method.stop_gradient": True,
+        "method.bn_stats": "per_view",
         # README command: --fix-pred-lr (the predictor's group keeps init_lr)
         "method.fixed_predictor_lr": True,
         # main_simsiam.py: SGD(optim_params, init_lr, momentum=0.9, weight_decay=1e-4), init_lr = lr * batch /
         # 256 with --lr 0.05; every parameter decayed
-        "optimizer.name": "sgd", "optimizer.lr": 0.05, "optimizer.scale_lr": True,
+        "optimizer.name": "sgd",
+        "optimizer.lr": 0.05,
+        "optimizer.scale_lr": True,
         "optimizer.weight_decay": 1.0e-4,
-        "optimizer.momentum": 0.9, "optimizer.nesterov": False, "optimizer.eta": None, "optimizer.eps": None,
-        "optimizer.clip_lr": None, "optimizer.betas": None, "optimizer.exclude_bias_n_norm": False,
+        "optimizer.momentum": 0.9,
+        "optimizer.nesterov": False,
+        "optimizer.eta": None,
+        "optimizer.eps": None,
+        "optimizer.clip_lr": None,
+        "optimizer.betas": None,
+        "optimizer.exclude_bias_n_norm": False,
         # adjust_learning_rate: init_lr * 0.5 * (1 + cos(pi * epoch / epochs)), no warm-up
-        "scheduler.name": "warmup_cosine", "scheduler.warmup_epochs": 0, "scheduler.warmup_steps": None,
-        "scheduler.warmup_start_lr": NO_WARMUP, "scheduler.min_lr": 0.0, "scheduler.milestones": None,
+        "scheduler.name": "warmup_cosine",
+        "scheduler.warmup_epochs": 0,
+        "scheduler.warmup_steps": None,
+        "scheduler.warmup_start_lr": NO_WARMUP,
+        "scheduler.min_lr": 0.0,
+        "scheduler.milestones": None,
         "scheduler.gamma": None,
         # main_simsiam.py augmentation: MoCo v2's (RandomResizedCrop(224, scale=(0.2, 1.)), ColorJitter(0.4,
         # 0.4, 0.4, 0.1) p 0.8, RandomGrayscale(0.2), GaussianBlur([.1, 2.]) p 0.5, RandomHorizontalFlip())
         **_MOCO_V2_VIEWS,
-        "data.image_size": 224, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
     },
 }
 
@@ -412,21 +653,38 @@ def _swav_crops(i: int, num_crops: int, crop_size, scale) -> dict:
     # max_scale_crops[i])), RandomHorizontalFlip(p=0.5), get_color_distortion(s=1.0) (ColorJitter(0.8s, 0.8s,
     # 0.8s, 0.2s) p=0.8, RandomGrayscale(p=0.2)), PILRandomGaussianBlur(p=0.5, radius_min=0.1, radius_max=2.):
     # PIL's Gaussian of std = radius spans about +-3 sigma, 13 px at 2.0 on every crop size
-    return view(i, num_crops=num_crops, crop_size=crop_size, scale=scale, brightness=0.8, contrast=0.8,
-                saturation=0.8, hue=0.2, grayscale=0.2, blur_prob=0.5, blur_sigma=(0.1, 2.0),
-                blur_kernel_size=PIL_KERNEL, solarize=0.0)
+    return view(
+        i,
+        num_crops=num_crops,
+        crop_size=crop_size,
+        scale=scale,
+        brightness=0.8,
+        contrast=0.8,
+        saturation=0.8,
+        hue=0.2,
+        grayscale=0.2,
+        blur_prob=0.5,
+        blur_sigma=(0.1, 2.0),
+        blur_kernel_size=PIL_KERNEL,
+        solarize=0.0,
+    )
 
 
 SOURCES["swav"] = {
     "cite": "Caron et al. 2020 (SwAV), official code facebookresearch/swav@06b1b7c "
-            "scripts/swav_400ep_bs256_pretrain.sh (+ main_swav.py, "
-            "src/multicropdataset.py)",
+    "scripts/swav_400ep_bs256_pretrain.sh (+ main_swav.py, "
+    "src/multicropdataset.py)",
     "values": {
         # the script: --temperature 0.1 --epsilon 0.05 --sinkhorn_iterations 3 --feat_dim 128 --nmb_prototypes
         # 3000 --queue_length 3840 --epoch_queue_starts 15; main_swav.py --hidden_mlp 2048 (default)
-        "method.proj_hidden_dim": 2048, "method.proj_output_dim": 128, "method.num_prototypes": 3000,
-        "method.temperature": 0.1, "method.sk_iterations": 3, "method.sk_epsilon": 0.05,
-        "method.queue_length": 3840, "method.epoch_queue_starts": 15,
+        "method.proj_hidden_dim": 2048,
+        "method.proj_output_dim": 128,
+        "method.num_prototypes": 3000,
+        "method.temperature": 0.1,
+        "method.sk_iterations": 3,
+        "method.sk_epsilon": 0.05,
+        "method.queue_length": 3840,
+        "method.epoch_queue_starts": 15,
         # --freeze_prototypes_niters 5005: one epoch of ImageNet (1,281,167 images) at batch 4 x 64 = 256
         "method.freeze_prototypes_epochs": 1,
         # src/resnet50.py ResNet.forward: forward_backbone(torch.cat(inputs[start_idx: end_idx])), one call
@@ -435,38 +693,68 @@ SOURCES["swav"] = {
         # main_swav.py: SGD(lr=base_lr, momentum=0.9, weight_decay=wd) wrapped in apex LARC(trust_coefficient=
         # 0.001, clip=False) (LARC's eps 1e-8: ratio = 0.001 ||w|| / (||g|| + wd ||w|| + eps)) over every
         # parameter; the script: --base_lr 0.6 at its batch 256 (the lr per 256 images), --wd 0.000001
-        "optimizer.name": "lars", "optimizer.lr": 0.6, "optimizer.scale_lr": True,
-        "optimizer.weight_decay": 1.0e-6, "optimizer.momentum": 0.9, "optimizer.nesterov": False,
-        "optimizer.eta": 1.0e-3, "optimizer.eps": 1.0e-8, "optimizer.clip_lr": False, "optimizer.betas": None,
+        "optimizer.name": "lars",
+        "optimizer.lr": 0.6,
+        "optimizer.scale_lr": True,
+        "optimizer.weight_decay": 1.0e-6,
+        "optimizer.momentum": 0.9,
+        "optimizer.nesterov": False,
+        "optimizer.eta": 1.0e-3,
+        "optimizer.eps": 1.0e-8,
+        "optimizer.clip_lr": False,
+        "optimizer.betas": None,
         "optimizer.exclude_bias_n_norm": False,
         # --warmup_epochs 0 --final_lr 0.0006: cosine from base_lr to final_lr over all iterations
-        "scheduler.name": "warmup_cosine", "scheduler.warmup_epochs": 0, "scheduler.warmup_steps": None,
-        "scheduler.warmup_start_lr": NO_WARMUP, "scheduler.min_lr": 6.0e-4, "scheduler.milestones": None,
+        "scheduler.name": "warmup_cosine",
+        "scheduler.warmup_epochs": 0,
+        "scheduler.warmup_steps": None,
+        "scheduler.warmup_start_lr": NO_WARMUP,
+        "scheduler.min_lr": 6.0e-4,
+        "scheduler.milestones": None,
         "scheduler.gamma": None,
         # --nmb_crops 2 6 --size_crops 224 96 --min_scale_crops 0.14 0.05 --max_scale_crops 1. 0.14
         **_swav_crops(0, num_crops=2, crop_size=224, scale=(0.14, 1.0)),
         **_swav_crops(1, num_crops=6, crop_size=96 / 224, scale=(0.05, 0.14)),
-        "data.image_size": 224, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
     },
 }
 
 
 def _steps(milestones: list[int], gamma: float, warmup_steps=None) -> dict:
     # ssl_bench's warmup_step: the lr x gamma from epoch m (0-based, after m epochs) for each milestone m
-    return {"scheduler.name": "warmup_step",
-            "scheduler.warmup_epochs": 0 if warmup_steps is None else NotInSource(
-                "the source's warm-up is counted in updates: scheduler.warmup_steps, which wins"),
-            "scheduler.warmup_steps": warmup_steps, "scheduler.warmup_start_lr": None,
-            "scheduler.min_lr": None, "scheduler.milestones": milestones, "scheduler.gamma": gamma}
+    return {
+        "scheduler.name": "warmup_step",
+        "scheduler.warmup_epochs": 0
+        if warmup_steps is None
+        else NotInSource(
+            "the source's warm-up is counted in updates: scheduler.warmup_steps, which wins"
+        ),
+        "scheduler.warmup_steps": warmup_steps,
+        "scheduler.warmup_start_lr": None,
+        "scheduler.min_lr": None,
+        "scheduler.milestones": milestones,
+        "scheduler.gamma": gamma,
+    }
 
 
 def _torch_sgd(lr: float, weight_decay: float, scale_lr: bool = False) -> dict:
     # torch.optim.SGD(model.parameters(), lr, momentum=0.9, weight_decay=wd): every parameter decayed, no
     # nesterov
-    return {"optimizer.name": "sgd", "optimizer.lr": lr, "optimizer.scale_lr": scale_lr,
-            "optimizer.weight_decay": weight_decay, "optimizer.momentum": 0.9, "optimizer.nesterov": False,
-            "optimizer.eta": None, "optimizer.eps": None, "optimizer.clip_lr": None, "optimizer.betas": None,
-            "optimizer.exclude_bias_n_norm": False}
+    return {
+        "optimizer.name": "sgd",
+        "optimizer.lr": lr,
+        "optimizer.scale_lr": scale_lr,
+        "optimizer.weight_decay": weight_decay,
+        "optimizer.momentum": 0.9,
+        "optimizer.nesterov": False,
+        "optimizer.eta": None,
+        "optimizer.eps": None,
+        "optimizer.clip_lr": None,
+        "optimizer.betas": None,
+        "optimizer.exclude_bias_n_norm": False,
+    }
 
 
 NO_BLUR = NotInSource("the source's views have no blur")
@@ -476,13 +764,17 @@ NO_BLUR = NotInSource("the source's views have no blur")
 LEMNISCATE = "zhirongw/lemniscate.pytorch@f7cfe29"
 SOURCES["instdisc"] = {
     "cite": f"Wu et al. 2018 (InstDisc), official code {LEMNISCATE} main.py defaults + README.md ImageNet "
-            "command",
+    "command",
     "values": {
         # main.py argparse: --low-dim 128, --nce-k 4096, --nce-t 0.07, --nce-m 0.5 (the README command passes
         # the same); NCEAverage(args.low_dim, ndata, ...): one memory row per training image;
         # models/resnet.py: fc = Linear(512 * expansion, low_dim) then l2norm (the paper's linear head)
-        "method.temperature": 0.07, "method.proj_output_dim": 128, "method.num_negatives": 4096,
-        "method.bank_momentum": 0.5, "method.bank_size": None, "method.head_norm": False,
+        "method.temperature": 0.07,
+        "method.proj_output_dim": 128,
+        "method.num_negatives": 4096,
+        "method.bank_momentum": 0.5,
+        "method.bank_size": None,
+        "method.head_norm": False,
         # main.py: SGD(model.parameters(), args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
         # with --lr 0.03, --momentum 0.9, --weight-decay 1e-4; the lr does not follow the batch
         **_torch_sgd(lr=0.03, weight_decay=1.0e-4),
@@ -491,10 +783,25 @@ SOURCES["instdisc"] = {
         **_steps([120, 160], 0.1),
         # train_dataset: RandomResizedCrop(224, scale=(0.2,1.)), RandomGrayscale(p=0.2), ColorJitter(0.4, 0.4,
         # 0.4, 0.4) (always), RandomHorizontalFlip(); one image per item
-        **view(0, num_crops=1, crop_size=224, scale=(0.2, 1.0), hflip=0.5, jitter_prob=1.0, brightness=0.4,
-               contrast=0.4, saturation=0.4, hue=0.4, grayscale=0.2, blur_prob=0.0, blur_sigma=NO_BLUR,
-               solarize=0.0),
-        "data.image_size": 224, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+        **view(
+            0,
+            num_crops=1,
+            crop_size=224,
+            scale=(0.2, 1.0),
+            hflip=0.5,
+            jitter_prob=1.0,
+            brightness=0.4,
+            contrast=0.4,
+            saturation=0.4,
+            hue=0.4,
+            grayscale=0.2,
+            blur_prob=0.0,
+            blur_sigma=NO_BLUR,
+            solarize=0.0,
+        ),
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
     },
 }
 
@@ -503,8 +810,12 @@ SOURCES["instdisc_cifar10"] = {
     "values": {
         # cifar.py argparse: --low-dim 128, --nce-k 4096, --nce-t 0.1, --nce-m 0.5; models/resnet_cifar.py
         # ResNet18: linear = Linear(512, low_dim) then l2norm
-        "method.temperature": 0.1, "method.proj_output_dim": 128, "method.num_negatives": 4096,
-        "method.bank_momentum": 0.5, "method.bank_size": None, "method.head_norm": False,
+        "method.temperature": 0.1,
+        "method.proj_output_dim": 128,
+        "method.num_negatives": 4096,
+        "method.bank_momentum": 0.5,
+        "method.bank_size": None,
+        "method.head_norm": False,
         # optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4), --lr 0.03
         **_torch_sgd(lr=0.03, weight_decay=5.0e-4),
         # adjust_learning_rate: lr * 0.1 ** ((epoch - 80) // 40) for epoch >= 80: x1 for 80-119, x0.1 for
@@ -512,11 +823,26 @@ SOURCES["instdisc_cifar10"] = {
         **_steps([120, 160], 0.1),
         # transform_train: RandomResizedCrop(size=32, scale=(0.2,1.)), ColorJitter(0.4, 0.4, 0.4, 0.4),
         # RandomGrayscale(p=0.2), `#transforms.RandomHorizontalFlip()` (commented out: no flip)
-        **view(0, num_crops=1, crop_size=32, scale=(0.2, 1.0), hflip=0.0, jitter_prob=1.0, brightness=0.4,
-               contrast=0.4, saturation=0.4, hue=0.4, grayscale=0.2, blur_prob=0.0, blur_sigma=NO_BLUR,
-               solarize=0.0),
+        **view(
+            0,
+            num_crops=1,
+            crop_size=32,
+            scale=(0.2, 1.0),
+            hflip=0.0,
+            jitter_prob=1.0,
+            brightness=0.4,
+            contrast=0.4,
+            saturation=0.4,
+            hue=0.4,
+            grayscale=0.2,
+            blur_prob=0.0,
+            blur_sigma=NO_BLUR,
+            solarize=0.0,
+        ),
         # trainloader batch_size=128; `for epoch in range(start_epoch, start_epoch+200)`
-        "data.batch_size": 128, "data.image_size": 32, "trainer.max_epochs": 200,
+        "data.batch_size": 128,
+        "data.image_size": 32,
+        "trainer.max_epochs": 200,
     },
 }
 
@@ -530,9 +856,15 @@ SOURCES["moco_v1_cifar10"] = {
         # sets args.symmetric = False. ModelMoCo: a constant m; ModelBase: resnet18(num_classes=feature_dim),
         # the fc as the (linear) head, no BN in it; SplitBatchNorm(num_splits=bn_splits) in both encoders and
         # _batch_shuffle_single_gpu before the key encoder
-        "method.temperature": 0.1, "method.queue_size": 4096, "method.momentum_tau": 0.99,
-        "method.final_tau": None, "method.proj_layers": 1, "method.proj_hidden_dim": None,
-        "method.proj_output_dim": 128, "method.symmetric": False, "method.bn_splits": 8,
+        "method.temperature": 0.1,
+        "method.queue_size": 4096,
+        "method.momentum_tau": 0.99,
+        "method.final_tau": None,
+        "method.proj_layers": 1,
+        "method.proj_hidden_dim": None,
+        "method.proj_output_dim": 128,
+        "method.symmetric": False,
+        "method.bn_splits": 8,
         "method.proj_norm": False,
         # contrastive_loss: encoder_q(im_q) on one crop per call
         "method.bn_stats": "per_view",
@@ -541,16 +873,35 @@ SOURCES["moco_v1_cifar10"] = {
         **_torch_sgd(lr=0.03, weight_decay=5.0e-4, scale_lr=True),
         # args.cos = True: lr *= 0.5 * (1 + cos(pi * epoch / args.epochs)) at the start of each epoch; no
         # warm-up, down to 0 at the last epoch
-        "scheduler.name": "warmup_cosine", "scheduler.warmup_epochs": 0, "scheduler.warmup_steps": None,
-        "scheduler.warmup_start_lr": NO_WARMUP, "scheduler.min_lr": 0.0, "scheduler.milestones": None,
+        "scheduler.name": "warmup_cosine",
+        "scheduler.warmup_epochs": 0,
+        "scheduler.warmup_steps": None,
+        "scheduler.warmup_start_lr": NO_WARMUP,
+        "scheduler.min_lr": 0.0,
+        "scheduler.milestones": None,
         "scheduler.gamma": None,
         # train_transform (applied twice, CIFAR10Pair): RandomResizedCrop(32), RandomHorizontalFlip(p=0.5),
         # RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), RandomGrayscale(p=0.2)
-        **view(0, num_crops=2, crop_size=32, scale=(0.08, 1.0), hflip=0.5, jitter_prob=0.8, brightness=0.4,
-               contrast=0.4, saturation=0.4, hue=0.1, grayscale=0.2, blur_prob=0.0, blur_sigma=NO_BLUR,
-               solarize=0.0),
+        **view(
+            0,
+            num_crops=2,
+            crop_size=32,
+            scale=(0.08, 1.0),
+            hflip=0.5,
+            jitter_prob=0.8,
+            brightness=0.4,
+            contrast=0.4,
+            saturation=0.4,
+            hue=0.1,
+            grayscale=0.2,
+            blur_prob=0.0,
+            blur_sigma=NO_BLUR,
+            solarize=0.0,
+        ),
         # --batch-size 512; args.epochs = 200
-        "data.batch_size": 512, "data.image_size": 32, "trainer.max_epochs": 200,
+        "data.batch_size": 512,
+        "data.image_size": 32,
+        "trainer.max_epochs": 200,
     },
 }
 
@@ -563,10 +914,19 @@ def _amdim_adam() -> dict:
     # task_self_supervised.py train_self_supervised: optim.Adam([{'params': mod.parameters(), 'lr':
     # learning_rate} for mod in mods_to_opt], betas=(0.8, 0.999), weight_decay=1e-5, eps=1e-8): L2 decay on
     # every parameter; train.py --learning_rate 0.0002, used whatever --batch_size
-    return {"optimizer.name": "adam", "optimizer.lr": 2.0e-4, "optimizer.scale_lr": False,
-            "optimizer.weight_decay": 1.0e-5, "optimizer.momentum": None, "optimizer.nesterov": None,
-            "optimizer.eta": None, "optimizer.eps": 1.0e-8, "optimizer.clip_lr": None,
-            "optimizer.betas": [0.8, 0.999], "optimizer.exclude_bias_n_norm": False}
+    return {
+        "optimizer.name": "adam",
+        "optimizer.lr": 2.0e-4,
+        "optimizer.scale_lr": False,
+        "optimizer.weight_decay": 1.0e-5,
+        "optimizer.momentum": None,
+        "optimizer.nesterov": None,
+        "optimizer.eta": None,
+        "optimizer.eps": 1.0e-8,
+        "optimizer.clip_lr": None,
+        "optimizer.betas": [0.8, 0.999],
+        "optimizer.exclude_bias_n_norm": False,
+    }
 
 
 def _amdim_method(n_rkhs: int) -> dict:
@@ -574,9 +934,15 @@ def _amdim_method(n_rkhs: int) -> dict:
         # train.py --n_rkhs, --tclip 20.0; costs.py NCE_MI_MULTI._model_scores: lgt_reg = 5e-2 *
         # (raw_scores ** 2).mean(), summed over the three tasks averaged over both directions (ssl_bench's
         # score_reg)
-        "method.n_rkhs": n_rkhs, "method.tclip": 20.0, "method.score_reg": 5.0e-2,
-        "method.layer_5": NotInSource("AMDIM's own encoder has a 5x5 layer; the ResNet's last map stands in"),
-        "method.layer_7": NotInSource("AMDIM's own encoder has a 7x7 layer; the ResNet's layer3 stands in"),
+        "method.n_rkhs": n_rkhs,
+        "method.tclip": 20.0,
+        "method.score_reg": 5.0e-2,
+        "method.layer_5": NotInSource(
+            "AMDIM's own encoder has a 5x5 layer; the ResNet's last map stands in"
+        ),
+        "method.layer_7": NotInSource(
+            "AMDIM's own encoder has a 7x7 layer; the ResNet's layer3 stands in"
+        ),
         # model.py Model.forward: self.encoder(x1), then self.encoder(x2): each view's own BN statistics
         "method.bn_stats": "per_view",
     }
@@ -586,17 +952,32 @@ def _amdim_flipped_views(crop_size: int, scale, ratio, hue: float) -> dict:
     # TransformsSTL10 / TransformsImageNet128: RandomResizedCrop(size, scale, ratio, interpolation=3),
     # RandomApply([ColorJitter(0.4, 0.4, 0.4, hue)], p=0.8), RandomGrayscale(p=0.25); __call__ flips the
     # input once (RandomHorizontalFlip(p=0.5)) and draws two views from it
-    return view(0, num_crops=2, crop_size=crop_size, scale=scale, ratio=ratio, hflip=0.5, jitter_prob=0.8,
-                brightness=0.4, contrast=0.4, saturation=0.4, hue=hue, grayscale=0.25, blur_prob=0.0,
-                blur_sigma=NO_BLUR, solarize=0.0)
+    return view(
+        0,
+        num_crops=2,
+        crop_size=crop_size,
+        scale=scale,
+        ratio=ratio,
+        hflip=0.5,
+        jitter_prob=0.8,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.4,
+        hue=hue,
+        grayscale=0.25,
+        blur_prob=0.0,
+        blur_sigma=NO_BLUR,
+        solarize=0.0,
+    )
 
 
 SOURCES["amdim"] = {
     "cite": f"Bachman et al. 2019 (AMDIM), official code {AMDIM_CODE} README.md ImageNet command + train.py "
-            "defaults (+ task_self_supervised.py, datasets.py, costs.py)",
+    "defaults (+ task_self_supervised.py, datasets.py, costs.py)",
     "values": {
         # README: train.py --ndf 192 --n_rkhs 1536 --batch_size 480 --tclip 20.0 --n_depth 8 --dataset IN128
-        **_amdim_method(n_rkhs=1536), **_amdim_adam(),
+        **_amdim_method(n_rkhs=1536),
+        **_amdim_adam(),
         # _train: lr_scale = min(1., (total_updates + 1) / 500.) while total_updates < 500; then (not C10,
         # C100, STL10) MultiStepLR(milestones=[30, 45], gamma=0.2), scheduler_inf.step(epoch) after epoch
         # `epoch`: ssl_bench's milestones [31, 46] (tests/test_optim.py transcribes the loop); epochs = 50
@@ -604,7 +985,9 @@ SOURCES["amdim"] = {
         # datasets.py TransformsImageNet128: RandomResizedCrop(128, scale=(0.3, 1.0), ratio=(0.7, 1.4)),
         # jitter (0.4, 0.4, 0.4, 0.1)
         **_amdim_flipped_views(128, scale=(0.3, 1.0), ratio=(0.7, 1.4), hue=0.1),
-        "data.image_size": 128, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+        "data.image_size": 128,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
     },
 }
 
@@ -612,28 +995,47 @@ SOURCES["amdim"] = {
 def _amdim_small(dataset: str) -> dict:
     # train.py defaults: --batch_size 200, --n_rkhs 1024; task_self_supervised.py: for C10, C100, STL10
     # MultiStepLR(milestones=[250, 280], gamma=0.2), epochs = 300 (ssl_bench's milestones [251, 281])
-    return {**_amdim_method(n_rkhs=1024), **_amdim_adam(), **_steps([251, 281], 0.2, warmup_steps=500),
-            "data.batch_size": 200, "trainer.max_epochs": 300}
+    return {
+        **_amdim_method(n_rkhs=1024),
+        **_amdim_adam(),
+        **_steps([251, 281], 0.2, warmup_steps=500),
+        "data.batch_size": 200,
+        "trainer.max_epochs": 300,
+    }
 
 
 SOURCES["amdim_cifar10"] = {
     "cite": f"{AMDIM_CODE} train.py --dataset C10 (defaults) + task_self_supervised.py, datasets.py, "
-            "costs.py",
+    "costs.py",
     "values": {
         **_amdim_small("C10"),
         # datasets.py TransformsC10: RandomApply([RandomTranslateWithReflect(4)], p=0.8) - no crop, no
         # rescaling: the identity box -, RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.2)], p=0.8),
         # RandomGrayscale(p=0.25); __call__ flips once (p=0.5) and draws two views; get_encoder_size: 32
-        **view(0, num_crops=2, crop_size=32, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.5, jitter_prob=0.8,
-               brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2, grayscale=0.25, blur_prob=0.0,
-               blur_sigma=NO_BLUR, solarize=0.0),
+        **view(
+            0,
+            num_crops=2,
+            crop_size=32,
+            scale=(1.0, 1.0),
+            ratio=(1.0, 1.0),
+            hflip=0.5,
+            jitter_prob=0.8,
+            brightness=0.4,
+            contrast=0.4,
+            saturation=0.4,
+            hue=0.2,
+            grayscale=0.25,
+            blur_prob=0.0,
+            blur_sigma=NO_BLUR,
+            solarize=0.0,
+        ),
         "data.image_size": 32,
     },
 }
 
 SOURCES["amdim_stl10"] = {
     "cite": f"{AMDIM_CODE} train.py defaults (--dataset STL10) + task_self_supervised.py, datasets.py, "
-            "costs.py",
+    "costs.py",
     "values": {
         **_amdim_small("STL10"),
         # datasets.py TransformsSTL10: RandomResizedCrop(64, scale=(0.3, 1.0), ratio=(0.7, 1.4)), jitter (0.4,
@@ -651,27 +1053,36 @@ CMC_CODE = "HobbitLong/CMC@7b227be"
 def _no_jitter(values: dict) -> dict:
     # views without colour jitter: the presets set only color_jitter.prob 0, no amounts
     amounts = ("brightness", "contrast", "saturation", "hue")
-    return {k: v for k, v in values.items() if not any(k.endswith(f"color_jitter.{a}") for a in amounts)}
+    return {
+        k: v for k, v in values.items() if not any(k.endswith(f"color_jitter.{a}") for a in amounts)
+    }
 
 
 SOURCES["cmc"] = {
     "cite": f"Tian et al. 2020 (CMC), official code {CMC_CODE} train_CMC.py defaults + README.md ResNet "
-            "command (--model resnet50v1 --batch_size 128)",
+    "command (--model resnet50v1 --batch_size 128)",
     "values": {
         # --view Lab: dataset.RGB2Lab, models/resnet.py ResNetV1: l_to_ab = resnet50(in_channel=1), ab_to_l =
         # resnet50(in_channel=2), x split into [1, 2] channels (L vs ab); two views, so the core-view graph is
         # the one pair
-        "method.views": [["L"], ["a", "b"]], "method.graph": "core",
+        "method.views": [["L"], ["a", "b"]],
+        "method.graph": "core",
         # NCEAverage + NCECriterion (not --softmax): memory_l / memory_ab, K noise rows each; --nce_k 16384,
         # --nce_t 0.07, --nce_m 0.5, --feat_dim 128 (fc to low_dim 128, then l2norm: a linear head);
         # NCEAverage(args.feat_dim, n_data, ...): one row per training image
-        "method.negatives": "bank", "method.num_negatives": 16384, "method.temperature": 0.07,
-        "method.bank_momentum": 0.5, "method.proj_output_dim": 128, "method.bank_size": None,
+        "method.negatives": "bank",
+        "method.num_negatives": 16384,
+        "method.temperature": 0.07,
+        "method.bank_momentum": 0.5,
+        "method.proj_output_dim": 128,
+        "method.bank_size": None,
         "method.head_norm": False,
         # one crop per image, converted to Lab and split into L and ab
         "method.crop_per_view": False,
-        "method.pixel_mean": NotInSource("ssl_bench converts the normalised batch back to RGB before Lab "
-                                         "(null: the data's statistics); the source converts the PIL image"),
+        "method.pixel_mean": NotInSource(
+            "ssl_bench converts the normalised batch back to RGB before Lab "
+            "(null: the data's statistics); the source converts the PIL image"
+        ),
         "method.pixel_std": NotInSource("see method.pixel_mean"),
         # set_optimizer: SGD(model.parameters(), lr=--learning_rate 0.03, momentum=--momentum 0.9,
         # weight_decay=--weight_decay 1e-4); the README runs it at batch 256 (AlexNet) and 128 (ResNets) alike
@@ -682,9 +1093,23 @@ SOURCES["cmc"] = {
         **_steps([120, 160, 200], 0.1),
         # get_train_loader: RandomResizedCrop(224, scale=(args.crop_low, 1.)), RandomHorizontalFlip(),
         # RGB2Lab; parse_option: crop_low = 0.08 for --dataset imagenet with a non-AlexNet model
-        **_no_jitter(view(0, num_crops=1, crop_size=224, scale=(0.08, 1.0), hflip=0.5, jitter_prob=0.0,
-                          grayscale=0.0, blur_prob=0.0, blur_sigma=NO_BLUR, solarize=0.0)),
-        "data.image_size": 224, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+        **_no_jitter(
+            view(
+                0,
+                num_crops=1,
+                crop_size=224,
+                scale=(0.08, 1.0),
+                hflip=0.5,
+                jitter_prob=0.0,
+                grayscale=0.0,
+                blur_prob=0.0,
+                blur_sigma=NO_BLUR,
+                solarize=0.0,
+            )
+        ),
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
     },
 }
 
@@ -697,9 +1122,14 @@ NO_JITTER = NotInSource("the source has no colour jitter (prob 0): the amounts a
 
 def _jitter_unused(values: dict) -> dict:
     # views without colour jitter whose preset still lists the (unused) amounts
-    return {k: NO_JITTER if any(k.endswith(f"color_jitter.{a}") for a in ("brightness", "contrast",
-                                                                              "saturation", "hue")) else v
-            for k, v in values.items()}
+    return {
+        k: NO_JITTER
+        if any(
+            k.endswith(f"color_jitter.{a}") for a in ("brightness", "contrast", "saturation", "hue")
+        )
+        else v
+        for k, v in values.items()
+    }
 
 
 def _dim_method() -> dict:
@@ -707,16 +1137,22 @@ def _dim_method() -> dict:
         # README prior command `local classifier prior coordinates ... --prior.scale 0.1`: models/dim.py
         # LocalDIM.routine(measure='JSD', mode='fd', scale=1.0) ("scale ... Called `beta` in the paper") and
         # build(mi_units=2048); `glob` (GlobalDIM, alpha) is not among the models run
-        "method.estimator": "jsd", "method.mi_units": 2048, "method.alpha": 0.0, "method.beta": 1.0,
+        "method.estimator": "jsd",
+        "method.mi_units": 2048,
+        "method.alpha": 0.0,
+        "method.beta": 1.0,
         # models/prior_matching.py PriorMatching.routine(scale=...) ("Called `gamma` in the paper"),
         # --prior.scale 0.1; build(discriminator_layers=[linear 1000 ReLU, linear 200 ReLU], task_idx=-1,
         # dist='uniform', use_nonlinearity=True): D on sigmoid of the encoder's last layer
-        "method.gamma": 0.1, "method.prior_hidden_dims": [1000, 200],
+        "method.gamma": 0.1,
+        "method.prior_hidden_dims": [1000, 200],
         # models/controller.py Controller.build(output_units=64, ...): a linear top layer of 64 units is added
         # to the encoder (`layers.append(dict(layer='linear', args=(output_units,)))`), no activation
         "method.global_dim": 64,
-        "method.global_hidden_dim": NotInSource("global DIM is not run (alpha 0); the official GlobalDIM "
-                                                "critic copies the encoder's layers, no hidden layer"),
+        "method.global_hidden_dim": NotInSource(
+            "global DIM is not run (alpha 0); the official GlobalDIM "
+            "critic copies the encoder's layers, no hidden layer"
+        ),
     }
 
 
@@ -725,109 +1161,220 @@ def _dim_adam() -> dict:
     # _optimizer_defaults Adam=dict(betas=(0.5, 0.999)) when no optimizer_options are given, eps torch's
     # default, weight_decay.get(network_key, 0) = 0; scheduler=None; the Controller / LocalDIM / PriorMatching
     # defaults optimizer=dict(learning_rate=1e-4), whatever the batch
-    return {"optimizer.name": "adam", "optimizer.lr": 1.0e-4, "optimizer.scale_lr": False,
-            "optimizer.weight_decay": 0.0, "optimizer.momentum": None, "optimizer.nesterov": None,
-            "optimizer.eta": None, "optimizer.eps": 1.0e-8, "optimizer.clip_lr": None,
-            "optimizer.betas": [0.5, 0.999], "optimizer.exclude_bias_n_norm": False,
-            "scheduler.name": "constant", "scheduler.warmup_epochs": None, "scheduler.warmup_steps": None,
-            "scheduler.warmup_start_lr": None, "scheduler.min_lr": None, "scheduler.milestones": None,
-            "scheduler.gamma": None}
+    return {
+        "optimizer.name": "adam",
+        "optimizer.lr": 1.0e-4,
+        "optimizer.scale_lr": False,
+        "optimizer.weight_decay": 0.0,
+        "optimizer.momentum": None,
+        "optimizer.nesterov": None,
+        "optimizer.eta": None,
+        "optimizer.eps": 1.0e-8,
+        "optimizer.clip_lr": None,
+        "optimizer.betas": [0.5, 0.999],
+        "optimizer.exclude_bias_n_norm": False,
+        "scheduler.name": "constant",
+        "scheduler.warmup_epochs": None,
+        "scheduler.warmup_steps": None,
+        "scheduler.warmup_start_lr": None,
+        "scheduler.min_lr": None,
+        "scheduler.milestones": None,
+        "scheduler.gamma": None,
+    }
 
 
 def _dim_whole_image(crop_size) -> dict:
     # cortex built_ins/datasets/torchvision_datasets.py handle(...) + utils.py build_transforms: only the
     # flags given are applied; the command gives none -> ToTensor + Normalize: one input per image, whole
-    return _jitter_unused(view(0, num_crops=1, crop_size=crop_size, scale=(1.0, 1.0), ratio=(1.0, 1.0),
-                               hflip=0.0, jitter_prob=0.0, grayscale=0.0, blur_prob=0.0, blur_sigma=NO_BLUR,
-                               solarize=0.0))
+    return _jitter_unused(
+        view(
+            0,
+            num_crops=1,
+            crop_size=crop_size,
+            scale=(1.0, 1.0),
+            ratio=(1.0, 1.0),
+            hflip=0.0,
+            jitter_prob=0.0,
+            grayscale=0.0,
+            blur_prob=0.0,
+            blur_sigma=NO_BLUR,
+            solarize=0.0,
+        )
+    )
 
 
 SOURCES["dim"] = {
     "cite": f"Hjelm et al. 2019 (DIM), official code {DIM_CODE} README.md prior command (local classifier "
-            "prior coordinates --prior.scale 0.1) + the code's defaults (cortex_DIM/models/controller.py, "
-            f"dim.py, prior_matching.py; {CORTEX} cortex/_lib/optimizer.py)",
+    "prior coordinates --prior.scale 0.1) + the code's defaults (cortex_DIM/models/controller.py, "
+    f"dim.py, prior_matching.py; {CORTEX} cortex/_lib/optimizer.py)",
     "values": {
-        **_dim_method(), **_dim_adam(),
-        **_dim_whole_image(NotInSource("the whole image at the data's size (no crop in the source)")),
-        "data.image_size": NotInSource("the source builds its encoder for the dataset's own size "
-                                       "(--d.source); own defaults keep the data's image size"),
-        "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+        **_dim_method(),
+        **_dim_adam(),
+        **_dim_whole_image(
+            NotInSource("the whole image at the data's size (no crop in the source)")
+        ),
+        "data.image_size": NotInSource(
+            "the source builds its encoder for the dataset's own size "
+            "(--d.source); own defaults keep the data's image size"
+        ),
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
     },
 }
 
 SOURCES["dim_cifar10"] = {
     "cite": f"{DIM_CODE} README.md CIFAR10 prior command (local classifier prior coordinates --d.source "
-            f"CIFAR10 --t.epochs 1000 --prior.scale 0.1) + the code's defaults ({CORTEX})",
+    f"CIFAR10 --t.epochs 1000 --prior.scale 0.1) + the code's defaults ({CORTEX})",
     "values": {
-        **_dim_method(), **_dim_adam(), **_dim_whole_image(32),
+        **_dim_method(),
+        **_dim_adam(),
+        **_dim_whole_image(32),
         # Controller.defaults data=dict(batch_size=dict(train=64, test=64)); --t.epochs 1000; CIFAR10 at 32 px
-        "data.batch_size": 64, "data.image_size": 32, "trainer.max_epochs": 1000,
+        "data.batch_size": 64,
+        "data.image_size": 32,
+        "trainer.max_epochs": 1000,
     },
 }
 
-DIM_STL_TEXT = NotInSource("the paper's STL-10 text read here (sec. 4, datasets paragraph) does not give it: "
-                           "DIM's own defaults (conf/recipe/dim.yaml) or the data's / trainer's value stand")
+DIM_STL_TEXT = NotInSource(
+    "the paper's STL-10 text read here (sec. 4, datasets paragraph) does not give it: "
+    "DIM's own defaults (conf/recipe/dim.yaml) or the data's / trainer's value stand"
+)
 SOURCES["dim_stl10"] = {
     "cite": "Hjelm et al. 2019 (DIM), arXiv 1808.06670 sec. 4, datasets paragraph (STL-10: random 64 x 64 "
-            "crops and horizontal flips during unsupervised learning)",
+    "crops and horizontal flips during unsupervised learning)",
     "values": {
-        **{f"method.{k}": DIM_STL_TEXT for k in ("estimator", "local_layer", "global_dim", "mi_units",
-                                                 "alpha", "beta", "gamma", "global_hidden_dim",
-                                                 "prior_hidden_dims")},
+        **{
+            f"method.{k}": DIM_STL_TEXT
+            for k in (
+                "estimator",
+                "local_layer",
+                "global_dim",
+                "mi_units",
+                "alpha",
+                "beta",
+                "gamma",
+                "global_hidden_dim",
+                "prior_hidden_dims",
+            )
+        },
         **{k: DIM_STL_TEXT for k in _dim_adam()},
         # "We use data augmentation with this dataset, taking random 64 x 64 crops and flipping horizontally
         # during unsupervised learning": a 64 px window of the 96 px image, not rescaled (area (64/96)^2,
         # square), a flip, and nothing else
-        **_jitter_unused(view(0, num_crops=1, crop_size=64, scale=((64 / 96) ** 2, (64 / 96) ** 2),
-                              ratio=(1.0, 1.0),
-                              hflip=NotInSource("the text flips at random without a probability; ours 0.5"),
-                              jitter_prob=0.0, grayscale=0.0, blur_prob=0.0, blur_sigma=NO_BLUR,
-                              solarize=0.0)),
-        "data.image_size": 64, "data.batch_size": DIM_STL_TEXT, "trainer.max_epochs": DIM_STL_TEXT,
+        **_jitter_unused(
+            view(
+                0,
+                num_crops=1,
+                crop_size=64,
+                scale=((64 / 96) ** 2, (64 / 96) ** 2),
+                ratio=(1.0, 1.0),
+                hflip=NotInSource("the text flips at random without a probability; ours 0.5"),
+                jitter_prob=0.0,
+                grayscale=0.0,
+                blur_prob=0.0,
+                blur_sigma=NO_BLUR,
+                solarize=0.0,
+            )
+        ),
+        "data.image_size": 64,
+        "data.batch_size": DIM_STL_TEXT,
+        "trainer.max_epochs": DIM_STL_TEXT,
     },
 }
 
 
 # ---- CPC v2: the paper only (no code was published; it pre-trains on ImageNet only)
-CPC_UNREAD = NotInSource("the paper's training details (appendix text) could not be read with the tools "
-                         "here; ssl_bench's stand-in (see conf/recipe/cpc_v2.yaml)")
+CPC_UNREAD = NotInSource(
+    "the paper's training details (appendix text) could not be read with the tools "
+    "here; ssl_bench's stand-in (see conf/recipe/cpc_v2.yaml)"
+)
 SOURCES["cpc_v2"] = {
     "cite": "Henaff et al. 2020 (CPC v2), arXiv 1905.09272v3 sec. 4.1 + appendix A.2 pseudo-code (CPC, "
-            "pixelCNN); its training details could not be read here",
+    "pixelCNN); its training details could not be read here",
     "values": {
         # appendix A.2 pseudo-code, read through public transcriptions of it (identical in several
         # reimplementations), not in the PDF: CPC(latents, target_dim=64, emb_scale=0.1, steps_to_ignore=2,
         # steps_to_predict=3): targets = 1x1 conv of the latents to target_dim; for i in
         # range(steps_to_ignore, steps_to_predict): preds_i = 1x1 conv of the context * emb_scale, logits =
         # preds_i @ targets^T over every target of the batch (labels: the target i + 1 rows below)
-        "method.steps_to_ignore": 2, "method.steps_to_predict": 3, "method.target_dim": 64,
-        "method.emb_scale": 0.1, "method.num_negatives": None,
+        "method.steps_to_ignore": 2,
+        "method.steps_to_predict": 3,
+        "method.target_dim": 64,
+        "method.emb_scale": 0.1,
+        "method.num_negatives": None,
         # pixelCNN(latents): `for _ in range(5)`: 1x1 conv to 256 + ReLU, a (1, 3) conv, a causal (2, 1) conv
         # + ReLU, a 1x1 conv back to the latent width, residual
-        "method.context_blocks": 5, "method.context_hidden": 256, "method.context_kernel": 3,
+        "method.context_blocks": 5,
+        "method.context_hidden": 256,
+        "method.context_kernel": 3,
         # sec. 4.1 (through summaries of it): layer normalisation replaces batch normalisation in the encoder
         "method.encoder_norm": "layer",
         # sec. 4.1 (through summaries of it): "color dropping", which drops two of the three colour channels
         # in each patch
         "method.patch_augment.color_drop": 1.0,
-        "method.patch_augment.hflip": NotInSource("sec. 4.1 adds random horizontal flips of the patches; the "
-                                                  "probability could not be read here (ours 0.5)"),
-        **{f"method.patch_augment.{k}": CPC_UNREAD for k in ("rotate", "shear", "scale", "translate",
-                                                              "brightness", "contrast", "saturation", "hue")},
-        "method.directions": NotInSource("sec. 4.1 predicts in more than one direction; which ones could not "
-                                         "be read here (ours: all four)"),
-        "method.patch_size": CPC_UNREAD, "method.patch_stride": CPC_UNREAD,
-        "method.pixel_mean": NotInSource("ssl_bench's colour ops undo the data's normalisation (null: its "
-                                         "statistics)"),
+        "method.patch_augment.hflip": NotInSource(
+            "sec. 4.1 adds random horizontal flips of the patches; the "
+            "probability could not be read here (ours 0.5)"
+        ),
+        **{
+            f"method.patch_augment.{k}": CPC_UNREAD
+            for k in (
+                "rotate",
+                "shear",
+                "scale",
+                "translate",
+                "brightness",
+                "contrast",
+                "saturation",
+                "hue",
+            )
+        },
+        "method.directions": NotInSource(
+            "sec. 4.1 predicts in more than one direction; which ones could not "
+            "be read here (ours: all four)"
+        ),
+        "method.patch_size": CPC_UNREAD,
+        "method.patch_stride": CPC_UNREAD,
+        "method.pixel_mean": NotInSource(
+            "ssl_bench's colour ops undo the data's normalisation (null: its statistics)"
+        ),
         "method.pixel_std": NotInSource("see method.pixel_mean"),
         # the image-level views (augmentation=cpc_v2: one crop + flip, no colour jitter: its preset lists no
         # jitter amounts)
-        **{k: CPC_UNREAD for k in _no_jitter(view(0, num_crops=1, crop_size=224, scale=(0.3, 1.0)))},
-        **{f"optimizer.{k}": CPC_UNREAD for k in ("name", "lr", "scale_lr", "weight_decay", "momentum",
-                                                  "nesterov", "eta", "eps", "clip_lr", "betas",
-                                                  "exclude_bias_n_norm")},
-        **{f"scheduler.{k}": CPC_UNREAD for k in ("name", "warmup_epochs", "warmup_steps", "warmup_start_lr",
-                                                  "min_lr", "milestones", "gamma")},
-        "data.image_size": CPC_UNREAD, "data.batch_size": OWN_BATCH, "trainer.max_epochs": OWN_EPOCHS,
+        **{
+            k: CPC_UNREAD for k in _no_jitter(view(0, num_crops=1, crop_size=224, scale=(0.3, 1.0)))
+        },
+        **{
+            f"optimizer.{k}": CPC_UNREAD
+            for k in (
+                "name",
+                "lr",
+                "scale_lr",
+                "weight_decay",
+                "momentum",
+                "nesterov",
+                "eta",
+                "eps",
+                "clip_lr",
+                "betas",
+                "exclude_bias_n_norm",
+            )
+        },
+        **{
+            f"scheduler.{k}": CPC_UNREAD
+            for k in (
+                "name",
+                "warmup_epochs",
+                "warmup_steps",
+                "warmup_start_lr",
+                "min_lr",
+                "milestones",
+                "gamma",
+            )
+        },
+        "data.image_size": CPC_UNREAD,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
     },
 }
