@@ -149,7 +149,7 @@ def bench_method(method: str, args) -> Row:
     precision = resolve_precision(cfg.trainer.precision, args.accelerator)
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    model = build_method(cfg, dm.num_classes)
+    model = build_method(cfg, dm.data_info())
     device = torch.device(
         "cuda"
         if args.accelerator in ("gpu", "cuda")

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench.backbones import create_backbone
 from ssl_bench.callbacks import BadFileCounter, BestMetrics, ThroughputMonitor
+from ssl_bench.data.info import DataInfo
 from ssl_bench.data.module import SSLDataModule
 from ssl_bench.data.views import parse_pipelines
 from ssl_bench.errors import ConfigError, UserError
@@ -218,7 +219,8 @@ def build_datamodule(cfg: DictConfig) -> SSLDataModule:
     )
 
 
-def build_method(cfg: DictConfig, num_classes: int) -> SSLMethod:
+def build_method(cfg: DictConfig, data: DataInfo) -> SSLMethod:
+    """The method of `cfg`, told about its `data` (SSLDataModule.data_info())."""
     cls = _method_class(cfg)
     b = OmegaConf.to_container(cfg.backbone, resolve=True)
     backbone = create_backbone(
@@ -239,7 +241,7 @@ def build_method(cfg: DictConfig, num_classes: int) -> SSLMethod:
     try:
         model = cls(
             backbone=backbone,
-            num_classes=num_classes,
+            data=data,
             **extra,
             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
             scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
@@ -438,7 +440,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     torch.set_float32_matmul_precision("high")
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    model = build_method(cfg, dm.num_classes)
+    model = build_method(cfg, dm.data_info())
     throughput, best = (
         ThroughputMonitor(every_n_steps=int(cfg.trainer.get("log_every_n_steps", 10))),
         BestMetrics(),

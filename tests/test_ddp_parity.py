@@ -19,6 +19,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from ssl_bench.data.info import DataInfo
+
 N, STEPS = 8, 2  # global batch, steps
 
 
@@ -67,8 +69,7 @@ def _build(name):
             proj_output_dim=8,
             num_negatives=5,
             bank_size=3 * N,
-            pixel_mean=[0.5, 0.5, 0.5],
-            pixel_std=[0.25, 0.25, 0.25],
+            data=DataInfo(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
         )
     from ssl_bench.methods.instdisc import InstDisc
 

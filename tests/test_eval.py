@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import FAST, needs_fmnist, run_cli
 
+from ssl_bench.data.info import DataInfo
 from ssl_bench.eval.knn import knn_accuracy, knn_predict
 from ssl_bench.eval.linear import train_linear_on_features
 
@@ -335,7 +336,7 @@ def test_finetune_trains_what_the_representation_reads():
         return {n for n, p in model.named_parameters() if any(p is q for q in params)}
 
     x = torch.randn(2, 3, 32, 32)
-    model = SimCLRv2(narrow_backbone(), num_classes=10, probe_from_projector_layer=1)
+    model = SimCLRv2(narrow_backbone(), data=DataInfo(num_classes=10), probe_from_projector_layer=1)
     names = reached(model, x)
     assert {n.split(".")[0] for n in names} == {"backbone", "projector"}
     assert {n for n in names if n.startswith("projector")} == {
@@ -344,7 +345,9 @@ def test_finetune_trains_what_the_representation_reads():
         "projector.1.bias",
     }
     assert all(p.grad is None for p in model.parameters())  # the probe ran on a copy
-    model = CPCv2(narrow_backbone(), num_classes=10, context_blocks=1, context_hidden=8)
+    model = CPCv2(
+        narrow_backbone(), data=DataInfo(num_classes=10), context_blocks=1, context_hidden=8
+    )
     names = reached(model, x)
     assert {n.split(".")[0] for n in names} == {"backbone"}
 

@@ -29,7 +29,7 @@ def _count_host_syncs(method: str, extra: list[str], monkeypatch) -> dict[str, i
         )
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    model = build_method(cfg, dm.num_classes)
+    model = build_method(cfg, dm.data_info())
     counts = {name: 0 for name in SYNC_CALLS}
     inside = {"step": False}
     for name in SYNC_CALLS:

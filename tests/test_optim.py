@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ssl_bench.config import CONFIG_DIR
+from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
 from ssl_bench.optim import (
     ALL_OPTIMIZER_KEYS,
@@ -515,7 +516,10 @@ def _scheduled_lrs(sched_cfg, groups, *, total, max_epochs, batches, max_steps=-
     backbone = nn.Linear(2, 2)
     backbone.num_features = 2
     method = SSLMethod(
-        backbone, num_classes=0, optimizer={"name": optimizer, "lr": 0.1}, scheduler=sched_cfg
+        backbone,
+        data=DataInfo(num_classes=0),
+        optimizer={"name": optimizer, "lr": 0.1},
+        scheduler=sched_cfg,
     )
     method._trainer = FakeTrainer(
         estimated_stepping_batches=total,

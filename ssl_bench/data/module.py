@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ssl_bench.data.datasets import TensorImages, load_splits
+from ssl_bench.data.info import DataInfo
 from ssl_bench.data.sampler import EpochSampler
 from ssl_bench.data.views import (
     BatchEval,
@@ -163,6 +164,19 @@ class SSLDataModule(pl.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return self.info.num_classes if self.info is not None else 0
+
+    def data_info(self) -> DataInfo:
+        """What a method is told about this data (after setup): ssl_bench.train.build_method passes it."""
+        if self.info is None:
+            raise RuntimeError("data_info() needs setup() first")
+        return DataInfo(
+            num_samples=len(self.splits["pretrain"]),
+            num_classes=self.num_classes,
+            mean=tuple(self.info.mean),
+            std=tuple(self.info.std),
+            image_size=int(self.eval_size),
+            batch_size=int(self.batch_size),
+        )
 
     # ---- loaders ----------------------------------------------------------------------------
     def _loader(self, ds, batch_size: int, train: bool) -> DataLoader:

@@ -190,7 +190,7 @@ def build_for_eval(ckpt: str | Path, overrides: list[str] | None = None):
             f"data '{cfg.data.name}' has no labelled train and test splits; offline evaluation "
             "needs labels. Fix: evaluate on a labelled dataset (override data.*)."
         )
-    model = build_method(cfg, dm.num_classes)
+    model = build_method(cfg, dm.data_info())
     load_method_into(model, sd, ckpt_file, cfg)
     model.eval()
     return RunRef(run_dir, ckpt_file, cfg), dm, model

@@ -20,6 +20,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
 from ssl_bench.eval.knn import knn_accuracy
 from ssl_bench.nn.multicrop import BN_STATS, forward_views
@@ -74,7 +75,7 @@ class SSLMethod(pl.LightningModule):
     def __init__(
         self,
         backbone: nn.Module,
-        num_classes: int = 0,
+        data: DataInfo | None = None,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
         probe_lr: float = 0.1,
@@ -83,10 +84,13 @@ class SSLMethod(pl.LightningModule):
         bn_stats: str = "per_view",
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone"])
+        self.save_hyperparameters(ignore=["backbone", "data"])
         self.backbone = backbone
         self.feat_dim = int(backbone.num_features)
-        self.num_classes = int(num_classes)
+        #: what the method knows about its data (sample count, classes, normalisation, batch): given here,
+        #: never read from trainer.datamodule
+        self.data = data if data is not None else DataInfo()
+        self.num_classes = int(self.data.num_classes)
         self.optim_cfg = dict(optimizer or {"name": "sgd", "lr": 0.1})
         self.sched_cfg = dict(scheduler or {"name": "constant"})
         # a bad optimizer / scheduler key fails here, before any data is loaded
@@ -254,8 +258,12 @@ class SSLMethod(pl.LightningModule):
         if cfg.pop(
             "scale_lr", False
         ):  # linear scaling (Goyal et al. 2017): lr x global batch / 256
-            batch = getattr(self.trainer.datamodule, "batch_size", 256)
-            lr = lr * batch * self.trainer.world_size * self.trainer.accumulate_grad_batches / 256
+            batch = (
+                self.data.batch_size
+                * self.trainer.world_size
+                * self.trainer.accumulate_grad_batches
+            )
+            lr = lr * batch / 256
         groups = self.parameter_groups(False)  # exclude_bias_n_norm: build_optimizer applies it
         if self.probe is not None:  # plain SGD step (LARS: no trust ratio), no weight decay
             groups.append(

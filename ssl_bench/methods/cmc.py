@@ -33,7 +33,7 @@ from ssl_bench.losses import estimate_nce_z, instdisc_nce
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.nn.color import ColorSplit, parse_channel_groups
 from ssl_bench.nn.dist import gather_with_grad, world
-from ssl_bench.nn.queue import MemoryBank
+from ssl_bench.nn.queue import MemoryBank, bank_rows
 
 
 def view_pairs(num_views: int, graph: str) -> list[tuple[int, int]]:
@@ -122,8 +122,6 @@ class CMC(SSLMethod):
         bank_size: int | None = None,
         head_norm: bool = False,
         crop_per_view: bool = False,
-        pixel_mean: Sequence[float] | None = None,
-        pixel_std: Sequence[float] | None = None,
         **kwargs,
     ):
         try:
@@ -158,9 +156,9 @@ class CMC(SSLMethod):
         self.negatives, self.temperature, self.num_negatives = negatives, temperature, num_negatives
         self.crop_per_view = crop_per_view
         self.num_large_crops = self.num_views if crop_per_view else 1
-        if pixel_mean is not None and pixel_std is not None:
-            self.backbone.split.set_stats(pixel_mean, pixel_std)
-        self._stats_given = pixel_mean is not None and pixel_std is not None
+        self.backbone.split.set_stats(
+            self.data.mean, self.data.std
+        )  # undone before the Lab conversion
         heads = []
         for enc in self.backbone.encoders:  # the paper's linear 128-d embedding per view
             head = nn.Linear(int(enc.num_features), proj_output_dim)
@@ -174,7 +172,10 @@ class CMC(SSLMethod):
             nn.ModuleList(
                 [
                     MemoryBank(
-                        bank_size or 0, proj_output_dim, bank_momentum, copy_first_visit=True
+                        bank_rows(bank_size, self.data),
+                        proj_output_dim,
+                        bank_momentum,
+                        copy_first_visit=True,
                     )
                     for _ in groups
                 ]
@@ -184,22 +185,6 @@ class CMC(SSLMethod):
         )
         self.register_buffer("nce_z", torch.full((self.num_views, self.num_views), -1.0))
         self._z_frozen = False
-
-    def setup(self, stage: str) -> None:
-        """Take the data's normalisation (for Lab) and size the banks to the pretraining set."""
-        dm = getattr(self._trainer, "datamodule", None)
-        if getattr(dm, "info", None) is not None and not self._stats_given:
-            self.backbone.split.set_stats(dm.info.mean, dm.info.std)
-        pretrain = getattr(dm, "splits", {}).get("pretrain") if dm is not None else None
-        for bank in self.banks if pretrain is not None else []:
-            if bank.num_samples == 0:
-                bank.resize(len(pretrain))
-            elif bank.num_samples != len(pretrain):
-                raise ConfigError(
-                    "method.bank_size",
-                    f"is {bank.num_samples} but the pretraining set has {len(pretrain)} images.",
-                    "set method.bank_size=null.",
-                )
 
     # ---- the loss -----------------------------------------------------------------------------
     def training_loss(self, views, labels, index):
@@ -223,7 +208,7 @@ class CMC(SSLMethod):
         if n == 0:
             raise ConfigError(
                 "method.bank_size",
-                "the memory bank size is unknown (no datamodule to read it from).",
+                "the memory bank size is unknown (no DataInfo with num_samples was given).",
                 "set method.bank_size to the number of training images.",
             )
         noise = torch.randint(

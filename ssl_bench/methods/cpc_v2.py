@@ -119,8 +119,6 @@ class CPCv2(SSLMethod):
         num_negatives: int | None = None,
         encoder_norm: str = "layer",
         patch_augment: dict | None = None,
-        pixel_mean: Sequence[float] | None = None,
-        pixel_std: Sequence[float] | None = None,
         **kwargs,
     ):
         if encoder_norm not in ("layer", "batch"):
@@ -193,15 +191,8 @@ class CPCv2(SSLMethod):
                 for d in self.directions
             }
         )
-        if pixel_mean is not None and pixel_std is not None:
-            self.patch_augment.set_stats(pixel_mean, pixel_std)
-        self._stats_given = pixel_mean is not None and pixel_std is not None
-
-    def setup(self, stage: str) -> None:
-        """The patch colour augmentation works in [0, 1] RGB: take the data's normalisation."""
-        info = getattr(getattr(self._trainer, "datamodule", None), "info", None)
-        if info is not None and not self._stats_given:
-            self.patch_augment.set_stats(info.mean, info.std)
+        # the patch colour augmentation works in [0, 1] RGB: it undoes the data's normalisation
+        self.patch_augment.set_stats(self.data.mean, self.data.std)
 
     # ---- the representation ------------------------------------------------------------------------
     def encode_grid(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:

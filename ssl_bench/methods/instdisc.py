@@ -33,7 +33,7 @@ from torch import nn
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses import estimate_nce_z, instdisc_nce
 from ssl_bench.methods.base import SSLMethod, embedding_std
-from ssl_bench.nn.queue import MemoryBank
+from ssl_bench.nn.queue import MemoryBank, bank_rows
 
 
 class InstDisc(SSLMethod):
@@ -80,29 +80,12 @@ class InstDisc(SSLMethod):
             head_norm
         ):  # + BN without affine: the embedding cannot drift as a whole (see the docstring)
             self.head = nn.Sequential(self.head, nn.BatchNorm1d(proj_output_dim, affine=False))
-        # one row per training image; sized from the datamodule in setup() when bank_size is null
+        # one row per training image: the pretraining set's size (DataInfo) when bank_size is null
         self.bank = MemoryBank(
-            bank_size or 0, proj_output_dim, bank_momentum, copy_first_visit=True
+            bank_rows(bank_size, self.data), proj_output_dim, bank_momentum, copy_first_visit=True
         )
         self.register_buffer("nce_z", torch.tensor(-1.0))  # Z of the NCE; < 0 until first estimated
         self._z_frozen = False  # True once every bank row has been written
-
-    def setup(self, stage: str) -> None:
-        """Size the bank to the pretraining set (before a checkpoint restores it)."""
-        dm = getattr(self._trainer, "datamodule", None)
-        pretrain = getattr(dm, "splits", {}).get("pretrain") if dm is not None else None
-        if pretrain is None:
-            return
-        n = len(pretrain)
-        if self.bank.num_samples == 0:
-            self.bank.resize(n)
-        elif self.bank.num_samples != n:
-            raise ConfigError(
-                "method.bank_size",
-                f"is {self.bank.num_samples} but the pretraining set has {n} "
-                "images (the bank needs one row per image).",
-                "set method.bank_size=null.",
-            )
 
     # ---- the loss -----------------------------------------------------------------------------
     def training_loss(self, views, labels, index):
@@ -110,7 +93,7 @@ class InstDisc(SSLMethod):
         if n == 0:
             raise ConfigError(
                 "method.bank_size",
-                "the memory bank size is unknown (no datamodule to read it from).",
+                "the memory bank size is unknown (no DataInfo with num_samples was given).",
                 "set method.bank_size to the number of training images.",
             )
         feats = self.backbone(views[0])  # N x F

@@ -46,6 +46,24 @@ class FeatureQueue(nn.Module):
         return self.queue.detach().clone()
 
 
+def bank_rows(bank_size: int | None, data) -> int:
+    """Rows of a memory bank with one row per pretraining image: `bank_size`, or the pretraining set's size
+    (`data.num_samples`, a DataInfo) when it is null; 0 when neither is known (the method then says so when
+    it first trains). A `bank_size` that disagrees with a known set size is a ConfigError."""
+    from ssl_bench.errors import ConfigError
+
+    n = int(getattr(data, "num_samples", 0) or 0)
+    if bank_size is None:
+        return n
+    if n and bank_size != n:
+        raise ConfigError(
+            "method.bank_size",
+            f"is {bank_size} but the pretraining set has {n} images (the bank needs one row per image).",
+            "set method.bank_size=null.",
+        )
+    return int(bank_size)
+
+
 class MemoryBank(nn.Module):
     """One L2-normalised feature per training image (InstDisc, Wu et al. 2018, sec. 3.2).
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from conftest import FAST, knn_gain, learning_run, needs_fmnist, run_cli, train_fixed_batch
 
 from ssl_bench.backbones import create_backbone
+from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.cmc import CMC, cross_view_batch_loss, cross_view_nce, view_pairs
 from ssl_bench.nn.color import ColorSplit, normalize_lab, parse_channel_groups, rgb_to_lab
@@ -133,7 +134,7 @@ def test_one_encoder_per_view_and_forward_concatenates():
         None,
         backbone_factory=factory,
         views=[["L"], ["a", "b"]],
-        num_classes=10,
+        data=DataInfo(num_classes=10),
         bank_size=8,
         num_negatives=4,
     )

@@ -6,17 +6,20 @@ import torch
 from conftest import FAST, LEARN, knn_gain, run_cli
 from conftest import narrow_backbone as narrow
 
+from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses import info_nce, nt_xent
 from ssl_bench.methods.simclr_v2 import SimCLRv2
 
 
 def test_probe_reads_the_first_projector_layer():
-    m = SimCLRv2(narrow(), num_classes=3, proj_hidden_dim=48, probe_from_projector_layer=1).eval()
+    m = SimCLRv2(
+        narrow(), data=DataInfo(num_classes=3), proj_hidden_dim=48, probe_from_projector_layer=1
+    ).eval()
     x = torch.randn(4, 3, 16, 16)
     assert m(x).shape == (4, 48) and m.probe.in_features == 48
     assert sum(isinstance(l, torch.nn.Linear) for l in m.projector) == 3
-    m0 = SimCLRv2(narrow(), num_classes=3, probe_from_projector_layer=0).eval()
+    m0 = SimCLRv2(narrow(), data=DataInfo(num_classes=3), probe_from_projector_layer=0).eval()
     assert m0(x).shape == (4, 128)
     with pytest.raises(ConfigError, match="probe_from_projector_layer"):
         SimCLRv2(narrow(), probe_from_projector_layer=2)
@@ -113,7 +116,11 @@ def test_default_head_follows_the_official_code():
 def test_probe_layer_is_the_first_head_layer_for_every_proj_bn(proj_bn, first):
     torch.manual_seed(0)
     m = SimCLRv2(
-        narrow(), num_classes=3, proj_hidden_dim=48, probe_from_projector_layer=1, proj_bn=proj_bn
+        narrow(),
+        data=DataInfo(num_classes=3),
+        proj_hidden_dim=48,
+        probe_from_projector_layer=1,
+        proj_bn=proj_bn,
     )
     assert [
         type(layer).__name__ for layer in list(m.projector)[: m.projector.layer_ends[0]]

@@ -1079,11 +1079,6 @@ SOURCES["cmc"] = {
         "method.head_norm": False,
         # one crop per image, converted to Lab and split into L and ab
         "method.crop_per_view": False,
-        "method.pixel_mean": NotInSource(
-            "ssl_bench converts the normalised batch back to RGB before Lab "
-            "(null: the data's statistics); the source converts the PIL image"
-        ),
-        "method.pixel_std": NotInSource("see method.pixel_mean"),
         # set_optimizer: SGD(model.parameters(), lr=--learning_rate 0.03, momentum=--momentum 0.9,
         # weight_decay=--weight_decay 1e-4); the README runs it at batch 256 (AlexNet) and 128 (ResNets) alike
         **_torch_sgd(lr=0.03, weight_decay=1.0e-4),
@@ -1336,10 +1331,6 @@ SOURCES["cpc_v2"] = {
         ),
         "method.patch_size": CPC_UNREAD,
         "method.patch_stride": CPC_UNREAD,
-        "method.pixel_mean": NotInSource(
-            "ssl_bench's colour ops undo the data's normalisation (null: its statistics)"
-        ),
-        "method.pixel_std": NotInSource("see method.pixel_mean"),
         # the image-level views (augmentation=cpc_v2: one crop + flip, no colour jitter: its preset lists no
         # jitter amounts)
         **{
