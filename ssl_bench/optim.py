@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ssl_bench.errors import ConfigError
+from ssl_bench.schedules import cosine
 
 OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 SCHEDULERS = ("warmup_cosine", "warmup_step", "constant")
@@ -412,10 +413,10 @@ def warmup_cosine_lr(
             else warmup_start_lr
         )
     k = min(step, total_steps)
-    denom = 1 + math.cos(math.pi * (anchor - W) / span)
+    denom = cosine((anchor - W) / span, 1.0, 0.0)  # 1 for a whole W
     if denom <= 0:
         return min_lr
-    return min_lr + (anchor_lr - min_lr) * (1 + math.cos(math.pi * (k - W) / span)) / denom
+    return min_lr + (anchor_lr - min_lr) * cosine((k - W) / span, 1.0, 0.0) / denom
 
 
 def warmup_overshoot(warmup_steps: float, warmup_start_lr: float, base_lr: float) -> float:

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ssl_bench.errors import ConfigError, UserError
+from ssl_bench.schedules import cosine
 
 CONFIG_FILE = Path(".hydra") / "config.yaml"
 
@@ -505,7 +506,7 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
 
 
 def cosine_lr(step: int, total: int, base: float) -> float:
-    return base * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
+    return cosine(min(step, total) / max(1, total), base, 0.0)
 
 
 # ---- results ----------------------------------------------------------------------------------------

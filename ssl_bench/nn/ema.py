@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
+
+from ssl_bench.schedules import cosine
 
 
 def make_target(online: nn.Module) -> nn.Module:
@@ -33,5 +34,4 @@ def cosine_tau(step: int, total_steps: int, base_tau: float, final_tau: float = 
     """BYOL's schedule: tau = 1 - (1 - base) * (cos(pi * k / K) + 1) / 2, rising from base to final."""
     if total_steps <= 0:
         return base_tau
-    progress = min(1.0, max(0.0, step / total_steps))
-    return final_tau - (final_tau - base_tau) * (math.cos(math.pi * progress) + 1) / 2
+    return cosine(min(1.0, max(0.0, step / total_steps)), base_tau, final_tau)
