@@ -1,9 +1,9 @@
 """`python -m ssl_bench method=simclr data=cifar10 backbone=resnet18` - the Hydra entry point.
 
-One run: exit codes as documented in ssl_bench.reliability. A multirun (`-m`): a job that fails - bad
-value, missing data, NaN loss, a crash - is recorded as failed in its own results.json and the sweep goes
-on; at the end the sweep dir gets its leaderboard (ssl_bench.config.SweepSummary) and the exit code is
-EXIT_SWEEP_FAILURES when any job failed.
+One run: exit codes as listed in ssl_bench.errors. A multirun (`-m`): a job that fails - bad
+value, missing data, NaN loss, a crash - is recorded as failed in its own results.json and the sweep
+goes on; at the end the sweep dir gets its leaderboard and the exit code is EXIT_SWEEP_FAILURES when
+any job failed (both from ssl_bench.hydra_callbacks.SweepSummary).
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from ssl_bench import config as _config
-from ssl_bench.config import CONFIG_DIR, report_user_error
-from ssl_bench.errors import EXIT_NONFINITE, EXIT_SWEEP_FAILURES, UserError
+from ssl_bench.config import CONFIG_DIR
+from ssl_bench.errors import EXIT_NONFINITE, UserError, report_user_error
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig, error: str) -> None:
@@ -98,8 +97,6 @@ def main() -> None:
         _hydra_main()
     except UserError as err:
         report_user_error(err)
-    if _config.SWEEP_FAILURES:
-        raise SystemExit(EXIT_SWEEP_FAILURES)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,26 @@
-"""Errors a user can cause. Each one carries a single message that names the key or path and the fix.
+"""Errors a user can cause, how they are reported, and the exit codes of the CLIs.
 
-The CLI (`ssl_bench.__main__`) catches `UserError`, prints the message without a traceback and exits
-with `EXIT_USER_ERROR`. Library code raises the most specific subclass.
+Each error carries a single message that names the key or path and the fix. The CLIs
+(`python -m ssl_bench`, `ssl_bench.eval`, `ssl_bench.report`) catch `UserError`, print the message
+without a traceback (`report_user_error`) and exit with `EXIT_USER_ERROR`. Library code raises the
+most specific subclass.
+
+Exit codes of `python -m ssl_bench` (the README's table says the same):
+  0  completed, or stopped by SIGTERM/SIGUSR1/SIGUSR2 after writing a checkpoint (`resume=auto`
+     continues it)
+  1  Hydra could not compose the config (unknown group option or key)
+  2  a user error: bad config value, missing/corrupt data, unwritable output dir, bad checkpoint
+  3  the loss became NaN/Inf; the last good checkpoint is kept and results.json says so
+  4  a multirun finished but some jobs failed (each failed job's results.json says why)
 """
 
 from __future__ import annotations
 
+import sys
+
 EXIT_USER_ERROR = 2
-EXIT_NONFINITE = 3  # the loss became NaN/Inf
-EXIT_SWEEP_FAILURES = (
-    4  # a multirun finished, but some of its jobs failed (see the sweep's leaderboard)
-)
+EXIT_NONFINITE = 3
+EXIT_SWEEP_FAILURES = 4
 
 
 class UserError(Exception):
@@ -34,3 +44,14 @@ class DataError(UserError):
 
 class OutputError(UserError):
     """An output (run dir, checkpoint, results) cannot be written: permissions, a full disk."""
+
+
+def report_user_error(err: Exception) -> None:
+    """Print one message, no traceback, and exit with EXIT_USER_ERROR."""
+    msg = str(err)
+    if "Original Traceback" in msg:  # re-raised from a DataLoader worker: keep the error's own line
+        last = [line for line in msg.splitlines() if line.strip()][-1]
+        own = last.startswith(("ssl_bench.", "DataError", "ConfigError"))
+        msg = last.split(": ", 1)[1] if own else last
+    print(f"ssl_bench: error: {msg}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_USER_ERROR)

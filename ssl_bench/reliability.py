@@ -1,11 +1,6 @@
 """What keeps long runs alive: a non-finite-loss guard, pre-emption handling, atomic checkpoints.
 
-Exit codes of `python -m ssl_bench` (also in the README):
-  0  completed, or stopped by SIGTERM/SIGUSR1/SIGUSR2 after writing a checkpoint (`resume=auto` continues it)
-  1  Hydra could not compose the config (unknown group option or key)
-  2  a user error: bad config value, missing/corrupt data, unwritable output dir, bad checkpoint path
-  3  the loss became NaN/Inf; the last good checkpoint is kept and results.json says so
-  4  a multirun finished but some jobs failed (each failed job's results.json says why)
+The exit codes these lead to are listed once, in ssl_bench.errors.
 """
 
 from __future__ import annotations
@@ -23,7 +18,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from ssl_bench.errors import EXIT_NONFINITE, ConfigError, OutputError  # noqa: F401 - EXIT_NONFINITE re-exported
+from ssl_bench.errors import ConfigError, OutputError
 
 # SIGUSR1: Lightning's / sbatch --signal convention; SIGUSR2: what submitit asks SLURM to send before the limit
 PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")

@@ -809,7 +809,7 @@ def write_sweep_report(sweep_dir: str | Path, out: str | Path | None = None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ssl_bench.config import report_user_error
+    from ssl_bench.errors import report_user_error
 
     parser = argparse.ArgumentParser(
         prog="python -m ssl_bench.report", description=__doc__.split("\n\n")[0]

@@ -13,7 +13,8 @@ import pytest
 import torch
 from conftest import FAST, REPO, run_cli
 
-from ssl_bench.reliability import EXIT_NONFINITE, AtomicCheckpointIO
+from ssl_bench.errors import EXIT_NONFINITE
+from ssl_bench.reliability import AtomicCheckpointIO
 
 FAULT = ["method._target_=fault_methods.NaNAtSteps", "optimizer=sgd", "trainer.log_every_n_steps=1"]
 ENV = {"PYTHONPATH": str(REPO / "tests")}

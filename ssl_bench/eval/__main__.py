@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_bench.config import CONFIG_DIR, report_user_error
+from ssl_bench.config import CONFIG_DIR
+from ssl_bench.errors import report_user_error
 from ssl_bench.errors import ConfigError, UserError
 
 MODES = ("linear", "knn", "finetune", "embed")

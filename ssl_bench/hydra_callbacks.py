@@ -1,0 +1,83 @@
+"""Hydra callbacks (hydra.callbacks in conf/config.yaml): checks before Hydra creates a run or sweep
+dir, and the summary and exit code of a multirun."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+from ssl_bench.errors import EXIT_SWEEP_FAILURES, UserError, report_user_error
+
+
+class OutputDirCheck(Callback):
+    """Before Hydra creates the run (or sweep) dir, check it can be written and holds no finished run,
+    so an unwritable or occupied location ends with one message instead of a traceback from inside
+    Hydra, and nothing already trained is overwritten."""
+
+    def _check(self, path: str, key: str) -> None:
+        from ssl_bench.train import ensure_writable
+
+        try:
+            ensure_writable(Path(path))
+        except UserError as err:
+            report_user_error(UserError(f"{err} (Hydra key: {key})"))
+
+    def on_run_start(self, config, **kwargs) -> None:
+        run_dir = Path(str(config.hydra.run.dir))
+        marks = (run_dir / "results.json", run_dir / "checkpoints" / "last.ckpt")
+        finished = [p.name for p in marks if p.exists()]
+        if finished and not config.get("resume") and not config.get("overwrite", False):
+            report_user_error(
+                UserError(
+                    f"run dir '{run_dir}' already holds a run ({', '.join(finished)}); nothing was "
+                    f"changed. Fix: continue it with resume={run_dir}, replace it with "
+                    "overwrite=true, or choose another hydra.run.dir."
+                )
+            )
+        self._check(str(run_dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self._check(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+
+def sweep_failures(sweep_dir: Path) -> tuple[list[Path], list[str]]:
+    """The jobs of a sweep dir (those that wrote results.json) and "job: error" for each failed one.
+    Every job writes results.json - a failed one with status "failed" and its error."""
+    jobs = sorted(p.parent for p in sweep_dir.glob("*/results.json"))
+    failed = []
+    for job in jobs:
+        try:
+            res = json.loads((job / "results.json").read_text())
+        except (OSError, ValueError):
+            res = {"status": "failed", "error": "results.json unreadable"}
+        if res.get("status") == "failed":
+            failed.append(f"{job.name}: {res.get('error')}")
+    return jobs, failed
+
+
+class SweepSummary(Callback):
+    """When a multirun ends: write its leaderboard (ssl_bench.report) into the sweep dir, name the
+    failed jobs, and end the process with EXIT_SWEEP_FAILURES when any job failed (Hydra lets a
+    SystemExit raised here through; the jobs' own results are all written by then)."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        jobs, failed = sweep_failures(sweep_dir)
+        try:
+            from ssl_bench.report import write_sweep_report
+
+            where = f"leaderboard: {write_sweep_report(sweep_dir)['markdown']}"
+        except Exception as err:  # noqa: BLE001 - a report problem must not hide the sweep's outcome
+            where = f"no leaderboard ({type(err).__name__}: {err})"
+        print(
+            f"ssl_bench: sweep {sweep_dir}: {len(jobs)} job(s), {len(failed)} failed; {where}",
+            file=sys.stderr,
+            flush=True,
+        )
+        for line in failed:
+            print(f"ssl_bench:   failed {line}", file=sys.stderr, flush=True)
+        if failed:
+            raise SystemExit(EXIT_SWEEP_FAILURES)
