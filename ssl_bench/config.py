@@ -47,6 +47,22 @@ def report_user_error(err: Exception) -> None:
     raise SystemExit(EXIT_USER_ERROR)
 
 
+def existing_run_error(run_dir: Path, cfg) -> Exception | None:
+    """The error for a new run into a dir that already holds one (without resume / overwrite), else None."""
+    finished = [
+        p for p in (run_dir / "results.json", run_dir / "checkpoints" / "last.ckpt") if p.exists()
+    ]
+    if not finished or cfg.get("resume") or cfg.get("overwrite", False):
+        return None
+    from ssl_bench.errors import UserError
+
+    return UserError(
+        f"run dir '{run_dir}' already holds a run ({', '.join(p.name for p in finished)}); nothing "
+        f"was changed. Fix: continue it with resume={run_dir}, replace it with overwrite=true, or "
+        "choose another hydra.run.dir."
+    )
+
+
 try:
     from hydra.experimental.callback import Callback as _HydraCallback
 except ImportError:  # pragma: no cover - very old Hydra
@@ -68,21 +84,9 @@ class OutputDirCheck(_HydraCallback):
 
     def on_run_start(self, config, **kwargs) -> None:
         run_dir = Path(str(config.hydra.run.dir))
-        finished = [
-            p
-            for p in (run_dir / "results.json", run_dir / "checkpoints" / "last.ckpt")
-            if p.exists()
-        ]
-        if finished and not config.get("resume") and not config.get("overwrite", False):
-            from ssl_bench.errors import UserError
-
-            report_user_error(
-                UserError(
-                    f"run dir '{run_dir}' already holds a run ({', '.join(p.name for p in finished)}); nothing was "
-                    f"changed. Fix: continue it with resume={run_dir}, replace it with overwrite=true, or choose "
-                    "another hydra.run.dir."
-                )
-            )
+        error = existing_run_error(run_dir, config)
+        if error is not None:
+            report_user_error(error)
         self._check(str(run_dir), "hydra.run.dir")
 
     def on_multirun_start(self, config, **kwargs) -> None:

@@ -504,3 +504,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if failure:
         print(f"ssl_bench: error: {failure}", file=sys.stderr, flush=True)
     return results  # status "failed": the caller exits with EXIT_NONFINITE (a sweep goes on)
+
+
+# `ssl_bench.train([...])`, the Python API, is this module called (ssl_bench.api.CallableModule)
+from ssl_bench.api import CallableModule  # noqa: E402 - after the definitions it must not shadow
+
+sys.modules[__name__].__class__ = CallableModule
