@@ -90,6 +90,9 @@ def test_timm_loads_the_export_with_identical_features(run_dir, tmp_path):
     x = images()
     assert torch.equal(theirs(x), ours(x))
     assert torch.equal(ssl_bench.load_backbone(tmp_path / "exp")(x), ours(x))
+    if hasattr(timm.models._hub, "load_model_config_from_path"):  # timm with "local-dir:" names
+        local = timm.create_model(f"local-dir:{tmp_path / 'exp'}", pretrained=True).eval()
+        assert torch.equal(local(x), ours(x)) and local.num_classes == 0
     # the trap the issue names: timm given the Lightning checkpoint keeps its random init
     trap = timm.create_model(
         "resnet18",
