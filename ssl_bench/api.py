@@ -61,9 +61,12 @@ def _compose_with_hydra(overrides: list[str]) -> DictConfig:
         with _hydra_initialised():
             return hydra_compose("config", overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
+        # Hydra's message without its search-path listing; the options of a group on one line
+        text = str(err).split("\nConfig search path")[0].strip()
+        text = " ".join(line.strip() for line in text.splitlines() if line.strip())
         raise ConfigError(
             "overrides",
-            f"cannot compose {overrides}: {err}",
+            f"cannot compose {overrides}: {text}",
             "check each override against `python -m ssl_bench --help` (a group option such "
             "as method=byol, or an existing key such as optimizer.lr=0.1; '+key=value' adds a "
             "new key).",
