@@ -48,7 +48,7 @@ def report_user_error(err: Exception) -> None:
 
 
 def existing_run_error(run_dir: Path, cfg) -> Exception | None:
-    """The error for a new run into a dir that already holds one (no resume, no overwrite), or None."""
+    """The error for a new run into a dir that holds one (no resume, no overwrite), else None."""
     finished = [
         p for p in (run_dir / "results.json", run_dir / "checkpoints" / "last.ckpt") if p.exists()
     ]
