@@ -12,10 +12,24 @@ from hydra.experimental.callback import Callback
 from ssl_bench.errors import EXIT_SWEEP_FAILURES, UserError, report_user_error
 
 
+def existing_run_error(run_dir: Path, cfg) -> UserError | None:
+    """The error for a new run into a dir that holds one (no resume, no overwrite), else None.
+    Shared by the CLI (OutputDirCheck) and the Python API (ssl_bench.train)."""
+    marks = (run_dir / "results.json", run_dir / "checkpoints" / "last.ckpt")
+    finished = [p.name for p in marks if p.exists()]
+    if not finished or cfg.get("resume") or cfg.get("overwrite", False):
+        return None
+    return UserError(
+        f"run dir '{run_dir}' already holds a run ({', '.join(finished)}); nothing was changed. "
+        f"Fix: continue it with resume={run_dir}, replace it with overwrite=true, or choose "
+        "another hydra.run.dir."
+    )
+
+
 class OutputDirCheck(Callback):
-    """Before Hydra creates the run (or sweep) dir, check it can be written and holds no finished run,
-    so an unwritable or occupied location ends with one message instead of a traceback from inside
-    Hydra, and nothing already trained is overwritten."""
+    """Before Hydra creates the run (or sweep) dir, check it can be written and holds no finished
+    run, so an unwritable or occupied location ends with one message instead of a traceback from
+    inside Hydra, and nothing already trained is overwritten."""
 
     def _check(self, path: str, key: str) -> None:
         from ssl_bench.train import ensure_writable
@@ -27,16 +41,9 @@ class OutputDirCheck(Callback):
 
     def on_run_start(self, config, **kwargs) -> None:
         run_dir = Path(str(config.hydra.run.dir))
-        marks = (run_dir / "results.json", run_dir / "checkpoints" / "last.ckpt")
-        finished = [p.name for p in marks if p.exists()]
-        if finished and not config.get("resume") and not config.get("overwrite", False):
-            report_user_error(
-                UserError(
-                    f"run dir '{run_dir}' already holds a run ({', '.join(finished)}); nothing was "
-                    f"changed. Fix: continue it with resume={run_dir}, replace it with "
-                    "overwrite=true, or choose another hydra.run.dir."
-                )
-            )
+        error = existing_run_error(run_dir, config)
+        if error is not None:
+            report_user_error(error)
         self._check(str(run_dir), "hydra.run.dir")
 
     def on_multirun_start(self, config, **kwargs) -> None:

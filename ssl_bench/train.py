@@ -23,6 +23,7 @@ from ssl_bench.data.info import DataInfo
 from ssl_bench.data.module import SSLDataModule
 from ssl_bench.data.views import parse_pipelines
 from ssl_bench.errors import ConfigError, UserError
+from ssl_bench.loading import RunRecord
 from ssl_bench.methods.base import SSLMethod
 from ssl_bench.reliability import (
     AtomicCheckpointIO,
@@ -445,7 +446,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         ThroughputMonitor(every_n_steps=int(cfg.trainer.get("log_every_n_steps", 10))),
         BestMetrics(),
     )
-    trainer = build_trainer(cfg, run_dir, run_name, [throughput, best, BadFileCounter()])
+    record = RunRecord(cfg, dm.data_info())  # every checkpoint records how to rebuild the method
+    trainer = build_trainer(cfg, run_dir, run_name, [throughput, best, BadFileCounter(), record])
 
     if resume_ckpt is None and dm.num_classes > 0 and cfg.online_eval.get("init_baseline", True):
         model.metric_suffix = "_init"
@@ -504,3 +506,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if failure:
         print(f"ssl_bench: error: {failure}", file=sys.stderr, flush=True)
     return results  # status "failed": the caller exits with EXIT_NONFINITE (a sweep goes on)
+
+
+# `ssl_bench.train([...])`, the Python API, is this module called (ssl_bench.api.CallableModule)
+from ssl_bench.api import CallableModule  # noqa: E402 - after the definitions it must not shadow
+
+sys.modules[__name__].__class__ = CallableModule
