@@ -129,38 +129,9 @@ def compose(
         return hydra_compose(config_name="config", overrides=overrides + list(extra))
 
 
-def bench_method(method: str, args) -> Row:
-    import pytorch_lightning as pl
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ssl_bench.callbacks import ThroughputMonitor
-    from ssl_bench.train import build_datamodule, build_method, resolve_precision
-
-    steps = args.warmup + args.steps
-    cfg = compose(
-        method,
-        args.backbone,
-        args.image_size,
-        args.batch_size,
-        steps,
-        args.precision,
-        args.override,
-    )
-    precision = resolve_precision(cfg.trainer.precision, args.accelerator)
-    dm = build_datamodule(cfg)
-    dm.setup("fit")
-    model = build_method(cfg, dm.data_info())
-    device = torch.device(
-        "cuda"
-        if args.accelerator in ("gpu", "cuda")
-        or (args.accelerator == "auto" and torch.cuda.is_available())
-        else "cpu"
-    )
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    row = Row(method, args.backbone, args.image_size, args.batch_size, str(precision), device.type)
-
-    # (b) the view path alone, on the training device
+def _view_throughput(dm, device: torch.device, args):
+    """Images per second of the batched view path alone, on the training device; returns it and the
+    view module."""
     x = dm.splits["pretrain"].images[: args.batch_size].to(device)
     views_fn = dm.batch_views.to(device)
     for _ in range(2):
@@ -170,9 +141,15 @@ def bench_method(method: str, args) -> Row:
     for _ in range(args.steps):
         views_fn(x)
     sync(device)
-    row.views_img_s = args.batch_size * args.steps / (time.perf_counter() - t)
+    return args.batch_size * args.steps / (time.perf_counter() - t), views_fn
 
-    # (a) end-to-end training with Lightning, timed between batches after warm-up
+
+def _train_throughput(model, dm, precision, steps: int, args) -> float:
+    """End-to-end training images per second with Lightning, timed between batches after warm-up."""
+    import pytorch_lightning as pl
+
+    from ssl_bench.callbacks import ThroughputMonitor
+
     clock = ThroughputMonitor(every_n_steps=10**9, warmup_steps=args.warmup)
     trainer = pl.Trainer(
         accelerator=args.accelerator,
@@ -189,22 +166,56 @@ def bench_method(method: str, args) -> Row:
         callbacks=[clock],
     )
     trainer.fit(model, datamodule=dm)
-    row.train_img_s = clock.average or 0.0
-    row.peak_mem_mib = peak_memory_mib(device)
+    return clock.average or 0.0
 
-    # (c) FLOPs of one training step (forward + backward) under the run's autocast
+
+def _step_flops(model, dm, views_fn, device: torch.device, amp: bool, batch_size: int) -> float:
+    """FLOPs of one training step (forward + backward) under the run's autocast."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     model.to(device).train()
     dm.trainer = None
-    xb = dm.splits["pretrain"].images[: args.batch_size].to(device)
+    xb = dm.splits["pretrain"].images[:batch_size].to(device)
     views = [v.contiguous(memory_format=torch.channels_last) for v in views_fn(xb)]
-    labels = torch.zeros(args.batch_size, dtype=torch.long, device=device)
-    index = torch.arange(args.batch_size, device=device)
-    amp = "bf16" in str(precision)
+    labels = torch.zeros(batch_size, dtype=torch.long, device=device)
+    index = torch.arange(batch_size, device=device)
     with FlopCounterMode(display=False) as counter:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = model.training_loss(views, labels, index)
         out["loss"].backward()
-    flops = counter.get_total_flops()
+    return counter.get_total_flops()
+
+
+def bench_method(method: str, args) -> Row:
+    """One row: the view path alone, end-to-end training, and the step's FLOPs against the matmul
+    peak of the same dtype, all measured in this process."""
+    from ssl_bench.train import build_datamodule, build_method, resolve_precision
+
+    steps = args.warmup + args.steps
+    cfg = compose(
+        method,
+        args.backbone,
+        args.image_size,
+        args.batch_size,
+        steps,
+        args.precision,
+        args.override,
+    )
+    precision = resolve_precision(cfg.trainer.precision, args.accelerator)
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    model = build_method(cfg, dm.data_info())
+    gpu = args.accelerator in ("gpu", "cuda")
+    gpu = gpu or (args.accelerator == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if gpu else "cpu")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    row = Row(method, args.backbone, args.image_size, args.batch_size, str(precision), device.type)
+    row.views_img_s, views_fn = _view_throughput(dm, device, args)
+    row.train_img_s = _train_throughput(model, dm, precision, steps, args)
+    row.peak_mem_mib = peak_memory_mib(device)
+    amp = "bf16" in str(precision)
+    flops = _step_flops(model, dm, views_fn, device, amp, args.batch_size)
     step_time = args.batch_size / row.train_img_s if row.train_img_s else float("nan")
     row.step_tflops = flops / step_time / 1e12
     row.peak_tflops = matmul_peak_tflops(device, torch.bfloat16 if amp else torch.float32)

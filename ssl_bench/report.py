@@ -431,30 +431,17 @@ def _grouped(keys: list[str]) -> list[str]:
     ]
 
 
-def build_tables(rows: list[dict], show_all: bool = False) -> dict[str, Any]:
-    """The leaderboard text and what it is made of: the rows shown (completed ones, or every run with
-    show_all), the hidden ones, the column keys and the configuration labels."""
-    shown = list(rows) if show_all else [r for r in rows if r["status"] == "completed"]
-    hidden = [] if show_all else [r for r in rows if r["status"] != "completed"]
-    columns, by_identity = differing_keys(shown)
-    labels = Labels(shown, columns)
-    shown.sort(
-        key=lambda r: (
-            r["status"] != "completed",
-            -(r["knn_top1_best"] if r["knn_top1_best"] is not None else -1),
-            r["run"],
-        )
-    )
+def _leaderboard(shown: list[dict], columns: list[str], show_all: bool) -> tuple[list, list]:
+    """Header and body of the leaderboard table: identity, epochs, differing keys, metrics (and the
+    status and error with show_all)."""
     metrics = [(k, h) for k, h in METRIC_COLS if any(r[k] is not None for r in shown)]
     header = ["run"] + (["status"] if show_all else []) + list(IDENTITY) + ["epochs"] + columns
     header += [h for _, h in metrics]
     body = []
     for r in shown:
-        status = (
-            []
-            if not show_all
-            else [r["status"] if r["status"] == "completed" else f"**{r['status'].upper()}**"]
-        )
+        status = []
+        if show_all:
+            status = [r["status"] if r["status"] == "completed" else f"**{r['status'].upper()}**"]
         body.append(
             [r["run"]]
             + status
@@ -467,24 +454,22 @@ def build_tables(rows: list[dict], show_all: bool = False) -> dict[str, Any]:
         header.append("error")
         for r, cells in zip(shown, body):
             cells.append(_show(r["error"], 160) if r["status"] != "completed" else "")
-    n_done = sum(r["status"] == "completed" for r in rows)
-    title = (
-        f"## All runs ({len(rows)}; {n_done} completed)"
-        if show_all
-        else f"## Leaderboard ({n_done} completed runs)"
-    )
-    parts = [title, ""]
-    parts.append(_markdown(header, body) if shown else "No completed runs.")
+    return header, body
+
+
+def _notes(shown: list[dict], hidden: list[dict], by_identity: list[str]) -> list[str]:
+    """The lines under the table: runs not shown, keys that follow method/data/backbone, no linear
+    eval yet."""
     kinds: dict[str, list[dict]] = {}
     for r in sorted(hidden, key=lambda r: r["run"]):
         kinds.setdefault(r["status"], []).append(r)
     notes = [
-        f"{len(rs)} {kind} run{'s' if len(rs) > 1 else ''} not shown: {_names(rs)}; --all lists them "
-        "with their errors."
+        f"{len(rs)} {kind} run{'s' if len(rs) > 1 else ''} not shown: {_names(rs)}; --all lists "
+        "them with their errors."
         for kind, rs in sorted(kinds.items())
     ]
-    # keys under method.* / data.* / backbone.* obviously follow those columns; the others (optimizer, views,
-    # schedule: a method's or dataset's recipe) are worth naming
+    # keys under method.* / data.* / backbone.* obviously follow those columns; the others
+    # (optimizer, views, schedule: a method's or dataset's recipe) are worth naming
     recipe_keys = _grouped([k for k in by_identity if k.split(".")[0] not in IDENTITY])
     if recipe_keys:
         notes.append(
@@ -497,21 +482,50 @@ def build_tables(rows: list[dict], show_all: bool = False) -> dict[str, Any]:
         notes.append(
             "No offline linear eval yet (python -m ssl_bench.eval mode=linear ckpt=<run dir>)."
         )
+    return notes
+
+
+def _seed_table(agg: list[dict]) -> list[str]:
+    """The "mean ± std over seeds" section, when some configuration ran with several seeds."""
+    if not any(a["n"] > 1 for a in agg):
+        return []
+    agg_metrics = [m for m in AGG_METRICS if any(a[m][0] is not None for a in agg)]
+    header = ["configuration", "n", "seeds"] + [dict(METRIC_COLS)[m] for m in agg_metrics]
+    body = []
+    for a in agg:
+        cells = []
+        for m in agg_metrics:
+            mean, std = a[m]
+            d = 1 if m in _ONE_DIGIT else 2
+            cells.append("-" if mean is None else f"{mean:.{d}f} ± {std:.{d}f}")
+        body.append([a["config"], str(a["n"]), ",".join(map(str, a["seeds"]))] + cells)
+    return ["", "## Mean ± std over seeds", "", _markdown(header, body)]
+
+
+def build_tables(rows: list[dict], show_all: bool = False) -> dict[str, Any]:
+    """The leaderboard text and what it is made of: the rows shown (completed ones, or every run with
+    show_all), the hidden ones, the column keys and the configuration labels."""
+    shown = list(rows) if show_all else [r for r in rows if r["status"] == "completed"]
+    hidden = [] if show_all else [r for r in rows if r["status"] != "completed"]
+    columns, by_identity = differing_keys(shown)
+    labels = Labels(shown, columns)
+    best = lambda r: r["knn_top1_best"] if r["knn_top1_best"] is not None else -1  # noqa: E731
+    shown.sort(key=lambda r: (r["status"] != "completed", -best(r), r["run"]))
+    n_done = sum(r["status"] == "completed" for r in rows)
+    title = (
+        f"## All runs ({len(rows)}; {n_done} completed)"
+        if show_all
+        else f"## Leaderboard ({n_done} completed runs)"
+    )
+    parts = [title, ""]
+    parts.append(
+        _markdown(*_leaderboard(shown, columns, show_all)) if shown else "No completed runs."
+    )
+    notes = _notes(shown, hidden, by_identity)
     if notes:
         parts += [""] + [f"- {n}" for n in notes]
     agg = aggregate(shown, labels)
-    if any(a["n"] > 1 for a in agg):
-        agg_metrics = [m for m in AGG_METRICS if any(a[m][0] is not None for a in agg)]
-        ah = ["configuration", "n", "seeds"] + [dict(METRIC_COLS)[m] for m in agg_metrics]
-        ab = []
-        for a in agg:
-            cells = []
-            for m in agg_metrics:
-                mean, std = a[m]
-                d = 1 if m in _ONE_DIGIT else 2
-                cells.append("-" if mean is None else f"{mean:.{d}f} ± {std:.{d}f}")
-            ab.append([a["config"], str(a["n"]), ",".join(map(str, a["seeds"]))] + cells)
-        parts += ["", "## Mean ± std over seeds", "", _markdown(ah, ab)]
+    parts += _seed_table(agg)
     return {
         "text": "\n".join(parts),
         "shown": shown,
@@ -700,12 +714,8 @@ def plot_curves(data: dict[str, Any], path: Path) -> Path:
 
 
 # ---- entry points --------------------------------------------------------------------------------------
-def make_report(
-    dirs: list[str | Path],
-    out: str | Path | None = None,
-    quiet: bool = False,
-    show_all: bool = False,
-) -> dict[str, Any]:
+def _collect_rows(dirs: list[str | Path]) -> tuple[list[Path], list[dict]]:
+    """The roots given and one row per run found below them; a bad root or no run is a UserError."""
     roots = [Path(d).expanduser() for d in dirs]
     if not roots:
         raise UserError(
@@ -728,56 +738,69 @@ def make_report(
         read_run(r, base if base is not None else next((x for x in roots if x in r.parents), None))
         for r in runs
     ]
+    return roots, rows
+
+
+def _write_plots(out_dir: Path, acc_data: dict, curve_data: dict) -> tuple[dict, list[str]]:
+    """The two plots (or, where one cannot be drawn, the reason, and no stale file of an earlier
+    report); returns the paths written (None where not) and the report's lines about them."""
+    written: dict[str, Path | None] = {}
+    lines = []
+    for name, data, plot, title in (
+        ("report_accuracy.png", acc_data, plot_accuracy, "accuracy"),
+        ("report_curves.png", curve_data, plot_curves, "kNN curves"),
+    ):
+        path = out_dir / name
+        if data["reason"] is None:
+            written[name] = plot(data, path)
+            lines.append(f"![{title}]({name})")
+        else:
+            if path.is_file():  # an earlier report's plot would show what this one does not
+                path.unlink()
+            written[name] = None
+            lines.append(f"No {title} plot: {data['reason']}.")
+    return written, lines
+
+
+def _write_csv(path: Path, shown: list[dict], columns: list[str]) -> None:
+    """report.csv: one row per run shown, every metric, the differing keys and the linear settings."""
+    fields = ["run", "path", "status", "error", *IDENTITY, "seed", "epochs", *columns]
+    fields += [*(k for k, _ in METRIC_COLS), "linear_top5", "linear_settings"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(fields)))
+        w.writeheader()
+        for r in shown:
+            row = {k: r.get(k) for k in w.fieldnames}
+            row.update({k: _show(_value(r, k)) for k in columns})
+            if r["linear_settings"] is not None:
+                row["linear_settings"] = json.dumps(
+                    r["linear_settings"], sort_keys=True, default=str
+                )
+            w.writerow(row)
+
+
+def make_report(
+    dirs: list[str | Path],
+    out: str | Path | None = None,
+    quiet: bool = False,
+    show_all: bool = False,
+) -> dict[str, Any]:
+    """The report of every run below `dirs`: report.md (leaderboard, notes, seed table, plots),
+    report.csv and the two plots, written into `out` (default: the first dir)."""
+    roots, rows = _collect_rows(dirs)
     tables = build_tables(rows, show_all=show_all)
     shown, columns = tables["shown"], tables["columns"]
     acc_data = accuracy_plot_data(tables["aggregate"])
     curve_data = curve_plot_data(shown, tables["labels"])
     out_dir = Path(out).expanduser() if out else roots[0]
-    written: dict[str, Path | None] = {}
-    plot_lines = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name, data, plot, title in (
-            ("report_accuracy.png", acc_data, plot_accuracy, "accuracy"),
-            ("report_curves.png", curve_data, plot_curves, "kNN curves"),
-        ):
-            path = out_dir / name
-            if data["reason"] is None:
-                written[name] = plot(data, path)
-                plot_lines.append(f"![{title}]({name})")
-            else:
-                if path.is_file():  # an earlier report's plot would show what this one does not
-                    path.unlink()
-                written[name] = None
-                plot_lines.append(f"No {title} plot: {data['reason']}.")
+        written, plot_lines = _write_plots(out_dir, acc_data, curve_data)
         text = tables["text"] + "\n\n" + "\n\n".join(plot_lines)
         md = out_dir / "report.md"
         md.write_text(f"# ssl_bench report: {', '.join(map(str, roots))}\n\n{text}\n")
         csv_path = out_dir / "report.csv"
-        fields = [
-            "run",
-            "path",
-            "status",
-            "error",
-            *IDENTITY,
-            "seed",
-            "epochs",
-            *columns,
-            *(k for k, _ in METRIC_COLS),
-            "linear_top5",
-            "linear_settings",
-        ]
-        with open(csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(fields)))
-            w.writeheader()
-            for r in shown:
-                row = {k: r.get(k) for k in w.fieldnames}
-                row.update({k: _show(_value(r, k)) for k in columns})
-                if r["linear_settings"] is not None:
-                    row["linear_settings"] = json.dumps(
-                        r["linear_settings"], sort_keys=True, default=str
-                    )
-                w.writerow(row)
+        _write_csv(csv_path, shown, columns)
     except OSError as err:
         raise UserError(
             f"report: cannot write into '{out_dir}' ({err.strerror or err}). Fix: pass --out <dir>."

@@ -59,11 +59,8 @@ _CHROMA_V = _CHROMA_V / _CHROMA_V.norm()
 _PIXELS_PER_CHUNK = 1 << 22  # ~16 MB per float plane; bounds peak memory at any n / image_size
 
 
-def make_synthetic(
-    n: int, num_classes: int = 10, image_size: int = 32, seed: int = 0, palette: str = "grey"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` synthetic images and labels: (uint8 [n, 3, S, S], int64 [n]), classes balanced (+-1).
-    `palette`: "grey" (near-grey, the default) or "colour" (see the module docstring)."""
+def _check_args(n, num_classes, image_size, palette) -> None:
+    """A ConfigError naming the data key for a value make_synthetic cannot draw."""
     if not isinstance(n, int) or n < 1:
         raise ConfigError(
             "data.n_train",
@@ -90,8 +87,9 @@ def make_synthetic(
             "use grey (the default) or colour (for colour-split views such as CMC's L vs ab).",
         )
 
-    g = torch.Generator().manual_seed(int(seed))
-    S = image_size
+
+def _draw_params(n: int, num_classes: int, palette: str, g: torch.Generator) -> dict:
+    """Every per-image parameter, drawn up front so the images do not depend on chunking."""
 
     # Per-image parameters, all drawn up front so the result does not depend on chunking.
     labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
@@ -122,46 +120,81 @@ def make_synthetic(
         torch.rand(n, n_blobs, 1, generator=g)
         + (torch.rand(n, n_blobs, 3, generator=g) * 2 - 1) * _TINT
     ).clamp(0, 1)
+    return dict(
+        labels=labels,
+        half=half,
+        cx=cx,
+        cy=cy,
+        angle=angle,
+        phase=phase,
+        bg=bg,
+        fg=fg,
+        grad_dir=grad_dir,
+        grad_amp=grad_amp,
+        n_blobs=n_blobs,
+        blob_xy=blob_xy,
+        blob_r=blob_r,
+        blob_rgb=blob_rgb,
+    )
 
+
+def _render(P: dict, sl: slice, S: int, num_classes: int, g: torch.Generator) -> torch.Tensor:
+    """The images of P's rows `sl` as float [m, 3, S, S] in [0, 1]."""
+    labels, half, cx, cy, angle, phase = (
+        P[k] for k in ("labels", "half", "cx", "cy", "angle", "phase")
+    )
+    bg, fg, grad_dir, grad_amp = P["bg"], P["fg"], P["grad_dir"], P["grad_amp"]
+    n_blobs, blob_xy, blob_r, blob_rgb = P["n_blobs"], P["blob_xy"], P["blob_r"], P["blob_rgb"]
     px = 2.0 / S  # one pixel in [-1, 1] units
     coords = (torch.arange(S, dtype=torch.float32) + 0.5) * px - 1
     ys, xs = coords.view(1, S, 1), coords.view(1, 1, S)
+    m = sl.stop - sl.start
+    col = lambda t: t[sl].view(m, 1, 1)  # noqa: E731 - per-image scalar broadcast over pixels
 
+    # Background: colour + linear gradient, then small blobs (clutter under the shape).
+    ramp = xs * torch.cos(col(grad_dir)) + ys * torch.sin(col(grad_dir))  # [m, S, S]
+    img = bg[sl].view(m, 3, 1, 1) + grad_amp[sl].view(m, 3, 1, 1) * ramp.unsqueeze(1)
+    for b in range(n_blobs):
+        d = torch.sqrt(
+            (xs - blob_xy[sl, b, 0].view(m, 1, 1)) ** 2
+            + (ys - blob_xy[sl, b, 1].view(m, 1, 1)) ** 2
+        )
+        a = _coverage(d - blob_r[sl, b].view(m, 1, 1), px).unsqueeze(1)
+        img.lerp_(blob_rgb[sl, b].view(m, 3, 1, 1).expand_as(img), a)
+
+    # Shape coordinates: centred on the shape, rotated by the image's angle.
+    dx, dy = xs - col(cx), ys - col(cy)
+    c, s = torch.cos(col(angle)), torch.sin(col(angle))
+    u, v = c * dx + s * dy, -s * dx + c * dy
+    u, v = u.expand(m, S, S), v.expand(m, S, S)
+    cover = torch.empty(m, S, S)
+    lab = labels[sl]
+    for k in range(num_classes):
+        idx = (lab == k).nonzero().squeeze(1)
+        if idx.numel():
+            cover[idx] = _draw(
+                SHAPES[k], u[idx], v[idx], half[sl][idx].view(-1, 1, 1), phase[sl][idx], px
+            )
+    img.lerp_(fg[sl].view(m, 3, 1, 1).expand_as(img), cover.unsqueeze(1))
+    img.add_(torch.randn(img.shape, generator=g), alpha=0.03)
+    return img.clamp_(0, 1)
+
+
+def make_synthetic(
+    n: int, num_classes: int = 10, image_size: int = 32, seed: int = 0, palette: str = "grey"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` synthetic images and labels: (uint8 [n, 3, S, S], int64 [n]), classes balanced (+-1).
+    `palette`: "grey" (near-grey, the default) or "colour" (see the module docstring)."""
+    _check_args(n, num_classes, image_size, palette)
+    g = torch.Generator().manual_seed(int(seed))
+    P = _draw_params(n, num_classes, palette, g)
+    S = image_size
     out = torch.empty(n, 3, S, S, dtype=torch.uint8)
     chunk = max(1, _PIXELS_PER_CHUNK // (S * S))
     for lo in range(0, n, chunk):
         sl = slice(lo, min(n, lo + chunk))
-        m = sl.stop - sl.start
-        col = lambda t: t[sl].view(m, 1, 1)  # noqa: E731 - per-image scalar broadcast over pixels
-
-        # Background: colour + linear gradient, then small blobs (clutter under the shape).
-        ramp = xs * torch.cos(col(grad_dir)) + ys * torch.sin(col(grad_dir))  # [m, S, S]
-        img = bg[sl].view(m, 3, 1, 1) + grad_amp[sl].view(m, 3, 1, 1) * ramp.unsqueeze(1)
-        for b in range(n_blobs):
-            d = torch.sqrt(
-                (xs - blob_xy[sl, b, 0].view(m, 1, 1)) ** 2
-                + (ys - blob_xy[sl, b, 1].view(m, 1, 1)) ** 2
-            )
-            a = _coverage(d - blob_r[sl, b].view(m, 1, 1), px).unsqueeze(1)
-            img.lerp_(blob_rgb[sl, b].view(m, 3, 1, 1).expand_as(img), a)
-
-        # Shape coordinates: centred on the shape, rotated by the image's angle.
-        dx, dy = xs - col(cx), ys - col(cy)
-        c, s = torch.cos(col(angle)), torch.sin(col(angle))
-        u, v = c * dx + s * dy, -s * dx + c * dy
-        u, v = u.expand(m, S, S), v.expand(m, S, S)
-        cover = torch.empty(m, S, S)
-        lab = labels[sl]
-        for k in range(num_classes):
-            idx = (lab == k).nonzero().squeeze(1)
-            if idx.numel():
-                cover[idx] = _draw(
-                    SHAPES[k], u[idx], v[idx], half[sl][idx].view(-1, 1, 1), phase[sl][idx], px
-                )
-        img.lerp_(fg[sl].view(m, 3, 1, 1).expand_as(img), cover.unsqueeze(1))
-        img.add_(torch.randn(img.shape, generator=g), alpha=0.03)
-        out[sl] = (img.clamp_(0, 1) * 255).round_().to(torch.uint8)
-    return out, labels.to(torch.int64)
+        out[sl] = (_render(P, sl, S, num_classes, g) * 255).round_().to(torch.uint8)
+    return out, P["labels"].to(torch.int64)
 
 
 def _colour_pair(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
