@@ -22,8 +22,8 @@ from ssl_bench.errors import EXIT_NONFINITE, UserError, report_user_error
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig, error: str) -> None:
-    """results.json of a sweep job that ended before training could write one; its W&B run (if one was
-    started) is closed as failed, so the next job of the sweep starts a run of its own."""
+    """results.json of a sweep job that ended before training could write one; its W&B run (if one
+    was started) is closed as failed, so the next job of the sweep starts a run of its own."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         try:
@@ -51,7 +51,8 @@ def _record_failure(run_dir: Path, cfg: DictConfig, error: str) -> None:
 
 
 def _objective(results: dict, cfg: DictConfig) -> float:
-    """What a sweeper (Optuna) optimises: `optimize_metric` of the run's best metrics (NaN when missing)."""
+    """What a sweeper (Optuna) optimises: `optimize_metric` of the run's best metrics (NaN when
+    missing)."""
     value = (results.get("best") or {}).get(cfg.get("optimize_metric", "val/knn_top1"))
     return float(value) if value is not None else math.nan
 
@@ -79,7 +80,8 @@ def _hydra_main(cfg: DictConfig) -> float:
         )
         _record_failure(run_dir, cfg, str(err))
         return math.nan
-    except Exception as err:  # noqa: BLE001 - in a sweep, any crash of one job is recorded, the rest go on
+    # in a sweep, any crash of one job is recorded and the rest go on
+    except Exception as err:  # noqa: BLE001
         if not multirun:
             raise
         traceback.print_exc()

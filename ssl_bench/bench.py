@@ -53,7 +53,8 @@ class Row:
     extra: dict = field(default_factory=dict)
 
 
-# ---- machine ---------------------------------------------------------------------------------------
+# ---- machine
+# ---------------------------------------------------------------------------------------
 def machine() -> str:
     cpu = platform.processor() or "cpu"
     try:
@@ -96,7 +97,8 @@ def matmul_peak_tflops(
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
 
 
-# ---- ssl_bench --------------------------------------------------------------------------------------
+# ---- ssl_bench
+# --------------------------------------------------------------------------------------
 def compose(
     method: str,
     backbone: str,
@@ -224,7 +226,8 @@ def bench_method(method: str, args) -> Row:
     return row
 
 
-# ---- lightly, as its users write it ------------------------------------------------------------------
+# ---- lightly, as its users write it
+# ------------------------------------------------------------------
 class _PILImages(torch.utils.data.Dataset):
     def __init__(self, images: torch.Tensor, transform):
         from torchvision.transforms.functional import to_pil_image
@@ -286,7 +289,8 @@ def bench_lightly_simclr(args, bf16_channels_last: bool) -> float:
     return seen / (time.perf_counter() - start) if start else 0.0
 
 
-# ---- output ------------------------------------------------------------------------------------------
+# ---- output
+# ------------------------------------------------------------------------------------------
 COLUMNS = (
     "method",
     "backbone",

@@ -8,11 +8,12 @@ import pytorch_lightning as pl
 
 
 class ThroughputMonitor(pl.Callback):
-    """Logs `train/images_per_sec`: dataset images (with all their views) per second, all ranks together.
+    """Logs `train/images_per_sec`: dataset images (with all their views) per second, all ranks
+    together.
 
     Host-side wall clock between consecutive training batches, so no device synchronisation is added
-    to the step. The first `warmup_steps` of the run and the first batch of each epoch (loader start,
-    validation) are left out of the run average that results.json reports.
+    to the step. The first `warmup_steps` of the run and the first batch of each epoch (loader
+    start, validation) are left out of the run average that results.json reports.
     """
 
     def __init__(self, every_n_steps: int = 10, warmup_steps: int = 3):
@@ -72,8 +73,8 @@ class BestMetrics(pl.Callback):
 
 
 class BadFileCounter(pl.Callback):
-    """Logs `data/bad_files`: how many image files were skipped as unreadable so far (data.on_bad_file=skip).
-    The warnings name each file; results.json lists them."""
+    """Logs `data/bad_files`: how many image files were skipped as unreadable so far
+    (data.on_bad_file=skip). The warnings name each file; results.json lists them."""
 
     def on_train_epoch_end(self, trainer, pl_module):
         dm = trainer.datamodule

@@ -28,7 +28,8 @@ class UserError(Exception):
 
 
 class ConfigError(UserError, ValueError):
-    """A config key holds a bad value. `key` is the dotted config path, e.g. `method.temperature`."""
+    """A config key holds a bad value. `key` is the dotted config path, e.g.
+    `method.temperature`."""
 
     def __init__(self, key: str, problem: str, fix: str | None = None):
         self.key = key

@@ -77,7 +77,8 @@ class SweepSummary(Callback):
             from ssl_bench.report import write_sweep_report
 
             where = f"leaderboard: {write_sweep_report(sweep_dir)['markdown']}"
-        except Exception as err:  # noqa: BLE001 - a report problem must not hide the sweep's outcome
+        # a report problem must not hide the sweep's outcome
+        except Exception as err:  # noqa: BLE001
             where = f"no leaderboard ({type(err).__name__}: {err})"
         print(
             f"ssl_bench: sweep {sweep_dir}: {len(jobs)} job(s), {len(failed)} failed; {where}",

@@ -101,9 +101,11 @@ def read_checkpoint(ckpt: Path) -> dict[str, Any]:
     try:
         try:
             obj = torch.load(ckpt, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - hparams may hold plain-python objects weights_only refuses
+        # hparams may hold plain-python objects that weights_only refuses
+        except Exception:  # noqa: BLE001
             obj = torch.load(ckpt, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
+    # torch raises many kinds of error for a file that is not a checkpoint
+    except Exception as err:  # noqa: BLE001
         _raise(f"cannot read '{ckpt}' as a checkpoint ({type(err).__name__}: {err}).", _PATH_FIX)
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
         _raise(f"'{ckpt}' is not a Lightning checkpoint (no state_dict).", _PATH_FIX)

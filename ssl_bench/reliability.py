@@ -20,7 +20,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ssl_bench.errors import ConfigError, OutputError
 
-# SIGUSR1: Lightning's / sbatch --signal convention; SIGUSR2: what submitit asks SLURM to send before the limit
+# SIGUSR1: Lightning's / sbatch --signal convention; SIGUSR2: what submitit asks SLURM to send
+# before the limit
 PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
 
 
@@ -31,10 +32,11 @@ class NonFiniteLossError(RuntimeError):
 class NonFiniteGuard(pl.Callback):
     """Stops the run at the first non-finite loss, naming the step, epoch and the loss terms.
 
-    On a CUDA device the check reads a flag copied to the host without blocking, one step late, so the
-    training step never waits for the GPU; a final blocking check runs before each epoch-end checkpoint,
-    so a bad state is never saved. With `method` skipping (nan_tolerance > 0, see SSLMethod) bad steps
-    are skipped inside the step instead and only `nan_tolerance` consecutive ones stop the run.
+    On a CUDA device the check reads a flag copied to the host without blocking, one step late, so
+    the training step never waits for the GPU; a final blocking check runs before each epoch-end
+    checkpoint, so a bad state is never saved. With `method` skipping (nan_tolerance > 0, see
+    SSLMethod) bad steps are skipped inside the step instead and only `nan_tolerance` consecutive
+    ones stop the run.
     """
 
     def __init__(self):
@@ -89,9 +91,9 @@ class NonFiniteGuard(pl.Callback):
 
 
 class Preemption(pl.Callback):
-    """SIGTERM / SIGUSR1 / SIGUSR2 (SLURM's warning signals): finish the current step, write `last.ckpt`
-    atomically, stop cleanly. Under SLURM the job is requeued (by submitit's handler when it launched the
-    job, else `scontrol requeue`), and `resume=auto` continues it."""
+    """SIGTERM / SIGUSR1 / SIGUSR2 (SLURM's warning signals): finish the current step, write
+    `last.ckpt` atomically, stop cleanly. Under SLURM the job is requeued (by submitit's handler
+    when it launched the job, else `scontrol requeue`), and `resume=auto` continues it."""
 
     def __init__(self, checkpoint_path: Path):
         self.checkpoint_path = Path(checkpoint_path)
@@ -103,8 +105,9 @@ class Preemption(pl.Callback):
         self.received = signal.Signals(signum).name
 
     def on_train_start(self, trainer, pl_module):
-        # after Lightning's own signal connector (which would end fit() at once on SIGTERM, before results
-        # are written); we save, stop at the batch boundary, and requeue under SLURM ourselves
+        # after Lightning's own signal connector (which would end fit() at once on SIGTERM, before
+        # results are written); we save, stop at the batch boundary, and requeue under SLURM
+        # ourselves
         for name in PREEMPT_SIGNALS:  # every rank: under SLURM each task receives the signal
             sig = getattr(signal, name, None)
             if sig is not None:
@@ -130,8 +133,9 @@ class Preemption(pl.Callback):
             self._requeue(trainer)
 
     def _requeue(self, trainer) -> None:
-        """Under SLURM, after the checkpoint: a handler that was there before ours (submitit's, under the
-        submitit launcher) requeues the job its own way; otherwise `scontrol requeue` on the warning signal."""
+        """Under SLURM, after the checkpoint: a handler that was there before ours (submitit's,
+        under the submitit launcher) requeues the job its own way; otherwise `scontrol requeue` on
+        the warning signal."""
         sig = getattr(signal, self.received, None)
         previous = self._previous.get(sig)
         if callable(previous) and self.received != "SIGTERM":
@@ -148,12 +152,13 @@ class Preemption(pl.Callback):
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """`checkpoints/last.ckpt` after every epoch, except once a pre-emption checkpoint was written: the
-    epoch-end save that follows a mid-epoch stop would mark the epoch finished and lose its remaining
-    batches on resume."""
+    """`checkpoints/last.ckpt` after every epoch, except once a pre-emption checkpoint was written:
+    the epoch-end save that follows a mid-epoch stop would mark the epoch finished and lose its
+    remaining batches on resume."""
 
     def __init__(self, dirpath: Path):
-        # top-1 without a monitor = the newest (Lightning's save_last only fires when a top-k file was saved)
+        # top-1 without a monitor = the newest (Lightning's save_last only fires when a top-k file
+        # was saved)
         super().__init__(
             dirpath=str(dirpath),
             filename="last",
@@ -175,8 +180,8 @@ class LastCheckpoint(ModelCheckpoint):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes to `<name>.tmp`, fsyncs, keeps the previous file as `<name>.prev`, then renames into place:
-    a crash mid-write never leaves a truncated checkpoint under the real name."""
+    """Writes to `<name>.tmp`, fsyncs, keeps the previous file as `<name>.prev`, then renames into
+    place: a crash mid-write never leaves a truncated checkpoint under the real name."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         path = Path(path)
@@ -230,15 +235,16 @@ def checkpoint_is_readable(path: Path) -> str | None:
 
 
 def usable_checkpoint(path: Path) -> Path:
-    """`path` if it loads; else its `.prev` sibling (with a warning); else a ConfigError naming both."""
+    """`path` if it loads; else its `.prev` sibling (with a warning); else a ConfigError naming
+    both."""
     reason = checkpoint_is_readable(path)
     if reason is None:
         return path
     prev = previous_checkpoint(path)
     if prev.is_file() and checkpoint_is_readable(prev) is None:
         print(
-            f"ssl_bench: warning: checkpoint '{path}' is corrupt ({reason}); resuming from the previous "
-            f"good one '{prev}'.",
+            f"ssl_bench: warning: checkpoint '{path}' is corrupt ({reason}); resuming from the "
+            f"previous good one '{prev}'.",
             file=sys.stderr,
             flush=True,
         )

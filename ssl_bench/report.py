@@ -3,21 +3,24 @@
 Every run below the given dirs is found (single runs and Hydra multirun jobs: a dir holding
 .hydra/config.yaml or results.json). Written into --out (default: the first dir):
 
-* report.md  - the leaderboard of the completed runs and, when a configuration ran with several seeds,
-               mean +- std over the seeds; also printed. Failed and incomplete runs are not rows: one line
-               per kind names them, and `--all` lists every run with its status and error.
+* report.md  - the leaderboard of the completed runs and, when a configuration ran with several
+seeds,
+               mean +- std over the seeds; also printed. Failed and incomplete runs are not rows:
+               one line per kind names them, and `--all` lists every run with its status and error.
 * report.csv - the rows of report.md, every column.
-* report_accuracy.png - best kNN / online probe / offline linear accuracy per configuration, with the
+* report_accuracy.png - best kNN / online probe / offline linear accuracy per configuration, with
+the
                         kNN accuracy of the random-init network as a marker.
 * report_curves.png   - val/knn_top1 per epoch of each run (epoch 0: random init, from metrics.csv).
 A plot with nothing to show is not written; report.md says why instead.
 
-Columns: method, data and backbone always; besides them, the config keys whose resolved values (each run's
-.hydra/config.yaml) differ between the runs shown. So an override that did not change a value, or one Hydra
-rejected, makes no column; keys that never change what a run learns (where it writes, how it logs, its name,
-its threads) are not compared; and keys that differ only together with method/data/backbone (a method's
-own defaults, a recipe's choices) are named below the table instead of being columns.
-`write_sweep_report(sweep_dir)` does the same from Python (e.g. at the end of a multirun).
+Columns: method, data and backbone always; besides them, the config keys whose resolved values (each
+run's .hydra/config.yaml) differ between the runs shown. So an override that did not change a value,
+or one Hydra rejected, makes no column; keys that never change what a run learns (where it writes,
+how it logs, its name, its threads) are not compared; and keys that differ only together with
+method/data/backbone (a method's own defaults, a recipe's choices) are named below the table instead
+of being columns. `write_sweep_report(sweep_dir)` does the same from Python (e.g. at the end of a
+multirun).
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ from ssl_bench.errors import UserError
 
 IDENTITY = ("method", "data", "backbone")  # always columns of their own
 IDENTITY_KEYS = ("method.name", "data.name", "backbone.tag")  # the config keys those columns show
-# Config keys (and subtrees) that never change what a run learns or measures: where it writes, whether it
-# resumes or overwrites, its name, its logging, its thread count, what it returns to a sweeper. `recipe.*`
-# only records where the values came from; the values themselves are compared key by key.
+# Config keys (and subtrees) that never change what a run learns or measures: where it writes,
+# whether it resumes or overwrites, its name, its logging, its thread count, what it returns to a
+# sweeper. `recipe.*` only records where the values came from; the values themselves are compared
+# key by key.
 NOT_COMPARED = (
     "hydra",
     "output_root",
@@ -58,7 +62,8 @@ NOT_COMPARED = (
 _ABSENT = "<absent>"
 
 
-# ---- finding and reading runs -------------------------------------------------------------------------
+# ---- finding and reading runs
+# -------------------------------------------------------------------------
 def find_run_dirs(roots: list[Path]) -> list[Path]:
     found: set[Path] = set()
     for root in roots:
@@ -79,8 +84,8 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _resolve(node: Any) -> Any:
-    """A config node as plain data with its interpolations resolved; an interpolation that cannot be resolved
-    outside Hydra (e.g. ${hydra:...}) stays as written, and only that value."""
+    """A config node as plain data with its interpolations resolved; an interpolation that cannot be
+    resolved outside Hydra (e.g. ${hydra:...}) stays as written, and only that value."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     try:
@@ -116,7 +121,8 @@ def read_config(run: Path) -> dict[str, Any] | None:
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted leaves; a list of dicts (e.g. augmentation.views) is indexed, other lists stay one value."""
+    """Dotted leaves; a list of dicts (e.g. augmentation.views) is indexed, other lists stay one
+    value."""
     if isinstance(d, dict) and d:
         out: dict[str, Any] = {}
         for k, v in d.items():
@@ -131,8 +137,8 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def read_curve(run: Path, key: str = "val/knn_top1") -> list[tuple[float, float]]:
-    """(epoch, value) points of `key` from metrics.csv; the `_init` baseline at epoch 0, others at epoch+1
-    (Lightning logs validation at the end of epoch e, i.e. after e+1 epochs of training)."""
+    """(epoch, value) points of `key` from metrics.csv; the `_init` baseline at epoch 0, others at
+    epoch+1 (Lightning logs validation at the end of epoch e, i.e. after e+1 epochs of training)."""
     path = run / "metrics.csv"
     if not path.is_file():
         return []
@@ -166,8 +172,8 @@ def _log_error(run: Path) -> str | None:
 
 
 def _offline_eval(run: Path, res: dict, mode: str) -> dict | None:
-    """The newest offline eval of `mode`: the last such entry of results.json's "evals" list (each a dict
-    with at least mode, top1, settings; entries are appended, so the last is the newest), else
+    """The newest offline eval of `mode`: the last such entry of results.json's "evals" list (each a
+    dict with at least mode, top1, settings; entries are appended, so the last is the newest), else
     <run>/eval_<mode>.json (its top1, as ssl_bench.eval writes it)."""
     evals = res.get("evals")
     if isinstance(evals, list):
@@ -247,7 +253,8 @@ def read_run(run: Path, root: Path | None = None) -> dict[str, Any]:
     }
 
 
-# ---- which configs differ ------------------------------------------------------------------------------
+# ---- which configs differ
+# ------------------------------------------------------------------------------
 def _compared(key: str) -> bool:
     return key not in IDENTITY_KEYS and not any(
         key == p or key.startswith(p + ".") for p in NOT_COMPARED
@@ -263,9 +270,10 @@ def _identity(row: dict) -> tuple:
 
 
 def differing_keys(rows: list[dict]) -> tuple[list[str], list[str]]:
-    """(columns, by_identity) over the rows' resolved configs. A compared key whose value differs between two
-    runs of the same method/data/backbone is a column; one that differs only where method, data or backbone
-    differ (their own defaults, their recipe) is in by_identity. Rows without a config are left out."""
+    """(columns, by_identity) over the rows' resolved configs. A compared key whose value differs
+    between two runs of the same method/data/backbone is a column; one that differs only where
+    method, data or backbone differ (their own defaults, their recipe) is in by_identity. Rows
+    without a config are left out."""
     pool = [r for r in rows if r["_config"] is not None]
     if len(pool) < 2:
         return [], []
@@ -290,8 +298,9 @@ def swept_keys(rows: list[dict]) -> list[str]:
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
-    """The shortest dotted suffix of each key that no other key shares (optimizer.lr -> lr), never starting
-    with a list index (augmentation.views.1.solarize -> solarize, views.0.hflip when two views differ)."""
+    """The shortest dotted suffix of each key that no other key shares (optimizer.lr -> lr), never
+    starting with a list index (augmentation.views.1.solarize -> solarize, views.0.hflip when two
+    views differ)."""
     names = {}
     for key in keys:
         parts = key.split(".")
@@ -321,8 +330,8 @@ def _show(value: Any, limit: int | None = None) -> str:
 
 
 class Labels:
-    """Names a run's configuration by what differs between the runs shown: the method/data/backbone that vary
-    and the column keys (short names) other than the seed; e.g. "byol lr=0.3"."""
+    """Names a run's configuration by what differs between the runs shown: the method/data/backbone
+    that vary and the column keys (short names) other than the seed; e.g. "byol lr=0.3"."""
 
     def __init__(self, rows: list[dict], columns: list[str]):
         self.varying = [k for k in IDENTITY if len({str(r[k]) for r in rows}) > 1]
@@ -338,7 +347,8 @@ class Labels:
         return " ".join(parts) if parts else " ".join(str(row[k]) for k in IDENTITY)
 
 
-# ---- tables --------------------------------------------------------------------------------------------
+# ---- tables
+# --------------------------------------------------------------------------------------------
 def _fmt(v, digits: int = 2) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -388,8 +398,8 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def aggregate(rows: list[dict], labels: Labels) -> list[dict]:
-    """Mean +- std over seeds of the completed runs, per configuration (everything but the seed); best kNN
-    first."""
+    """Mean +- std over seeds of the completed runs, per configuration (everything but the seed);
+    best kNN first."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["status"] == "completed":
@@ -421,7 +431,8 @@ def _names(rows: list[dict], limit: int = 8) -> str:
 
 
 def _grouped(keys: list[str]) -> list[str]:
-    """Keys for a sentence; several under one two-level prefix are one: `augmentation.views.*` (22 keys)."""
+    """Keys for a sentence; several under one two-level prefix are one: `augmentation.views.*` (22
+    keys)."""
     groups: dict[str, list[str]] = {}
     for k in keys:
         groups.setdefault(".".join(k.split(".")[:2]) if k.count(".") > 1 else k, []).append(k)
@@ -503,8 +514,8 @@ def _seed_table(agg: list[dict]) -> list[str]:
 
 
 def build_tables(rows: list[dict], show_all: bool = False) -> dict[str, Any]:
-    """The leaderboard text and what it is made of: the rows shown (completed ones, or every run with
-    show_all), the hidden ones, the column keys and the configuration labels."""
+    """The leaderboard text and what it is made of: the rows shown (completed ones, or every run
+    with show_all), the hidden ones, the column keys and the configuration labels."""
     shown = list(rows) if show_all else [r for r in rows if r["status"] == "completed"]
     hidden = [] if show_all else [r for r in rows if r["status"] != "completed"]
     columns, by_identity = differing_keys(shown)
@@ -537,14 +548,16 @@ def build_tables(rows: list[dict], show_all: bool = False) -> dict[str, Any]:
     }
 
 
-# ---- plots ---------------------------------------------------------------------------------------------
+# ---- plots
+# ---------------------------------------------------------------------------------------------
 ACC_SERIES = [
     ("knn_top1_init", "kNN top-1 at random init (epoch 0)"),
     ("knn_top1_best", "kNN top-1 (best)"),
     ("probe_top1_best", "online probe top-1 (best)"),
     ("linear_top1", "offline linear top-1"),
 ]
-# fixed colours, whichever series a report has; the random-init baseline grey, next to what training reached
+# fixed colours, whichever series a report has; the random-init baseline grey, next to what training
+# reached
 _COLOURS = {
     "knn_top1_init": "0.72",
     "knn_top1_best": "C0",
@@ -554,9 +567,9 @@ _COLOURS = {
 
 
 def accuracy_plot_data(agg: list[dict]) -> dict[str, Any]:
-    """What the accuracy plot draws: one slot per configuration (aggregate's order) and per series (the
-    random-init kNN first) the (slot, mean, std) of the configurations that have a value - a missing value is
-    no bar, not a zero-height one. `reason` says why there is nothing to draw."""
+    """What the accuracy plot draws: one slot per configuration (aggregate's order) and per series
+    (the random-init kNN first) the (slot, mean, std) of the configurations that have a value - a
+    missing value is no bar, not a zero-height one. `reason` says why there is nothing to draw."""
     series = []
     for key, label in ACC_SERIES:
         points = [
@@ -573,8 +586,9 @@ def accuracy_plot_data(agg: list[dict]) -> dict[str, Any]:
 
 
 def curve_plot_data(rows: list[dict], labels: Callable[[dict], str]) -> dict[str, Any]:
-    """What the curves plot draws: per run with at least one finished epoch its (epoch, val/knn_top1) points,
-    epoch 0 being the random-init kNN. `reason` says why there is nothing to draw."""
+    """What the curves plot draws: per run with at least one finished epoch its (epoch,
+    val/knn_top1) points, epoch 0 being the random-init kNN. `reason` says why there is nothing to
+    draw."""
     series = []
     for r in rows:
         pts = sorted(r["_curve"])
@@ -616,7 +630,8 @@ def _wrap(label: str, width: int = 34) -> str:
 
 
 def accuracy_figure(data: dict[str, Any]):
-    """Horizontal bars (one row per configuration, so long labels never overlap), sized to its labels."""
+    """Horizontal bars (one row per configuration, so long labels never overlap), sized to its
+    labels."""
     plt = _plt()
     labels = [_wrap(lb) for lb in data["labels"]]
     n, s = len(labels), max(1, len(data["series"]))
@@ -664,8 +679,8 @@ def _legend_entry(ser: dict, counts: dict[str, int]) -> str:
 
 
 def curves_figure(data: dict[str, Any]):
-    """kNN top-1 per epoch; one colour and one legend entry per configuration (its seeds share them), dashed
-    for a run that did not complete."""
+    """kNN top-1 per epoch; one colour and one legend entry per configuration (its seeds share
+    them), dashed for a run that did not complete."""
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
@@ -713,7 +728,8 @@ def plot_curves(data: dict[str, Any], path: Path) -> Path:
     return path
 
 
-# ---- entry points --------------------------------------------------------------------------------------
+# ---- entry points
+# --------------------------------------------------------------------------------------
 def _collect_rows(dirs: list[str | Path]) -> tuple[list[Path], list[dict]]:
     """The roots given and one row per run found below them; a bad root or no run is a UserError."""
     roots = [Path(d).expanduser() for d in dirs]
@@ -763,7 +779,8 @@ def _write_plots(out_dir: Path, acc_data: dict, curve_data: dict) -> tuple[dict,
 
 
 def _write_csv(path: Path, shown: list[dict], columns: list[str]) -> None:
-    """report.csv: one row per run shown, every metric, the differing keys and the linear settings."""
+    """report.csv: one row per run shown, every metric, the differing keys and the linear
+    settings."""
     fields = ["run", "path", "status", "error", *IDENTITY, "seed", "epochs", *columns]
     fields += [*(k for k, _ in METRIC_COLS), "linear_top5", "linear_settings"]
     with open(path, "w", newline="") as f:
@@ -827,7 +844,8 @@ def make_report(
 
 
 def write_sweep_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[str, Any]:
-    """Leaderboard + plots of one multirun sweep dir, written into it (or `out`); returns the paths."""
+    """Leaderboard + plots of one multirun sweep dir, written into it (or `out`); returns the
+    paths."""
     return make_report([sweep_dir], out=out, quiet=True)
 
 

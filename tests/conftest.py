@@ -18,9 +18,9 @@ needs_fmnist = pytest.mark.skipif(
     reason="Fashion-MNIST absent (apt-get install dataset-fashion-mnist)",
 )
 
-# The groups the CLI tests were written and calibrated with, from before a method's recipe chose them (every
-# method then ran on SimCLR's CIFAR views with LARS and a warm-up cosine). Pinned first, so that a test's own
-# group choice later in its overrides still wins (Hydra takes the last value).
+# The groups the CLI tests were written and calibrated with, from before a method's recipe chose
+# them (every method then ran on SimCLR's CIFAR views with LARS and a warm-up cosine). Pinned first,
+# so that a test's own group choice later in its overrides still wins (Hydra takes the last value).
 PINNED = ["augmentation=simclr", "optimizer=lars", "scheduler=warmup_cosine"]
 # small, fast settings shared by CLI tests: tiny synthetic data, narrow backbone, no progress bar
 FAST = [
@@ -84,11 +84,12 @@ def run_cli(
     return run
 
 
-# The shared recipe of the learning tests: a short SSL run on synthetic data that must lift kNN top-1
-# clearly above its random-init baseline. Calibrated with SimCLR on 2 CPU cores (bf16): kNN top-1 22% at
-# init -> 38% after one epoch and 47% after two. Crops of at least 20% of the image matter here: with
-# SimCLR's 8% minimum the 32px shapes are mostly cut away and kNN stayed at its init level for 2 epochs.
-# Methods add their own overrides (lr, temperature; `views.1.scale` when their preset has 2 pipelines).
+# The shared recipe of the learning tests: a short SSL run on synthetic data that must lift kNN
+# top-1 clearly above its random-init baseline. Calibrated with SimCLR on 2 CPU cores (bf16): kNN
+# top-1 22% at init -> 38% after one epoch and 47% after two. Crops of at least 20% of the image
+# matter here: with SimCLR's 8% minimum the 32px shapes are mostly cut away and kNN stayed at its
+# init level for 2 epochs. Methods add their own overrides (lr, temperature; `views.1.scale` when
+# their preset has 2 pipelines).
 LEARN = [
     *PINNED,
     "data=synthetic",
@@ -114,8 +115,8 @@ def knn_gain(run: CliRun) -> tuple[float, float]:
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """In-process tests use one intra-op thread: their loops are tiny, and more threads only oversubscribe
-    the 2 shared cores (CLI subprocesses take OMP_NUM_THREADS from `make test`)."""
+    """In-process tests use one intra-op thread: their loops are tiny, and more threads only
+    oversubscribe the 2 shared cores (CLI subprocesses take OMP_NUM_THREADS from `make test`)."""
     import torch
 
     threads = torch.get_num_threads()
@@ -125,7 +126,8 @@ def one_thread():
 
 
 def narrow_backbone():
-    """The narrow ResNet-18 (16-32-64-128) with the small-input stem that the in-process tests train."""
+    """The narrow ResNet-18 (16-32-64-128) with the small-input stem that the in-process tests
+    train."""
     from ssl_bench.backbones import create_backbone
 
     return create_backbone("resnet18", small_input=True, channels=(16, 32, 64, 128))
@@ -134,7 +136,8 @@ def narrow_backbone():
 def learning_run(
     method: str, tmp_path: Path, overrides: list[str]
 ) -> tuple[float, float, list[float]]:
-    """The shared short synthetic run (LEARN) plus a method's overrides: (kNN init, best kNN, train/z_std)."""
+    """The shared short synthetic run (LEARN) plus a method's overrides: (kNN init, best kNN,
+    train/z_std)."""
     run = run_cli(
         *LEARN, f"method={method}", *overrides, run_dir=tmp_path / "learn", check=True, timeout=1200
     )
@@ -144,8 +147,8 @@ def learning_run(
 
 
 def train_fixed_batch(model, views, steps: int = 30, lr: float = 0.05):
-    """`steps` SGD steps of a method on one fixed list of views, with the hooks a Trainer would call around
-    each optimizer step. Returns (losses, the last training_loss output)."""
+    """`steps` SGD steps of a method on one fixed list of views, with the hooks a Trainer would call
+    around each optimizer step. Returns (losses, the last training_loss output)."""
     import torch
 
     params = [p for g in model.parameter_groups(True) for p in g["params"]]

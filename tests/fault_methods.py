@@ -1,4 +1,5 @@
-"""Methods that misbehave on purpose, for the reliability tests (importable via PYTHONPATH=tests)."""
+"""Methods that misbehave on purpose, for the reliability tests (importable via
+PYTHONPATH=tests)."""
 
 from __future__ import annotations
 

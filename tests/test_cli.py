@@ -22,7 +22,8 @@ def test_fast_dev_run_through_cli(tmp_path):
     assert res["global_step"] == 1
     assert "val/knn_top1" in res["final"] and res["knn_top1_init"] is not None
     assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
-    # fast_dev_run writes no checkpoint and no metrics.csv (Lightning suppresses both); results.json it has
+    # fast_dev_run writes no checkpoint and no metrics.csv (Lightning suppresses both); results.json
+    # it has
 
 
 def test_cfg_job_prints_composed_config(tmp_path):
@@ -68,7 +69,8 @@ def test_method_and_data_compose_the_published_recipe(tmp_path):
 
 
 def test_method_without_a_published_recipe_says_what_it_falls_back_to(tmp_path):
-    # STL-10 is not here and cannot be downloaded: the run names its recipe first, then stops at the data
+    # STL-10 is not here and cannot be downloaded: the run names its recipe first, then stops at the
+    # data
     run = run_cli(
         "method=byol",
         "data=stl10",
@@ -91,7 +93,8 @@ def test_method_without_a_published_recipe_says_what_it_falls_back_to(tmp_path):
     )
     recipe = done.results["recipe"]
     assert recipe["name"] == "byol" and recipe["data"] is None and "Grill" in recipe["source"]
-    # the overrides of recipe keys are recorded (and only those: data=..., backbone=... are not recipe keys)
+    # the overrides of recipe keys are recorded (and only those: data=..., backbone=... are not
+    # recipe keys)
     assert set(recipe["overrides"]) == {
         "method.proj_hidden_dim=64",
         "method.pred_hidden_dim=64",

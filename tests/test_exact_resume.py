@@ -1,6 +1,6 @@
-"""Exact resume (reliability point 3): a run pre-empted mid-epoch and resumed ends with bit-identical
-weights, optimizer state, queue/bank and EMA target to a run that was never interrupted - on CPU with
-trainer.deterministic=true, through the real CLI."""
+"""Exact resume (reliability point 3): a run pre-empted mid-epoch and resumed ends with
+bit-identical weights, optimizer state, queue/bank and EMA target to a run that was never
+interrupted - on CPU with trainer.deterministic=true, through the real CLI."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ COMMON = [
     "scheduler=warmup_cosine",
     "scheduler.warmup_epochs=1",
 ]
-# (method preset, test class, its extra overrides): MoCo v2 has a queue, an EMA key encoder and shuffled
-# BN (randperm from the global RNG); BYOL a tau schedule over the steps; InstDisc a memory bank and NCE
-# negatives drawn from the global RNG. All three train the online probe.
+# (method preset, test class, its extra overrides): MoCo v2 has a queue, an EMA key encoder and
+# shuffled BN (randperm from the global RNG); BYOL a tau schedule over the steps; InstDisc a memory
+# bank and NCE negatives drawn from the global RNG. All three train the online probe.
 CASES = {
     "moco_v2": ("fault_methods.MoCoPreemptAt", ["method.queue_size=128"]),
     "byol": ("fault_methods.BYOLPreemptAt", []),

@@ -1,5 +1,5 @@
-"""SimCLR learns: kNN top-1 rises clearly above the random-init baseline (synthetic, Fashion-MNIST); every
-method's whole Fashion-MNIST experiment ends above its baseline (`long`)."""
+"""SimCLR learns: kNN top-1 rises clearly above the random-init baseline (synthetic, Fashion-MNIST);
+every method's whole Fashion-MNIST experiment ends above its baseline (`long`)."""
 
 import pytest
 from conftest import LEARN, knn_gain, needs_fmnist, run_cli
@@ -45,8 +45,9 @@ def test_simclr_learns_on_fashion_mnist(tmp_path):
     )  # measured: 55 -> 69 after one epoch of 10k images (batch 256)
 
 
-# The whole Fashion-MNIST experiments of the methods of issue #3 (5k images, 5 epochs; 1-3 CPU minutes each, so
-# `make test-long` runs them, not CI). Measured on 2 cores (BENCHMARKS.md), kNN top-1 init -> best:
+# The whole Fashion-MNIST experiments of the methods of issue #3 (5k images, 5 epochs; 1-3 CPU
+# minutes each, so `make test-long` runs them, not CI). Measured on 2 cores (BENCHMARKS.md), kNN
+# top-1 init -> best:
 FMNIST_EXPERIMENTS = {
     "fmnist_simclr": "53.15 -> 71.5",
     "fmnist_moco_v1": "53.15 -> 64.8",

@@ -1,4 +1,5 @@
-"""The training step never synchronises with the host: no .item(), .cpu(), .tolist(), bool(tensor) inside it."""
+"""The training step never synchronises with the host: no .item(), .cpu(), .tolist(), bool(tensor)
+inside it."""
 
 from __future__ import annotations
 

@@ -130,9 +130,7 @@ def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path):
 
 
 def test_truncated_checkpoint_falls_back_to_previous(tmp_path):
-    first = run_cli(
-        *FAST, "optimizer=sgd", "trainer.max_epochs=2", run_dir=tmp_path / "first", check=True
-    )
+    run_cli(*FAST, "optimizer=sgd", "trainer.max_epochs=2", run_dir=tmp_path / "first", check=True)
     ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
     prev = ckpt.with_name("last.ckpt.prev")
     assert prev.is_file() and _global_step(prev) == STEPS_PER_EPOCH
@@ -186,7 +184,8 @@ def test_existing_run_dir_is_never_overwritten_silently(tmp_path):
     assert forced.results["seed"] == 1
 
 
-# ---- corrupt data, a full disk, through the CLI -------------------------------------------------------
+# ---- corrupt data, a full disk, through the CLI
+# -------------------------------------------------------
 FOLDER = [
     "data=image_folder",
     "data.image_size=32",
@@ -284,8 +283,9 @@ def test_full_disk_ends_with_message_and_keeps_last_checkpoint(tmp_path):
 
 
 def test_warning_signal_checkpoints_then_hands_over_to_the_previous_handler(tmp_path):
-    """Under the submitit launcher SIGUSR2 belongs to submitit (it requeues the job): ssl_bench writes its
-    checkpoint first, then calls submitit's handler. SIGTERM never chains (it would kill the process)."""
+    """Under the submitit launcher SIGUSR2 belongs to submitit (it requeues the job): ssl_bench
+    writes its checkpoint first, then calls submitit's handler. SIGTERM never chains (it would kill
+    the process)."""
     from types import SimpleNamespace
 
     from ssl_bench.reliability import Preemption

@@ -1,5 +1,5 @@
-"""The leaderboard report: fabricated sweeps (failed, stale and completed runs), columns from resolved
-configs, the plots' data and layout, offline-eval sources, a real run, bad inputs."""
+"""The leaderboard report: fabricated sweeps (failed, stale and completed runs), columns from
+resolved configs, the plots' data and layout, offline-eval sources, a real run, bad inputs."""
 
 from __future__ import annotations
 
@@ -57,8 +57,9 @@ def fake_run(
     epochs=2,
     results_extra=None,
 ):
-    """A run dir as ssl_bench leaves it. status None: crashed (no results.json, a traceback in the job log);
-    "stale": started and stopped before training (config only, no results.json, no metrics)."""
+    """A run dir as ssl_bench leaves it. status None: crashed (no results.json, a traceback in the
+    job log); "stale": started and stopped before training (config only, no results.json, no
+    metrics)."""
     write_config(d, method, seed, lr, cfg_update)
     if overrides:
         (d / ".hydra" / "overrides.yaml").write_text(
@@ -112,7 +113,8 @@ def fake_run(
 
 
 def fake_failed(d, method, seed, lr, error):
-    """A job rejected before training (as ssl_bench.__main__ records it): results.json with the error only."""
+    """A job rejected before training (as ssl_bench.__main__ records it): results.json with the
+    error only."""
     write_config(d, method, seed, lr)
     (d / "results.json").write_text(
         json.dumps(
@@ -169,10 +171,12 @@ def _cli(*args):
 
 
 def test_report_table_plots_and_failed_run_summarised(sweep):
-    # before: the crashed byol job was a row flagged **FAILED**; now it is one summary line, not a row
+    # before: the crashed byol job was a row flagged **FAILED**; now it is one summary line, not a
+    # row
     out = _cli(sweep)
     header, rows = _table(out.split("## Mean")[0])
-    # method/data/backbone columns always; besides them only seed differs (optimizer.lr is the same in all)
+    # method/data/backbone columns always; besides them only seed differs (optimizer.lr is the same
+    # in all)
     assert header[:5] == ["run", "method", "data", "backbone", "epochs"] and "status" not in header
     assert "seed" in header and "optimizer.lr" not in header and "method.temperature" not in header
     assert [r["run"] for r in rows] == [
@@ -236,7 +240,8 @@ def test_columns_are_resolved_config_keys_that_differ_between_runs_shown(tmp_pat
         extra_overrides=same,
         cfg_update={"cpu_threads": "${cpu_share:${hydra:launcher.n_jobs}}", "progress_bar": False},
     )
-    # data.options.image_size: equal once resolved (${data.image_size} in a and b, the literal 32 in c)
+    # data.options.image_size: equal once resolved (${data.image_size} in a and b, the literal 32 in
+    # c)
     fake_run(
         tmp_path / "c",
         "simclr",
@@ -357,7 +362,8 @@ def _drawn_tick_labels(axis):
 
 
 def test_plot_labels_do_not_overlap_or_leave_the_figure():
-    # 24 configurations with long labels: the bars' tick labels, the curves' legend (beside the axes)
+    # 24 configurations with long labels: the bars' tick labels, the curves' legend (beside the
+    # axes)
     labels = [
         f"{m} lr={lr} temperature={t} views.0.blur.prob={b}"
         for m in ("simclr", "moco_v2", "byol")

@@ -1,6 +1,6 @@
-"""Sweeps and scale-out through the real CLI: a grid multirun with failing jobs, the joblib / submitit_local
-launchers, an Optuna search, the SLURM launcher's resolved parameters, DDP on 2 CPU processes, and the
-refusal of DDP inside a local multirun."""
+"""Sweeps and scale-out through the real CLI: a grid multirun with failing jobs, the joblib /
+submitit_local launchers, an Optuna search, the SLURM launcher's resolved parameters, DDP on 2 CPU
+processes, and the refusal of DDP inside a local multirun."""
 
 from __future__ import annotations
 
@@ -254,7 +254,8 @@ def test_each_rank_draws_its_own_augmentations_and_its_own_shard():
 def test_sweep_jobs_are_separate_wandb_runs_in_one_group(tmp_path):
     from ssl_bench.wandb_utils import read_offline_run
 
-    # the first job fails (NaN at its second step): its W&B run must still end, the second get its own
+    # the first job fails (NaN at its second step): its W&B run must still end, the second get its
+    # own
     proc, sweep = multirun(
         tmp_path,
         *FAST,

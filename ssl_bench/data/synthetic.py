@@ -12,14 +12,16 @@ horizontal stripes, vertical stripes, checkerboard, dots, diagonal stripes), dra
 
 Because position, size, rotation, tint and clutter vary, a linear model or nearest centroid on raw
 pixels stays around 30% (10 classes), while a conv net (trained, or through SSL) separates the
-classes from edges and texture. Everything is vectorised with torch and deterministic given `seed`; rendering is chunked
-so memory stays bounded at any size (10k images of 32 px take well under a second on one core).
+classes from edges and texture. Everything is vectorised with torch and deterministic given `seed`;
+rendering is chunked so memory stays bounded at any size (10k images of 32 px take well under a
+second on one core).
 
-`palette="colour"` draws the same shapes in strong colours instead, for methods whose views split colour
-channels (CMC's L vs ab): shape and background differ both in lightness and in chroma, each by a random
-amount with a floor, with the shape light on dark or dark on light at random and the two hues roughly
-opposite. Lightness and hue are drawn independently, so the only thing an L view and an ab view of one image
-share is the geometry - the class - while a grey image (a/b = 0) would leave the ab view blank.
+`palette="colour"` draws the same shapes in strong colours instead, for methods whose views split
+colour channels (CMC's L vs ab): shape and background differ both in lightness and in chroma, each
+by a random amount with a floor, with the shape light on dark or dark on light at random and the two
+hues roughly opposite. Lightness and hue are drawn independently, so the only thing an L view and an
+ab view of one image share is the geometry - the class - while a grey image (a/b = 0) would leave
+the ab view blank.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ SHAPES: tuple[str, ...] = (
 
 _TINT = 0.12  # largest per-channel colour offset from grey
 PALETTES = ("grey", "colour")
-# Two orthonormal RGB directions that keep the luma 0.2126 R + 0.7152 G + 0.0722 B: adding
-# c * (cos h * _CHROMA_U + sin h * _CHROMA_V) to a grey level sets hue angle h and chroma c and leaves the
+# Two orthonormal RGB directions that keep the luma 0.2126 R + 0.7152 G + 0.0722 B: adding c * (cos
+# h * _CHROMA_U + sin h * _CHROMA_V) to a grey level sets hue angle h and chroma c and leaves the
 # lightness (nearly: sRGB is not linear) where it was.
 _LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
 _CHROMA_U = torch.tensor([1.0, 0.0, -0.2126 / 0.0722])
@@ -93,16 +95,17 @@ def _draw_params(n: int, num_classes: int, palette: str, g: torch.Generator) -> 
 
     # Per-image parameters, all drawn up front so the result does not depend on chunking.
     labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
-    # Coordinates run over [-1, 1] (image side = 2): a half size of 0.4-0.8 spans 40-80% of the side.
+    # Coordinates run over [-1, 1] (image side = 2): a half size of 0.4-0.8 spans 40-80% of the
+    # side.
     half = 0.4 + 0.4 * torch.rand(n, generator=g)
     cx = (torch.rand(n, generator=g) * 2 - 1) * (1 - half)
     cy = (torch.rand(n, generator=g) * 2 - 1) * (1 - half)
     angle = (torch.rand(n, generator=g) * 2 - 1) * 0.3
     phase = torch.rand(n, 2, generator=g)  # texture phase (where stripes / checks start)
     # Near-grey colours: a light shape (luminance 0.75-1) on a dark background (0-0.25), each with a
-    # faint random tint. Colour and brightness are nuisances here, but they are kept in narrow bands:
-    # freely random colours (or luminances) identify an image across two views by themselves, and
-    # instance discrimination then never needs the shape (measured: SimCLR's kNN stayed at its
+    # faint random tint. Colour and brightness are nuisances here, but they are kept in narrow
+    # bands: freely random colours (or luminances) identify an image across two views by themselves,
+    # and instance discrimination then never needs the shape (measured: SimCLR's kNN stayed at its
     # random-init level with random colours, and rose from 25% to 51% in two epochs with these).
     lum_bg = 0.25 * torch.rand(n, generator=g)
     lum_fg = 0.75 + 0.25 * torch.rand(n, generator=g)
@@ -198,8 +201,9 @@ def make_synthetic(
 
 
 def _colour_pair(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Background and shape colours [n, 3] of the colour palette: a lightness gap of 0.3-0.6 (shape lighter or
-    darker at random), chroma 0.15-0.3 each, hues ~opposite (180 +- 60 degrees apart), all independent."""
+    """Background and shape colours [n, 3] of the colour palette: a lightness gap of 0.3-0.6 (shape
+    lighter or darker at random), chroma 0.15-0.3 each, hues ~opposite (180 +- 60 degrees apart),
+    all independent."""
     gap = 0.3 + 0.3 * torch.rand(n, generator=g)
     low = 0.1 + (0.8 - gap) * torch.rand(n, generator=g)  # both levels stay in [0.1, 0.9]
     light_shape = torch.rand(n, generator=g) < 0.5
