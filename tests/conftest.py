@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +57,83 @@ class CliRun:
             return list(csv.DictReader(f))
 
 
+class _Zygote:
+    """The client side of tests/zygote.py: one pre-imported Python per pytest process that forks a
+    child per CLI call (~7 CPU-seconds of imports saved per call). SSL_BENCH_TEST_ZYGOTE=0 turns it
+    off."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "zygote.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        ready = self.proc.stdout.readline()
+        if not ready:
+            raise RuntimeError("tests/zygote.py did not start (see its stderr above)")
+
+    def run(self, module: str, args: list[str], env: dict, cwd: Path, timeout: float):
+        """(exit status, stdout, stderr) of `python -m <module> <args>`; a zygote left in an unknown
+        state by an error here is killed, never reused."""
+        try:
+            return self._run(module, args, env, cwd, timeout)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def _run(self, module: str, args: list[str], env: dict, cwd: Path, timeout: float):
+        import select
+        import signal
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            req = dict(
+                module=module, args=args, env=env, cwd=str(cwd), stdout=str(out), stderr=str(err)
+            )
+            self.proc.stdin.write(json.dumps(req) + "\n")
+            self.proc.stdin.flush()
+            pid = json.loads(self.proc.stdout.readline())["pid"]
+            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                self.proc.stdout.readline()
+                raise subprocess.TimeoutExpired([module, *args], timeout)
+            status = json.loads(self.proc.stdout.readline())["status"]
+            return status, out.read_text(errors="replace"), err.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+
+_IDLE_ZYGOTES: list[_Zygote] = []  # one per concurrent caller (tests run CLI calls in threads too)
+_ZYGOTE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _zygote():
+    """An idle zygote (a new one when all are busy), or None with SSL_BENCH_TEST_ZYGOTE=0."""
+    if os.environ.get("SSL_BENCH_TEST_ZYGOTE", "1") == "0":
+        yield None
+        return
+    with _ZYGOTE_LOCK:
+        zygote = _IDLE_ZYGOTES.pop() if _IDLE_ZYGOTES else None
+    if zygote is None or zygote.proc.poll() is not None:
+        zygote = _Zygote()
+        atexit.register(zygote.close)
+    try:
+        yield zygote
+    finally:
+        if zygote.proc.poll() is None:
+            with _ZYGOTE_LOCK:
+                _IDLE_ZYGOTES.append(zygote)
+
+
 def run_cli(
     *overrides: str,
     run_dir: Path,
@@ -62,7 +142,8 @@ def run_cli(
     module: str = "ssl_bench",
     check: bool = False,
 ) -> CliRun:
-    """`python -m ssl_bench <overrides> hydra.run.dir=<run_dir>` in a subprocess."""
+    """`python -m ssl_bench <overrides> hydra.run.dir=<run_dir>` in a child process (forked from the
+    pre-imported zygote, or a plain subprocess with SSL_BENCH_TEST_ZYGOTE=0)."""
     full_env = {
         **os.environ,
         "WANDB_MODE": "offline",
@@ -70,16 +151,27 @@ def run_cli(
         "HYDRA_FULL_ERROR": "0",
         **(env or {}),
     }
-    args = [sys.executable, "-m", module, *overrides]
+    args = list(overrides)
     if module == "ssl_bench" and not any(o.startswith("hydra.run.dir=") for o in overrides):
         args.append(f"hydra.run.dir={run_dir}")
-    proc = subprocess.run(
-        args, cwd=run_dir.parent, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
-    run = CliRun(proc.returncode, proc.stdout, proc.stderr, run_dir)
-    if check and proc.returncode != 0:
+    with _zygote() as zygote:
+        if zygote is not None:
+            result = zygote.run(module, args, full_env, run_dir.parent, timeout)
+    if zygote is not None:
+        run = CliRun(*result, run_dir)
+    else:
+        proc = subprocess.run(
+            [sys.executable, "-m", module, *args],
+            cwd=run_dir.parent,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        run = CliRun(proc.returncode, proc.stdout, proc.stderr, run_dir)
+    if check and run.returncode != 0:
         raise AssertionError(
-            f"CLI failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+            f"CLI failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
         )
     return run
 
