@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import byol_loss
+from ssl_bench.losses.bootstrap import byol_loss
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.nn.ema import cosine_tau, ema_update, make_target
 from ssl_bench.nn.heads import MLP

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import estimate_nce_z, instdisc_nce
+from ssl_bench.losses.contrastive import cross_view_batch_loss
+from ssl_bench.losses.nce import cross_view_nce, estimate_nce_z
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.nn.color import ColorSplit, parse_channel_groups
-from ssl_bench.nn.dist import gather_with_grad, world
 from ssl_bench.nn.queue import MemoryBank, bank_rows
 
 
@@ -41,52 +41,6 @@ def view_pairs(num_views: int, graph: str) -> list[tuple[int, int]]:
     if graph == "core":
         return [(0, j) for j in range(1, num_views)]
     return [(i, j) for i in range(num_views) for j in range(i + 1, num_views)]
-
-
-def cross_view_batch_loss(f: Sequence[torch.Tensor], temperature: float, pairs) -> torch.Tensor:
-    """Sum over pairs of L^{a,b} + L^{b,a} with in-batch candidates (eq. 2-3): -log softmax(f_a f_b^T / T)_ii,
-    mean over anchors. f: one N x D embedding per view (normalised here); under DDP candidates come from all ranks."""
-    f = [F.normalize(v.float(), dim=1) for v in f]
-    rank, _ = world()
-    n = f[0].shape[0]
-    labels = torch.arange(n, device=f[0].device) + rank * n
-    total = f[0].new_zeros(())
-    for a, b in pairs:
-        total = (
-            total
-            + F.cross_entropy(f[a] @ gather_with_grad(f[b]).T / temperature, labels)
-            + F.cross_entropy(f[b] @ gather_with_grad(f[a]).T / temperature, labels)
-        )
-    return total
-
-
-def cross_view_nce(
-    f: Sequence[torch.Tensor],
-    positives: Sequence[torch.Tensor],
-    negatives: Sequence[torch.Tensor],
-    temperature: float,
-    z: torch.Tensor,
-    num_samples: int,
-    pairs,
-    positive_masks: Sequence[torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Sum over pairs of the NCE losses J(f_a | bank_b) + J(f_b | bank_a) (sec. 3.3; InstDisc's eq. 2-5 with the
-    other view's memory). f: N x D per view; positives[v]: bank v's rows of the batch; negatives[v]: M x D noise
-    rows of bank v; z[a, b]: the normaliser of anchor view a against bank b."""
-    total = f[0].new_zeros((), dtype=torch.float32)
-    for a, b in pairs:
-        for anchor, bank in ((a, b), (b, a)):
-            mask = positive_masks[bank] if positive_masks is not None else None
-            total = total + instdisc_nce(
-                f[anchor],
-                positives[bank],
-                negatives[bank],
-                temperature,
-                z[anchor, bank],
-                num_samples,
-                positive_mask=mask,
-            )
-    return total
 
 
 class MultiViewEncoder(nn.Module):

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import estimate_nce_z, instdisc_nce
+from ssl_bench.losses.nce import estimate_nce_z, instdisc_nce
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.nn.queue import MemoryBank, bank_rows
 

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import info_nce
+from ssl_bench.losses.contrastive import info_nce
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.nn.dist import gather_no_grad, world
 from ssl_bench.nn.ema import cosine_tau, ema_update, make_target

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import info_nce, nt_xent
+from ssl_bench.losses.contrastive import info_nce, nt_xent
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.methods.moco import shuffled_key_forward
 from ssl_bench.nn.ema import ema_update, make_target

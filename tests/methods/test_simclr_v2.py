@@ -8,7 +8,7 @@ from conftest import narrow_backbone as narrow
 
 from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import info_nce, nt_xent
+from ssl_bench.losses.contrastive import info_nce, nt_xent
 from ssl_bench.methods.simclr_v2 import SimCLRv2
 
 
