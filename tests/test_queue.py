@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from ssl_bench.methods.moco import shuffled_key_forward
+from ssl_bench.nn.multicrop import shuffled_key_forward
 from ssl_bench.nn.queue import FeatureQueue, MemoryBank
 
 
