@@ -1,5 +1,5 @@
-"""CMC: Lab conversion vs published values, cross-view NCE and in-batch losses vs literal references, view graphs,
-bank rows, fixed-batch training, the CLI and learning."""
+"""CMC: Lab conversion vs published values, cross-view NCE and in-batch losses vs literal
+references, view graphs, bank rows, fixed-batch training, the CLI and learning."""
 
 import functools
 
@@ -15,7 +15,8 @@ from ssl_bench.nn.color import ColorSplit, normalize_lab, parse_channel_groups, 
 
 factory = functools.partial(create_backbone, "resnet18", small_input=True, channels=(8, 16, 32, 64))
 
-# sRGB -> CIE L*a*b* (D65), published values (e.g. EasyRGB / Bruce Lindbloom's calculator, as skimage's rgb2lab)
+# sRGB -> CIE L*a*b* (D65), published values (e.g. EasyRGB / Bruce Lindbloom's calculator, as
+# skimage's rgb2lab)
 LAB_REFERENCE = [
     ((1.0, 1.0, 1.0), (100.0, 0.0, 0.0)),
     ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),
@@ -122,7 +123,8 @@ def test_thirty_steps_on_a_fixed_batch_lower_the_loss():
 
 
 def test_fast_dev_run_through_the_cli(tmp_path):
-    # one real step, not fast_dev_run alone: the banks are sized from the data and saved in the checkpoint
+    # one real step, not fast_dev_run alone: the banks are sized from the data and saved in the
+    # checkpoint
     run = run_cli(
         "method=cmc",
         *FAST,
@@ -144,9 +146,10 @@ def test_fast_dev_run_through_the_cli(tmp_path):
 @pytest.mark.long
 @needs_fmnist
 def test_cmc_learns_on_fashion_mnist(tmp_path):
-    """experiment=fmnist_cmc (5k images, 5 epochs; two crops of L, one encoder each, in-batch negatives).
-    Measured on 2 shared cores, one thread: kNN top-1 51.6 at init -> 71.7, 174 s. The paper's L vs ab is shown
-    learning on the colour palette of `synthetic` (test_cmc_l_vs_ab_learns_on_colour_synthetic)."""
+    """experiment=fmnist_cmc (5k images, 5 epochs; two crops of L, one encoder each, in-batch
+    negatives). Measured on 2 shared cores, one thread: kNN top-1 51.6 at init -> 71.7, 174 s. The
+    paper's L vs ab is shown learning on the colour palette of `synthetic`
+    (test_cmc_l_vs_ab_learns_on_colour_synthetic)."""
     run = run_cli(
         "experiment=fmnist_cmc",
         "progress_bar=false",
@@ -159,13 +162,15 @@ def test_cmc_learns_on_fashion_mnist(tmp_path):
 
 
 # The paper's views, L vs ab (conf/method/cmc.yaml), on the colour palette of `synthetic`
-# (data.options.palette=colour): shape and background differ in lightness and in chroma, with lightness and hue
-# drawn independently, so the geometry - the class - is what an L view and an ab view of one image share. On the
-# default near-grey palette L vs ab has nothing to share (23.0 -> 27.3 at best, 1k images, 3 epochs).
-# In-batch negatives at T=0.2, SGD 0.1, batches of 32, 3 epochs. kNN top-1 gains (best - init) over seeds 0-3:
-#   in-batch negatives, 3 epochs (this test): +10.0 (16.6 -> 26.6), +5.2, +14.4, +16.0;  2 epochs: +7.0, +4.0, +13.0, +11.0
-#   memory bank + NCE (1024 negatives, T=0.1, head_norm), 2 epochs: +0.8, +2.6, +2.0, +0.0 - the bank's positives
-#   are an epoch old, as in InstDisc, and a 2-epoch run is too short for them.
+# (data.options.palette=colour): shape and background differ in lightness and in chroma, with
+# lightness and hue drawn independently, so the geometry - the class - is what an L view and an ab
+# view of one image share. On the default near-grey palette L vs ab has nothing to share (23.0 ->
+# 27.3 at best, 1k images, 3 epochs). In-batch negatives at T=0.2, SGD 0.1, batches of 32, 3 epochs.
+# kNN top-1 gains (best - init) over seeds 0-3:
+#   in-batch negatives, 3 epochs (this test): +10.0 (16.6 -> 26.6), +5.2, +14.4, +16.0;
+#       2 epochs: +7.0, +4.0, +13.0, +11.0
+#   memory bank + NCE (1024 negatives, T=0.1, head_norm), 2 epochs: +0.8, +2.6, +2.0, +0.0 - the
+#       bank's positives are an epoch old, as in InstDisc, and a 2-epoch run is too short for them.
 CMC_LAB = [
     "augmentation=cmc",
     "data.options.palette=colour",
@@ -186,9 +191,10 @@ def test_cmc_l_vs_ab_learns_on_colour_synthetic(tmp_path):
     assert min(z_std) > 0.02, z_std
 
 
-# Two crops of L (the variant of experiment=fmnist_cmc, for grey data): views [[L], [L]], each from its own random crop
-# (crop_per_view, two crops), one encoder each, in-batch negatives at T=0.2, brightness / contrast jitter on the
-# crops (without it the crops' luminance levels identify an image: kNN fell 34.2 -> 31.2), SGD 0.1, batches of 32.
+# Two crops of L (the variant of experiment=fmnist_cmc, for grey data): views [[L], [L]], each from
+# its own random crop (crop_per_view, two crops), one encoder each, in-batch negatives at T=0.2,
+# brightness / contrast jitter on the crops (without it the crops' luminance levels identify an
+# image: kNN fell 34.2 -> 31.2), SGD 0.1, batches of 32.
 CMC_SYNTHETIC = [
     "augmentation=cmc",
     "method.views=[[L],[L]]",
@@ -210,10 +216,11 @@ CMC_SYNTHETIC = [
 
 @pytest.mark.slow
 def test_cmc_learns_on_synthetic(tmp_path):
-    """CMC's multiview loss on two crops of L (CMC_SYNTHETIC; not the paper's L vs ab, see above) in the shared short
-    run (conftest.LEARN: 2k images, 2 epochs). Measured kNN top-1 gains (best - init) over seeds 0-3: +13.6
-    (34.2 -> 47.8), +10.8 (30.6 -> 41.4), +10.6 (33.6 -> 44.2), +15.4 (34.6 -> 50.0); about 35 s each on one
-    thread, two runs sharing 2 cores. With batches of 64: +7.0 / +12.2 / +10.0 / +9.0; LARS 1.0: +3.0 / +2.4 (s0, s3)."""
+    """CMC's multiview loss on two crops of L (CMC_SYNTHETIC; not the paper's L vs ab, see above) in
+    the shared short run (conftest.LEARN: 2k images, 2 epochs). Measured kNN top-1 gains (best -
+    init) over seeds 0-3: +13.6 (34.2 -> 47.8), +10.8 (30.6 -> 41.4), +10.6 (33.6 -> 44.2), +15.4
+    (34.6 -> 50.0); about 35 s each on one thread, two runs sharing 2 cores. With batches of 64:
+    +7.0 / +12.2 / +10.0 / +9.0; LARS 1.0: +3.0 / +2.4 (s0, s3)."""
     init, after, z_std = learning_run("cmc", tmp_path, CMC_SYNTHETIC)
     assert after >= init + 9, (init, after)
     assert min(z_std) > 0.02, z_std

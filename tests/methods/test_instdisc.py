@@ -1,6 +1,5 @@
 """InstDisc: NCE vs the paper's formula, Z estimate, bank rows, fixed-batch training, the CLI."""
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,9 +16,8 @@ def test_training_writes_first_visits_and_freezes_z_once_every_row_is_written():
     a, b = torch.tensor([1, 4, 6, 7]), torch.tensor([0, 2, 3, 5])
     x = torch.randn(4, 3, 16, 16)
     out = m.training_loss([x], torch.zeros(4, dtype=torch.long), a)
-    assert {"loss", "feats", "z_std", "nce_pos", "nce_neg", "pos_sim"} == set(
-        out
-    )  # logged as train/<name>
+    # logged as train/<name>
+    assert {"loss", "feats", "z_std", "nce_pos", "nce_neg", "pos_sim"} == set(out)
     assert out["nce_pos"] == 0 and out["pos_sim"] == 0  # no row held a feature yet: no positives
     changed = (m.bank.bank != before).any(dim=1).nonzero().flatten()
     assert (
@@ -55,9 +53,9 @@ def test_a_restored_bank_keeps_its_z():
 
 
 def test_thirty_steps_on_a_fixed_batch_lower_the_loss():
-    """Bank rows start as the features of a 64-image pool (as after a first epoch: with random rows the first
-    losses are artificially low, and Z would be estimated against rows unlike any feature); the batch is 16
-    of those images."""
+    """Bank rows start as the features of a 64-image pool (as after a first epoch: with random rows
+    the first losses are artificially low, and Z would be estimated against rows unlike any
+    feature); the batch is 16 of those images."""
     torch.manual_seed(0)
     m = InstDisc(narrow(), bank_size=64, num_negatives=32, temperature=0.1)
     pool = torch.randn(64, 3, 16, 16)
@@ -99,18 +97,21 @@ def test_fast_dev_run_sizes_the_bank_from_the_data(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1300)
 def test_instdisc_learns_on_synthetic(tmp_path):
-    """The shared short run (conftest.LEARN) for 4 epochs, one view per image, 1024 negatives of the 2000-row
-    bank, T=0.1, BN after the head, SGD 0.2 and a bank that stores each image's latest feature (bank_momentum=0).
-    InstDisc's positives are bank rows written one epoch (31 steps) earlier by a network that has changed since,
-    so a short run learns slowly; how each piece was chosen (2 cores, kNN top-1 init -> best, seed 0 unless noted):
-      Z fixed on the first batch (the official code):                 loss 34 -> 205, kNN 22.2 -> 21.8
-      Z per batch until the bank is full, the paper's linear head:    z_std 0.035 -> 0.007, kNN 22.2 -> 19-20
-      the same with head_norm, lr 0.03, 3 epochs, momentum 0.5:       gains over seeds 0-3: -0.6, +3.0, +1.0, +1.8
-      lr 0.1, 4 epochs, momentum 0.5:                                 +5.4, -0.4, +8.0, +13.2
-      lr 0.1, 4 epochs, momentum 0 (the freshest positives):          +11.8, +3.4, +8.4, +17.0
-      lr 0.2, 4 epochs, momentum 0 (this test):                       +9.8 (22.2 -> 32.0), +5.6, +9.0, +12.4
-      lr 0.1, 5 epochs, momentum 0:                                   +17.6, +5.2, +10.2, +13.6
-      1000 images, 8 epochs, lr 0.1, momentum 0.5:                    +7.4, +0.2, +1.4, +15.6"""
+    """The shared short run (conftest.LEARN) for 4 epochs, one view per image, 1024 negatives of the
+    2000-row bank, T=0.1, BN after the head, SGD 0.2 and a bank that stores each image's latest
+    feature (bank_momentum=0). InstDisc's positives are bank rows written one epoch (31 steps)
+    earlier by a network that has changed since, so a short run learns slowly; how each piece was
+    chosen (2 cores, kNN top-1 init -> best, seed 0 unless noted):
+      Z fixed on the first batch (the official code): loss 34 -> 205, kNN 22.2 -> 21.8
+      Z per batch until the bank is full, the paper's linear head: z_std 0.035 -> 0.007,
+          kNN 22.2 -> 19-20
+      the same with head_norm, lr 0.03, 3 epochs, momentum 0.5: gains over seeds 0-3: -0.6, +3.0,
+          +1.0, +1.8
+      lr 0.1, 4 epochs, momentum 0.5:                        +5.4, -0.4, +8.0, +13.2
+      lr 0.1, 4 epochs, momentum 0 (the freshest positives): +11.8, +3.4, +8.4, +17.0
+      lr 0.2, 4 epochs, momentum 0 (this test):              +9.8 (22.2 -> 32.0), +5.6, +9.0, +12.4
+      lr 0.1, 5 epochs, momentum 0:                          +17.6, +5.2, +10.2, +13.6
+      1000 images, 8 epochs, lr 0.1, momentum 0.5:           +7.4, +0.2, +1.4, +15.6"""
     run = run_cli(
         *LEARN,
         "method=instdisc",
