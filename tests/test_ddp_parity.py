@@ -1,12 +1,13 @@
-"""Gradient parity under DDP (issue: sweeps and scale-out): for each loss that talks across ranks - MoCo's
-InfoNCE with its queue (keys gathered into the queue), SwAV's Sinkhorn (all-reduced marginals) and
-InstDisc's and CMC's memory banks (gathered row updates, an all-reduced Z), CMC's in-batch cross-view loss
-(candidates gathered with gradients) - the parameter gradients of 2 CPU processes
-with batch B each, averaged as DDP averages them, equal those of 1 process with batch 2B on the same samples.
-Two steps each, so what the first step wrote into the queue / bank is part of the second step's loss.
+"""Gradient parity under DDP (issue: sweeps and scale-out): for each loss that talks across ranks -
+MoCo's InfoNCE with its queue (keys gathered into the queue), SwAV's Sinkhorn (all-reduced
+marginals) and InstDisc's and CMC's memory banks (gathered row updates, an all-reduced Z), CMC's
+in-batch cross-view loss (candidates gathered with gradients) - the parameter gradients of 2 CPU
+processes with batch B each, averaged as DDP averages them, equal those of 1 process with batch 2B
+on the same samples. Two steps each, so what the first step wrote into the queue / bank is part of
+the second step's loss.
 
-BatchNorm layers are put in eval mode: per-rank batch statistics are what `trainer.sync_batchnorm` is for,
-not what this test is about (MoCo's shuffled BN is tested in test_queue.py)."""
+BatchNorm layers are put in eval mode: per-rank batch statistics are what `trainer.sync_batchnorm`
+is for, not what this test is about (MoCo's shuffled BN is tested in test_queue.py)."""
 
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ def _batches(name):
 
 
 def _train(name, rank=0, world=1):
-    """Per-step gradients (averaged over ranks like DDP) of `STEPS` steps on this rank's share of each batch."""
+    """Per-step gradients (averaged over ranks like DDP) of `STEPS` steps on this rank's share of
+    each batch."""
     model = _build(name)
     model.train()
     for m in model.modules():
@@ -154,7 +156,8 @@ def test_two_processes_match_one_process(name, two_process_grads):
             got = two_process_grads[rank][name][step]
             assert got.keys() == ref.keys(), (step, rank)
             for k in ref:
+                gap = (got[k] - ref[k]).abs().max()
                 assert torch.allclose(got[k], ref[k], atol=1e-6, rtol=1e-4), (
-                    f"{name} step {step} rank {rank}: gradient of {k} differs by {(got[k] - ref[k]).abs().max():.3g}"
+                    f"{name} step {step} rank {rank}: gradient of {k} differs by {gap:.3g}"
                 )
         assert any(v.abs().sum() > 0 for v in ref.values())

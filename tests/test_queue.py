@@ -1,4 +1,5 @@
-"""FeatureQueue (MoCo) and MemoryBank (InstDisc): order, wrap-around, touched rows, checkpoints, 2 ranks."""
+"""FeatureQueue (MoCo): order, wrap-around, checkpoints; with MemoryBank and the key shuffle across
+2 ranks (the bank alone: test_memory_bank.py)."""
 
 import os
 import socket
@@ -6,10 +7,10 @@ import socket
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 
-from ssl_bench.methods.moco import shuffled_key_forward
-from ssl_bench.nn.queue import FeatureQueue, MemoryBank
+from ssl_bench.nn.memory_bank import MemoryBank
+from ssl_bench.nn.multicrop import shuffled_key_forward
+from ssl_bench.nn.queue import FeatureQueue
 
 
 def test_queue_starts_with_unit_rows_and_wraps_a_batch_that_does_not_divide_it():
@@ -44,30 +45,7 @@ def test_queue_forward_is_a_copy_and_state_is_checkpointed():
     assert torch.equal(fresh.queue, q.queue) and int(fresh.ptr) == 2
 
 
-def test_bank_updates_only_the_batch_rows():
-    torch.manual_seed(0)
-    bank = MemoryBank(num_samples=20, dim=8, momentum=0.5)
-    assert torch.allclose(bank.bank.norm(dim=1), torch.ones(20))
-    before = bank.bank.clone()
-    index = torch.tensor([3, 7, 11])
-    feats = torch.randn(3, 8)
-    bank.update(index, feats)
-    untouched = torch.ones(20, dtype=torch.bool)
-    untouched[index] = False
-    assert torch.equal(bank.bank[untouched], before[untouched])
-    expected = F.normalize(0.5 * before[index] + 0.5 * F.normalize(feats, dim=1), dim=1)
-    assert torch.allclose(bank.bank[index], expected, atol=1e-6)
-    assert torch.equal(bank(index), bank.bank[index])
-
-
-def test_bank_allocated_late_adopts_the_checkpoint_shape():
-    bank = MemoryBank(num_samples=12, dim=4)
-    empty = MemoryBank(num_samples=0, dim=4)
-    empty.load_state_dict(bank.state_dict())
-    assert torch.equal(empty.bank, bank.bank)
-
-
-# ---- two processes (gloo): memories stay identical across ranks; the key shuffle is undone --------
+# ---- two processes (gloo): memories stay identical across ranks; the key shuffle is undone ----
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -123,8 +101,7 @@ def test_queue_bank_and_shuffle_across_two_ranks():
         queue, ptr, bank, keys_out, seen, own = out[r]
         assert torch.equal(queue, ref_q.queue) and ptr == int(ref_q.ptr)
         assert torch.allclose(bank, ref_b.bank, atol=1e-6)
-        assert torch.equal(
-            keys_out, images[r * 8 : (r + 1) * 8].flatten(1)[:, :4] * 2
-        )  # un-shuffled
+        # un-shuffled
+        assert torch.equal(keys_out, images[r * 8 : (r + 1) * 8].flatten(1)[:, :4] * 2)
         assert set(seen.tolist()) != set(own.tolist())  # shuffled across ranks
     assert sorted(torch.cat([out[0][4], out[1][4]]).tolist()) == sorted(images[:, 0, 0, 0].tolist())

@@ -1,94 +1,49 @@
 """AMDIM: Learning Representations by Maximizing Mutual Information Across Views.
 Bachman, Hjelm, Buchwalter, NeurIPS 2019. https://arxiv.org/abs/1906.00910
 
-Two augmented views x1, x2 of each image. The encoder gives features at three scales: f1 (global, 1x1),
-f5 (a 5x5 map) and f7 (a 7x7 map). Each is embedded into an `n_rkhs`-d space and AMDIM maximises, with NCE
-(sec. 3.2), the MI between
+Two augmented views x1, x2 of each image. The encoder gives features at three scales: f1 (global,
+1x1), f5 (a 5x5 map) and f7 (a 7x7 map). Each is embedded into an `n_rkhs`-d space and AMDIM
+maximises, with NCE (sec. 3.2), the MI between
   * 1-5: the global feature of one view and every location of the other view's 5x5 map,
   * 1-7: the global feature and every location of the 7x7 map,
-  * 5-5: one randomly drawn location of one view's 5x5 map and every location of the other's 5x5 map,
-in both directions (x1 -> x2 and x2 -> x1, averaged). Positives are the other view's locations of the same
-image; negatives all locations of the other images of the batch. Scores are dot products divided by
-sqrt(n_rkhs) and regularised as in sec. 3.4: a penalty `score_reg * s^2` on the raw scores (mean over all
-scores; the paper's 4e-2, the public code uses 5e-2) and soft clipping c * tanh(s / c) with c = `tclip` = 20
-before the NCE. The loss is  nce_1t5 + nce_1t7 + nce_5t5 + penalty  (the official code's sum).
+  * 5-5: one randomly drawn location of one view's 5x5 map and every location of the other's map,
+in both directions (x1 -> x2 and x2 -> x1, averaged). Positives are the other view's locations of
+the same image; negatives all locations of the other images of the batch. Scores are dot products
+divided by sqrt(n_rkhs) and regularised as in sec. 3.4: a penalty `score_reg * s^2` on the raw
+scores (mean over all scores; the paper's 4e-2, the public code uses 5e-2) and soft clipping c *
+tanh(s / c) with c = `tclip` = 20 before the NCE. The loss is  nce_1t5 + nce_1t7 + nce_5t5 + penalty
+(the official code's sum; ssl_bench/losses/mi.py `multiscale_nce`).
 
-Encoder. AMDIM's encoder is a custom ResNet whose valid (unpadded) convolutions leave exactly 7x7, 5x5 and
-1x1 maps (for 32, 64 and 128 px inputs) and whose last layer is n_rkhs wide; no timm model has that shape.
-Here the configured timm backbone gives the maps through `forward_intermediates`: `layer_7` (default -2) stands
-for f7 and `layer_5` (default -1, the last map) for f5; the global f1 is the pooled backbone output (what is
-evaluated). With ResNet-18 and the small-input stem at 32 px these are 8x8 and 4x4. Because the backbone's
-widths are not n_rkhs, f1 is embedded too: all three scales go through AMDIM's 1x1 "fake RKHS" residual
-embedding (`ResidualEmbed1x1`, BatchNorm out, zero-initialised residual branch), the smallest faithful piece;
-the official code embeds f5 and f7 that way and takes f1 as it is.
+Encoder. AMDIM's encoder is a custom ResNet whose valid (unpadded) convolutions leave exactly 7x7,
+5x5 and 1x1 maps (for 32, 64 and 128 px inputs) and whose last layer is n_rkhs wide; no timm model
+has that shape. Here the configured timm backbone gives the maps through `forward_intermediates`:
+`layer_7` (default -2) stands for f7 and `layer_5` (default -1, the last map) for f5; the global f1
+is the pooled backbone output (what is evaluated). With ResNet-18 and the small-input stem at 32 px
+these are 8x8 and 4x4. Because the backbone's widths are not n_rkhs, f1 is embedded too: all three
+scales go through AMDIM's 1x1 "fake RKHS" residual embedding (`ResidualEmbed1x1`, BatchNorm out,
+zero-initialised residual branch), the smallest faithful piece; the official code embeds f5 and f7
+that way and takes f1 as it is.
 
-Each view goes through the encoder (and its embeddings) in a call of its own, BN statistics per view, as the
-official code (Philip-Bachman/amdim-public@8754ae1, model.py `Model.forward`: self.encoder(x1), then
-self.encoder(x2)): `bn_stats: per_view`; `joint` puts both views in one call.
+Each view goes through the encoder (and its embeddings) in a call of its own, BN statistics per
+view, as the official code (Philip-Bachman/amdim-public@8754ae1, model.py `Model.forward`:
+self.encoder(x1), then self.encoder(x2)): `bn_stats: per_view`; `joint` puts both views in one call.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 
 from ssl_bench.errors import ConfigError
+from ssl_bench.losses.mi import multiscale_nce
 from ssl_bench.methods.base import SSLMethod, embedding_std
-from ssl_bench.mi_estimators import batch_mi, tanh_clip
 from ssl_bench.nn.local_features import (
     ResidualEmbed1x1,
     forward_with_maps,
-    global_local_scores,
     layer_channels,
     random_locations,
     resolve_layer,
 )
-
-
-def amdim_nce(
-    src: torch.Tensor, trg: torch.Tensor, tclip: float | None = 20.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One NCE task src -> trg: src N x D (one antecedent per image), trg N x D x L (consequents of the other view).
-
-    Raw scores s[i, k, l] = <src_i, trg_k,l> / sqrt(D); returns (-InfoNCE over the clipped scores, mean of s^2).
-    """
-    raw = global_local_scores(src, trg) / math.sqrt(src.shape[1])  # N x N x L
-    return -batch_mi(tanh_clip(raw, tclip), "nce"), raw.pow(2).mean()
-
-
-def multiscale_nce(
-    r1: tuple[torch.Tensor, torch.Tensor],
-    r5: tuple[torch.Tensor, torch.Tensor],
-    r7: tuple[torch.Tensor, torch.Tensor],
-    loc5: tuple[torch.Tensor, torch.Tensor],
-    tclip: float | None = 20.0,
-    score_reg: float = 4e-2,
-) -> dict[str, torch.Tensor]:
-    """AMDIM's objective for the two views a = 0, b = 1 (sec. 3.3-3.4).
-
-    r1[v]: N x D global embeddings of view v; r5[v], r7[v]: N x D x L5 / L7 local embeddings; loc5[v]: the
-    N locations of r5[v] used as 5-5 antecedents. Each task is averaged over the two directions; the
-    penalty is score_reg * (sum over the 3 tasks of the direction-averaged mean squared raw score).
-    """
-    out: dict[str, torch.Tensor] = {}
-    penalty = r1[0].new_zeros((), dtype=torch.float32)
-    idx = torch.arange(r1[0].shape[0], device=r1[0].device)
-    for name, src, trg in (
-        ("nce_1t5", r1, r5),
-        ("nce_1t7", r1, r7),
-        ("nce_5t5", tuple(r5[v][idx, :, loc5[v]] for v in (0, 1)), r5),
-    ):
-        (l_ab, s_ab), (l_ba, s_ba) = (
-            amdim_nce(src[0], trg[1], tclip),
-            amdim_nce(src[1], trg[0], tclip),
-        )
-        out[name] = 0.5 * (l_ab + l_ba)
-        penalty = penalty + 0.5 * (s_ab + s_ba)
-    out["score_penalty"] = score_reg * penalty
-    out["loss"] = out["nce_1t5"] + out["nce_1t7"] + out["nce_5t5"] + out["score_penalty"]
-    return out
 
 
 class AMDIM(SSLMethod):

@@ -1,9 +1,11 @@
 """SSLMethod: the thin LightningModule every method extends.
 
 It owns the backbone, the online linear probe (trained on detached features, its own lr, no weight
-decay), optimizer and schedule building, the online kNN evaluation and the logging. A method adds its
-heads in `__init__` and implements `training_loss(views, labels, index)`, returning a dict with
-`loss`, `feats` (backbone features of the large crops, for the probe) and any loss terms to log.
+decay), optimizer and schedule building, the online kNN evaluation and the logging. A method adds
+its heads in `__init__` and implements `training_loss(views, labels, index)`, returning a dict with
+`loss`, `feats` (backbone features of the large crops, for the probe) and any loss terms to log. A
+method with momentum (EMA) targets declares them in `self.momentum_targets` (nn/ema.py); they are
+updated here after every real optimizer step, and their tau is logged as `train/tau`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
 from ssl_bench.eval.knn import knn_accuracy
+from ssl_bench.nn.ema import MomentumTargets
 from ssl_bench.nn.multicrop import BN_STATS, forward_views
 from ssl_bench.optim import (
     build_optimizer,
@@ -36,7 +39,8 @@ from ssl_bench.optim import (
 
 
 def _rng_states() -> dict[str, Any]:
-    """The global RNG states, as tensors and plain numbers (checkpoints load with weights_only=True)."""
+    """The global RNG states, as tensors and plain numbers (checkpoints load with
+    weights_only=True)."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     version, py_state, py_gauss = random.getstate()
     return {
@@ -62,15 +66,16 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
 
 
 def embedding_std(z: torch.Tensor) -> torch.Tensor:
-    """Mean per-dimension std of L2-normalised embeddings: ~1/sqrt(d) when healthy, 0 when collapsed."""
+    """Mean per-dimension std of L2-normalised embeddings: ~1/sqrt(d) when healthy, 0 when
+    collapsed."""
     return F.normalize(z.detach().float(), dim=1).std(dim=0).mean()
 
 
 class SSLMethod(pl.LightningModule):
     #: smallest per-device batch the loss is defined for (contrastive losses need negatives)
     min_batch_size: int = 1
-    #: how many leading views are large crops the backbone sees at full resolution
-    num_large_crops: int = 2
+    #: the (online, target) pairs a momentum method declares and their tau schedule (nn/ema.py)
+    momentum_targets: MomentumTargets | None = None
 
     def __init__(
         self,
@@ -87,8 +92,8 @@ class SSLMethod(pl.LightningModule):
         self.save_hyperparameters(ignore=["backbone", "data"])
         self.backbone = backbone
         self.feat_dim = int(backbone.num_features)
-        #: what the method knows about its data (sample count, classes, normalisation, batch): given here,
-        #: never read from trainer.datamodule
+        #: what the method knows about its data (sample count, classes, normalisation, batch): given
+        #: here, never read from trainer.datamodule
         self.data = data if data is not None else DataInfo()
         self.num_classes = int(self.data.num_classes)
         self.optim_cfg = dict(optimizer or {"name": "sgd", "lr": 0.1})
@@ -145,23 +150,26 @@ class SSLMethod(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """THE representation of the method: normalised images [B, C, H, W] -> features [B, D].
 
-        This one method is what every evaluation measures: the online kNN and probe (validation_step), and
-        offline `python -m ssl_bench.eval` (knn, linear, finetune, embed), which rebuilds the whole method
-        from the run and calls it (ssl_bench.eval.common.Representation). Default: the backbone's pooled
-        features. A method whose paper evaluates something else overrides this (CPC v2: the patch grid
-        mean-pooled; SimCLR v2: the projector's first layer; CMC: its colour-view encoders concatenated),
-        and `D` may then differ from `self.feat_dim`. It must be deterministic in eval mode (no augmentation,
-        no sampling), or online and offline numbers cannot agree. Fine-tuning trains exactly the parameters
-        it reaches. (DESIGN.md suggests a separate `representation(x)`; `forward` is kept as that one
-        definition because Lightning's `self(x)` and predict, torch.jit.trace and ONNX export call it: a
-        second name would be a second definition that could drift from it.)
+        This one method is what every evaluation measures: the online kNN and probe
+        (validation_step), and offline `python -m ssl_bench.eval` (knn, linear, finetune, embed),
+        which rebuilds the whole method from the run and calls it
+        (ssl_bench.eval.common.Representation). Default: the backbone's pooled features. A method
+        whose paper evaluates something else overrides this (CPC v2: the patch grid mean-pooled;
+        SimCLR v2: the projector's first layer; CMC: its colour-view encoders concatenated), and `D`
+        may then differ from `self.feat_dim`. It must be deterministic in eval mode (no
+        augmentation, no sampling), or online and offline numbers cannot agree. Fine-tuning trains
+        exactly the parameters it reaches. (DESIGN.md suggests a separate `representation(x)`;
+        `forward` is kept as that one definition because Lightning's `self(x)` and predict,
+        torch.jit.trace and ONNX export call it: a second name would be a second definition that
+        could drift from it.)
         """
         return self.backbone(x)
 
     def forward_views(self, fn, views: list[torch.Tensor], splits: int = 1) -> list:
-        """`fn` (a network with BatchNorm: backbone, head) over every view, one output per view, grouped into
-        calls by `bn_stats`: per_view, one call per view; joint, one call per resolution (nn/multicrop.py).
-        The same grouping on every device. `splits` > 1 simulates that many devices (SplitBatchNorm)."""
+        """`fn` (a network with BatchNorm: backbone, head) over every view, one output per view,
+        grouped into calls by `bn_stats`: per_view, one call per view; joint, one call per
+        resolution (nn/multicrop.py). The same grouping on every device. `splits` > 1 simulates that
+        many devices (SplitBatchNorm)."""
         return forward_views(fn, views, joint=self.bn_stats == "joint", splits=splits)
 
     # ---- training ---------------------------------------------------------------------------
@@ -172,9 +180,8 @@ class SSLMethod(pl.LightningModule):
         feats = out.pop("feats")
         self.last_loss_terms = {"loss": loss, **out}
         self.last_loss_step = self.global_step
-        if self.nan_tolerance > 0 and not torch.isfinite(
-            loss
-        ):  # a host sync, only when skipping is asked for
+        # a host sync, only when skipping is asked for
+        if self.nan_tolerance > 0 and not torch.isfinite(loss):
             self._bad_steps += 1
             if self._bad_steps > self.nan_tolerance:
                 return loss  # NonFiniteGuard stops the run with the step, epoch and terms
@@ -198,6 +205,8 @@ class SSLMethod(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         for name, value in out.items():
             self.log(f"train/{name}", value)
+        if self.momentum_targets is not None:  # the tau of the update after this step
+            self.log("train/tau", self.momentum_targets.tau_at(*self.optimizer_step_position()))
         self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=False)
         return total
 
@@ -206,13 +215,29 @@ class SSLMethod(pl.LightningModule):
         self.after_optimizer_step()
 
     def after_optimizer_step(self) -> None:
-        """Called after every real optimizer step (not on accumulation-only batches): EMA targets go here."""
+        """Called after every real optimizer step (not on accumulation-only batches): updates the
+        momentum targets. A method that adds batch-end work overrides it and calls super()."""
+        if self.momentum_targets is not None:
+            self.momentum_targets.update(*self.optimizer_step_position())
+
+    def optimizer_step_position(self) -> tuple[int, int]:
+        """(optimizer steps completed before the current one, total optimizer steps; 0 when unknown)
+        - the position of step schedules such as tau. Lightning counts a step in global_step only
+        after optimizer_step returns. Without a Trainer: the momentum targets' own count and
+        total_steps."""
+        trainer = self._trainer
+        if trainer is None:
+            targets = self.momentum_targets
+            return (targets.updates, targets.total_steps) if targets is not None else (0, 0)
+        total = trainer.estimated_stepping_batches
+        return trainer.global_step, int(total) if math.isfinite(total) else 0
 
     # ---- online evaluation ------------------------------------------------------------------
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         x, labels, _ = batch
-        # forward(), the representation; under Lightning: eval mode, no grad, the run's precision (autocast),
-        # channels_last inputs. Offline eval computes the very same (ssl_bench.eval.common.Representation).
+        # forward(), the representation; under Lightning: eval mode, no grad, the run's precision
+        # (autocast), channels_last inputs. Offline eval computes the very same
+        # (ssl_bench.eval.common.Representation).
         feats = self(x).float()
         self._val_store[dataloader_idx].append((feats, labels))
         if dataloader_idx == 1 and self.probe is not None:
@@ -243,10 +268,10 @@ class SSLMethod(pl.LightningModule):
 
     # ---- optimisation -----------------------------------------------------------------------
     def parameter_groups(self, exclude_bias_and_norm: bool = False) -> list[dict]:
-        """Groups for every trainable module except the probe. Methods override to add special groups
-        (e.g. a predictor with a fixed lr: mark its group with `fixed_lr: True`). configure_optimizers asks
-        for unsplit groups: `optimizer.exclude_bias_n_norm` is applied by build_optimizer, one rule per
-        optimizer as its source has it."""
+        """Groups for every trainable module except the probe. Methods override to add special
+        groups (e.g. a predictor with a fixed lr: mark its group with `fixed_lr: True`).
+        configure_optimizers asks for unsplit groups: `optimizer.exclude_bias_n_norm` is applied by
+        build_optimizer, one rule per optimizer as its source has it."""
         modules = nn.ModuleDict(
             {n: m for n, m in self.named_children() if n not in ("probe", "probe_top1")}
         )
@@ -255,9 +280,8 @@ class SSLMethod(pl.LightningModule):
     def configure_optimizers(self):
         cfg = dict(self.optim_cfg)
         name, lr = cfg.pop("name"), float(cfg.pop("lr"))
-        if cfg.pop(
-            "scale_lr", False
-        ):  # linear scaling (Goyal et al. 2017): lr x global batch / 256
+        # linear scaling (Goyal et al. 2017): lr x global batch / 256
+        if cfg.pop("scale_lr", False):
             batch = (
                 self.data.batch_size
                 * self.trainer.world_size
@@ -297,19 +321,20 @@ class SSLMethod(pl.LightningModule):
         return total / max_epochs, whole
 
     def _build_scheduler(self, optimizer):
-        """A LambdaLR stepped every optimizer step: per group the multiplier lr_g(step) / base_lr_g of the
-        schedule in ssl_bench.optim, so it holds no state and a resumed run continues exactly. `fixed_lr`
-        groups keep their lr."""
+        """A LambdaLR stepped every optimizer step: per group the multiplier lr_g(step) / base_lr_g
+        of the schedule in ssl_bench.optim, so it holds no state and a resumed run continues
+        exactly. `fixed_lr` groups keep their lr."""
         name, cfg = scheduler_options(self.sched_cfg)
         if name == "constant":
             return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch, whole = self._steps_per_epoch(total)
+        # warmup_steps wins when set
         warmup = (
             float(cfg["warmup_steps"])
             if cfg["warmup_steps"] is not None
             else float(cfg["warmup_epochs"]) * per_epoch
-        )  # warmup_steps wins when set
+        )
         if name == "warmup_cosine":
             start, floor = float(cfg["warmup_start_lr"]), float(cfg["min_lr"])
             peak = warmup_overshoot(warmup, start, float(optimizer.param_groups[0]["lr"]))
@@ -342,7 +367,8 @@ class SSLMethod(pl.LightningModule):
 
     # ---- checkpoint extras ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # the global RNGs too (negative sampling, shuffled BN ...): a resumed run continues the same stream
+        # the global RNGs too (negative sampling, shuffled BN ...): a resumed run continues the same
+        # stream
         checkpoint["ssl_bench"] = {"knn_init": self.knn_init, "rng": _rng_states()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -4,28 +4,28 @@ Grill et al., 2020. https://arxiv.org/abs/2006.07733
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import byol_loss
+from ssl_bench.losses.bootstrap import byol_loss
 from ssl_bench.methods.base import SSLMethod, embedding_std
-from ssl_bench.nn.ema import cosine_tau, ema_update, make_target
+from ssl_bench.nn.ema import MomentumTargets, make_target
 from ssl_bench.nn.heads import MLP
 
 
 class BYOL(SSLMethod):
-    """Online network (backbone, projector, predictor) regresses the EMA target's projection of the other view.
+    """Online network (backbone, projector, predictor) regresses the EMA target's projection of the
+    other view.
 
-    The target (backbone + projector) is an exponential moving average of the online weights, with tau
-    rising from `base_tau` to `final_tau` on a cosine over all optimizer steps (paper, sec. 3.2). It is
-    updated in `after_optimizer_step`, so gradient accumulation does not speed it up.
+    The target (backbone + projector) is an exponential moving average of the online weights, with
+    tau rising from `base_tau` to `final_tau` on a cosine over all optimizer steps (paper, sec.
+    3.2): the momentum targets of nn/ema.py, updated after each real optimizer step (gradient
+    accumulation does not speed them up) and logged as `train/tau`.
 
     Both networks see one view per call, BN statistics per view, as the official code
-    (deepmind-research@d8df415, byol/byol_experiment.py `_forward`: `apply_once_fn` on view1, then on view2):
-    `bn_stats: per_view`; `joint` puts both views in one call.
+    (deepmind-research@d8df415, byol/byol_experiment.py `_forward`: `apply_once_fn` on view1, then
+    on view2): `bn_stats: per_view`; `joint` puts both views in one call.
     """
 
     def __init__(
@@ -40,19 +40,6 @@ class BYOL(SSLMethod):
         **kwargs,
     ):
         super().__init__(backbone, bn_stats=bn_stats, **kwargs)
-        for key, tau in (("base_tau", base_tau), ("final_tau", final_tau)):
-            if not 0.0 <= tau <= 1.0:
-                raise ConfigError(
-                    f"method.{key}",
-                    f"must lie in [0, 1], got {tau}.",
-                    "use e.g. method.base_tau=0.99 and method.final_tau=1.0.",
-                )
-        if base_tau > final_tau:
-            raise ConfigError(
-                "method.base_tau",
-                f"{base_tau} exceeds final_tau={final_tau}; tau must not decrease.",
-                "set base_tau <= final_tau.",
-            )
         for key, dim in (
             ("proj_hidden_dim", proj_hidden_dim),
             ("proj_output_dim", proj_output_dim),
@@ -60,18 +47,20 @@ class BYOL(SSLMethod):
         ):
             if dim < 1:
                 raise ConfigError(f"method.{key}", f"must be a positive width, got {dim}.")
-        self.base_tau, self.final_tau = base_tau, final_tau
-        self.tau = base_tau
-        # online: f -> g (projector) -> q (predictor); both MLPs with one hidden layer, BN + ReLU (paper, 3.3)
+        # online: f -> g (projector) -> q (predictor); both MLPs with one hidden layer, BN + ReLU
+        # (paper, 3.3)
         self.projector = MLP(self.feat_dim, proj_hidden_dim, proj_output_dim)
         self.predictor = MLP(proj_output_dim, pred_hidden_dim, proj_output_dim)
-        # target: f' -> g', never trained by gradients
+        # target: f' -> g', never trained by gradients; the EMA of f -> g
         self.target_backbone = make_target(self.backbone)
         self.target_projector = make_target(self.projector)
-        #: total optimizer steps for the tau schedule when no Trainer is attached (tests, notebooks)
-        self.total_steps = 0
-        self._steps_without_trainer = 0
+        self.momentum_targets = MomentumTargets(
+            [(self.backbone, self.target_backbone), (self.projector, self.target_projector)],
+            base_tau,
+            final_tau,
+        )
 
+    # ---- the loss on two views -------------------------------------------------------------------
     @torch.no_grad()
     def target_projections(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
         return self.forward_views(
@@ -79,37 +68,12 @@ class BYOL(SSLMethod):
         )
 
     def training_loss(self, views, labels, index):
-        feats = self.forward_views(
-            self.backbone, views[:2]
-        )  # 2 x (N x F); calls grouped by bn_stats
+        # 2 x (N x F); calls grouped by bn_stats
+        feats = self.forward_views(self.backbone, views[:2])
         z = self.forward_views(self.projector, feats)  # 2 x (N x D)
         p1, p2 = self.forward_views(self.predictor, z)  # N x D each
         t1, t2 = self.target_projections(views[:2])  # N x D each, no grad
-        # the paper's symmetrised loss: the SUM of both directions, each 2 - 2 cos averaged over the batch
+        # the paper's symmetrised loss: the SUM of both directions, each 2 - 2 cos averaged over the
+        # batch
         loss = byol_loss(p1, t2) + byol_loss(p2, t1)
-        z = torch.cat(z)
-        return {
-            "loss": loss,
-            "feats": torch.cat(feats),
-            "z_std": embedding_std(z),
-            "tau": z.new_tensor(self.tau).float(),
-        }
-
-    # ---- after each optimizer step: EMA of the target ------------------------------------------
-    def _schedule_position(self) -> tuple[int, int]:
-        """(optimizer steps completed before the current one, total steps); total 0 when unknown."""
-        trainer = self._trainer
-        if trainer is None:
-            return self._steps_without_trainer, self.total_steps
-        total = (
-            trainer.estimated_stepping_batches
-        )  # global_step counts this step only after the hook
-        return trainer.global_step, int(total) if math.isfinite(total) else 0
-
-    def after_optimizer_step(self) -> None:
-        step, total = self._schedule_position()
-        # tau_k = 1 - (1 - base_tau) (cos(pi k / K) + 1) / 2; stateless, so a resumed run continues the schedule
-        self.tau = cosine_tau(step, total, self.base_tau, self.final_tau)
-        ema_update(self.target_backbone, self.backbone, self.tau)
-        ema_update(self.target_projector, self.projector, self.tau)
-        self._steps_without_trainer += 1
+        return {"loss": loss, "feats": torch.cat(feats), "z_std": embedding_std(torch.cat(z))}

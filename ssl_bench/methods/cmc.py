@@ -1,23 +1,26 @@
-"""CMC: Contrastive Multiview Coding. Tian, Krishnan, Isola, 2020 (ECCV). https://arxiv.org/abs/1906.05849
+"""CMC: Contrastive Multiview Coding. Tian, Krishnan, Isola, 2020 (ECCV).
+https://arxiv.org/abs/1906.05849
 
-The views of an image are groups of its Lab channels (sec. 4.1: L against ab; nn/color.py converts the
-normalised RGB batch). Each view has its own encoder (built by `backbone_factory(in_chans=...)`, the same
-backbone config) and a linear head to a 128-d L2-normalised embedding. Views of the same image are pulled
-together, views of different images pushed apart (sec. 3.1): for two views
+The views of an image are groups of its Lab channels (sec. 4.1: L against ab; nn/color.py converts
+the normalised RGB batch). Each view has its own encoder (built by `backbone_factory(in_chans=...)`,
+the same backbone config) and a linear head to a 128-d L2-normalised embedding. Views of the same
+image are pulled together, views of different images pushed apart (sec. 3.1): for two views
     L(V1, V2) = L^{V1,V2} + L^{V2,V1},  L^{V1,V2} = -E log h(v1_i, v2_i) / sum_j h(v1_i, v2_j),
 with h = exp(cos / T). Negatives come from a memory bank per view with noise-contrastive estimation
-(`negatives: bank`, sec. 3.3, as InstDisc: the anchor of view a is scored against the bank of view b,
-whose row i is the positive) or from the other images of the batch (`negatives: batch`). For more than two
-views (sec. 3.2) `graph: core` sums L(V1, Vj) over j > 1 (the first group is the core view) and
-`graph: full` sums L(Vi, Vj) over all pairs i < j.
+(`negatives: bank`, sec. 3.3, as InstDisc: the anchor of view a is scored against the bank of view
+b, whose row i is the positive) or from the other images of the batch (`negatives: batch`). For more
+than two views (sec. 3.2) `graph: core` sums L(V1, Vj) over j > 1 (the first group is the core view)
+and `graph: full` sums L(Vi, Vj) over all pairs i < j.
 
-The representation (forward) is the concatenation of every encoder's features of the same image, as the
-paper's linear evaluation on L + ab (sec. 4.1); `self.backbone` is that multi-view encoder, so the probe
-and kNN see it; the 3-channel backbone that build_method passes is not used. `crop_per_view` gives view g
-its own random crop (views[g]): a grey image (Fashion-MNIST) has no ab, so its views are two crops of L.
-Bank NCE details (normaliser Z re-estimated per batch until every row is written, first visit copies the
-feature, `head_norm`) follow InstDisc here; the noise rows are shared by the batch (the official code draws
-them per sample), the same estimator at a fraction of the memory.
+The representation (forward) is the concatenation of every encoder's features of the same image, as
+the paper's linear evaluation on L + ab (sec. 4.1); `self.backbone` is that multi-view encoder, so
+the probe and kNN see it; the 3-channel backbone that build_method passes is not used.
+`crop_per_view` gives view g its own random crop (views[g]): a grey image (Fashion-MNIST) has no ab,
+so its views are two crops of L. Bank NCE details (normaliser Z re-estimated per batch until every
+row is written, first visit copies the feature, `head_norm`) follow InstDisc here, with the same
+component (nn/memory_bank.py `NCEMemory`); the noise rows are shared by the batch (the official code
+draws them per sample), the same estimator at a fraction of the memory. The losses are
+ssl_bench/losses: `cross_view_nce` (bank) and `cross_view_batch_loss` (batch).
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import estimate_nce_z, instdisc_nce
+from ssl_bench.losses.contrastive import cross_view_batch_loss
+from ssl_bench.losses.nce import cross_view_nce, estimate_nce_z
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.nn.color import ColorSplit, parse_channel_groups
-from ssl_bench.nn.dist import gather_with_grad, world
-from ssl_bench.nn.queue import MemoryBank, bank_rows
+from ssl_bench.nn.memory_bank import NCEMemory
 
 
 def view_pairs(num_views: int, graph: str) -> list[tuple[int, int]]:
@@ -43,54 +46,9 @@ def view_pairs(num_views: int, graph: str) -> list[tuple[int, int]]:
     return [(i, j) for i in range(num_views) for j in range(i + 1, num_views)]
 
 
-def cross_view_batch_loss(f: Sequence[torch.Tensor], temperature: float, pairs) -> torch.Tensor:
-    """Sum over pairs of L^{a,b} + L^{b,a} with in-batch candidates (eq. 2-3): -log softmax(f_a f_b^T / T)_ii,
-    mean over anchors. f: one N x D embedding per view (normalised here); under DDP candidates come from all ranks."""
-    f = [F.normalize(v.float(), dim=1) for v in f]
-    rank, _ = world()
-    n = f[0].shape[0]
-    labels = torch.arange(n, device=f[0].device) + rank * n
-    total = f[0].new_zeros(())
-    for a, b in pairs:
-        total = (
-            total
-            + F.cross_entropy(f[a] @ gather_with_grad(f[b]).T / temperature, labels)
-            + F.cross_entropy(f[b] @ gather_with_grad(f[a]).T / temperature, labels)
-        )
-    return total
-
-
-def cross_view_nce(
-    f: Sequence[torch.Tensor],
-    positives: Sequence[torch.Tensor],
-    negatives: Sequence[torch.Tensor],
-    temperature: float,
-    z: torch.Tensor,
-    num_samples: int,
-    pairs,
-    positive_masks: Sequence[torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Sum over pairs of the NCE losses J(f_a | bank_b) + J(f_b | bank_a) (sec. 3.3; InstDisc's eq. 2-5 with the
-    other view's memory). f: N x D per view; positives[v]: bank v's rows of the batch; negatives[v]: M x D noise
-    rows of bank v; z[a, b]: the normaliser of anchor view a against bank b."""
-    total = f[0].new_zeros((), dtype=torch.float32)
-    for a, b in pairs:
-        for anchor, bank in ((a, b), (b, a)):
-            mask = positive_masks[bank] if positive_masks is not None else None
-            total = total + instdisc_nce(
-                f[anchor],
-                positives[bank],
-                negatives[bank],
-                temperature,
-                z[anchor, bank],
-                num_samples,
-                positive_mask=mask,
-            )
-    return total
-
-
 class MultiViewEncoder(nn.Module):
-    """Normalised RGB -> per-view Lab channel groups -> one encoder each; forward concatenates their features."""
+    """Normalised RGB -> per-view Lab channel groups -> one encoder each; forward concatenates their
+    features."""
 
     def __init__(self, groups: list[list[int]], factory: Callable[..., nn.Module]):
         super().__init__()
@@ -153,41 +111,37 @@ class CMC(SSLMethod):
             )
         super().__init__(MultiViewEncoder(groups, backbone_factory), **kwargs)
         self.num_views, self.pairs = len(groups), view_pairs(len(groups), graph)
-        self.negatives, self.temperature, self.num_negatives = negatives, temperature, num_negatives
+        self.negatives, self.temperature = negatives, temperature
         self.crop_per_view = crop_per_view
-        self.num_large_crops = self.num_views if crop_per_view else 1
-        self.backbone.split.set_stats(
-            self.data.mean, self.data.std
-        )  # undone before the Lab conversion
+        # the Lab conversion undoes the data's normalisation first
+        self.backbone.split.set_stats(self.data.mean, self.data.std)
         heads = []
         for enc in self.backbone.encoders:  # the paper's linear 128-d embedding per view
             head = nn.Linear(int(enc.num_features), proj_output_dim)
-            heads.append(
-                nn.Sequential(head, nn.BatchNorm1d(proj_output_dim, affine=False))
-                if head_norm
-                else head
-            )
+            if head_norm:
+                head = nn.Sequential(head, nn.BatchNorm1d(proj_output_dim, affine=False))
+            heads.append(head)
         self.heads = nn.ModuleList(heads)
-        self.banks = (
-            nn.ModuleList(
-                [
-                    MemoryBank(
-                        bank_rows(bank_size, self.data),
-                        proj_output_dim,
-                        bank_momentum,
-                        copy_first_visit=True,
-                    )
-                    for _ in groups
-                ]
+        # negatives: bank - one bank per view, one row per training image
+        self.memory = (
+            NCEMemory(
+                self.num_views,
+                bank_size,
+                self.data.num_samples,
+                proj_output_dim,
+                bank_momentum,
+                num_negatives,
             )
             if negatives == "bank"
-            else nn.ModuleList()
+            else None
         )
+        self.banks = nn.ModuleList(self.memory.banks if self.memory is not None else [])
+        # Z of anchor view a against the bank of view b; < 0 until first estimated
         self.register_buffer("nce_z", torch.full((self.num_views, self.num_views), -1.0))
-        self._z_frozen = False
 
-    # ---- the loss -----------------------------------------------------------------------------
-    def training_loss(self, views, labels, index):
+    # ---- the loss on the views' channel groups --------------------------------------------------
+    def embed(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(encoder features N x F_v, L2-normalised embeddings N x D), one of each per view."""
         if self.crop_per_view:
             if len(views) < self.num_views:
                 raise ConfigError(
@@ -199,31 +153,19 @@ class CMC(SSLMethod):
         else:
             inputs = self.backbone.split(views[0])  # one crop, its channel groups
         feats = self.backbone.encode(inputs)  # per view: N x F_v
-        f = [F.normalize(h(x).float(), dim=1) for h, x in zip(self.heads, feats)]  # per view: N x D
+        return feats, [F.normalize(h(x).float(), dim=1) for h, x in zip(self.heads, feats)]
+
+    def training_loss(self, views, labels, index):
+        feats, f = self.embed(views)  # per view: N x F_v, N x D
         out = {"feats": torch.cat(feats, dim=1), "z_std": embedding_std(f[0])}
         if self.negatives == "batch":
             out["loss"] = cross_view_batch_loss(f, self.temperature, self.pairs)
             return out
-        n = self.banks[0].num_samples
-        if n == 0:
-            raise ConfigError(
-                "method.bank_size",
-                "the memory bank size is unknown (no DataInfo with num_samples was given).",
-                "set method.bank_size to the number of training images.",
-            )
-        noise = torch.randint(
-            0, n, (self.num_negatives,), device=f[0].device
-        )  # shared by the views and the batch
-        positives = [bank(index) for bank in self.banks]
-        noise_rows = [bank(noise) for bank in self.banks]
-        seen = [bank.visited[index] for bank in self.banks]
-        if (
-            not self._z_frozen
-        ):  # Z follows the banks until every row was written once (see InstDisc)
-            self._z_frozen = all(b.all_visited() for b in self.banks) and bool(
-                (self.nce_z > 0).all()
-            )
-        if not self._z_frozen:
+        # per bank: the batch's rows, noise rows (one draw shared by the views and the batch),
+        # written rows
+        positives, noise_rows, seen = self.memory.read(index)
+        n = self.memory.num_samples
+        if not self.memory.z_frozen(self.nce_z):  # Z follows the banks as they fill (see InstDisc)
             for a, b in self.pairs:
                 for anchor, bank in ((a, b), (b, a)):
                     self.nce_z[anchor, bank] = estimate_nce_z(
@@ -237,6 +179,5 @@ class CMC(SSLMethod):
         out["loss"] = cross_view_nce(
             f, positives, noise_rows, self.temperature, self.nce_z, n, self.pairs, seen
         )
-        for bank, fv in zip(self.banks, f):
-            bank.update(index, fv.detach())  # only the batch's rows move
+        self.memory.write(index, f)  # only the batch's rows move
         return out

@@ -1,11 +1,12 @@
 """SimCLR: A Simple Framework for Contrastive Learning of Visual Representations.
 Chen, Kornblith, Norouzi, Hinton, 2020. https://arxiv.org/abs/2002.05709
 
-As the official code (google-research/simclr@be133b3, the v1 release): both views in one backbone call, so BN
-statistics are over 2N images (model.py: `tf.concat(features_list, 0)`; `bn_stats: joint`), and the projection
-head g(.) is Linear-BN-ReLU-Linear-BN, the last BN with a scale but no shift (model_util.py `projection_head`,
-`linear_layer(..., use_bn=True)` with `center=use_bias`; `proj_bn: all`). `bn_stats: per_view` and
-`proj_bn: none` give solo-learn's variant (one call per view, a head without BN).
+As the official code (google-research/simclr@be133b3, the v1 release): both views in one backbone
+call, so BN statistics are over 2N images (model.py: `tf.concat(features_list, 0)`; `bn_stats:
+joint`), and the projection head g(.) is Linear-BN-ReLU-Linear-BN, the last BN with a scale but no
+shift (model_util.py `projection_head`, `linear_layer(..., use_bn=True)` with `center=use_bias`;
+`proj_bn: all`). `bn_stats: per_view` and `proj_bn: none` give solo-learn's variant (one call per
+view, a head without BN).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import nt_xent
+from ssl_bench.losses.contrastive import nt_xent
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.nn.heads import MLP, check_bn_placement
 
@@ -52,9 +53,8 @@ class SimCLR(SSLMethod):
         )
 
     def training_loss(self, views, labels, index):
-        feats = self.forward_views(
-            self.backbone, views[:2]
-        )  # 2 x (N x F); calls grouped by bn_stats
+        # 2 x (N x F); calls grouped by bn_stats
+        feats = self.forward_views(self.backbone, views[:2])
         z1, z2 = self.forward_views(self.projector, feats)  # N x D each; the head grouped alike
         loss = nt_xent(z1, z2, self.temperature)
         return {

@@ -1,28 +1,30 @@
 """SimCLR v2: Big Self-Supervised Models are Strong Semi-Supervised Learners.
 Chen, Kornblith, Swersky, Norouzi, Hinton, 2020. https://arxiv.org/abs/2006.10029
 
-SimCLR with (i) a deeper, 3-layer projection head, (ii) the representation taken from the head's first
-layer rather than the backbone output (`probe_from_projector_layer: 1`: the probe and the kNN then see
-that layer), and (iii) optionally MoCo's memory: a momentum copy of the encoder whose keys fill a queue
-of negatives (`queue_size > 0`).
+SimCLR with (i) a deeper, 3-layer projection head, (ii) the representation taken from the head's
+first layer rather than the backbone output (`probe_from_projector_layer: 1`: the probe and the kNN
+then see that layer), and (iii) optionally MoCo's memory: a momentum copy of the encoder whose keys
+fill a queue of negatives (`queue_size > 0`; the copy is the method's momentum target, nn/ema.py:
+tau = `base_tau`, constant unless `final_tau` is set).
 
 As the official code (google-research/simclr@383d414, tf2/model.py): both views in one backbone call
-(`tf.concat(features_list, 0)`, BN over 2N: `bn_stats: joint`) and a head whose every layer is Linear-BN
-(`ProjectionHead`/`LinearLayer(use_bn=True)`, the last BN with a scale but no shift: `proj_bn: all`), hidden
-layers as wide as the backbone, ReLU after all but the last.
+(`tf.concat(features_list, 0)`, BN over 2N: `bn_stats: joint`) and a head whose every layer is
+Linear-BN (`ProjectionHead`/`LinearLayer(use_bn=True)`, the last BN with a scale but no shift:
+`proj_bn: all`), hidden layers as wide as the backbone, ReLU after all but the last.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import info_nce, nt_xent
+from ssl_bench.losses.contrastive import info_nce, nt_xent
 from ssl_bench.methods.base import SSLMethod, embedding_std
-from ssl_bench.methods.moco import shuffled_key_forward
-from ssl_bench.nn.ema import ema_update, make_target
+from ssl_bench.nn.ema import MomentumTargets, make_target
 from ssl_bench.nn.heads import MLP, check_bn_placement
+from ssl_bench.nn.multicrop import shuffled_key_forward
 from ssl_bench.nn.queue import FeatureQueue
 
 
@@ -38,7 +40,8 @@ class SimCLRv2(SSLMethod):
         proj_layers: int = 3,
         probe_from_projector_layer: int = 0,
         queue_size: int = 0,
-        momentum_tau: float = 0.999,
+        base_tau: float = 0.999,
+        final_tau: float | None = None,
         bn_splits: int = 8,
         proj_bn: str = "all",
         bn_stats: str = "joint",
@@ -63,15 +66,10 @@ class SimCLRv2(SSLMethod):
             raise ConfigError(
                 "method.queue_size", f"must be >= 0 (0 = no memory), got {queue_size}."
             )
-        if not 0.0 <= momentum_tau <= 1.0:
-            raise ConfigError(
-                "method.momentum_tau", f"must be in [0, 1], got {momentum_tau}.", "use 0.999."
-            )
-        self.temperature, self.tau, self.bn_splits = temperature, momentum_tau, bn_splits
+        self.temperature, self.bn_splits = temperature, bn_splits
         self.probe_layer = probe_from_projector_layer
-        hidden = (
-            proj_hidden_dim or self.feat_dim
-        )  # the paper keeps the backbone's width in the head
+        # the paper keeps the backbone's width in the head
+        hidden = proj_hidden_dim or self.feat_dim
         self.projector = MLP(
             self.feat_dim,
             hidden,
@@ -80,19 +78,24 @@ class SimCLRv2(SSLMethod):
             bn=check_bn_placement(proj_bn, "method.proj_bn"),
             last_shift=False,
         )
+        # the probe reads the head's first layer
         if self.probe_layer == 1 and self.probe is not None:
-            self.probe = nn.Linear(
-                hidden, self.num_classes
-            )  # the probe reads the head's first layer
+            self.probe = nn.Linear(hidden, self.num_classes)
         self.use_memory = queue_size > 0
-        if self.use_memory:
+        if self.use_memory:  # MoCo's key encoder (the EMA of backbone + head) and queue
             self.target_backbone = make_target(self.backbone)
             self.target_projector = make_target(self.projector)
+            self.momentum_targets = MomentumTargets(
+                [(self.backbone, self.target_backbone), (self.projector, self.target_projector)],
+                base_tau,
+                final_tau,
+            )
             self.queue = FeatureQueue(queue_size, proj_output_dim)
 
     # ---- forward pieces ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The evaluated representation: backbone features, or the first projector layer's output."""
+        """The evaluated representation: backbone features, or the first projector layer's
+        output."""
         return self.represent(self.backbone(x))
 
     def represent(self, feats: torch.Tensor) -> torch.Tensor:
@@ -111,12 +114,11 @@ class SimCLRv2(SSLMethod):
 
     # ---- the loss -----------------------------------------------------------------------------
     def training_loss(self, views, labels, index):
-        # calls grouped by bn_stats; with the memory, as in MoCo, queries and keys are normalised over
-        # bn_splits virtual devices (nn/multicrop.py), the keys shuffled across them first
+        # calls grouped by bn_stats; with the memory, as in MoCo, queries and keys are normalised
+        # over bn_splits virtual devices (nn/multicrop.py), the keys shuffled across them first
         splits = self.bn_splits if self.use_memory else 1
-        h = self.forward_views(
-            lambda b: self.represent(self.backbone(b)), views[:2], splits
-        )  # 2 x (N x F)
+        encode = lambda b: self.represent(self.backbone(b))  # noqa: E731
+        h = self.forward_views(encode, views[:2], splits)  # 2 x (N x F)
         z1, z2 = self.forward_views(self.project, h, splits)  # N x D each
         h, z = torch.cat(h), torch.cat([z1, z2])
         if not self.use_memory:
@@ -125,23 +127,16 @@ class SimCLRv2(SSLMethod):
                 "feats": h,
                 "z_std": embedding_std(z),
             }
-        # MoCo-style memory: keys of the other view from the momentum encoder, negatives from the queue
+        # MoCo-style memory: keys of the other view from the momentum encoder, negatives from the
+        # queue
+        encoder = lambda b: self.target_projector(self.target_backbone(b))  # noqa: E731
         k1, k2 = self.forward_views(
-            lambda b: shuffled_key_forward(
-                lambda kb: self.target_projector(self.target_backbone(kb)), b, self.bn_splits
-            ),
-            views[:2],
+            lambda b: shuffled_key_forward(encoder, b, self.bn_splits), views[:2]
         )
         k = torch.cat([k1, k2])
         negatives = self.queue()
         loss12, t12 = info_nce(z1, k2, negatives, self.temperature, return_terms=True)
         loss21, t21 = info_nce(z2, k1, negatives, self.temperature, return_terms=True)
-        self.queue.enqueue(torch.nn.functional.normalize(k.float(), dim=1))
+        self.queue.enqueue(F.normalize(k.float(), dim=1))
         terms = {name: (t12[name] + t21[name]) / 2 for name in t12}
         return {"loss": (loss12 + loss21) / 2, "feats": h, "z_std": embedding_std(z), **terms}
-
-    # ---- batch-end updates --------------------------------------------------------------------
-    def after_optimizer_step(self) -> None:
-        if self.use_memory:
-            ema_update(self.target_backbone, self.backbone, self.tau)
-            ema_update(self.target_projector, self.projector, self.tau)

@@ -8,23 +8,23 @@ import torch
 from torch import nn
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import negative_cosine
+from ssl_bench.losses.bootstrap import negative_cosine
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.nn.heads import MLP
 from ssl_bench.optim import split_decay_groups
 
 
 class SimSiam(SSLMethod):
-    """Two views through one encoder f (backbone + projector) and a predictor h; the loss is the symmetrised
-    negative cosine D(p1, stopgrad(z2)) / 2 + D(p2, stopgrad(z1)) / 2 (paper, eq. 2).
+    """Two views through one encoder f (backbone + projector) and a predictor h; the loss is the
+    symmetrised negative cosine D(p1, stopgrad(z2)) / 2 + D(p2, stopgrad(z1)) / 2 (paper, eq. 2).
 
     `stop_gradient=False` removes the stop-gradient, which the paper (fig. 2) shows collapses the
     representation; it exists to demonstrate that, not for training. With `fixed_predictor_lr` the
     predictor keeps the base lr while the rest follows the schedule (paper, sec. 4.1 / table 1).
 
-    One view per call, BN statistics per view, as the official code (facebookresearch/simsiam@a7bc177,
-    simsiam/builder.py `forward`: encoder(x1), encoder(x2), predictor(z1), predictor(z2)):
-    `bn_stats: per_view`; `joint` puts both views in one call.
+    One view per call, BN statistics per view, as the official code
+    (facebookresearch/simsiam@a7bc177, simsiam/builder.py `forward`: encoder(x1), encoder(x2),
+    predictor(z1), predictor(z2)): `bn_stats: per_view`; `joint` puts both views in one call.
     """
 
     def __init__(
@@ -72,9 +72,8 @@ class SimSiam(SSLMethod):
         feats = self.forward_views(self.backbone, views[:2])  # 2 x (N x F), grouped by bn_stats
         z = self.forward_views(self.projector, feats)  # 2 x (N x D)
         p1, p2 = self.forward_views(self.predictor, z)  # N x D each
-        z1, z2 = (
-            t.detach() if self.stop_gradient else t for t in z
-        )  # the stop-gradient of the paper
+        # the stop-gradient of the paper
+        z1, z2 = (t.detach() if self.stop_gradient else t for t in z)
         loss = 0.5 * negative_cosine(p1, z2) + 0.5 * negative_cosine(p2, z1)
         return {"loss": loss, "feats": torch.cat(feats), "z_std": embedding_std(torch.cat(z))}
 

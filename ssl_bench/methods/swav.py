@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import sinkhorn_knopp, swav_loss
+from ssl_bench.losses.clustering import sinkhorn_knopp, swav_loss
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.nn.dist import world
 from ssl_bench.nn.heads import MLP
@@ -17,20 +17,24 @@ from ssl_bench.nn.prototypes import Prototypes
 
 
 class SwAV(SSLMethod):
-    """Online clustering: codes of the large crops (Sinkhorn-Knopp over the batch, plus an optional queue of
-    past embeddings) are predicted from every other crop, large or small (swapped prediction, multi-crop).
+    """Online clustering: codes of the large crops (Sinkhorn-Knopp over the batch, plus an optional
+    queue of past embeddings) are predicted from every other crop, large or small (swapped
+    prediction, multi-crop).
 
-    Prototypes stay on the unit sphere (re-normalised after every optimizer step) and get no update during
-    the first `freeze_prototypes_epochs` epochs. The queue (`queue_length` embeddings per large crop, split
-    over DDP ranks, from epoch `epoch_queue_starts` and used once full) keeps Sinkhorn's equipartition
-    meaningful when batches are small; it is not checkpointed and refills after a resume.
+    Prototypes stay on the unit sphere (re-normalised after every optimizer step) and get no update
+    during the first `freeze_prototypes_epochs` epochs. The queue (`queue_length` embeddings per
+    large crop, split over DDP ranks, from epoch `epoch_queue_starts` and used once full) keeps
+    Sinkhorn's equipartition meaningful when batches are small; it is not checkpointed and refills
+    after a resume.
 
-    Multi-crop as the official code (facebookresearch/swav@06b1b7c, src/resnet50.py `ResNet.forward`): the
-    backbone runs once per resolution, BN over all crops of that size, and the head once on the features of
-    all crops: `bn_stats: joint` (the same grouping: features of one shape form one call). `per_view` runs
-    both once per crop (solo-learn's way).
+    Multi-crop as the official code (facebookresearch/swav@06b1b7c, src/resnet50.py
+    `ResNet.forward`): the backbone runs once per resolution, BN over all crops of that size, and
+    the head once on the features of all crops: `bn_stats: joint` (the same grouping: features of
+    one shape form one call). `per_view` runs both once per crop (solo-learn's way).
     """
 
+    #: codes are computed for the first views only, SwAV's two full-resolution crops (paper, sec.
+    #: 3.2; the views arrive large crops first); every view predicts them
     num_large_crops = 2
 
     def __init__(
@@ -98,12 +102,12 @@ class SwAV(SSLMethod):
         )
         self.freeze_prototypes_epochs = freeze_prototypes_epochs
         self.queue_length, self.epoch_queue_starts = queue_length, epoch_queue_starts
-        self.projector = MLP(
-            self.feat_dim, proj_hidden_dim, proj_output_dim
-        )  # 2-layer head (paper, A.1)
+        # 2-layer head (paper, A.1)
+        self.projector = MLP(self.feat_dim, proj_hidden_dim, proj_output_dim)
         self.prototypes = Prototypes(proj_output_dim, num_prototypes)
-        # num_large x L x D, allocated when it starts; a plain attribute, not a buffer, so DDP does not
-        # broadcast rank 0's queue over the others' and checkpoints stay independent of the queue
+        # num_large x L x D, allocated when it starts; a plain attribute, not a buffer, so DDP does
+        # not broadcast rank 0's queue over the others' and checkpoints stay independent of the
+        # queue
         self.queue: torch.Tensor | None = None
         self.queue_filled = 0
 
@@ -124,7 +128,8 @@ class SwAV(SSLMethod):
 
     @torch.no_grad()
     def codes(self, scores: torch.Tensor, crop: int) -> torch.Tensor:
-        """Sinkhorn codes of one large crop, N x K; with a full queue, equipartitioned over queue + batch."""
+        """Sinkhorn codes of one large crop, N x K; with a full queue, equipartitioned over queue +
+        batch."""
         if self.queue is not None and self.queue_filled >= self.queue.shape[1]:
             queued = self.prototypes(self.queue[crop].to(scores.dtype))  # L x K
             return sinkhorn_knopp(torch.cat([queued, scores]), self.sk_iterations, self.sk_epsilon)[
@@ -153,4 +158,5 @@ class SwAV(SSLMethod):
             )
 
     def after_optimizer_step(self) -> None:
+        super().after_optimizer_step()
         self.prototypes.normalize_()

@@ -1,14 +1,15 @@
-"""sRGB -> CIE L*a*b* in torch, and the channel split CMC's encoders see (Tian et al. 2020, sec. 4.1).
+"""sRGB -> CIE L*a*b* in torch, and the channel split CMC's encoders see (Tian et al. 2020, sec.
+4.1).
 
-`rgb_to_lab` follows the standard definition (IEC 61966-2-1 sRGB, D65 white, CIE 1976 L*a*b*), the same
-formulas as scikit-image's `rgb2lab`: undo the sRGB gamma, map linear RGB to XYZ, divide by the white
-point, apply f(t) = t^(1/3) above (6/29)^3 and its linear continuation below, then
-L = 116 f(Y) - 16, a = 500 (f(X) - f(Y)), b = 200 (f(Y) - f(Z)).
+`rgb_to_lab` follows the standard definition (IEC 61966-2-1 sRGB, D65 white, CIE 1976 L*a*b*), the
+same formulas as scikit-image's `rgb2lab`: undo the sRGB gamma, map linear RGB to XYZ, divide by the
+white point, apply f(t) = t^(1/3) above (6/29)^3 and its linear continuation below, then L = 116
+f(Y) - 16, a = 500 (f(X) - f(Y)), b = 200 (f(Y) - f(Z)).
 
 `ColorSplit` turns a batch as the data module delivers it (RGB normalised with the dataset mean/std)
-back into [0, 1] RGB, converts it to Lab and rescales each channel to about [-1, 1] with the range Lab
-takes over the sRGB gamut (the centring and scaling of the official CMC code), then cuts the channel
-groups of the views, e.g. [["L"], ["a", "b"]].
+back into [0, 1] RGB, converts it to Lab and rescales each channel to about [-1, 1] with the range
+Lab takes over the sRGB gamut (the centring and scaling of the official CMC code), then cuts the
+channel groups of the views, e.g. [["L"], ["a", "b"]].
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ CHANNELS = ("L", "a", "b")
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """sRGB in [0, 1], channels at dim -3 ([..., 3, H, W]) -> L*a*b* (L in [0, 100]), same shape, float32."""
+    """sRGB in [0, 1], channels at dim -3 ([..., 3, H, W]) -> L*a*b* (L in [0, 100]), same shape,
+    float32."""
     if rgb.shape[-3] != 3:
         raise ValueError(f"rgb_to_lab expects 3 channels at dim -3, got shape {tuple(rgb.shape)}")
     x = rgb.float().clamp(0.0, 1.0)
-    linear = torch.where(
-        x > 0.04045, ((x + 0.055) / 1.055) ** 2.4, x / 12.92
-    )  # undo the sRGB gamma
+    # undo the sRGB gamma
+    linear = torch.where(x > 0.04045, ((x + 0.055) / 1.055) ** 2.4, x / 12.92)
     m = torch.tensor(_RGB_TO_XYZ, dtype=x.dtype, device=x.device)
     white = torch.tensor(_WHITE_D65, dtype=x.dtype, device=x.device)
     xyz = torch.einsum("ij,...jhw->...ihw", m, linear) / white.reshape(3, 1, 1)
@@ -65,7 +66,8 @@ def normalize_lab(lab: torch.Tensor) -> torch.Tensor:
 def parse_channel_groups(
     groups: Sequence[Sequence[str]], key: str = "method.views"
 ) -> list[list[int]]:
-    """[["L"], ["a", "b"]] -> [[0], [1, 2]]; a ValueError naming the bad entry otherwise (callers wrap it)."""
+    """[["L"], ["a", "b"]] -> [[0], [1, 2]]; a ValueError naming the bad entry otherwise (callers
+    wrap it)."""
     if isinstance(groups, str) or len(groups) < 2:
         raise ValueError(
             f"{key} needs at least two channel groups, got {groups!r}; e.g. [[L], [a, b]]"
@@ -80,10 +82,12 @@ def parse_channel_groups(
 
 
 class ColorSplit(nn.Module):
-    """Normalised RGB [B, 3, H, W] -> one normalised-Lab tensor per channel group ([B, len(group), H, W]).
+    """Normalised RGB [B, 3, H, W] -> one normalised-Lab tensor per channel group ([B, len(group),
+    H, W]).
 
-    `mean` / `std` are the data module's normalisation; they are buffers (saved in checkpoints), so that a
-    restored model converts evaluation images exactly as in training. `set_stats` sets them from the data.
+    `mean` / `std` are the data module's normalisation; they are buffers (saved in checkpoints), so
+    that a restored model converts evaluation images exactly as in training. `set_stats` sets them
+    from the data.
     """
 
     def __init__(
@@ -104,7 +108,8 @@ class ColorSplit(nn.Module):
         self.std.copy_(torch.as_tensor(list(std), dtype=torch.float32).reshape(1, 3, 1, 1))
 
     def lab(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised RGB -> normalised Lab [B, 3, H, W] (no gradient is needed through the input)."""
+        """Normalised RGB -> normalised Lab [B, 3, H, W] (no gradient is needed through the
+        input)."""
         return normalize_lab(rgb_to_lab(x.float() * self.std + self.mean))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

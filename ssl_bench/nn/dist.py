@@ -17,8 +17,8 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate `x` from every rank along dim 0, keeping the autograd graph.
 
     torch.distributed.nn's all_gather sums the incoming gradients across ranks in backward, so each
-    rank receives the gradient of the *global* loss for its own samples; DDP's gradient averaging then
-    yields exactly the single-process gradient of the mean loss over the global batch.
+    rank receives the gradient of the *global* loss for its own samples; DDP's gradient averaging
+    then yields exactly the single-process gradient of the mean loss over the global batch.
     """
     rank, size = world()
     if size == 1:

@@ -6,7 +6,8 @@ from torch import nn
 
 from ssl_bench.errors import ConfigError
 
-#: where an MLP head puts BatchNorm: nowhere, after each hidden linear layer, or after every linear layer
+#: where an MLP head puts BatchNorm: nowhere, after each hidden linear layer, or after every linear
+#: layer
 BN_PLACEMENTS = ("none", "hidden", "all")
 
 
@@ -23,7 +24,8 @@ def check_bn_placement(value: str, key: str) -> str:
 
 class BatchNorm1d(nn.BatchNorm1d):
     """BatchNorm1d whose learnable scale (gamma) and shift (beta) can be switched off one by one, as
-    TensorFlow's `scale` / `center`: the official SimCLR head ends in a BN with a scale and no shift."""
+    TensorFlow's `scale` / `center`: the official SimCLR head ends in a BN with a scale and no
+    shift."""
 
     def __init__(self, num_features: int, scale: bool = True, shift: bool = True):
         super().__init__(num_features, affine=scale or shift)
@@ -40,12 +42,13 @@ class BatchNorm1d(nn.BatchNorm1d):
 class MLP(nn.Sequential):
     """`num_layers` linear layers in_dim -> hidden_dim -> ... -> out_dim, ReLU between them.
 
-    `bn` places BatchNorm: "none"; "hidden" (after each hidden linear layer, before its ReLU: BYOL's, SwAV's
-    and SimSiam's predictor); "all" (the output too: SimCLR's official head, SimSiam's projector, MoCo v3).
-    `last_scale` / `last_shift` are the output BN's learnable parameters (SimSiam and MoCo v3: neither;
-    official SimCLR: scale only). A linear layer followed by BN has no bias (BN's shift cancels it), so
-    the output layer has one only with `last_bias` and no output BN. `layer_ends[i]` is the index just after
-    layer i's block (Linear[, BN][, ReLU]): `self[: layer_ends[0]]` is the first layer with its activation.
+    `bn` places BatchNorm: "none"; "hidden" (after each hidden linear layer, before its ReLU:
+    BYOL's, SwAV's and SimSiam's predictor); "all" (the output too: SimCLR's official head,
+    SimSiam's projector, MoCo v3). `last_scale` / `last_shift` are the output BN's learnable
+    parameters (SimSiam and MoCo v3: neither; official SimCLR: scale only). A linear layer followed
+    by BN has no bias (BN's shift cancels it), so the output layer has one only without an output
+    BN. `layer_ends[i]` is the index just after layer i's block (Linear[, BN][, ReLU]): `self[:
+    layer_ends[0]]` is the first layer with its activation.
     """
 
     def __init__(
@@ -57,7 +60,6 @@ class MLP(nn.Sequential):
         bn: str = "hidden",
         last_scale: bool = True,
         last_shift: bool = True,
-        last_bias: bool = True,
     ):
         if num_layers < 1:
             raise ValueError("MLP needs at least one layer")
@@ -74,10 +76,9 @@ class MLP(nn.Sequential):
             layers += [nn.ReLU(inplace=True)]
             ends.append(len(layers))
             dim = hidden_dim
-        layers += [nn.Linear(dim, out_dim, bias=last_bias and not last_bn)]
+        layers += [nn.Linear(dim, out_dim, bias=not last_bn)]
         if last_bn:
             layers += [BatchNorm1d(out_dim, scale=last_scale, shift=last_shift)]
         ends.append(len(layers))
         super().__init__(*layers)
-        self.out_dim = out_dim
         self.layer_ends = tuple(ends)

@@ -1,11 +1,13 @@
-"""Local features for the mutual-information methods (DIM, AMDIM): intermediate maps of a timm backbone and
-the 1x1-convolution embeddings whose dot products are the critic scores ("encode-and-dot").
+"""Local features for the mutual-information methods (DIM, AMDIM): intermediate maps of a timm
+backbone and the 1x1-convolution embeddings whose dot products are the critic scores
+("encode-and-dot").
 
-Maps come from timm's `forward_intermediates`, not from hooks or a patched model. `layer` indices address the
-backbone's `feature_info` (ResNet: 0 = stem, 1..4 = layer1..layer4; ViT: one entry per block), negative ones
-count from the end. `feature_info`'s `reduction` is stale after ssl_bench's small-input stem swap (it still
-says the stem halves the image), so nothing here relies on it: only channel counts are read, and the
-spatial sizes are whatever the forward pass gives (ResNet-18, small stem, 32 px: layer3 8x8, layer4 4x4).
+Maps come from timm's `forward_intermediates`, not from hooks or a patched model. `layer` indices
+address the backbone's `feature_info` (ResNet: 0 = stem, 1..4 = layer1..layer4; ViT: one entry per
+block), negative ones count from the end. `feature_info`'s `reduction` is stale after ssl_bench's
+small-input stem swap (it still says the stem halves the image), so nothing here relies on it: only
+channel counts are read, and the spatial sizes are whatever the forward pass gives (ResNet-18, small
+stem, 32 px: layer3 8x8, layer4 4x4).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from ssl_bench.errors import ConfigError
 
 
 def resolve_layer(backbone: nn.Module, layer: int, key: str) -> int:
-    """The non-negative `feature_info` index of `layer`; a ConfigError naming `key` when it does not exist."""
+    """The non-negative `feature_info` index of `layer`; a ConfigError naming `key` when it does not
+    exist."""
     info = getattr(backbone, "feature_info", None)
     if not hasattr(backbone, "forward_intermediates") or not info:
         raise ConfigError(
@@ -46,10 +49,11 @@ def layer_channels(backbone: nn.Module, layer: int) -> int:
 def forward_with_maps(
     backbone: nn.Module, x: torch.Tensor, layers: Sequence[int]
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One backbone pass returning (pooled features N x F, [map N x C x H x W for each of `layers`]).
+    """One backbone pass returning (pooled features N x F, [map N x C x H x W for each of
+    `layers`]).
 
-    `layers` are resolved (non-negative) indices, in any order, repeats allowed. The pooled features are
-    `forward_head(final, pre_logits=True)`, exactly what `backbone(x)` returns (tested).
+    `layers` are resolved (non-negative) indices, in any order, repeats allowed. The pooled features
+    are `forward_head(final, pre_logits=True)`, exactly what `backbone(x)` returns (tested).
     """
     wanted = sorted(set(layers))
     final, maps = backbone.forward_intermediates(x, indices=wanted)  # maps in ascending layer order
@@ -60,13 +64,14 @@ def forward_with_maps(
 class ResidualEmbed1x1(nn.Module):
     """Per-location embedding x -> norm(W2 relu(BN(W1 x)) + S x), all maps 1x1 convolutions.
 
-    The critics of DIM and AMDIM: local features and the global vector (as a 1x1 map) are embedded into the
-    same `out_dim` space and scored by dot products. DIM's local/global networks (official code, `MI1x1ConvNet`)
-    end in a LayerNorm over channels: `out_norm="layer"`. AMDIM's "fake RKHS" embeddings (the
-    official code, `FakeRKHSConvNet`) end in a BatchNorm and start with the residual branch at zero: `out_norm="batch"`,
-    `zero_init_residual=True`. In both the shortcut S starts as a noisy identity (weights ~U(-0.01, 0.01), ones
-    on the diagonal) when out_dim >= in_dim, so the embedding starts close to the features themselves.
-    Accepts N x C x H x W maps or N x C vectors (returned as N x out_dim).
+    The critics of DIM and AMDIM: local features and the global vector (as a 1x1 map) are embedded
+    into the same `out_dim` space and scored by dot products. DIM's local/global networks (official
+    code, `MI1x1ConvNet`) end in a LayerNorm over channels: `out_norm="layer"`. AMDIM's "fake RKHS"
+    embeddings (the official code, `FakeRKHSConvNet`) end in a BatchNorm and start with the residual
+    branch at zero: `out_norm="batch"`, `zero_init_residual=True`. In both the shortcut S starts as
+    a noisy identity (weights ~U(-0.01, 0.01), ones on the diagonal) when out_dim >= in_dim, so the
+    embedding starts close to the features themselves. Accepts N x C x H x W maps or N x C vectors
+    (returned as N x out_dim).
     """
 
     def __init__(
@@ -105,13 +110,15 @@ class ResidualEmbed1x1(nn.Module):
 
 def global_local_scores(g: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     """Dot-product scores of N global embeddings (N x D) against the local embeddings of every image
-    (N x D x H x W or N x D x L): out[i, k, l] = <g_i, local_k at location l>, N x N x L, in float32."""
+    (N x D x H x W or N x D x L): out[i, k, l] = <g_i, local_k at location l>, N x N x L, in
+    float32."""
     local = local.flatten(2).float()
     return torch.einsum("id,kdl->ikl", g.float(), local)
 
 
 def random_locations(maps: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One uniformly drawn flat location index per image of N x D x H x W (or N x D x L) maps: N longs.
-    AMDIM's 5-5 task takes its antecedent from one random location of the 5x5 map (official code)."""
+    """One uniformly drawn flat location index per image of N x D x H x W (or N x D x L) maps: N
+    longs. AMDIM's 5-5 task takes its antecedent from one random location of the 5x5 map (official
+    code)."""
     num_locations = maps[0, 0].numel()
     return torch.randint(num_locations, (maps.shape[0],), device=maps.device, generator=generator)

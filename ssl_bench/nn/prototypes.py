@@ -1,4 +1,5 @@
-"""SwAV's prototypes: a linear map without bias from L2-normalised embeddings onto K unit vectors."""
+"""SwAV's prototypes: a linear map without bias from L2-normalised embeddings onto K unit
+vectors."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from torch import nn
 
 
 class Prototypes(nn.Module):
-    """Scores `normalize(z) @ C.T` of NxD embeddings against K prototypes C (KxD, rows kept on the unit sphere).
+    """Scores `normalize(z) @ C.T` of NxD embeddings against K prototypes C (KxD, rows kept on the
+    unit sphere).
 
-    The rows are normalised at construction and by `normalize_()`, which the method calls after every
-    optimizer step, so each score is a cosine similarity in [-1, 1] (Caron et al. 2020, sec. 3.1).
+    The rows are normalised at construction and by `normalize_()`, which the method calls after
+    every optimizer step, so each score is a cosine similarity in [-1, 1] (Caron et al. 2020, sec.
+    3.1).
     """
 
     def __init__(self, dim: int, num_prototypes: int):
@@ -19,10 +22,6 @@ class Prototypes(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_prototypes, dim))
         nn.init.normal_(self.weight)
         self.normalize_()
-
-    @property
-    def num_prototypes(self) -> int:
-        return self.weight.shape[0]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return F.linear(F.normalize(z, dim=1), self.weight)  # N x K

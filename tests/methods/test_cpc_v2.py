@@ -1,6 +1,6 @@
-"""CPC v2: grid InfoNCE and the whole loss vs literal references (eq. 1-2, the appendix pseudo-code), the
-context never sees the rows it predicts and the targets share no pixel with them, the patch grid and its
-augmentation, fixed-batch training, the CLI and learning."""
+"""CPC v2: grid InfoNCE and the whole loss vs literal references (eq. 1-2, the appendix
+pseudo-code), the context never sees the rows it predicts and the targets share no pixel with them,
+the patch grid and its augmentation, fixed-batch training, the CLI and learning."""
 
 import pytest
 import torch
@@ -9,7 +9,7 @@ from conftest import FAST, knn_gain, learning_run, needs_fmnist, run_cli, train_
 
 from ssl_bench.backbones import create_backbone
 from ssl_bench.errors import ConfigError
-from ssl_bench.methods.cpc_v2 import DIRECTIONS, CPCv2, grid_info_nce
+from ssl_bench.methods.cpc_v2 import DIRECTIONS, CPCv2
 from ssl_bench.nn.masked_conv import ContextNetwork
 from ssl_bench.nn.patch_grid import PatchAugment, cut_patches, grid_geometry
 
@@ -18,50 +18,10 @@ def tiny_backbone():
     return create_backbone("resnet18", small_input=True, channels=(8, 16, 32, 64))
 
 
-def info_nce_reference(pred, z, k, neg_index=None):
-    """Henaff et al. eq. 1-2 literally: for every (b, i, j) with i + k < G, -log of exp(s(pred, z_{b,i+k,j})) over
-    the sum of exp(s) with every key (all positions of all images, or the positive + the drawn negatives)."""
-    B, D, G, _ = z.shape
-    keys = [(b, i, j) for b in range(B) for i in range(G) for j in range(G)]
-
-    def score(p, key):
-        return p @ z[key[0], :, key[1], key[2]]
-
-    terms = []
-    for b in range(B):
-        for i in range(G - k):
-            for j in range(G):
-                p, pos = pred[b, :, i, j], (b, i + k, j)
-                if neg_index is None:
-                    cand = keys
-                else:
-                    cand = [pos] + [keys[n] for n in neg_index.tolist() if keys[n] != pos]
-                denom = sum(torch.exp(score(p, c)) for c in cand)
-                terms.append(-torch.log(torch.exp(score(p, pos)) / denom))
-    return torch.stack(terms)
-
-
-@pytest.mark.parametrize("k,sampled", [(1, False), (2, True)])
-def test_grid_info_nce_matches_the_literal_formula_value_and_gradient(k, sampled):
-    torch.manual_seed(0)
-    pred = (0.3 * torch.randn(2, 4, 3, 3, dtype=torch.float64)).requires_grad_()
-    z = (0.3 * torch.randn(2, 4, 3, 3, dtype=torch.float64)).requires_grad_()
-    neg = (
-        torch.tensor([0, 5, 7, 12, 17, 3]) if sampled else None
-    )  # 7 = (0, 2, 1): a positive for some rows
-    ours, _ = grid_info_nce(pred, z, k, neg)
-    ref = info_nce_reference(pred, z, k, neg)
-    assert ours.shape == ref.shape == (2 * (3 - k) * 3,)
-    assert torch.allclose(ours.double(), ref, rtol=1e-5), (ours, ref)
-    g_ours = torch.autograd.grad(ours.sum(), (pred, z))
-    g_ref = torch.autograd.grad(ref.sum(), (pred, z))
-    for a, b in zip(g_ours, g_ref):
-        assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-6)
-
-
-# ---- the appendix pseudo-code of Henaff et al. 2020, transcribed literally (TF-style NHWC tensors) ------
-# Each `Conv2D(...)` call of the pseudo-code creates a layer; here it takes the next (weight, bias) of the
-# module under test, in the order the pseudo-code creates them, and checks its shape is the one asked for.
+# ---- the appendix pseudo-code of Henaff et al. 2020, transcribed literally (TF-style NHWC tensors)
+# ------ Each `Conv2D(...)` call of the pseudo-code creates a layer; here it takes the next (weight,
+# bias) of the module under test, in the order the pseudo-code creates them, and checks its shape is
+# the one asked for.
 class PseudoCodeLayers:
     def __init__(self, weights):
         self.weights = list(weights)
@@ -140,9 +100,8 @@ def pseudo_code_cpc(
             preds_i = preds_i[:, : -(i + 1), :, :] * emb_scale
             preds_i = reshape(preds_i, [-1, target_dim])
             logits = matmul(preds_i, targets, transp_b=True)
-            b = torch.arange(total_elements) // (
-                col_dim_i * rows
-            )  # the paper's `/`: integer division
+            # the paper's `/`: integer division
+            b = torch.arange(total_elements) // (col_dim_i * rows)
             col = torch.arange(total_elements) % (col_dim_i * rows)
             labels = b * col_dim * rows + (i + 1) * rows + col
             loss += cross_entropy_with_logits(logits, labels)
@@ -168,9 +127,9 @@ def module_weights_in_pseudo_code_order(m, direction):
 
 @pytest.mark.parametrize("steps", [(2, 3), (0, 3)])
 def test_cpc_loss_matches_the_appendix_pseudo_code_value_and_gradient(steps):
-    """The method's loss for one direction against the paper's pseudo-code (pixelCNN + CPC) on the same
-    weights: the default predicts 3 rows ahead only; (0, 3) sums the offsets 1, 2 and 3 as the pseudo-code's
-    loop does."""
+    """The method's loss for one direction against the paper's pseudo-code (pixelCNN + CPC) on the
+    same weights: the default predicts 3 rows ahead only; (0, 3) sums the offsets 1, 2 and 3 as the
+    pseudo-code's loop does."""
     torch.manual_seed(0)
     m = CPCv2(
         tiny_backbone(),
@@ -181,9 +140,8 @@ def test_cpc_loss_matches_the_appendix_pseudo_code_value_and_gradient(steps):
         context_hidden=12,
         context_blocks=5,
     ).double()
-    z = torch.randn(
-        3, 64, 7, 7, dtype=torch.float64, requires_grad=True
-    )  # B x D x G x G patch embeddings
+    # B x D x G x G patch embeddings
+    z = torch.randn(3, 64, 7, 7, dtype=torch.float64, requires_grad=True)
     ours, correct = m.cpc_loss(z, "down")
     L = PseudoCodeLayers(module_weights_in_pseudo_code_order(m, "down"))
     ref = pseudo_code_cpc(
@@ -215,9 +173,10 @@ def test_defaults_are_the_papers():
 
 @pytest.mark.parametrize("image_size", [28, 32, 64, 96, 256])
 def test_a_target_never_shares_pixels_with_the_context_rows_it_is_predicted_from(image_size):
-    """Under the default grid (image / 4 px patches at half-patch stride; 8 px at stride 4 on 28 and 32 px)
-    every predicted offset leaves the target patch row clear of every pixel of the rows <= i the context sees.
-    Offset 1 (the old defaults predicted offsets 1, 2, 3) shares half a patch: the check itself can fail."""
+    """Under the default grid (image / 4 px patches at half-patch stride; 8 px at stride 4 on 28 and
+    32 px) every predicted offset leaves the target patch row clear of every pixel of the rows <= i
+    the context sees. Offset 1 (the old defaults predicted offsets 1, 2, 3) shares half a patch: the
+    check itself can fail."""
     fmnist = image_size == 28  # the fmnist experiment's 8 px / 4
     patch, stride, G = grid_geometry(image_size, 8 if fmnist else None, 4 if fmnist else None)
     ids = torch.arange(image_size * image_size, dtype=torch.float64).reshape(
@@ -239,8 +198,9 @@ def test_a_target_never_shares_pixels_with_the_context_rows_it_is_predicted_from
 
 
 def test_each_direction_is_the_pseudo_code_on_the_rotated_grid():
-    """training_loss = mean over the directions of cpc_loss on the grid rotated so that the direction points
-    down the rows; "up" predicts row i from the rows below it, "left" column j from those to its right."""
+    """training_loss = mean over the directions of cpc_loss on the grid rotated so that the
+    direction points down the rows; "up" predicts row i from the rows below it, "left" column j from
+    those to its right."""
     torch.manual_seed(0)
     dirs = ["down", "up", "left", "right"]
     m = CPCv2(
@@ -302,16 +262,16 @@ def test_context_never_sees_the_rows_it_predicts():
 
 
 def test_through_the_method_a_changed_bottom_patch_leaves_earlier_contexts_alone():
-    """End to end with the paper's layer-normalised encoder: pixels that only the last row of patches covers
-    change z of that row, and the context of every earlier row stays exactly as it was."""
+    """End to end with the paper's layer-normalised encoder: pixels that only the last row of
+    patches covers change z of that row, and the context of every earlier row stays exactly as it
+    was."""
     torch.manual_seed(0)
     m = CPCv2(tiny_backbone(), directions=["down"], context_hidden=16, context_blocks=2).double()
     m.train()  # train mode: with batch norm this would leak across patches
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     y = x.clone()
-    y[:, :, 28:] = torch.randn(
-        2, 3, 4, 32, dtype=torch.float64
-    )  # rows 28-31: only the last patch row (24-31)
+    # rows 28-31: only the last patch row (24-31)
+    y[:, :, 28:] = torch.randn(2, 3, 4, 32, dtype=torch.float64)
     with torch.no_grad():
         zx, zy = m.encode_grid(x), m.encode_grid(y)
         cx, cy = m.context["down"](zx), m.context["down"](zy)
@@ -369,8 +329,9 @@ def test_forward_is_the_mean_pooled_grid():
 
 
 def test_forty_steps_on_a_fixed_batch_lower_the_loss():
-    """The paper's scores (dot products of predictions scaled by 0.1) start at chance, log(12 * 49) = 6.38,
-    and move slowly: measured with SGD 0.01 -> 0.7% lower after 30 steps, 0.1 -> 6%, 0.3 -> 11%."""
+    """The paper's scores (dot products of predictions scaled by 0.1) start at chance, log(12 * 49)
+    = 6.38, and move slowly: measured with SGD 0.01 -> 0.7% lower after 30 steps, 0.1 -> 6%, 0.3 ->
+    11%."""
     from ssl_bench.data.synthetic import make_synthetic
 
     torch.manual_seed(0)
@@ -407,8 +368,9 @@ def test_fast_dev_run_through_the_cli(tmp_path):
 @pytest.mark.long
 @needs_fmnist
 def test_cpc_v2_learns_on_fashion_mnist(tmp_path):
-    """experiment=fmnist_cpc_v2 (2k images, 3 epochs, 6x6 grid, the paper's loss). Measured on 2 cores shared
-    by 3-6 processes, one thread: kNN top-1 44.3 at init -> 54.4 / 59.4 / 61.2 after epochs 1-3, 77 s wall."""
+    """experiment=fmnist_cpc_v2 (2k images, 3 epochs, 6x6 grid, the paper's loss). Measured on 2
+    cores shared by 3-6 processes, one thread: kNN top-1 44.3 at init -> 54.4 / 59.4 / 61.2 after
+    epochs 1-3, 77 s wall."""
     run = run_cli(
         "experiment=fmnist_cpc_v2",
         "progress_bar=false",
@@ -420,10 +382,11 @@ def test_cpc_v2_learns_on_fashion_mnist(tmp_path):
     assert after >= init + 5, (init, after)
 
 
-# test-only settings of the synthetic learning test (conf/method/cpc_v2.yaml keeps the paper's): 12 px patches
-# at stride 6 (a 4x4 grid: one row of contexts 3 rows ahead of its targets, 6 px apart, and each patch a good
-# part of the shape), a batch-normalised encoder, a 64-wide 3-block context network, AdamW 5e-3 and batches of
-# 32 (more steps for the same time). The loss, the four directions and the patch augmentation are the paper's.
+# test-only settings of the synthetic learning test (conf/method/cpc_v2.yaml keeps the paper's): 12
+# px patches at stride 6 (a 4x4 grid: one row of contexts 3 rows ahead of its targets, 6 px apart,
+# and each patch a good part of the shape), a batch-normalised encoder, a 64-wide 3-block context
+# network, AdamW 5e-3 and batches of 32 (more steps for the same time). The loss, the four
+# directions and the patch augmentation are the paper's.
 CPC_SYNTHETIC = [
     "augmentation=cpc_v2",
     "method.patch_size=12",
@@ -440,17 +403,17 @@ CPC_SYNTHETIC = [
 
 @pytest.mark.slow
 def test_cpc_v2_learns_on_synthetic(tmp_path):
-    """The shared short run (conftest.LEARN: 2k images, 2 epochs) with CPC_SYNTHETIC. Measured kNN top-1
-    gains (best - init) over seeds 0-3: +5.8 (22.8 -> 28.6), +11.8 (25.4 -> 37.2), +13.0 (27.8 -> 40.8),
-    +10.4 (24.6 -> 35.0); about 56 s of CPU each on one thread (49-50 s wall, 2 cores shared by 3-6
-    processes). Before solo-learn's warm-up cosine and AdamW's decay of biases / norms (merged from main):
-    +7.8, +10.8, +11.6, +7.4. What mattered (seed 1 unless said, before that merge): without the patch
-    augmentation - the images' faint per-image tint and gradient tell them apart, the low-level cue colour
-    dropping removes - -2.6 / -2.4 with 12 / 14 px patches and 2 directions, -2.6 / +1.4 / -6.4 over seeds 1-3
-    (12 px), -4.6 with 4 directions; with it +10.8. The paper's 7x7 grid (8 px patches at stride 4) +20.8 but
-    82 s of CPU; batches of 64 +9.4 (8 px); layer norm (the paper's encoder) +5.0, z_std down to 0.016.
-    Cosine scores / 0.1 instead of the paper's: -2.8 (seed 0, 14 px, no augmentation; +16.4 with the paper's
-    scores)."""
+    """The shared short run (conftest.LEARN: 2k images, 2 epochs) with CPC_SYNTHETIC. Measured kNN
+    top-1 gains (best - init) over seeds 0-3: +5.8 (22.8 -> 28.6), +11.8 (25.4 -> 37.2), +13.0 (27.8
+    -> 40.8), +10.4 (24.6 -> 35.0); about 56 s of CPU each on one thread (49-50 s wall, 2 cores
+    shared by 3-6 processes). Before solo-learn's warm-up cosine and AdamW's decay of biases / norms
+    (merged from main): +7.8, +10.8, +11.6, +7.4. What mattered (seed 1 unless said, before that
+    merge): without the patch augmentation - the images' faint per-image tint and gradient tell them
+    apart, the low-level cue colour dropping removes - -2.6 / -2.4 with 12 / 14 px patches and 2
+    directions, -2.6 / +1.4 / -6.4 over seeds 1-3 (12 px), -4.6 with 4 directions; with it +10.8.
+    The paper's 7x7 grid (8 px patches at stride 4) +20.8 but 82 s of CPU; batches of 64 +9.4 (8
+    px); layer norm (the paper's encoder) +5.0, z_std down to 0.016. Cosine scores / 0.1 instead of
+    the paper's: -2.8 (seed 0, 14 px, no augmentation; +16.4 with the paper's scores)."""
     init, after, z_std = learning_run("cpc_v2", tmp_path, CPC_SYNTHETIC)
     assert after >= init + 5, (init, after)  # the lowest of 4 seeds: +5.8
     assert min(z_std) > 0.02, z_std

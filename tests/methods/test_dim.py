@@ -1,7 +1,5 @@
-"""Deep InfoMax: the three MI estimators against their formulas (value and gradient), the critics and maps,
-fixed-batch training, the CLI, and learning on synthetic data and Fashion-MNIST."""
-
-import math
+"""Deep InfoMax: the three MI estimators against their formulas (value and gradient), the critics
+and maps, fixed-batch training, the CLI, and learning on synthetic data and Fashion-MNIST."""
 
 import pytest
 import torch
@@ -19,7 +17,6 @@ from conftest import (
 
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.dim import DIM
-from ssl_bench.mi_estimators import batch_mi, dv_mi, infonce_mi, jsd_mi
 from ssl_bench.nn.local_features import (
     ResidualEmbed1x1,
     forward_with_maps,
@@ -27,100 +24,7 @@ from ssl_bench.nn.local_features import (
     resolve_layer,
 )
 
-
-def softplus(x):
-    return math.log1p(math.exp(-abs(x))) + max(x, 0.0)
-
-
-# ---- reference formulas, written literally (Hjelm et al. 2019, eq. 2, 4, 5) -------------------------------
-def jsd_reference(scores):
-    """E_P[-sp(-T)] - E_{PxP~}[sp(T)] with P the diagonal (same image) pairs of scores[i, k, l]."""
-    n, _, L = scores.shape
-    pos = [scores[i, i, l] for i in range(n) for l in range(L)]
-    neg = [scores[i, k, l] for i in range(n) for k in range(n) if k != i for l in range(L)]
-    return sum(-torch.nn.functional.softplus(-t) for t in pos) / len(pos) - sum(
-        torch.nn.functional.softplus(t) for t in neg
-    ) / len(neg)
-
-
-def dv_reference(scores):
-    """E_P[T] - log E_{PxP~}[exp(T)]."""
-    n, _, L = scores.shape
-    pos = [scores[i, i, l] for i in range(n) for l in range(L)]
-    neg = [scores[i, k, l] for i in range(n) for k in range(n) if k != i for l in range(L)]
-    return sum(pos) / len(pos) - torch.log(sum(torch.exp(t) for t in neg) / len(neg))
-
-
-def nce_reference(scores):
-    """For global i and its own location l: T - log(exp(T) + sum over all locations of the other images)."""
-    n, _, L = scores.shape
-    total, count = 0.0, 0
-    for i in range(n):
-        negatives = sum(torch.exp(scores[i, k, m]) for k in range(n) if k != i for m in range(L))
-        for l in range(L):
-            total = total + scores[i, i, l] - torch.log(torch.exp(scores[i, i, l]) + negatives)
-            count += 1
-    return total / count
-
-
-@pytest.mark.parametrize(
-    "estimator,reference", [("jsd", jsd_reference), ("dv", dv_reference), ("nce", nce_reference)]
-)
-def test_estimators_match_their_formulas_value_and_gradient(estimator, reference):
-    torch.manual_seed(0)
-    for shape in ((4, 4, 3), (5, 5)):  # local (L locations) and global (N x N) scores
-        scores = (2.0 * torch.randn(*shape, dtype=torch.float64)).requires_grad_(True)
-        ours = batch_mi(scores, estimator)
-        ref = reference(scores if scores.dim() == 3 else scores.unsqueeze(-1))
-        assert math.isclose(ours.item(), ref.item(), rel_tol=1e-6, abs_tol=1e-6), (
-            estimator,
-            ours,
-            ref,
-        )
-        (g,) = torch.autograd.grad(ours, scores)
-        (r,) = torch.autograd.grad(ref, scores)
-        assert torch.allclose(g.double(), r, atol=1e-6), estimator
-
-
-def test_estimator_functions_on_their_own():
-    torch.manual_seed(1)
-    pos, neg = torch.randn(7, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
-    assert math.isclose(
-        jsd_mi(pos, neg).item(),
-        sum(-softplus(-p) for p in pos.tolist()) / 7
-        - sum(softplus(t) for t in neg.flatten().tolist()) / 15,
-        rel_tol=1e-6,
-    )
-    assert math.isclose(
-        dv_mi(pos, neg).item(),
-        pos.mean().item() - math.log(sum(math.exp(t) for t in neg.flatten().tolist()) / 15),
-        rel_tol=1e-6,
-    )
-    # infonce_mi with one positive per row is minus the cross-entropy; an explicit neg_mask drops candidates
-    s = torch.randn(4, 6, dtype=torch.float64)
-    target = torch.tensor([0, 3, 5, 1])
-    pos_mask = torch.nn.functional.one_hot(target, 6).bool()
-    assert math.isclose(
-        infonce_mi(s, pos_mask).item(),
-        -torch.nn.functional.cross_entropy(s, target).item(),
-        rel_tol=1e-6,
-    )
-    neg_mask = ~pos_mask
-    neg_mask[:, 2] = False  # column 2 neither positive nor negative
-    keep = list(range(6))
-    expected = (
-        sum(
-            s[q, target[q]]
-            - torch.logsumexp(s[q, [c for c in keep if c != 2 or c == target[q]]], 0)
-            for q in range(4)
-        )
-        / 4
-    )
-    assert math.isclose(infonce_mi(s, pos_mask, neg_mask).item(), expected.item(), rel_tol=1e-6)
-    # a perfect critic: JSD and NCE are higher than for a random one
-    good = torch.eye(4, dtype=torch.float64)[:, :, None] * 10 - 5
-    assert batch_mi(good, "jsd") > batch_mi(torch.zeros(4, 4, 1), "jsd")
-    assert batch_mi(good, "nce") > batch_mi(torch.zeros(4, 4, 1), "nce")
+# ---- reference formulas, written literally (Hjelm et al. 2019, eq. 2, 4, 5) ---------------------
 
 
 def test_maps_come_from_forward_intermediates_and_pooling_matches_the_backbone():
@@ -131,12 +35,8 @@ def test_maps_come_from_forward_intermediates_and_pooling_matches_the_backbone()
         b, x, [resolve_layer(b, -2, "k"), resolve_layer(b, -1, "k")]
     )
     assert torch.allclose(pooled, b(x), atol=1e-6)
-    assert m3.shape == (2, 64, 8, 8) and m4.shape == (
-        2,
-        128,
-        4,
-        4,
-    )  # small-input stem: 8x8 and 4x4 at 32 px
+    # small-input stem: 8x8 and 4x4 at 32 px
+    assert m3.shape == (2, 64, 8, 8) and m4.shape == (2, 128, 4, 4)
     with pytest.raises(ConfigError, match="method.local_layer"):
         resolve_layer(b, 7, "method.local_layer")
 
@@ -147,7 +47,8 @@ def test_encode_and_dot_critic_shapes_and_identity_like_start():
     x = torch.randn(3, 8, 5, 5)
     out = emb(x)
     assert out.shape == (3, 16, 5, 5) and emb(torch.randn(3, 8)).shape == (3, 16)
-    # zero residual + near-identity shortcut: the first 8 channels start as BN(x) up to the 0.01 noise
+    # zero residual + near-identity shortcut: the first 8 channels start as BN(x) up to the 0.01
+    # noise
     ref = torch.nn.functional.batch_norm(emb.shortcut(x), None, None, training=True)
     assert torch.allclose(out, ref, atol=1e-5)
     w = emb.shortcut.weight[:, :, 0, 0]
@@ -203,8 +104,8 @@ def test_prior_discriminator_and_encoder_get_only_their_own_gradients():
 
 
 def test_y_is_a_linear_layer_on_the_pooled_features_and_forward_is_the_pooled_features():
-    """Y = E(x) is the official encoder's last, linear 64-unit layer; the evaluated representation is the
-    pooled backbone output."""
+    """Y = E(x) is the official encoder's last, linear 64-unit layer; the evaluated representation
+    is the pooled backbone output."""
     torch.manual_seed(0)
     m = DIM(narrow(), mi_units=32).eval()
     x = torch.randn(4, 3, 32, 32)
@@ -220,11 +121,12 @@ def test_y_is_a_linear_layer_on_the_pooled_features_and_forward_is_the_pooled_fe
 
 
 def test_the_prior_can_be_matched():
-    """Hjelm et al. sec. 3.3: a discriminator pushes sigmoid(Y) towards U[0, 1]^64. Twenty steps of the
-    discriminator alone (it learns to tell the codes from the prior), then twenty of the encoder alone against
-    it: the codes spread well below 0.5 and fool it. Measured: sigmoid(Y) in [0.15, 0.86], 10th percentile
-    0.30, median 0.41, D(code) 0.99 vs D(prior) 0.94. The old wiring - Y the pooled output of the ReLU
-    network - keeps sigmoid(Y) >= 0.5 and stays caught (D(code) 0.20 vs D(prior) 0.90)."""
+    """Hjelm et al. sec. 3.3: a discriminator pushes sigmoid(Y) towards U[0, 1]^64. Twenty steps of
+    the discriminator alone (it learns to tell the codes from the prior), then twenty of the encoder
+    alone against it: the codes spread well below 0.5 and fool it. Measured: sigmoid(Y) in [0.15,
+    0.86], 10th percentile 0.30, median 0.41, D(code) 0.99 vs D(prior) 0.94. The old wiring - Y the
+    pooled output of the ReLU network - keeps sigmoid(Y) >= 0.5 and stays caught (D(code) 0.20 vs
+    D(prior) 0.90)."""
     from ssl_bench.data.synthetic import make_synthetic
 
     torch.manual_seed(0)
@@ -262,25 +164,29 @@ def test_fast_dev_run_through_cli(tmp_path):
     assert res["status"] == "completed" and res["method"] == "dim" and res["global_step"] == 1
 
 
-# The learning recipe: the shared short run (conftest.LEARN: 2k images, 2 epochs), no augmentation (as the
-# paper on CIFAR), the InfoNCE estimator on the 16x16 map of layer2, 512 critic units, SGD 0.01 (momentum 0.9,
-# wd 5e-4). kNN top-1 gains (best - random init) over seeds 0-3, with Y = the 64-unit linear layer (the
-# official encoder's output), ~46 s of CPU each on one thread (37-39 s wall, 2 cores shared by 3-6 processes):
+# The learning recipe: the shared short run (conftest.LEARN: 2k images, 2 epochs), no augmentation
+# (as the paper on CIFAR), the InfoNCE estimator on the 16x16 map of layer2, 512 critic units, SGD
+# 0.01 (momentum 0.9, wd 5e-4). kNN top-1 gains (best - random init) over seeds 0-3, with Y = the
+# 64-unit linear layer (the official encoder's output), ~46 s of CPU each on one thread (37-39 s
+# wall, 2 cores shared by 3-6 processes):
 #   nce, SGD 0.01 (this test):     +21.6 (22.2 -> 43.8), +5.0 (28.6 -> 33.6), +13.6 (26.8 -> 40.4),
 #                                  +8.2 (22.8 -> 31.0); z_std never below 0.0065
-#     the same before solo-learn's warm-up cosine came in (merge of main): +19.0, +13.6, +15.6, +14.8
-#   nce, SGD 0.03 (the recipe before), before that merge: +16.0, NaN at step 50 (seed 1), +5.4, +14.0; with
-#                                  gradients clipped to norm 1, seed 1: +0.8
+#     the same before solo-learn's warm-up cosine came in (merge of main): +19.0, +13.6, +15.6,
+#                                  +14.8
+#   nce, SGD 0.03 (the recipe before), before that merge: +16.0, NaN at step 50 (seed 1), +5.4,
+#                                  +14.0; with gradients clipped to norm 1, seed 1: +0.8
 # Measured before, with Y = the pooled ReLU features (2 runs sharing 2 cores, ~28 s each):
-#   nce, SGD 0.03:                 +20.8 (22.2 -> 43.0), +10.2, +13.8, +19.4 (seed 0 again at the commit
-#                                  before this change: +14.4)
+#   nce, SGD 0.03:                 +20.8 (22.2 -> 43.0), +10.2, +13.8, +19.4 (seed 0 again at the
+#                                  commit before this change: +14.4)
 #   nce, SGD 0.01:                 +18.4, +13.8, +4.2, +12.6
-#   nce, SGD 0.1 / LARS 0.3:       the loss becomes NaN within 30 steps (the encode-and-dot scores are unbounded:
-#                                  two LayerNorm'd 512-d embeddings; AMDIM's clipping is what keeps it stable there)
+#   nce, SGD 0.1 / LARS 0.3:       the loss becomes NaN within 30 steps (the encode-and-dot scores
+#                                  are unbounded: two LayerNorm'd 512-d embeddings; AMDIM's
+#                                  clipping is what keeps it stable there)
 #   nce, LARS 0.3 with LARS also on the norm/bias parameters: +14.4, +7.6, +3.6, +13.0
 #   nce, Adam 1e-3: +7.4, -2.8, +8.6, +4.8;  4 epochs: +6.6, -1.4, +7.2, +4.8;
 #                   Adam 3e-3: +9.4, -1.2, +7.0, +2.6
-#   jsd (the paper's default), SGD 0.03: +1.0, -1.8, -8.6, +1.2;  Adam 1e-3, layer3 map, seed 0: 22.2 -> 25.4
+#   jsd (the paper's default), SGD 0.03: +1.0, -1.8, -8.6, +1.2;
+#                                  Adam 1e-3, layer3 map, seed 0: 22.2 -> 25.4
 DIM_RUN = [
     "augmentation=dim",
     "augmentation.views.0.scale=[1.0,1.0]",
@@ -304,9 +210,10 @@ def test_dim_learns_on_synthetic(tmp_path):
 @needs_fmnist
 @pytest.mark.timeout(1300)
 def test_dim_learns_on_fashion_mnist(tmp_path):
-    # the full fmnist_dim experiment (5k images, 5 epochs): measured 53.1 -> 55.8 best (epoch 5; 189 s wall, 2
-    # cores shared by 3-6 processes); with Y = the pooled ReLU features, before: 53.1 -> 54.5 (187 s).
-    # Shorter runs (2000 images, 1-2 epochs at batch 64-128) stayed at or below the baseline (49.8 -> 46-49), so the test runs it whole.
+    # the full fmnist_dim experiment (5k images, 5 epochs): measured 53.1 -> 55.8 best (epoch 5; 189
+    # s wall, 2 cores shared by 3-6 processes); with Y = the pooled ReLU features, before: 53.1 ->
+    # 54.5 (187 s). Shorter runs (2000 images, 1-2 epochs at batch 64-128) stayed at or below the
+    # baseline (49.8 -> 46-49), so the test runs it whole.
     run = run_cli(
         "experiment=fmnist_dim", "progress_bar=false", run_dir=tmp_path / "run", check=True
     )

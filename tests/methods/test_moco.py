@@ -1,7 +1,5 @@
-"""MoCo v1/v2: InfoNCE vs a loop reference, the symmetric loss vs the CIFAR demo, the BN grouping of the crops
-(bn_stats, bn_splits), EMA key encoder, queue-fed training, the CLI."""
-
-import math
+"""MoCo v1/v2: InfoNCE vs a loop reference, the symmetric loss vs the CIFAR demo, the BN grouping of
+the crops (bn_stats, bn_splits), EMA key encoder, queue-fed training, the CLI."""
 
 import pytest
 import torch
@@ -10,46 +8,13 @@ from conftest import FAST, LEARN, knn_gain, run_cli
 from conftest import narrow_backbone as narrow
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import info_nce
+from ssl_bench.losses.contrastive import info_nce
 from ssl_bench.methods.moco import MoCo
-
-
-def info_nce_reference(q, k, queue, t):
-    """Eq. (1) of MoCo as a loop: -log exp(q.k+/t) / (exp(q.k+/t) + sum_j exp(q.queue_j/t))."""
-    total = 0.0
-    for i in range(q.shape[0]):
-        qi, ki = q[i] / q[i].norm(), k[i] / k[i].norm()
-        pos = torch.exp(qi @ ki / t)
-        neg = sum(torch.exp(qi @ queue[j] / t) for j in range(queue.shape[0]))
-        total = total - torch.log(pos / (pos + neg))
-    return total / q.shape[0]
-
-
-def test_info_nce_matches_reference_value_and_gradient():
-    torch.manual_seed(0)
-    q = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
-    queue = F.normalize(torch.randn(7, 6, dtype=torch.float64), dim=1)
-    for t in (0.07, 0.2):
-        ours, terms = info_nce(q, k, queue, t, return_terms=True)
-        ref = info_nce_reference(q, k.detach(), queue, t)
-        assert math.isclose(ours.item(), ref.item(), rel_tol=1e-5), (ours, ref)
-        g_ours, g_k = torch.autograd.grad(ours, (q, k), allow_unused=True)
-        (g_ref,) = torch.autograd.grad(ref, (q,))
-        assert torch.allclose(g_ours, g_ref, atol=1e-5)
-        assert g_k is None  # keys are constants
-        assert set(terms) == {"pos_sim", "neg_sim", "acc"}
-
-
-def test_info_nce_prefers_the_matching_key():
-    z = F.normalize(torch.randn(8, 16), dim=1)
-    queue = F.normalize(torch.randn(32, 16), dim=1)
-    assert info_nce(z, z, queue, 0.1) < info_nce(z, z.roll(1, 0), queue, 0.1)
 
 
 def test_ema_update_is_exact_and_no_gradient_reaches_the_key_encoder():
     torch.manual_seed(0)
-    m = MoCo(narrow(), queue_size=64, momentum_tau=0.9, bn_splits=2)
+    m = MoCo(narrow(), queue_size=64, base_tau=0.9, bn_splits=2)
     views = [torch.randn(8, 3, 32, 32) for _ in range(2)]
     out = m.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))
     out["loss"].backward()
@@ -71,21 +36,21 @@ def test_keys_are_enqueued_and_the_queue_wraps():
     torch.manual_seed(0)
     m = MoCo(narrow(), queue_size=20, bn_splits=2)  # 8 keys per step do not divide 20
     views = [torch.randn(8, 3, 32, 32) for _ in range(2)]
-    for step in range(3):
+    for _ in range(3):
         m.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))
     assert int(m.queue.ptr) == 24 % 20
     sym = MoCo(narrow(), queue_size=20, symmetric=True, bn_splits=2)
     out = sym.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))
     assert int(sym.queue.ptr) == 16 and out["feats"].shape[0] == 16
-    assert {"loss", "feats", "z_std", "pos_sim", "neg_sim", "acc"} == set(
-        out
-    )  # logged as train/<name>
+    # logged as train/<name>
+    assert {"loss", "feats", "z_std", "pos_sim", "neg_sim", "acc"} == set(out)
 
 
 def test_queries_use_the_same_bn_splits_as_the_keys():
-    """SplitBatchNorm in both encoders, as the official CIFAR demo: the queries' BN statistics come from
-    sub-batches too (one BN over the whole batch lets the model tell this batch's keys from the queue's).
-    bn_stats=joint: virtual device s holds half s of both crops, as one device of a DDP run."""
+    """SplitBatchNorm in both encoders, as the official CIFAR demo: the queries' BN statistics come
+    from sub-batches too (one BN over the whole batch lets the model tell this batch's keys from the
+    queue's). bn_stats=joint: virtual device s holds half s of both crops, as one device of a DDP
+    run."""
     torch.manual_seed(0)
     views = [torch.randn(8, 3, 16, 16) for _ in range(2)]
     (a1, b1), (a2, b2) = views[0].chunk(2), views[1].chunk(2)
@@ -104,14 +69,14 @@ def test_queries_use_the_same_bn_splits_as_the_keys():
             feats = [f.chunk(2)[i] for i in (0, 1) for f in feats]
         expected = torch.cat(feats)
         assert torch.allclose(out["feats"], expected, atol=1e-5), (symmetric, mode)
-        assert (
-            sum(isinstance(layer, torch.nn.BatchNorm1d) for layer in m.projector) == 1
-        )  # v1 head: fc + BN
+        # v1 head: fc + BN
+        assert sum(isinstance(layer, torch.nn.BatchNorm1d) for layer in m.projector) == 1
 
 
-# ---- the symmetric loss: the official CIFAR demo transcribed ----------------------------------------------
+# ---- the symmetric loss: the official CIFAR demo transcribed -----------------------------------
 def demo_contrastive_loss(encoder_q, encoder_k, queue, T, im_q, im_k):
-    """facebookresearch/moco@f736491 colab/moco_cifar10_demo.ipynb ModelMoCo.contrastive_loss; queue C x K."""
+    """facebookresearch/moco@f736491 colab/moco_cifar10_demo.ipynb ModelMoCo.contrastive_loss; queue
+    C x K."""
     q = encoder_q(im_q)  # queries: NxC
     q = F.normalize(q, dim=1)
     with torch.no_grad():
@@ -130,7 +95,8 @@ def demo_contrastive_loss(encoder_q, encoder_k, queue, T, im_q, im_k):
 
 
 def demo_symmetric_loss(encoder_q, encoder_k, queue, T, im1, im2):
-    """ModelMoCo.forward with symmetric=True: loss = loss_12 + loss_21; keys k1, k2 for the queue."""
+    """ModelMoCo.forward with symmetric=True: loss = loss_12 + loss_21; keys k1, k2 for the
+    queue."""
     loss_12, q1, k2 = demo_contrastive_loss(encoder_q, encoder_k, queue, T, im1, im2)
     loss_21, q2, k1 = demo_contrastive_loss(encoder_q, encoder_k, queue, T, im2, im1)
     loss = loss_12 + loss_21
@@ -139,8 +105,8 @@ def demo_symmetric_loss(encoder_q, encoder_k, queue, T, im1, im2):
 
 
 def test_symmetric_loss_is_the_demos_sum_value_gradient_and_queue():
-    """bn_splits=1 (the demo's `--bn-splits 1`: one BN per encoder call); the key shuffle then cannot change a
-    key, so the demo's random permutation and ours need not agree."""
+    """bn_splits=1 (the demo's `--bn-splits 1`: one BN per encoder call); the key shuffle then
+    cannot change a key, so the demo's random permutation and ours need not agree."""
     torch.manual_seed(0)
     m = MoCo(
         narrow(),
@@ -169,8 +135,8 @@ def test_symmetric_loss_is_the_demos_sum_value_gradient_and_queue():
 
 
 def moco_by_hand(m, views, joint):
-    """The symmetric loss with the crops grouped by hand (bn_splits=1): both crops in one call of each encoder
-    (joint) or one call per crop (per view, the demo's)."""
+    """The symmetric loss with the crops grouped by hand (bn_splits=1): both crops in one call of
+    each encoder (joint) or one call per crop (per view, the demo's)."""
     encoder_q = lambda x: m.projector(m.backbone(x))  # noqa: E731
     encoder_k = lambda x: m.target_projector(m.target_backbone(x))  # noqa: E731
     if joint:
@@ -207,16 +173,15 @@ def test_bn_stats_per_view_and_joint_match_the_calls_by_hand():
         ]
         assert torch.allclose(losses[mode], ref, atol=1e-5), (mode, losses[mode], ref)
     assert abs(losses["per_view"] - losses["joint"]) > 1e-3, losses
-    assert (
-        MoCo(narrow(), queue_size=8).bn_stats == "per_view"
-    )  # the official code's grouping by default
+    # the official code's grouping by default
+    assert MoCo(narrow(), queue_size=8).bn_stats == "per_view"
 
 
 @pytest.mark.parametrize(
     "kwargs, key",
     [
         ({"temperature": 0}, "method.temperature"),
-        ({"momentum_tau": 1.5}, "method.momentum_tau"),
+        ({"base_tau": 1.5}, "method.base_tau"),
         ({"queue_size": 0}, "method.queue_size"),
     ],
 )
@@ -231,10 +196,11 @@ def test_bad_values_name_their_key(kwargs, key):
     ids=["v1", "v2_sym"],
 )
 def test_thirty_steps_lower_the_loss(variant):
-    """A fixed pool of 64 images fed in 4 batches of 16; the queue (32) holds the keys of the two previous
-    batches, so a batch never meets its own stale keys (on one fixed batch the queue would fill with them)."""
+    """A fixed pool of 64 images fed in 4 batches of 16; the queue (32) holds the keys of the two
+    previous batches, so a batch never meets its own stale keys (on one fixed batch the queue would
+    fill with them)."""
     torch.manual_seed(0)
-    m = MoCo(narrow(), queue_size=32, momentum_tau=0.9, bn_splits=4, **variant)
+    m = MoCo(narrow(), queue_size=32, base_tau=0.9, bn_splits=4, **variant)
     base = torch.randn(64, 3, 16, 16)
     v1, v2 = base + 0.3 * torch.randn_like(base), base + 0.3 * torch.randn_like(base)
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
@@ -258,9 +224,8 @@ def test_fast_dev_run_through_cli(tmp_path, method):
     )
     res = run.results
     assert res["status"] == "completed" and res["method"] == method and res["global_step"] == 1
-    assert (
-        "val/knn_top1" in res["final"]
-    )  # fast_dev_run keeps no metrics.csv: terms are checked in-process
+    # fast_dev_run keeps no metrics.csv: terms are checked in-process
+    assert "val/knn_top1" in res["final"]
 
 
 def test_cli_rejects_a_bad_queue_size(tmp_path):
@@ -277,18 +242,20 @@ def test_cli_rejects_a_bad_queue_size(tmp_path):
 
 
 # The short recipe for MoCo, measured on 2 CPU cores (kNN top-1 init -> after; each ~50 s):
-# * the paper's head (no BN) with the key encoder fast enough to follow a 62-step run (m=0.9) falls into a
-#   drift shortcut: the whole embedding rotates away from the stale queue, contrastive acc 100% by step 14
-#   while z_std falls to 0.01 (kNN 22 -> 24); with m=0.99 the key encoder stays near its random init
-#   (pos_sim -0.47 at step 14, kNN 22 -> 23). BN in the head (proj_norm, MoCo v3's head) removes the drift.
+# * the paper's head (no BN) with the key encoder fast enough to follow a 62-step run (m=0.9) falls
+#   into a drift shortcut: the whole embedding rotates away from the stale queue, contrastive acc
+#   100% by step 14 while z_std falls to 0.01 (kNN 22 -> 24); with m=0.99 the key encoder stays near
+#   its random init (pos_sim -0.47 at step 14, kNN 22 -> 23). BN in the head (proj_norm, MoCo v3's
+#   head) removes the drift.
 # * then queue 512 / 256 / 128: kNN 26 / 36 / 34 after 2 epochs (m=0.9, T=0.2, LARS 1.0, symmetric);
-#   m=0.5: 35; T=0.5: 29; LARS 2.0: 33. A third epoch: v2 22.2 -> 41.4, v1 22.2 -> 49.2 (42.4 after 2).
+#   m=0.5: 35; T=0.5: 29; LARS 2.0: 33. A third epoch: v2 22.2 -> 41.4, v1 22.2 -> 49.2 (42.4 after
+#   2).
 MOCO_LEARN = [
     "optimizer=lars",
     "optimizer.lr=1.0",
     "method.temperature=0.2",
     "method.queue_size=256",
-    "method.momentum_tau=0.9",
+    "method.base_tau=0.9",
     "method.symmetric=true",
     "method.bn_splits=2",
     "method.proj_norm=true",
@@ -301,16 +268,15 @@ MOCO_LEARN = [
     "method, extra", [("moco_v1", []), ("moco_v2", ["method.proj_hidden_dim=512"])]
 )
 def test_moco_learns_on_synthetic(tmp_path, method, extra):
-    """The shared short run (conftest.LEARN) plus a third epoch: MoCo's gradient reaches only the queries,
-    and its positives come from a lagging key encoder, so it learns more slowly per step than SimCLR.
-    Queue 256 = the keys of the last 2 steps (symmetric: 128 keys a step); 32 images per BN split."""
+    """The shared short run (conftest.LEARN) plus a third epoch: MoCo's gradient reaches only the
+    queries, and its positives come from a lagging key encoder, so it learns more slowly per step
+    than SimCLR. Queue 256 = the keys of the last 2 steps (symmetric: 128 keys a step); 32 images
+    per BN split."""
     run = run_cli(
         *LEARN, f"method={method}", *MOCO_LEARN, *extra, run_dir=tmp_path / "run", check=True
     )
     init, after = knn_gain(run)
-    assert after >= init + 15, (
-        init,
-        after,
-    )  # measured +19 (v2) and +27 (v1); noise is a few points
+    # measured +19 (v2) and +27 (v1); noise is a few points
+    assert after >= init + 15, (init, after)
     z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     assert min(z_std) > 0.02, z_std

@@ -1,5 +1,5 @@
-"""SimCLR: the method lowers its loss on a fixed batch, groups its views as bn_stats says on every device,
-builds the head proj_bn asks for, and runs through the CLI (learning: test_learning.py)."""
+"""SimCLR: the method lowers its loss on a fixed batch, groups its views as bn_stats says on every
+device, builds the head proj_bn asks for, and runs through the CLI (learning: test_learning.py)."""
 
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from ssl_bench.backbones import create_backbone
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import nt_xent
+from ssl_bench.losses.contrastive import nt_xent
 from ssl_bench.methods.simclr import SimCLR
 
 
@@ -46,9 +46,10 @@ def test_temperature_must_be_positive():
         )
 
 
-# ---- BatchNorm grouping of the views (method.bn_stats) and the head's BN placement (method.proj_bn) -------
+# ---- BatchNorm grouping of the views (method.bn_stats), the head's BN placement (method.proj_bn)
 def simclr_by_hand(m, views, joint):
-    """SimCLR's loss with the views grouped by hand: both in one call (joint) or one call each (per view)."""
+    """SimCLR's loss with the views grouped by hand: both in one call (joint) or one call each (per
+    view)."""
     if joint:
         z1, z2 = m.projector(m.backbone(torch.cat(views))).chunk(2)
     else:
@@ -76,14 +77,17 @@ def test_bn_stats_groups_the_backbone_calls_alike_on_every_device(monkeypatch):
     views = [torch.randn(6, 3, 16, 16), torch.randn(6, 3, 16, 16)]
     for mode, expected in (("per_view", [6, 6]), ("joint", [12])):
         m = SimCLR(narrow(), proj_hidden_dim=32, proj_output_dim=16, bn_stats=mode)
-        calls = []
-        m.backbone.register_forward_pre_hook(lambda mod, args: calls.append(args[0].shape[0]))
+        calls: list[int] = []
+        m.backbone.register_forward_pre_hook(
+            lambda mod, args, calls=calls: calls.append(args[0].shape[0])
+        )
         m.training_loss(views, None, None)
         assert calls == expected, (mode, calls)
 
 
 def test_no_code_path_of_the_view_methods_reads_the_device_type():
-    """The grouping of views must not depend on the device (it used to: SimCLR concatenated on GPUs only)."""
+    """The grouping of views must not depend on the device (it used to: SimCLR concatenated on GPUs
+    only)."""
     root = Path(__file__).resolve().parents[2] / "ssl_bench"
     files = [root / "nn" / "multicrop.py", root / "nn" / "heads.py", root / "methods" / "base.py"]
     files += [
@@ -105,7 +109,8 @@ def test_bad_bn_stats_and_proj_bn_name_their_keys():
 
 
 def layer_kinds(mlp):
-    """Each layer as a short string: L+b / L (Linear with / without bias), BN(scale, shift), ReLU."""
+    """Each layer as a short string: L+b / L (Linear with / without bias), BN(scale, shift),
+    ReLU."""
     kinds = []
     for layer in mlp:
         if isinstance(layer, nn.Linear):
@@ -139,7 +144,8 @@ def test_proj_bn_layer_structure(proj_bn, kinds):
 
 
 def test_default_head_and_grouping_follow_the_official_code():
-    """conf/method/simclr.yaml and the class agree: joint BN over both views, BN after every head layer."""
+    """conf/method/simclr.yaml and the class agree: joint BN over both views, BN after every head
+    layer."""
     cfg = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "method" / "simclr.yaml")
     assert cfg.bn_stats == "joint" and cfg.proj_bn == "all"
     m = SimCLR(narrow())

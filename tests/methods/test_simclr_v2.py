@@ -1,5 +1,5 @@
-"""SimCLR v2: 3-layer head (BN placement), probe from the head's first layer, optional MoCo-style memory, the
-BN grouping of the views (bn_stats), the CLI."""
+"""SimCLR v2: 3-layer head (BN placement), probe from the head's first layer, optional MoCo-style
+memory, the BN grouping of the views (bn_stats), the CLI."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ from conftest import narrow_backbone as narrow
 
 from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import info_nce, nt_xent
+from ssl_bench.losses.contrastive import info_nce, nt_xent
 from ssl_bench.methods.simclr_v2 import SimCLRv2
 
 
@@ -18,7 +18,7 @@ def test_probe_reads_the_first_projector_layer():
     ).eval()
     x = torch.randn(4, 3, 16, 16)
     assert m(x).shape == (4, 48) and m.probe.in_features == 48
-    assert sum(isinstance(l, torch.nn.Linear) for l in m.projector) == 3
+    assert sum(isinstance(layer, torch.nn.Linear) for layer in m.projector) == 3
     m0 = SimCLRv2(narrow(), data=DataInfo(num_classes=3), probe_from_projector_layer=0).eval()
     assert m0(x).shape == (4, 128)
     with pytest.raises(ConfigError, match="probe_from_projector_layer"):
@@ -27,7 +27,7 @@ def test_probe_reads_the_first_projector_layer():
 
 def test_memory_variant_keeps_gradients_off_the_momentum_encoder():
     torch.manual_seed(0)
-    m = SimCLRv2(narrow(), queue_size=24, momentum_tau=0.9, bn_splits=2)
+    m = SimCLRv2(narrow(), queue_size=24, base_tau=0.9, bn_splits=2)
     views = [torch.randn(8, 3, 16, 16) for _ in range(2)]
     out = m.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))
     out["loss"].backward()
@@ -71,7 +71,8 @@ def test_fast_dev_run_through_cli_with_memory_and_layer_probe(tmp_path):
 
 @pytest.mark.slow
 def test_simclr_v2_learns_on_synthetic(tmp_path):
-    """The shared short run (conftest.LEARN) with the SimCLR learning test's optimiser and temperature."""
+    """The shared short run (conftest.LEARN) with the SimCLR learning test's optimiser and
+    temperature."""
     run = run_cli(
         *LEARN,
         "method=simclr_v2",
@@ -83,17 +84,16 @@ def test_simclr_v2_learns_on_synthetic(tmp_path):
         check=True,
     )
     init, after = knn_gain(run)
-    assert after >= init + 15, (
-        init,
-        after,
-    )  # measured 22.2 -> 54.0 (21.6 after epoch 1), 41 s on 2 cores
+    # measured 22.2 -> 54.0 (21.6 after epoch 1), 41 s on 2 cores
+    assert after >= init + 15, (init, after)
     z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     assert min(z_std) > 0.02, z_std
 
 
-# ---- BatchNorm grouping of the views (method.bn_stats) and the head's BN placement (method.proj_bn) -------
+# ---- BatchNorm grouping of the views (method.bn_stats), the head's BN placement (method.proj_bn)
 def test_default_head_follows_the_official_code():
-    """tf2/model.py ProjectionHead: 3 x (Linear-BN), ReLU after all but the last, the last BN scale-only."""
+    """tf2/model.py ProjectionHead: 3 x (Linear-BN), ReLU after all but the last, the last BN
+    scale-only."""
     m = SimCLRv2(narrow(), proj_hidden_dim=48)
     kinds = [type(layer).__name__ for layer in m.projector]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear", "BatchNorm1d"]
@@ -130,14 +130,13 @@ def test_probe_layer_is_the_first_head_layer_for_every_proj_bn(proj_bn, first):
     m.train()
     h = torch.randn(6, 128)
     rep = m.represent(h)
-    assert torch.allclose(
-        m.project(rep), m.projector(h), atol=1e-6
-    )  # the head, cut after its first layer
+    # the head, cut after its first layer
+    assert torch.allclose(m.project(rep), m.projector(h), atol=1e-6)
 
 
 def simclr_v2_by_hand(m, views, joint):
-    """The loss with the views grouped by hand (no memory; with the memory, bn_splits=1 so the key shuffle
-    cannot change a key): both views in one call (joint) or one call each."""
+    """The loss with the views grouped by hand (no memory; with the memory, bn_splits=1 so the key
+    shuffle cannot change a key): both views in one call (joint) or one call each."""
 
     def encode(x):
         return m.project(m.represent(m.backbone(x)))

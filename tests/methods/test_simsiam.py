@@ -1,4 +1,5 @@
-"""SimSiam: loss vs its formula, fixed-lr predictor group, 30 steps, the CLI, learning vs collapse."""
+"""SimSiam: loss vs its formula, fixed-lr predictor group, 30 steps, the CLI, learning vs
+collapse."""
 
 import pytest
 import torch
@@ -13,22 +14,10 @@ from conftest import (
 )
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import negative_cosine
+from ssl_bench.losses.bootstrap import negative_cosine
 from ssl_bench.methods.simsiam import SimSiam
 
 SMALL = dict(proj_hidden_dim=64, proj_output_dim=64, pred_hidden_dim=16)
-
-
-def test_negative_cosine_matches_formula_value_and_gradient():
-    torch.manual_seed(0)
-    p = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
-    z = torch.randn(6, 5, dtype=torch.float64)
-    ref = -sum((p[i] / p[i].norm()) @ (z[i] / z[i].norm()) for i in range(6)) / 6  # D(p, z), eq. 1
-    ours = negative_cosine(p, z)
-    assert torch.allclose(ours.double(), ref, atol=1e-6)
-    (g_ours,), (g_ref,) = torch.autograd.grad(ours, p), torch.autograd.grad(ref, p)
-    assert torch.allclose(g_ours, g_ref, atol=1e-6)
-    assert negative_cosine(z, 2 * z) == pytest.approx(-1.0)
 
 
 def test_projector_ends_in_bn_without_affine_and_predictor_is_a_bottleneck():
@@ -78,7 +67,8 @@ def test_fast_dev_run_through_cli(tmp_path):
     assert res["status"] == "completed" and res["method"] == "simsiam" and res["global_step"] == 1
 
 
-# the collapse demonstration (2 epochs, LARS 1.0: without the stop-gradient it collapses within them)
+# the collapse demonstration (2 epochs, LARS 1.0: without the stop-gradient it collapses within
+# them)
 SIMSIAM_RUN = [
     "optimizer=lars",
     "optimizer.lr=1.0",
@@ -86,15 +76,15 @@ SIMSIAM_RUN = [
     "method.proj_output_dim=512",
     "method.pred_hidden_dim=128",
 ]
-# The learning recipe: the shared short run (conftest.LEARN) for 4 epochs (124 steps) at LARS 0.3. kNN top-1 gains
-# (best - random init) measured over seeds 0-7, 2 runs sharing 2 cores, ~50 s each:
+# The learning recipe: the shared short run (conftest.LEARN) for 4 epochs (124 steps) at LARS 0.3.
+# kNN top-1 gains (best - random init) measured over seeds 0-7, 2 runs sharing 2 cores, ~50 s each:
 #   LARS 0.3, 4 epochs (this test): +5.8, +8.0, +9.8, +10.8, +10.2, +5.0, +10.0, +3.2
 #   LARS 0.2, 4 epochs:             +9.4, +3.4, +6.4, +10.6 (seeds 0-3)
 #   LARS 0.5, 4 epochs:             +18.0, +3.2, +12.2, +3.4
 #   LARS 1.0, 4 epochs:             +8.6, +16.0, -3.8, +27.0
 #   LARS 1.0, 2 epochs:             -1.6, +5.2, +6.2, +5.8, -0.8, +11.4, +9.6, +6.6
-# A high lr first tears down the random-init features (kNN dips below init in epoch 1) and only some seeds
-# recover in time; at 0.3 every seed ends above its baseline.
+# A high lr first tears down the random-init features (kNN dips below init in epoch 1) and only some
+# seeds recover in time; at 0.3 every seed ends above its baseline.
 SIMSIAM_LEARN = [
     "optimizer=lars",
     "optimizer.lr=0.3",
@@ -110,7 +100,8 @@ SIMSIAM_LEARN = [
 def test_simsiam_learns_without_collapse(tmp_path):
     init, best, z_std = learning_run("simsiam", tmp_path, SIMSIAM_LEARN)
     assert best >= init + 3, (init, best)  # seed 0: 22.2 -> 28.0; the lowest of 8 seeds +3.2
-    # the collapse signal: with the stop-gradient the embeddings keep their spread (without it, the next test)
+    # the collapse signal: with the stop-gradient the embeddings keep their spread (without it, the
+    # next test)
     assert min(z_std) > 0.25 / 512**0.5, z_std
 
 
@@ -125,8 +116,9 @@ def test_simsiam_without_stop_gradient_collapses(tmp_path):
 
 
 def simsiam_by_hand(m, views, joint):
-    """SimSiam's loss with the views grouped by hand: both in one call of each network (joint) or one call
-    per view, as the official builder.py forward (encoder(x1), encoder(x2), predictor(z1), predictor(z2))."""
+    """SimSiam's loss with the views grouped by hand: both in one call of each network (joint) or
+    one call per view, as the official builder.py forward (encoder(x1), encoder(x2), predictor(z1),
+    predictor(z2))."""
     encoder = lambda x: m.projector(m.backbone(x))  # noqa: E731
     if joint:
         z1, z2 = encoder(torch.cat(views)).chunk(2)
@@ -149,14 +141,13 @@ def test_bn_stats_per_view_and_joint_match_the_calls_by_hand():
             losses[mode], simsiam_by_hand(m, views, mode == "joint"), atol=1e-6
         ), mode
     assert abs(losses["per_view"] - losses["joint"]) > 1e-3, losses
-    assert (
-        SimSiam(narrow(), **SMALL).bn_stats == "per_view"
-    )  # the official code's grouping by default
+    # the official code's grouping by default
+    assert SimSiam(narrow(), **SMALL).bn_stats == "per_view"
 
 
 def test_projector_and_predictor_follow_the_official_builder():
-    """simsiam/builder.py: 3 x Linear-BN (no bias: BN follows), ReLU between, the last BN without affine;
-    predictor Linear(no bias)-BN-ReLU-Linear(bias)."""
+    """simsiam/builder.py: 3 x Linear-BN (no bias: BN follows), ReLU between, the last BN without
+    affine; predictor Linear(no bias)-BN-ReLU-Linear(bias)."""
     m = SimSiam(narrow(), **SMALL)
     kinds = [type(layer).__name__ for layer in m.projector]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear", "BatchNorm1d"]

@@ -1,14 +1,9 @@
-"""SwAV: Sinkhorn-Knopp and the swapped loss vs loop references (also across 2 processes), prototypes,
-multi-crop forward and the BN grouping of views (bn_stats), frozen prototypes, the queue, 30 steps, the CLI
-with multi-crop, learning."""
-
-import os
-import socket
+"""SwAV: Sinkhorn-Knopp and the swapped loss vs loop references (also across 2 processes),
+prototypes, multi-crop forward and the BN grouping of views (bn_stats), frozen prototypes, the
+queue, 30 steps, the CLI with multi-crop, learning."""
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from conftest import (
     FAST,
@@ -22,96 +17,12 @@ from conftest import (
 from torch import nn
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.losses import sinkhorn_knopp, swav_loss
+from ssl_bench.losses.clustering import sinkhorn_knopp, swav_loss
 from ssl_bench.methods.swav import SwAV
 from ssl_bench.nn.multicrop import forward_views, resolution_groups
 from ssl_bench.nn.prototypes import Prototypes
 
 SMALL = dict(proj_hidden_dim=64, proj_output_dim=32, num_prototypes=20)
-
-
-def sinkhorn_reference(scores, iterations, eps):
-    """Appendix A.1 written out: alternate prototype rows -> 1/K and sample columns -> 1/B, then scale by B."""
-    q = torch.exp(scores.double() / eps).T  # K x B
-    k, b = q.shape
-    q = q / q.sum()
-    for _ in range(iterations):
-        for r in range(k):
-            q[r] = q[r] / q[r].sum() / k
-        for c in range(b):
-            q[:, c] = q[:, c] / q[:, c].sum() / b
-    return (q * b).T
-
-
-def test_sinkhorn_matches_reference_and_marginals():
-    torch.manual_seed(0)
-    scores = (
-        F.normalize(torch.randn(12, 8), dim=1) @ F.normalize(torch.randn(5, 8), dim=1).T
-    )  # B=12, K=5
-    q = sinkhorn_knopp(scores, iterations=3, eps=0.05)
-    assert q.dtype == torch.float32 and q.shape == (12, 5)
-    assert torch.allclose(q.double(), sinkhorn_reference(scores, 3, 0.05), atol=1e-5)
-    assert torch.allclose(q.sum(dim=1), torch.ones(12), atol=1e-5)  # each sample's code sums to 1
-    converged = sinkhorn_knopp(scores, iterations=200, eps=0.05)
-    assert torch.allclose(
-        converged.sum(dim=0), torch.full((5,), 12 / 5), atol=1e-3
-    )  # uniform N/K per prototype
-
-
-def test_sinkhorn_runs_in_float32_under_bf16_autocast():
-    scores = torch.randn(16, 10).bfloat16()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        q = sinkhorn_knopp(scores, 3, 0.05)
-    assert q.dtype == torch.float32 and torch.isfinite(q).all()
-
-
-def swav_reference(scores, codes, t):
-    total = 0.0
-    for i, q in enumerate(codes):
-        sub = 0.0
-        for v, s in enumerate(scores):
-            if v == i:
-                continue
-            for n in range(s.shape[0]):
-                p = torch.exp(s[n] / t) / torch.exp(s[n] / t).sum()
-                sub = sub - (q[n] * torch.log(p)).sum() / s.shape[0]
-        total = total + sub / (len(scores) - 1)
-    return total / len(codes)
-
-
-def test_swav_loss_matches_reference_value_and_gradient():
-    torch.manual_seed(0)
-    scores = [
-        torch.randn(4, 6, dtype=torch.float64, requires_grad=True) for _ in range(4)
-    ]  # 2 large + 2 small
-    codes = [sinkhorn_knopp(s.detach(), 3, 0.05).double() for s in scores[:2]]
-    ours = swav_loss(scores, codes, 0.1)
-    ref = swav_reference(scores, codes, 0.1)
-    assert torch.allclose(ours.double(), ref, atol=1e-4)
-    g_ours, g_ref = torch.autograd.grad(ours, scores), torch.autograd.grad(ref, scores)
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_ours, g_ref))
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _sinkhorn_worker(rank, world, port, scores, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    n = scores.shape[0] // world
-    out[rank] = sinkhorn_knopp(scores[rank * n : (rank + 1) * n], 3, 0.05)
-    dist.destroy_process_group()
-
-
-def test_sinkhorn_across_two_processes_equals_single_process():
-    torch.manual_seed(1)
-    scores = F.normalize(torch.randn(8, 4), dim=1) @ F.normalize(torch.randn(6, 4), dim=1).T
-    out = mp.Manager().dict()
-    mp.spawn(_sinkhorn_worker, args=(2, _free_port(), scores, out), nprocs=2, join=True)
-    assert torch.allclose(torch.cat([out[0], out[1]]), sinkhorn_knopp(scores, 3, 0.05), atol=1e-5)
 
 
 def test_prototypes_are_unit_vectors_and_scores_are_cosines():
@@ -147,9 +58,9 @@ def test_per_view_one_call_per_view():
 
 
 def test_splits_are_virtual_devices_each_with_its_share_of_every_view():
-    """splits=2: per view, each half of a view is a call; joint, call s holds half s of every view of a
-    resolution, as a device of a 2-GPU run concatenates its share of the views. Outputs come back in
-    view order; tuple outputs are split alike."""
+    """splits=2: per view, each half of a view is a call; joint, call s holds half s of every view
+    of a resolution, as a device of a 2-GPU run concatenates its share of the views. Outputs come
+    back in view order; tuple outputs are split alike."""
     views = [torch.arange(8.0).view(8, 1) + 10 * i for i in range(3)]
     calls = []
     fn = lambda x: (calls.append(x.flatten().tolist()), (x, -x))[1]  # noqa: E731
@@ -176,8 +87,9 @@ def test_splits_are_virtual_devices_each_with_its_share_of_every_view():
 
 
 def swav_by_hand(m, views, joint):
-    """SwAV's loss (no queue) with the views grouped by hand: joint as the official ResNet.forward (the
-    backbone once per resolution, the head once on all crops), or one call per crop for both."""
+    """SwAV's loss (no queue) with the views grouped by hand: joint as the official ResNet.forward
+    (the backbone once per resolution, the head once on all crops), or one call per crop for
+    both."""
     n = views[0].shape[0]
     if joint:
         feats = torch.cat([m.backbone(torch.cat(views[:2])), m.backbone(torch.cat(views[2:]))])
@@ -204,9 +116,8 @@ def test_bn_stats_per_view_and_joint_match_the_calls_by_hand():
             mode
         )
     assert abs(losses["per_view"] - losses["joint"]) > 1e-3, losses
-    assert (
-        SwAV(narrow(), **SMALL).bn_stats == "joint"
-    )  # the official multi-crop grouping by default
+    # the official multi-crop grouping by default
+    assert SwAV(narrow(), **SMALL).bn_stats == "joint"
 
 
 def test_bad_values_name_the_key():
@@ -278,17 +189,21 @@ def test_fast_dev_run_through_cli_with_multicrop(tmp_path):
     assert res["status"] == "completed" and res["method"] == "swav" and res["global_step"] == 1
 
 
-# The learning recipe: the shared short run (conftest.LEARN) with two 32 px views (SimCLR's, no small crops),
-# 30 prototypes that learn from the first step, LARS 0.3, 3 epochs. kNN top-1 gains (best - random init), seeds 0-3,
-# 2 runs sharing 2 cores, ~36 s each:
+# The learning recipe: the shared short run (conftest.LEARN) with two 32 px views (SimCLR's, no
+# small crops), 30 prototypes that learn from the first step, LARS 0.3, 3 epochs. kNN top-1 gains
+# (best - random init), seeds 0-3, 2 runs sharing 2 cores, ~36 s each:
 #   2 views, LARS 0.3, 3 epochs (this test):                        +12.4, +4.4, +9.6, +13.4
 #   2 + 2 small crops (16 px, scale 0.2-0.5), the same otherwise:   +9.8, -0.6, +9.4, +0.8
-#   2 + 6 small crops (augmentation=swav), LARS 0.6, 2 epochs:      +5.6, -4.0, -1.4, -6.2 (prototypes frozen in epoch 1)
-#   the same with prototypes learning from the start:               -2.6, -2.2, -1.8, -2.0 (loss stays at log K)
-#   2 + 6 small crops, a 512-embedding queue from the start, LARS 0.3, 3 epochs: +5.8, -1.0, +1.6, +2.6
-# On these 32 px shapes a 16 px crop of 5-14% of the image rarely shows enough of the shape to predict the large
-# crops' codes, and in a run this short those predictions (6 of the 7 per code) pull the embedding towards a
-# uniform score; multi-crop is covered by the forward / loss tests above and by experiment=fmnist_swav.
+#   2 + 6 small crops (augmentation=swav), LARS 0.6, 2 epochs:      +5.6, -4.0, -1.4, -6.2
+#                                                        (prototypes frozen in epoch 1)
+#   the same with prototypes learning from the start:               -2.6, -2.2, -1.8, -2.0
+#                                                        (loss stays at log K)
+#   2 + 6 small crops, a 512-embedding queue from the start, LARS 0.3, 3 epochs:
+#                                                                   +5.8, -1.0, +1.6, +2.6
+# On these 32 px shapes a 16 px crop of 5-14% of the image rarely shows enough of the shape to
+# predict the large crops' codes, and in a run this short those predictions (6 of the 7 per code)
+# pull the embedding towards a uniform score; multi-crop is covered by the forward / loss tests
+# above and by experiment=fmnist_swav.
 SWAV_LEARN = [
     "augmentation=simclr",
     "method.num_prototypes=30",

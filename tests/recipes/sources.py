@@ -243,7 +243,7 @@ SOURCES["moco_v2_cifar10"] = {
         # steps)
         "method.temperature": 0.2,
         "method.queue_size": 32768,
-        "method.momentum_tau": 0.99,
+        "method.base_tau": 0.99,
         "method.final_tau": 0.999,
         "method.proj_hidden_dim": 2048,
         "method.proj_output_dim": 256,
@@ -388,7 +388,10 @@ SOURCES["simclr_v2"] = {
         "method.bn_stats": "joint",
         # the code has no MoCo-style memory
         "method.queue_size": 0,
-        "method.momentum_tau": NotInSource(
+        "method.base_tau": NotInSource(
+            "used only with a memory (queue_size > 0); the code has none"
+        ),
+        "method.final_tau": NotInSource(
             "used only with a memory (queue_size > 0); the code has none"
         ),
         "method.bn_splits": NotInSource(
@@ -438,7 +441,7 @@ def _moco_method(temperature: float, proj_layers: int) -> dict:
     return {
         "method.temperature": temperature,
         "method.queue_size": 65536,
-        "method.momentum_tau": 0.999,
+        "method.base_tau": 0.999,
         "method.final_tau": None,
         "method.proj_layers": proj_layers,
         "method.proj_hidden_dim": None,
@@ -858,7 +861,7 @@ SOURCES["moco_v1_cifar10"] = {
         # _batch_shuffle_single_gpu before the key encoder
         "method.temperature": 0.1,
         "method.queue_size": 4096,
-        "method.momentum_tau": 0.99,
+        "method.base_tau": 0.99,
         "method.final_tau": None,
         "method.proj_layers": 1,
         "method.proj_hidden_dim": None,

@@ -1,0 +1,17 @@
+"""SSL objectives as pure functions: tensors in, a loss (and optional logged terms) out; no module
+state.
+
+Each function names its paper and equation and follows its formula. By family:
+
+* `contrastive`: NT-Xent (SimCLR), InfoNCE against a queue (MoCo), CMC's in-batch cross-view loss,
+  CPC v2's InfoNCE over a grid of patches;
+* `bootstrap`: BYOL's regression loss, SimSiam's negative cosine;
+* `clustering`: Sinkhorn-Knopp codes and SwAV's swapped prediction;
+* `nce`: noise-contrastive estimation against a memory bank (InstDisc, with its normaliser Z; CMC's
+  cross-view form);
+* `mi`: lower bounds on mutual information (JSD, DV, InfoNCE), AMDIM's and DIM's objectives built on
+  them.
+
+Import from the family module (`from ssl_bench.losses.contrastive import nt_xent`); tests/losses/
+checks each loss against a literal transcription of its formula.
+"""
