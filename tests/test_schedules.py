@@ -6,8 +6,7 @@ import pytest
 
 from ssl_bench.eval.common import cosine_lr
 from ssl_bench.nn.ema import cosine_tau
-from ssl_bench.optim import warmup_cosine_lr
-from ssl_bench.schedules import cosine
+from ssl_bench.schedules import cosine, warmup_cosine_lr
 
 
 def test_cosine_endpoints_and_midpoint():

@@ -24,11 +24,9 @@ from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
 from ssl_bench.eval.knn import knn_accuracy
 from ssl_bench.nn.multicrop import BN_STATS, forward_views
-from ssl_bench.optim import (
-    build_optimizer,
-    optimizer_options,
+from ssl_bench.optim import build_optimizer, optimizer_options, split_decay_groups
+from ssl_bench.schedules import (
     scheduler_options,
-    split_decay_groups,
     warmup_cosine_lr,
     warmup_overshoot,
     warmup_step_factor,
@@ -297,9 +295,9 @@ class SSLMethod(pl.LightningModule):
         return total / max_epochs, whole
 
     def _build_scheduler(self, optimizer):
-        """A LambdaLR stepped every optimizer step: per group the multiplier lr_g(step) / base_lr_g of the
-        schedule in ssl_bench.optim, so it holds no state and a resumed run continues exactly. `fixed_lr`
-        groups keep their lr."""
+        """A LambdaLR stepped every optimizer step: per group the multiplier lr_g(step) / base_lr_g of
+        the schedule in ssl_bench.schedules, so it holds no state and a resumed run continues exactly.
+        `fixed_lr` groups keep their lr."""
         name, cfg = scheduler_options(self.sched_cfg)
         if name == "constant":
             return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
