@@ -1,6 +1,6 @@
-"""Weighted cosine kNN classifier of InstDisc (Wu et al. 2018, sec. 3.4), shared by the online kNN of a
-validation epoch (SSLMethod.on_validation_epoch_end) and offline `mode=knn`; and the choice of (k, T) on a
-held-out part of the training split (never on the test split)."""
+"""The weighted cosine kNN classifier of InstDisc (Wu et al. 2018, sec. 3.4), shared by the online
+kNN of a validation epoch (SSLMethod.on_validation_epoch_end) and offline `mode=knn`; and the choice
+of (k, T) on a held-out part of the training split (never on the test split)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def knn_predict(
 ) -> torch.Tensor:
     """Class scores [N_test, num_classes] from the k nearest bank features by cosine similarity.
 
-    Each neighbour votes for its class with weight exp(sim / temperature). The test set is processed in
-    chunks so a 50k x 2048 bank never needs more than a chunk x 50k similarity matrix.
+    Each neighbour votes for its class with weight exp(sim / temperature). The test set is processed
+    in chunks so a 50k x 2048 bank never needs more than a chunk x 50k similarity matrix.
     """
     bank = F.normalize(bank_feats.float(), dim=1)
     k = min(k, bank.shape[0])
@@ -36,6 +36,19 @@ def knn_predict(
     return torch.cat(scores)
 
 
+def topk_hits(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[N, 2] booleans: whether each label is the top-scored class, and whether it is among the top
+    5 (among all classes when there are fewer than 5)."""
+    top = scores.topk(min(5, scores.shape[1]), dim=1).indices
+    hit = top == labels[:, None]
+    return torch.stack([hit[:, 0], hit.any(1)], dim=1)
+
+
+def _percent(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    hits = topk_hits(scores, labels).float()
+    return 100.0 * hits[:, 0].mean().item(), 100.0 * hits[:, 1].mean().item()
+
+
 @torch.no_grad()
 def knn_accuracy(
     test_feats,
@@ -47,15 +60,8 @@ def knn_accuracy(
     temperature: float = 0.1,
 ) -> tuple[float, float]:
     """(top-1, top-5) in percent."""
-    return _top(
-        knn_predict(test_feats, bank_feats, bank_labels, num_classes, k, temperature), test_labels
-    )
-
-
-def _top(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    topk = scores.topk(min(5, scores.shape[1]), dim=1).indices
-    correct = topk == labels[:, None]
-    return 100.0 * correct[:, 0].float().mean().item(), 100.0 * correct.any(1).float().mean().item()
+    scores = knn_predict(test_feats, bank_feats, bank_labels, num_classes, k, temperature)
+    return _percent(scores, test_labels)
 
 
 @torch.no_grad()
@@ -68,17 +74,17 @@ def select_knn(
     fit: torch.Tensor,
     held_out: torch.Tensor,
 ) -> tuple[dict, list[dict]]:
-    """Choose (k, T) on the TRAINING split only: the bank is its `fit` part, the queries its `held_out` part
-    (ssl_bench.eval.common.stratified_holdout). Returns (the chosen pair, every pair's held-out accuracy).
-    Ties go to the first pair of the grid (ks outer, ts inner). No test feature or label is an argument."""
+    """Choose (k, T) on the TRAINING split only: the bank is its `fit` part, the queries its
+    `held_out` part (ssl_bench.eval.splits.stratified_holdout). Returns (the chosen pair, every
+    pair's held-out accuracy). Ties go to the first pair of the grid (ks outer, ts inner). No test
+    feature or label is an argument."""
     bank, bank_y = train_feats[fit], train_labels[fit]
     queries, query_y = train_feats[held_out], train_labels[held_out]
     grid = []
     for k in ks:
         for t in ts:
-            top1, top5 = _top(
-                knn_predict(queries, bank, bank_y, num_classes, int(k), float(t)), query_y
-            )
+            scores = knn_predict(queries, bank, bank_y, num_classes, int(k), float(t))
+            top1, top5 = _percent(scores, query_y)
             grid.append({"k": int(k), "t": float(t), "heldout_top1": top1, "heldout_top5": top5})
     best = max(grid, key=lambda r: r["heldout_top1"])  # max keeps the first of equal values
     return {"k": best["k"], "t": best["t"]}, grid

@@ -145,7 +145,7 @@ class SSLMethod(pl.LightningModule):
 
         This one method is what every evaluation measures: the online kNN and probe (validation_step), and
         offline `python -m ssl_bench.eval` (knn, linear, finetune, embed), which rebuilds the whole method
-        from the run and calls it (ssl_bench.eval.common.Representation). Default: the backbone's pooled
+        from the run and calls it (ssl_bench.eval.representation). Default: the backbone's pooled
         features. A method whose paper evaluates something else overrides this (CPC v2: the patch grid
         mean-pooled; SimCLR v2: the projector's first layer; CMC: its colour-view encoders concatenated),
         and `D` may then differ from `self.feat_dim`. It must be deterministic in eval mode (no augmentation,
@@ -210,7 +210,7 @@ class SSLMethod(pl.LightningModule):
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         x, labels, _ = batch
         # forward(), the representation; under Lightning: eval mode, no grad, the run's precision (autocast),
-        # channels_last inputs. Offline eval computes the very same (ssl_bench.eval.common.Representation).
+        # channels_last inputs. Offline eval computes the very same (ssl_bench.eval.representation).
         feats = self(x).float()
         self._val_store[dataloader_idx].append((feats, labels))
         if dataloader_idx == 1 and self.probe is not None:
