@@ -3,8 +3,9 @@
 Every mode evaluates the run's representation - its method's `forward`, rebuilt from the run's
 config and checkpoint - computed as the run's online kNN computed it
 (ssl_bench.eval.representation.Representation). Nothing is chosen on the test split: `mode=knn`
-reports the online protocol (the run's k and T), and a (k, T) grid or an lr list is decided on a
-held-out part of the train split.
+reports the online protocol (the run's k and T, the metric the online kNN uses:
+ssl_bench.eval.knn.WeightedKNN), and a (k, T) grid or an lr list is decided on a held-out part of
+the train split.
 
 Options and defaults: conf/eval/eval.yaml. A key that is not an eval option but a key of the run's
 own config (data.limit=500, data.test_limit=200, ...) overrides that config. Results go to
@@ -351,11 +352,14 @@ def _knn_protocol(cfg: DictConfig, rc: DictConfig) -> tuple[int, float, str]:
 
 
 def _online_knn(feats, num_classes: int, k: int, t: float) -> tuple[float, float]:
-    """(top-1, top-5) of the kNN the run's online kNN computed, on the same bank and queries."""
-    from ssl_bench.eval.knn import knn_accuracy
+    """(top-1, top-5) of the metric the run's online kNN logged, on the same bank and queries."""
+    from ssl_bench.eval.knn import WeightedKNN
 
     bank_x, bank_y, test_x, test_y = feats
-    return knn_accuracy(test_x, test_y, bank_x, bank_y, num_classes, k, t)
+    knn = WeightedKNN(num_classes, k, t)
+    knn.update(bank_x, bank_y, bank=True)
+    knn.update(test_x, test_y, bank=False)
+    return knn.compute()
 
 
 if __name__ == "__main__":

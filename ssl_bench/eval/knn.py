@@ -1,11 +1,20 @@
-"""The weighted cosine kNN classifier of InstDisc (Wu et al. 2018, sec. 3.4), shared by the online
-kNN of a validation epoch (SSLMethod.on_validation_epoch_end) and offline `mode=knn`; and the choice
-of (k, T) on a held-out part of the training split (never on the test split)."""
+"""The weighted cosine kNN classifier of InstDisc (Wu et al. 2018, sec. 3.4): one function, one
+metric.
+
+`knn_predict` / `knn_accuracy` score queries against a bank of labelled features. `WeightedKNN` is
+the same classifier as a torchmetrics Metric: it accumulates bank and query features across batches
+(and, under DDP, across ranks when computed), so the online kNN of a validation epoch (SSLMethod)
+and the offline `python -m ssl_bench.eval mode=knn` are the one piece of code and give the same
+numbers. `select_knn` chooses (k, T) on a held-out part of the training split, never on the test
+split.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 
 @torch.no_grad()
@@ -62,6 +71,52 @@ def knn_accuracy(
     """(top-1, top-5) in percent."""
     scores = knn_predict(test_feats, bank_feats, bank_labels, num_classes, k, temperature)
     return _percent(scores, test_labels)
+
+
+class WeightedKNN(Metric):
+    """`knn_accuracy` over features accumulated batch by batch: `update(feats, labels, bank=True)`
+    adds labelled bank features (the training split), `update(feats, labels, bank=False)` queries
+    (the test split); `compute()` returns (top-1, top-5) in percent as Python floats, `reset()`
+    empties both.
+
+    Under torch.distributed, `compute` gathers both from every rank in rank order (the states are
+    concatenated, as Lightning's `all_gather(...).flatten(0, 1)` did before), so every rank scores
+    the whole test split against the whole bank. The states are not persistent: a checkpoint holds
+    none of them. Call `compute` only when `ready` (both parts seen on this rank).
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, num_classes: int, k: int = 200, temperature: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        if k < 1 or temperature <= 0:
+            raise ValueError(f"kNN needs k >= 1 and temperature > 0 (got k={k}, t={temperature}).")
+        self.num_classes, self.k, self.temperature = int(num_classes), int(k), float(temperature)
+        for name in ("bank_feats", "bank_labels", "query_feats", "query_labels"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, feats: torch.Tensor, labels: torch.Tensor, bank: bool) -> None:
+        """Add one batch: features [B, D] and labels [B], to the bank or to the queries."""
+        part = "bank" if bank else "query"
+        getattr(self, f"{part}_feats").append(feats.detach())
+        getattr(self, f"{part}_labels").append(labels.detach())
+
+    @property
+    def ready(self) -> bool:
+        """Whether this rank holds bank and query features (an epoch without either scores
+        nothing)."""
+        return bool(self.bank_feats) and bool(self.query_feats)
+
+    def compute(self) -> tuple[float, float]:
+        bank, bank_y, query, query_y = (
+            dim_zero_cat(s)
+            for s in (self.bank_feats, self.bank_labels, self.query_feats, self.query_labels)
+        )
+        return knn_accuracy(
+            query, query_y, bank, bank_y, self.num_classes, self.k, self.temperature
+        )
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
-from ssl_bench.eval.knn import knn_accuracy
+from ssl_bench.eval.knn import WeightedKNN
 from ssl_bench.nn.multicrop import BN_STATS, forward_views
 from ssl_bench.optim import build_optimizer, optimizer_options, split_decay_groups
 from ssl_bench.schedules import (
@@ -132,7 +132,7 @@ class SSLMethod(pl.LightningModule):
         self._bad_steps = 0
         self.last_loss_terms: dict[str, torch.Tensor] = {}
         self.knn_init: float | None = None
-        self._val_store: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {0: [], 1: []}
+        self.knn = WeightedKNN(self.num_classes, knn_k, knn_t)  # bank: dataloader 0, queries: 1
 
     # ---- to implement -------------------------------------------------------------------------
     def training_loss(
@@ -212,24 +212,16 @@ class SSLMethod(pl.LightningModule):
         # forward(), the representation; under Lightning: eval mode, no grad, the run's precision (autocast),
         # channels_last inputs. Offline eval computes the very same (ssl_bench.eval.representation).
         feats = self(x).float()
-        self._val_store[dataloader_idx].append((feats, labels))
+        self.knn.update(feats, labels, bank=dataloader_idx == 0)
         if dataloader_idx == 1 and self.probe is not None:
             self.probe_top1.update(self.probe(feats).float(), labels)
 
     def on_validation_epoch_end(self):
-        bank, test = self._val_store[0], self._val_store[1]
-        self._val_store = {0: [], 1: []}
-        if self.num_classes == 0 or not bank or not test:
+        if self.num_classes == 0 or not self.knn.ready:
+            self.knn.reset()
             return
-        bank_f, bank_y = torch.cat([f for f, _ in bank]), torch.cat([y for _, y in bank])
-        test_f, test_y = torch.cat([f for f, _ in test]), torch.cat([y for _, y in test])
-        if self.trainer.world_size > 1:
-            bank_f, bank_y, test_f, test_y = (
-                self.all_gather(t).flatten(0, 1) for t in (bank_f, bank_y, test_f, test_y)
-            )
-        top1, top5 = knn_accuracy(
-            test_f, test_y, bank_f, bank_y, self.num_classes, self.knn_k, self.knn_t
-        )
+        top1, top5 = self.knn.compute()  # bank and queries gathered from every rank
+        self.knn.reset()
         s = self.metric_suffix
         self.log(f"val/knn_top1{s}", top1, prog_bar=True)
         self.log(f"val/knn_top5{s}", top5)

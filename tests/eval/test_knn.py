@@ -1,12 +1,18 @@
 """The weighted kNN of InstDisc (ssl_bench.eval.knn): the function against a brute-force
-transcription of Wu et al. 2018 sec. 3.4, and the (k, T) choice on training images."""
+transcription of Wu et al. 2018 sec. 3.4, the metric that accumulates batches and ranks, and the
+(k, T) choice on training images."""
 
 from __future__ import annotations
 
+import os
+import socket
+
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from ssl_bench.eval.knn import knn_accuracy, knn_predict, select_knn
+from ssl_bench.eval.knn import WeightedKNN, knn_accuracy, knn_predict, select_knn
 
 
 def brute_force_knn(test, bank, bank_y, classes, k, t):
@@ -67,3 +73,83 @@ def test_knn_selection_sees_only_training_images():
     ref = {r["k"]: knn_accuracy(x[held], y[held], x[fit], y[fit], 4, r["k"], 0.1)[0] for r in grid}
     assert {r["k"]: r["heldout_top1"] for r in grid} == ref
     assert chosen == {"k": max(ref, key=lambda k: (ref[k], -k)), "t": 0.1}
+
+
+# ---- the metric: batches and ranks ---------------------------------------------------------------
+def _clusters(n_bank: int, n_query: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(6, 12, generator=g)
+    bank_y = torch.randint(0, 6, (n_bank,), generator=g)
+    query_y = torch.randint(0, 6, (n_query,), generator=g)
+    bank = centers[bank_y] + 2.0 * torch.randn(n_bank, 12, generator=g)
+    query = centers[query_y] + 2.0 * torch.randn(n_query, 12, generator=g)
+    return bank, bank_y, query, query_y
+
+
+def test_metric_over_batches_is_the_function_on_the_whole_split():
+    """Batches of any size, bank and queries interleaved as two validation dataloaders deliver them:
+    exactly knn_accuracy of the concatenation; reset empties it for the next epoch."""
+    bank, bank_y, query, query_y = _clusters(90, 41)
+    expected = knn_accuracy(query, query_y, bank, bank_y, 6, 10, 0.07)
+    assert 0.0 < expected[0] < 100.0  # neither trivial nor hopeless: an order change would show
+    knn = WeightedKNN(6, k=10, temperature=0.07)
+    assert not knn.ready
+    for start in range(0, 90, 32):
+        knn.update(bank[start : start + 32], bank_y[start : start + 32], bank=True)
+    assert not knn.ready  # no queries yet
+    for start in range(0, 41, 16):
+        knn.update(query[start : start + 16], query_y[start : start + 16], bank=False)
+    assert knn.ready and knn.compute() == expected
+    assert isinstance(knn.compute()[0], float)
+    knn.reset()
+    assert not knn.ready
+    knn.update(bank[:50], bank_y[:50], bank=True)
+    knn.update(query, query_y, bank=False)
+    assert knn.compute() == knn_accuracy(query, query_y, bank[:50], bank_y[:50], 6, 10, 0.07)
+
+
+def test_metric_holds_no_checkpoint_state():
+    knn = WeightedKNN(6, k=5)
+    knn.update(torch.randn(4, 3), torch.zeros(4, dtype=torch.long), bank=True)
+    assert knn.state_dict() == {}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_worker(rank, world, port, shards, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    knn = WeightedKNN(6, k=10, temperature=0.07)
+    bank, bank_y, query, query_y = shards[rank]
+    half = bank.shape[0] // 2  # two batches per rank
+    knn.update(bank[:half], bank_y[:half], bank=True)
+    knn.update(bank[half:], bank_y[half:], bank=True)
+    knn.update(query, query_y, bank=False)
+    out[rank] = knn.compute()
+    local = knn_accuracy(query, query_y, bank, bank_y, 6, 10, 0.07)
+    knn.reset()
+    out[f"local{rank}"] = local
+    dist.destroy_process_group()
+
+
+def test_metric_gathers_bank_and_queries_from_every_rank():
+    """Two CPU processes (gloo) with uneven shards: each rank's result is the one-process result on
+    the rank-ordered concatenation (what SSLMethod's online kNN computed with Lightning's
+    all_gather), not its own shard's."""
+    bank, bank_y, query, query_y = _clusters(100, 60, seed=1)
+    cut_b, cut_q = 56, 27
+    shards = [
+        (bank[:cut_b], bank_y[:cut_b], query[:cut_q], query_y[:cut_q]),
+        (bank[cut_b:], bank_y[cut_b:], query[cut_q:], query_y[cut_q:]),
+    ]
+    out = mp.Manager().dict()
+    mp.spawn(_rank_worker, args=(2, _free_port(), shards, out), nprocs=2, join=True)
+    expected = knn_accuracy(query, query_y, bank, bank_y, 6, 10, 0.07)
+    assert out[0] == out[1] == expected
+    assert (
+        out["local0"] != expected or out["local1"] != expected
+    )  # a shard alone gives other numbers
