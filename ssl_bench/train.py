@@ -31,10 +31,9 @@ from ssl_bench.reliability import (
     NonFiniteGuard,
     NonFiniteLossError,
     Preemption,
-    usable_checkpoint,
 )
+from ssl_bench.runs import find_resume_checkpoint, write_run_file
 
-RUN_FILE = "ssl_bench_run.json"
 IGNORED_FOR_HASH = (
     "resume",
     "output_root",
@@ -82,42 +81,6 @@ def ensure_writable(path: Path) -> None:
             f"output dir '{path}' cannot be written ({err.strerror or err}). Fix: choose a writable "
             "location with output_root=<dir> (or hydra.run.dir=<dir>), or fix its permissions."
         ) from None
-
-
-def find_resume_checkpoint(
-    resume: str | None, cfg_hash: str, output_root: Path, run_dir: Path
-) -> Path | None:
-    """`resume=auto`: newest `last.ckpt` of an earlier run with the same config; `resume=<path>`: that file
-    (or a run dir's checkpoints/last.ckpt)."""
-    if resume in (None, "", "none", "null"):
-        return None
-    if resume == "auto":
-        candidates = []
-        for run_file in output_root.rglob(RUN_FILE):
-            other = run_file.parent
-            ckpt = other / "checkpoints" / "last.ckpt"
-            if other.resolve() == run_dir.resolve() or not ckpt.is_file():
-                continue
-            try:
-                if json.loads(run_file.read_text()).get("config_hash") == cfg_hash:
-                    candidates.append(ckpt)
-            except (OSError, json.JSONDecodeError):
-                continue
-        return (
-            usable_checkpoint(max(candidates, key=lambda p: p.stat().st_mtime))
-            if candidates
-            else None
-        )
-    path = Path(resume).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise ConfigError(
-            "resume",
-            f"no checkpoint at '{path}'.",
-            "pass resume=auto, a run dir, or the path of a .ckpt file.",
-        )
-    return usable_checkpoint(path)
 
 
 def _method_class(cfg: DictConfig) -> type[SSLMethod]:
@@ -428,7 +391,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     resume_ckpt = find_resume_checkpoint(
         cfg.get("resume"), cfg_hash, Path(cfg.output_root), run_dir
     )
-    (run_dir / RUN_FILE).write_text(json.dumps({"config_hash": cfg_hash, "run_name": run_name}))
+    write_run_file(run_dir, cfg_hash, run_name)
     recipe = recipe_info(cfg, _task_overrides())
     print(f"ssl_bench: {describe_recipe(cfg, recipe)}", flush=True)
     if not (run_dir / ".hydra" / "config.yaml").exists():

@@ -1,9 +1,9 @@
 """Weights & Biases: the logger of a run, its final summary, and a reader for offline run files.
 
 A run is offline when WANDB_MODE=offline/disabled or when no API key is available, so nothing ever
-waits for a login. wandb >= 0.19 offline runs write no wandb-summary.json; what was logged lives only
-in the run's `.wandb` record log, which `read_wandb_records` decodes (LevelDB log format: 32 KiB
-blocks of CRC-framed chunks, each chunk a piece of one protobuf `Record`).
+waits for a login. wandb >= 0.19 offline runs write no wandb-summary.json; what was logged lives
+only in the run's `.wandb` record log, which `read_wandb_records` decodes (LevelDB log format: 32
+KiB blocks of CRC-framed chunks, each chunk a piece of one protobuf `Record`).
 """
 
 from __future__ import annotations
@@ -45,12 +45,9 @@ def make_wandb_logger(cfg: DictConfig, run_dir: Path, run_name: str):
 
     wb = cfg.logger.wandb
     mode = resolve_mode(wb.get("mode"))
-    sweep = _sweep_group(run_dir)
-    group = wb.get("group") or sweep or f"{cfg.method.name}-{cfg.data.name}"
-    if (
-        sweep
-    ):  # jobs of a sweep often share a run name (the swept key is not in it): use the job dir's
-        run_name = run_dir.name
+    group = wandb_group(cfg, run_dir)
+    if sweep_group(run_dir):  # jobs of a sweep often share a run name (the swept key is not in it)
+        run_name = run_dir.name  # so each is named by its job dir
     tags = list(wb.get("tags") or []) + [cfg.method.name, cfg.data.name, cfg.backbone.tag]
     logger = WandbLogger(
         project=wb.project,
@@ -70,20 +67,52 @@ def make_wandb_logger(cfg: DictConfig, run_dir: Path, run_name: str):
     return logger
 
 
-def _sweep_group(run_dir: Path) -> str | None:
-    """Jobs of one Hydra multirun share a group: the sweep dir's name (date/time)."""
-    try:  # any hydra.sweep.dir, not only <...>/multirun/<date>/<time>
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+def wandb_group(cfg: DictConfig, run_dir: Path) -> str:
+    """The W&B group of a run and of its offline evaluations: `logger.wandb.group` when set, else
+    the sweep's group for a job of a multirun, else <method>-<data>."""
+    logger = cfg.get("logger") or {}
+    wb = logger.get("wandb") or {}
+    return wb.get("group") or sweep_group(run_dir) or f"{cfg.method.name}-{cfg.data.name}"
 
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            return "sweep-" + "-".join(Path(HydraConfig.get().sweep.dir).parts[-2:])
-    except Exception:  # noqa: BLE001 - no Hydra runtime: fall back to the path
-        pass
+
+def sweep_group(run_dir: Path) -> str | None:
+    """The group the jobs of one Hydra multirun share: `sweep-<date>-<time>`, from the last two
+    parts of hydra.sweep.dir (any sweep dir, not only <...>/multirun/<date>/<time>); None for a
+    single run.
+
+    The sweep dir comes from the live Hydra runtime (a training job), else from the job's saved
+    .hydra/hydra.yaml (an evaluation of a finished job, when its sweep dir has no interpolation
+    left), else the two parts after `multirun` in the run dir's own path."""
+    sweep_dir = _live_sweep_dir() or _saved_sweep_dir(run_dir)
+    if sweep_dir is not None:
+        return "sweep-" + "-".join(Path(sweep_dir).parts[-2:])
     parts = run_dir.resolve().parts
     if "multirun" in parts:
         i = parts.index("multirun")
         return "sweep-" + "-".join(parts[i + 1 : i + 3])
+    return None
+
+
+def _live_sweep_dir() -> str | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return str(HydraConfig.get().sweep.dir)
+    except Exception:  # noqa: BLE001 - no Hydra runtime
+        return None
+    return None
+
+
+def _saved_sweep_dir(run_dir: Path) -> str | None:
+    try:
+        hydra = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra
+        sweep_dir = str(OmegaConf.to_container(hydra.sweep, resolve=False)["dir"])
+        if str(hydra.get("mode")) == "MULTIRUN" and "${" not in sweep_dir:
+            return sweep_dir
+    except Exception:  # noqa: BLE001 - a single run, or no hydra.yaml
+        return None
     return None
 
 
@@ -99,7 +128,7 @@ def finish_wandb(logger, results: dict[str, Any]) -> None:
     run.finish()
 
 
-# ---- reading offline runs ---------------------------------------------------------------------------
+# ---- reading offline runs ------------------------------------------------------------------------
 _BLOCK = 32 * 1024
 _HEADER = 7  # crc32 (4) + length (2) + type (1)
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
@@ -148,8 +177,8 @@ def read_wandb_records(path: str | Path):
 
 
 def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
-    """{'history': [row, ...], 'summary': {...}, 'config': {...}, 'run': {name, group, tags}} of the (first)
-    W&B run below run_dir."""
+    """{'history': [row, ...], 'summary': {...}, 'config': {...}, 'run': {name, group, tags}} of the
+    (first) W&B run below run_dir."""
     files = sorted(Path(run_dir).rglob("*.wandb"))
     if not files:
         raise FileNotFoundError(f"no .wandb file below {run_dir}")

@@ -1,13 +1,15 @@
 """Optimizers and schedules against literal transcriptions of their sources.
 
 References (transcribed below, inside the tests, as the yardsticks):
-  * LARS: vturrisi/solo-learn solo/utils/lars.py @ 9187ea39c2c3f43c455ab06664d2b019a9802954 (`LARS.step`).
-  * warm-up + cosine: solo-learn solo/utils/lr_scheduler.py @ 9187ea3 (`LinearWarmupCosineAnnealingLR.get_lr`,
-    the chained form Lightning calls every step) with solo/methods/base.py's arguments.
+  * LARS: vturrisi/solo-learn solo/utils/lars.py @ 9187ea39c2c3f43c455ab06664d2b019a9802954
+    (`LARS.step`).
+  * warm-up + cosine: solo-learn solo/utils/lr_scheduler.py @ 9187ea3
+    (`LinearWarmupCosineAnnealingLR.get_lr`, the chained form Lightning calls every step) with
+    solo/methods/base.py's arguments.
   * warm-up + steps: Philip-Bachman/amdim-public task_self_supervised.py @ 8754ae1 (`_train`,
     `train_self_supervised`).
-  * Adam with L2 weight decay (AMDIM's optimizer, ibid.): Kingma & Ba 2015, Algorithm 1, with the decay added
-    to the gradient (g <- g + wd * w) as torch.optim.Adam documents it.
+  * Adam with L2 weight decay (AMDIM's optimizer, ibid.): Kingma & Ba 2015, Algorithm 1, with the
+    decay added to the gradient (g <- g + wd * w) as torch.optim.Adam documents it.
 """
 
 from __future__ import annotations
@@ -28,20 +30,22 @@ from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
 from ssl_bench.optim import (
     ALL_OPTIMIZER_KEYS,
-    ALL_SCHEDULER_KEYS,
     LARS,
     OPTIMIZER_KEYS,
     build_optimizer,
     optimizer_options,
-    scheduler_options,
     split_decay_groups,
+)
+from ssl_bench.schedules import (
+    ALL_SCHEDULER_KEYS,
+    scheduler_options,
     warmup_cosine_lr,
     warmup_overshoot,
     warmup_step_factor,
 )
 
 
-# ---- LARS -------------------------------------------------------------------------------------------------
+# ---- LARS ----------------------------------------------------------------------------------------
 @torch.no_grad()
 def solo_lars_step(
     params,
@@ -56,7 +60,8 @@ def solo_lars_step(
     nesterov=False,
     dampening=0.0,
 ):
-    """solo-learn's LARS.step for one param group, transcribed line by line (host-side branches and all)."""
+    """solo-learn's LARS.step for one param group, transcribed line by line (host-side branches and
+    all)."""
     for p in params:
         if p.grad is None:
             continue
@@ -86,7 +91,8 @@ def solo_lars_step(
 
 
 class Net(nn.Module):
-    """Weights of different scales, biases, BatchNorm, a 0-D scalar, and a weight that starts at zero."""
+    """Weights of different scales, biases, BatchNorm, a 0-D scalar, and a weight that starts at
+    zero."""
 
     def __init__(self):
         super().__init__()
@@ -140,13 +146,14 @@ def test_lars_matches_solo_learn_step_by_step(variant):
         solo_lars_step(list(ref.parameters()), ref_state, lr, **opts)
         for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
             assert torch.allclose(a, b, rtol=1e-6, atol=1e-7), f"step {step}: {name} differs"
-    # the weight that started at zero moved (its norm is no longer 0) and every parameter was updated
+    # the weight that started at zero moved (its norm is no longer 0) and every parameter was
+    # updated
     assert ours.zero.norm() > 0
 
 
 def test_lars_variants_really_differ():
-    """The variants exercise what they claim: clip_lr binds for one layer (trust ratio > lr) and not for
-    another, and the exclusion changes the 1-D updates."""
+    """The variants exercise what they claim: clip_lr binds for one layer (trust ratio > lr) and not
+    for another, and the exclusion changes the 1-D updates."""
     finals = {}
     for variant, v in LARS_VARIANTS.items():
         torch.manual_seed(0)
@@ -177,7 +184,8 @@ def test_lars_variants_really_differ():
 
 
 def test_lars_group_without_adaptation_is_torch_sgd():
-    """The online probe's group (`lars_adapt=False`, weight decay 0) steps exactly like torch SGD."""
+    """The online probe's group (`lars_adapt=False`, weight decay 0) steps exactly like torch
+    SGD."""
     torch.manual_seed(0)
     a, b = nn.Linear(5, 3), nn.Linear(5, 3)
     b.load_state_dict(a.state_dict())
@@ -225,7 +233,7 @@ def test_lars_step_makes_no_host_sync(monkeypatch):
     assert calls == []
 
 
-# ---- Adam: L2 weight decay inside the moments (AMDIM), AdamW: decoupled ------------------------------------
+# ---- Adam: L2 weight decay inside the moments (AMDIM), AdamW: decoupled --------------------------
 def adam_l2_reference(w, grads, lr, betas, eps, wd):
     """Kingma & Ba 2015, Algorithm 1, with L2 decay in the gradient: g_t = grad_t + wd * w_{t-1}."""
     b1, b2 = betas
@@ -255,7 +263,7 @@ def test_adam_decays_inside_the_moments_and_adamw_decoupled(name):
     assert torch.allclose(p.detach(), coupled, atol=1e-6) == (name == "adam")
 
 
-# ---- weight-decay exclusion for SGD / Adam / AdamW -------------------------------------------------------
+# ---- weight-decay exclusion for SGD / Adam / AdamW -----------------------------------------------
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
 def test_exclude_bias_n_norm_for_sgd_and_adamw(name):
     torch.manual_seed(0)
@@ -299,7 +307,7 @@ def test_split_decay_groups():
     assert [len(g["params"]) for g in groups] == [1, 3] and groups[1]["weight_decay"] == 0.0
 
 
-# ---- optimizer keys ----------------------------------------------------------------------------------------
+# ---- optimizer keys ------------------------------------------------------------------------------
 def test_build_optimizer_checks_keys():
     params = [{"params": [nn.Parameter(torch.zeros(2, 2))]}]
     with pytest.raises(ConfigError, match="optimizer.lr"):
@@ -397,10 +405,10 @@ def test_scheduler_options_checks_keys():
     assert name == "warmup_cosine" and opts["warmup_steps"] == 100
 
 
-# ---- schedules ---------------------------------------------------------------------------------------------
+# ---- schedules -----------------------------------------------------------------------------------
 class SoloWarmupCosine:
-    """LinearWarmupCosineAnnealingLR.get_lr (chained form) of solo-learn, transcribed; `lrs` plays the
-    param groups' lr, `step()` what _LRScheduler.step does (last_epoch += 1, then get_lr)."""
+    """LinearWarmupCosineAnnealingLR.get_lr (chained form) of solo-learn, transcribed; `lrs` plays
+    the param groups' lr, `step()` what _LRScheduler.step does (last_epoch += 1, then get_lr)."""
 
     def __init__(self, base_lrs, warmup_epochs, max_epochs, warmup_start_lr=0.0, eta_min=0.0):
         self.base_lrs, self.warmup_epochs, self.max_epochs = (
@@ -462,9 +470,9 @@ class SoloWarmupCosine:
 def solo_warmup_cosine_lrs(
     base_lrs, total, warmup_epochs, max_epochs, warmup_start_lr=3e-5, min_lr=0.0
 ):
-    """The lr of every group at every optimizer step 0..total-1, with the arguments solo/methods/base.py
-    passes: warm-up steps = warmup_epochs * estimated_stepping_batches / max_epochs, warmup_start_lr = the
-    base lr when warmup_epochs is 0."""
+    """The lr of every group at every optimizer step 0..total-1, with the arguments
+    solo/methods/base.py passes: warm-up steps = warmup_epochs * estimated_stepping_batches /
+    max_epochs, warmup_start_lr = the base lr when warmup_epochs is 0."""
     sched = SoloWarmupCosine(
         base_lrs,
         warmup_epochs * (total / max_epochs),
@@ -510,7 +518,8 @@ class FakeTrainer(SimpleNamespace):
 
 
 def _scheduled_lrs(sched_cfg, groups, *, total, max_epochs, batches, max_steps=-1, optimizer="sgd"):
-    """The lr of every group at every optimizer step, through SSLMethod._build_scheduler and LambdaLR."""
+    """The lr of every group at every optimizer step, through SSLMethod._build_scheduler and
+    LambdaLR."""
     from ssl_bench.methods.base import SSLMethod
 
     backbone = nn.Linear(2, 2)
@@ -540,8 +549,9 @@ def _scheduled_lrs(sched_cfg, groups, *, total, max_epochs, batches, max_steps=-
 
 @pytest.mark.parametrize("warmup_epochs", [1, 0.5, 0])
 def test_warmup_cosine_through_the_method_follows_solo_learn_per_group(warmup_epochs):
-    """Each group follows solo-learn's schedule from its own base lr (the probe's 0.1 too), with the absolute
-    warmup_start_lr; a fixed_lr group keeps its lr; 3 epochs of 77 steps (0.5 epoch: 38.5 warm-up steps)."""
+    """Each group follows solo-learn's schedule from its own base lr (the probe's 0.1 too), with the
+    absolute warmup_start_lr; a fixed_lr group keeps its lr; 3 epochs of 77 steps (0.5 epoch: 38.5
+    warm-up steps)."""
     cfg = {**_preset("scheduler", "warmup_cosine"), "warmup_epochs": warmup_epochs, "min_lr": 1e-3}
     groups = [
         {"params": [nn.Parameter(torch.zeros(1))], "lr": 0.6},
@@ -571,9 +581,11 @@ def test_warmup_cosine_through_the_method_follows_solo_learn_per_group(warmup_ep
 
 
 def amdim_lrs(lr_real, steps_per_epoch, epochs=300, milestones=(250, 280), gamma=0.2):
-    # gamma 0.2 and milestones [250, 280] over 300 epochs: the source's CIFAR-10 / CIFAR-100 / STL-10 values
-    """The lr of each optimizer step of AMDIM's `_train` loop with `train_self_supervised`'s scheduler,
-    transcribed (a real torch MultiStepLR stepped with the finished epoch's index, as the source does)."""
+    # gamma 0.2 and milestones [250, 280] over 300 epochs: the source's CIFAR-10 / CIFAR-100 /
+    # STL-10 values
+    """The lr of each optimizer step of AMDIM's `_train` loop with `train_self_supervised`'s
+    scheduler, transcribed (a real torch MultiStepLR stepped with the finished epoch's index, as the
+    source does)."""
     optimizer = torch.optim.Adam(
         [nn.Parameter(torch.zeros(1))], lr=lr_real, betas=(0.8, 0.999), weight_decay=1e-5, eps=1e-8
     )

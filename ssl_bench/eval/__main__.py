@@ -1,13 +1,19 @@
-"""`python -m ssl_bench.eval mode=linear|knn|finetune|embed ckpt=<run dir or .ckpt> [key=value ...]`.
+"""`python -m ssl_bench.eval mode=linear|knn|finetune|embed ckpt=<run dir or .ckpt> [key=value]...`
 
-Every mode evaluates the run's representation - its method's `forward`, rebuilt from the run's config and
-checkpoint - computed as the run's online kNN computed it (ssl_bench.eval.common.Representation). Nothing
-is chosen on the test split: `mode=knn` reports the online protocol (the run's k and T), and a (k, T) grid
-or an lr list is decided on a held-out part of the train split.
+Every mode evaluates the run's representation - its method's `forward`, rebuilt from the run's
+config and checkpoint - computed as the run's online kNN computed it
+(ssl_bench.eval.representation.Representation). Nothing is chosen on the test split: `mode=knn`
+reports the online protocol (the run's k and T, the metric the online kNN uses:
+ssl_bench.eval.knn.WeightedKNN), and a (k, T) grid or an lr list is decided on a held-out part of
+the train split.
 
 Options and defaults: conf/eval/eval.yaml. A key that is not an eval option but a key of the run's
 own config (data.limit=500, data.test_limit=200, ...) overrides that config. Results go to
 <run dir>/eval_<mode>.json (and embed.png), and to the run's W&B run when it has one.
+
+The package, by job: representation.py (rebuild the run's method, compute its representation),
+splits.py (batches of a split, held-out parts), knn.py (the kNN metric and the (k, T) choice),
+linear.py (linear protocol, fine-tuning), embed.py (2-D map), results.py (eval_<mode>.json, W&B).
 """
 
 from __future__ import annotations
@@ -30,8 +36,26 @@ DEFAULTS = {
     "linear": {"epochs": 100, "lr": 0.1, "weight_decay": 0.0},
     "finetune": {"epochs": 30, "lr": 0.05, "weight_decay": 5e-4},
 }
+#: the optimizers of the linear and fine-tune evaluations (ssl_bench.optim.build_optimizer builds
+#: them)
+EVAL_OPTIMIZERS = ("sgd", "lars")
 
 
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        print(EVAL_CONFIG.read_text())
+        return 0
+    try:
+        cfg, overrides = parse_args(argv)
+        run_eval(cfg, overrides)
+    except UserError as err:
+        report_user_error(err)
+    return 0
+
+
+# ---- options -------------------------------------------------------------------------------------
 def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
     """(eval config, overrides of the run's config) from `key=value` arguments."""
     cfg = OmegaConf.load(EVAL_CONFIG)
@@ -64,35 +88,10 @@ def parse_args(argv: list[str]) -> tuple[DictConfig, list[str]]:
     return cfg, run_overrides
 
 
-def _positive(cfg: DictConfig, key: str, integer: bool = False) -> None:
-    values = cfg[key] if OmegaConf.is_list(cfg[key]) else [cfg[key]]
-    for v in values:
-        if (
-            isinstance(v, bool)
-            or not isinstance(v, (int, float))
-            or v <= 0
-            or (integer and int(v) != v)
-        ):
-            raise ConfigError(
-                key, f"must be a positive {'integer' if integer else 'number'}, got {v!r}."
-            )
-
-
-def _as_list(value) -> list:
-    return list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [value]
-
-
-def _knn_protocol(cfg: DictConfig, rc: DictConfig) -> tuple[int, float, str]:
-    """(k, T, their source): the eval options when set, else the run's online_eval (its online kNN)."""
-    online = rc.get("online_eval") or {}
-    k = int(cfg.k) if cfg.k is not None else int(online.get("knn_k", 200))
-    t = float(cfg.t) if cfg.t is not None else float(online.get("knn_t", 0.1))
-    return k, t, "run online_eval" if cfg.k is None and cfg.t is None else "eval options"
-
-
 def run_eval(cfg: DictConfig, run_overrides: list[str] | None = None, log=print) -> dict[str, Any]:
-    """Rebuild the run's method (its config + checkpoint) and evaluate its representation (mode=...)."""
-    from ssl_bench.eval.common import build_for_eval, pick_device
+    """Rebuild the run's method (its config + checkpoint) and evaluate its representation
+    (mode=...)."""
+    from ssl_bench.eval.representation import build_for_eval, pick_device
 
     _check(cfg)
     device = pick_device(cfg.device)
@@ -101,13 +100,9 @@ def run_eval(cfg: DictConfig, run_overrides: list[str] | None = None, log=print)
 
 
 def _check(cfg: DictConfig) -> None:
-    mode = cfg.mode
-    if mode in ("linear", "finetune"):
-        for key in ("epochs", "batch_size"):
-            _positive(cfg, key, integer=True)
-        _positive(cfg, "lr")
-        if mode == "finetune" and len(_as_list(cfg.lr)) > 1:
-            raise ConfigError("lr", "finetune trains with one lr.", "pass one value, e.g. lr=0.05.")
+    """Every option of the chosen mode, before anything is built."""
+    if cfg.mode in ("linear", "finetune"):
+        _check_training(cfg)
     for key, integer in (("k", True), ("t", False)):
         if OmegaConf.is_list(cfg[key]):
             raise ConfigError(
@@ -130,32 +125,54 @@ def _check(cfg: DictConfig) -> None:
         )
 
 
+def _check_training(cfg: DictConfig) -> None:
+    """The options of a head (linear) or network (finetune) training."""
+    for key in ("epochs", "batch_size"):
+        _positive(cfg, key, integer=True)
+    _positive(cfg, "lr")
+    if cfg.mode == "finetune" and len(_as_list(cfg.lr)) > 1:
+        raise ConfigError("lr", "finetune trains with one lr.", "pass one value, e.g. lr=0.05.")
+    if cfg.optimizer not in EVAL_OPTIMIZERS:
+        raise ConfigError("optimizer", f"unknown optimizer {cfg.optimizer!r}.", "use sgd or lars.")
+    for key in ("momentum", "weight_decay"):
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ConfigError(key, f"must be a number >= 0, got {v!r}.")
+
+
+def _positive(cfg: DictConfig, key: str, integer: bool = False) -> None:
+    for v in _as_list(cfg[key]):
+        bad_type = isinstance(v, bool) or not isinstance(v, (int, float))
+        if bad_type or v <= 0 or (integer and int(v) != v):
+            raise ConfigError(
+                key, f"must be a positive {'integer' if integer else 'number'}, got {v!r}."
+            )
+
+
+def _as_list(value) -> list:
+    return list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [value]
+
+
+# ---- the evaluation ------------------------------------------------------------------------------
 def evaluate(
     cfg: DictConfig, run, dm, model, device, run_overrides: list[str] | None = None, log=print
 ) -> dict[str, Any]:
-    """The evaluation of a rebuilt run (see run_eval); writes eval_<mode>.json and returns its content."""
-    from ssl_bench.eval.common import (
-        Representation,
-        resolve_eval_precision,
-        stratified_holdout,
-        wandb_log,
-        write_results,
-    )
-    from ssl_bench.eval.knn import knn_accuracy, select_knn
+    """The evaluation of a rebuilt run (see run_eval); writes eval_<mode>.json and returns its
+    content."""
+    from ssl_bench.eval.representation import Representation, resolve_eval_precision
+    from ssl_bench.eval.results import wandb_log, write_results
 
     mode = cfg.mode
     started = time.time()
     torch.manual_seed(int(cfg.seed))
     rc = run.cfg
-    precision = resolve_eval_precision(cfg.precision, run.run_dir, rc, device)
     rep = Representation(
         model,
         device,
-        precision,
+        resolve_eval_precision(cfg.precision, run.run_dir, rc, device),
         channels_last=bool(rc.get("channels_last", True)),
         batch_size=int(cfg.eval_batch_size or dm.eval_batch_size),
     )
-    num_classes = dm.num_classes
     result: dict[str, Any] = {
         "mode": mode,
         "run_dir": str(run.run_dir),
@@ -163,166 +180,187 @@ def evaluate(
         "method": rc.method.name,
         "data": rc.data.name,
         "backbone": str(rc.backbone.tag),
-        "num_classes": num_classes,
+        "num_classes": dm.num_classes,
         "num_train": len(dm.splits["train"]),
         "num_test": len(dm.splits["test"]),
         "device": str(device),
         "run_overrides": list(run_overrides or []),
     }
-    summary, images = {}, {}
-    select = {"fraction": float(cfg.select_fraction), "seed": int(cfg.seed)}
-
-    if mode == "linear":
-        from ssl_bench.eval.linear import linear_eval
-
-        res = linear_eval(
-            rep,
-            dm,
-            num_classes,
-            epochs=int(cfg.epochs),
-            lr=_as_list(cfg.lr),
-            batch_size=int(cfg.batch_size),
-            momentum=float(cfg.momentum),
-            weight_decay=float(cfg.weight_decay),
-            optimizer=cfg.optimizer,
-            feature_norm=bool(cfg.feature_norm),
-            cache_features=bool(cfg.cache_features),
-            crop_scale=tuple(cfg.crop_scale),
-            hflip=float(cfg.hflip),
-            seed=int(cfg.seed),
-            select_fraction=select["fraction"],
-            log=log,
-        )
-        result.update(res)
-        summary = {
-            "eval/linear_top1": res["top1"],
-            "eval/linear_top5": res["top5"],
-            "eval/linear_lr": res["lr"],
-        }
-    elif mode == "finetune":
-        from ssl_bench.eval.linear import finetune_eval
-
-        res = finetune_eval(
-            rep,
-            dm,
-            num_classes,
-            epochs=int(cfg.epochs),
-            lr=float(_as_list(cfg.lr)[0]),
-            batch_size=int(cfg.batch_size),
-            momentum=float(cfg.momentum),
-            weight_decay=float(cfg.weight_decay),
-            optimizer=cfg.optimizer,
-            crop_scale=tuple(cfg.crop_scale),
-            hflip=float(cfg.hflip),
-            seed=int(cfg.seed),
-            log=log,
-        )
-        result.update(res)
-        summary = {"eval/finetune_top1": res["top1"], "eval/finetune_top5": res["top5"]}
-    else:
-        bank_x, bank_y = rep.features(dm, "train")
-        test_x, test_y = rep.features(dm, "test")
-        k, t, source = _knn_protocol(cfg, rc)
-        top1, top5 = knn_accuracy(test_x, test_y, bank_x, bank_y, num_classes, k, t)
-        if mode == "knn":
-            log(f"knn k={k} t={t:g} ({source}): test top1 {top1:.2f} top5 {top5:.2f}")
-            result.update(
-                {"top1": top1, "top5": top5, "k": k, "t": t, "k_t_from": source, "selection": None}
-            )
-            summary = {
-                "eval/knn_top1": top1,
-                "eval/knn_top5": top5,
-                "eval/knn_k": k,
-                "eval/knn_t": t,
-            }
-            if cfg.grid_k is not None or cfg.grid_t is not None:
-                ks = [int(v) for v in _as_list(cfg.grid_k)] if cfg.grid_k is not None else [k]
-                ts = [float(v) for v in _as_list(cfg.grid_t)] if cfg.grid_t is not None else [t]
-                fit, held = stratified_holdout(bank_y.cpu(), select["fraction"], select["seed"])
-                chosen, grid = select_knn(
-                    bank_x,
-                    bank_y,
-                    num_classes,
-                    ks,
-                    ts,
-                    fit.to(bank_x.device),
-                    held.to(bank_x.device),
-                )
-                for r in grid:
-                    log(f"knn k={r['k']} t={r['t']:g}: held-out train top1 {r['heldout_top1']:.2f}")
-                s1, s5 = knn_accuracy(
-                    test_x, test_y, bank_x, bank_y, num_classes, chosen["k"], chosen["t"]
-                )
-                log(
-                    f"knn chosen on held-out train k={chosen['k']} t={chosen['t']:g}: test top1 {s1:.2f}"
-                )
-                result["selection"] = {
-                    "chosen_on": "held-out part of the train split (bank: the rest of the train split)",
-                    **select,
-                    "num_fit": int(fit.numel()),
-                    "num_heldout": int(held.numel()),
-                    "metric": "heldout_top1",
-                    "grid": grid,
-                    "chosen": chosen,
-                    "then": "test accuracy of the chosen pair, bank = the whole train split",
-                    "test_top1": s1,
-                    "test_top5": s5,
-                }
-                summary.update(
-                    {
-                        "eval/knn_selected_top1": s1,
-                        "eval/knn_selected_k": chosen["k"],
-                        "eval/knn_selected_t": chosen["t"],
-                    }
-                )
-        else:  # embed
-            from ssl_bench.eval.embed import plot_embedding, reduce_2d, stratified_first
-
-            sel = stratified_first(test_y.cpu(), int(cfg.max_points))
-            pts = reduce_2d(test_x.cpu()[sel], cfg.method, int(cfg.seed), float(cfg.perplexity))
-            out_dir = Path(cfg.out) if cfg.out else run.run_dir
-            title = f"{rc.method.name} | {rc.data.name} | {rc.backbone.tag} | kNN top-1 {top1:.1f}% ({cfg.method})"
-            png = plot_embedding(pts, test_y.cpu()[sel].tolist(), out_dir / "embed.png", title)
-            log(f"embedding of {len(sel)} test images -> {png}")
-            result.update(
-                {
-                    "knn_top1": top1,
-                    "knn_k": k,
-                    "knn_t": t,
-                    "embed_method": cfg.method,
-                    "points": len(sel),
-                    "image": str(png),
-                }
-            )
-            summary = {"eval/embed_knn_top1": top1}
-            images = {"eval/embedding": png}
+    job = {"linear": _linear, "finetune": _finetune, "knn": _knn, "embed": _embed}[mode]
+    res, summary, images = job(cfg, run, dm, rep, log)
+    result.update(res)
     result["representation"] = rep.info()
     result["eval_config"] = OmegaConf.to_container(cfg, resolve=True)
     result["wall_time_s"] = round(time.time() - started, 2)
     result["wandb_run_id"] = wandb_log(run, mode, summary, images, setting=cfg.wandb)
     path = write_results(run, mode, result, cfg.out)
-    log(
-        f"{mode} eval of {run.run_dir.name}: "
-        + ", ".join(
-            f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
-        )
-        + f" -> {path}"
-    )
+    logged = (f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items())
+    log(f"{mode} eval of {run.run_dir.name}: " + ", ".join(logged) + f" -> {path}")
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        print(EVAL_CONFIG.read_text())
-        return 0
-    try:
-        cfg, overrides = parse_args(argv)
-        run_eval(cfg, overrides)
-    except UserError as err:
-        report_user_error(err)
-    return 0
+#: what each mode returns: (its part of eval_<mode>.json, the W&B summary, the W&B images)
+JobResult = tuple[dict[str, Any], dict[str, Any], dict[str, Path]]
+
+
+def _linear(cfg: DictConfig, run, dm, rep, log) -> JobResult:
+    from ssl_bench.eval.linear import linear_eval
+
+    res = linear_eval(
+        rep,
+        dm,
+        dm.num_classes,
+        epochs=int(cfg.epochs),
+        lr=_as_list(cfg.lr),
+        batch_size=int(cfg.batch_size),
+        momentum=float(cfg.momentum),
+        weight_decay=float(cfg.weight_decay),
+        optimizer=cfg.optimizer,
+        feature_norm=bool(cfg.feature_norm),
+        cache_features=bool(cfg.cache_features),
+        crop_scale=tuple(cfg.crop_scale),
+        hflip=float(cfg.hflip),
+        seed=int(cfg.seed),
+        select_fraction=float(cfg.select_fraction),
+        log=log,
+    )
+    summary = {
+        "eval/linear_top1": res["top1"],
+        "eval/linear_top5": res["top5"],
+        "eval/linear_lr": res["lr"],
+    }
+    return res, summary, {}
+
+
+def _finetune(cfg: DictConfig, run, dm, rep, log) -> JobResult:
+    from ssl_bench.eval.linear import finetune_eval
+
+    res = finetune_eval(
+        rep,
+        dm,
+        dm.num_classes,
+        epochs=int(cfg.epochs),
+        lr=float(_as_list(cfg.lr)[0]),
+        batch_size=int(cfg.batch_size),
+        momentum=float(cfg.momentum),
+        weight_decay=float(cfg.weight_decay),
+        optimizer=cfg.optimizer,
+        crop_scale=tuple(cfg.crop_scale),
+        hflip=float(cfg.hflip),
+        seed=int(cfg.seed),
+        log=log,
+    )
+    return res, {"eval/finetune_top1": res["top1"], "eval/finetune_top5": res["top5"]}, {}
+
+
+def _knn(cfg: DictConfig, run, dm, rep, log) -> JobResult:
+    """The online protocol (the run's k and T, or the k / t options) on the test split; with grid_k
+    / grid_t also the pair chosen on held-out train images, and its test accuracy."""
+    feats = _split_features(rep, dm)
+    k, t, source = _knn_protocol(cfg, run.cfg)
+    top1, top5 = _online_knn(feats, dm.num_classes, k, t)
+    log(f"knn k={k} t={t:g} ({source}): test top1 {top1:.2f} top5 {top5:.2f}")
+    res = {"top1": top1, "top5": top5, "k": k, "t": t, "k_t_from": source, "selection": None}
+    summary = {"eval/knn_top1": top1, "eval/knn_top5": top5, "eval/knn_k": k, "eval/knn_t": t}
+    if cfg.grid_k is not None or cfg.grid_t is not None:
+        ks = [int(v) for v in _as_list(cfg.grid_k)] if cfg.grid_k is not None else [k]
+        ts = [float(v) for v in _as_list(cfg.grid_t)] if cfg.grid_t is not None else [t]
+        res["selection"] = _knn_selection(feats, dm.num_classes, ks, ts, cfg, log)
+        chosen = res["selection"]["chosen"]
+        summary.update(
+            {
+                "eval/knn_selected_top1": res["selection"]["test_top1"],
+                "eval/knn_selected_k": chosen["k"],
+                "eval/knn_selected_t": chosen["t"],
+            }
+        )
+    return res, summary, {}
+
+
+def _knn_selection(feats, num_classes: int, ks, ts, cfg: DictConfig, log) -> dict[str, Any]:
+    """(k, T) chosen on a held-out part of the train split (bank: the rest of it), then scored on
+    the test split with the whole train split as the bank."""
+    from ssl_bench.eval.knn import knn_accuracy, select_knn
+    from ssl_bench.eval.splits import stratified_holdout
+
+    bank_x, bank_y, test_x, test_y = feats
+    select = {"fraction": float(cfg.select_fraction), "seed": int(cfg.seed)}
+    fit, held = stratified_holdout(bank_y.cpu(), select["fraction"], select["seed"])
+    chosen, grid = select_knn(
+        bank_x, bank_y, num_classes, ks, ts, fit.to(bank_x.device), held.to(bank_x.device)
+    )
+    for r in grid:
+        log(f"knn k={r['k']} t={r['t']:g}: held-out train top1 {r['heldout_top1']:.2f}")
+    s1, s5 = knn_accuracy(test_x, test_y, bank_x, bank_y, num_classes, chosen["k"], chosen["t"])
+    log(f"knn chosen on held-out train k={chosen['k']} t={chosen['t']:g}: test top1 {s1:.2f}")
+    return {
+        "chosen_on": "held-out part of the train split (bank: the rest of the train split)",
+        **select,
+        "num_fit": int(fit.numel()),
+        "num_heldout": int(held.numel()),
+        "metric": "heldout_top1",
+        "grid": grid,
+        "chosen": chosen,
+        "then": "test accuracy of the chosen pair, bank = the whole train split",
+        "test_top1": s1,
+        "test_top5": s5,
+    }
+
+
+def _embed(cfg: DictConfig, run, dm, rep, log) -> JobResult:
+    """A 2-D map of (a class-balanced subset of) the test split, titled with the online-protocol
+    kNN."""
+    from ssl_bench.eval.embed import plot_embedding, reduce_2d, stratified_first
+
+    feats = _split_features(rep, dm)
+    test_x, test_y = feats[2].cpu(), feats[3].cpu()
+    k, t, _ = _knn_protocol(cfg, run.cfg)
+    top1, _ = _online_knn(feats, dm.num_classes, k, t)
+    sel = stratified_first(test_y, int(cfg.max_points))
+    pts = reduce_2d(test_x[sel], cfg.method, int(cfg.seed), float(cfg.perplexity))
+    out_dir = Path(cfg.out) if cfg.out else run.run_dir
+    rc = run.cfg
+    title = (
+        f"{rc.method.name} | {rc.data.name} | {rc.backbone.tag} | kNN top-1 {top1:.1f}% "
+        f"({cfg.method})"
+    )
+    png = plot_embedding(pts, test_y[sel].tolist(), out_dir / "embed.png", title)
+    log(f"embedding of {len(sel)} test images -> {png}")
+    res = {
+        "knn_top1": top1,
+        "knn_k": k,
+        "knn_t": t,
+        "embed_method": cfg.method,
+        "points": len(sel),
+        "image": str(png),
+    }
+    return res, {"eval/embed_knn_top1": top1}, {"eval/embedding": png}
+
+
+# ---- the kNN protocol ----------------------------------------------------------------------------
+def _split_features(rep, dm) -> tuple[torch.Tensor, ...]:
+    """(train features, train labels, test features, test labels), un-augmented."""
+    return (*rep.features(dm, "train"), *rep.features(dm, "test"))
+
+
+def _knn_protocol(cfg: DictConfig, rc: DictConfig) -> tuple[int, float, str]:
+    """(k, T, their source): the eval options when set, else the run's online_eval (its online
+    kNN)."""
+    online = rc.get("online_eval") or {}
+    k = int(cfg.k) if cfg.k is not None else int(online.get("knn_k", 200))
+    t = float(cfg.t) if cfg.t is not None else float(online.get("knn_t", 0.1))
+    return k, t, "run online_eval" if cfg.k is None and cfg.t is None else "eval options"
+
+
+def _online_knn(feats, num_classes: int, k: int, t: float) -> tuple[float, float]:
+    """(top-1, top-5) of the metric the run's online kNN logged, on the same bank and queries."""
+    from ssl_bench.eval.knn import WeightedKNN
+
+    bank_x, bank_y, test_x, test_y = feats
+    knn = WeightedKNN(num_classes, k, t)
+    knn.update(bank_x, bank_y, bank=True)
+    knn.update(test_x, test_y, bank=False)
+    return knn.compute()
 
 
 if __name__ == "__main__":

@@ -1,11 +1,20 @@
-"""Weighted cosine kNN classifier of InstDisc (Wu et al. 2018, sec. 3.4), shared by the online kNN of a
-validation epoch (SSLMethod.on_validation_epoch_end) and offline `mode=knn`; and the choice of (k, T) on a
-held-out part of the training split (never on the test split)."""
+"""The weighted cosine kNN classifier of InstDisc (Wu et al. 2018, sec. 3.4): one function, one
+metric.
+
+`knn_predict` / `knn_accuracy` score queries against a bank of labelled features. `WeightedKNN` is
+the same classifier as a torchmetrics Metric: it accumulates bank and query features across batches
+(and, under DDP, across ranks when computed), so the online kNN of a validation epoch (SSLMethod)
+and the offline `python -m ssl_bench.eval mode=knn` are the one piece of code and give the same
+numbers. `select_knn` chooses (k, T) on a held-out part of the training split, never on the test
+split.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 
 @torch.no_grad()
@@ -20,8 +29,8 @@ def knn_predict(
 ) -> torch.Tensor:
     """Class scores [N_test, num_classes] from the k nearest bank features by cosine similarity.
 
-    Each neighbour votes for its class with weight exp(sim / temperature). The test set is processed in
-    chunks so a 50k x 2048 bank never needs more than a chunk x 50k similarity matrix.
+    Each neighbour votes for its class with weight exp(sim / temperature). The test set is processed
+    in chunks so a 50k x 2048 bank never needs more than a chunk x 50k similarity matrix.
     """
     bank = F.normalize(bank_feats.float(), dim=1)
     k = min(k, bank.shape[0])
@@ -36,6 +45,19 @@ def knn_predict(
     return torch.cat(scores)
 
 
+def topk_hits(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[N, 2] booleans: whether each label is the top-scored class, and whether it is among the top
+    5 (among all classes when there are fewer than 5)."""
+    top = scores.topk(min(5, scores.shape[1]), dim=1).indices
+    hit = top == labels[:, None]
+    return torch.stack([hit[:, 0], hit.any(1)], dim=1)
+
+
+def _percent(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    hits = topk_hits(scores, labels).float()
+    return 100.0 * hits[:, 0].mean().item(), 100.0 * hits[:, 1].mean().item()
+
+
 @torch.no_grad()
 def knn_accuracy(
     test_feats,
@@ -47,15 +69,54 @@ def knn_accuracy(
     temperature: float = 0.1,
 ) -> tuple[float, float]:
     """(top-1, top-5) in percent."""
-    return _top(
-        knn_predict(test_feats, bank_feats, bank_labels, num_classes, k, temperature), test_labels
-    )
+    scores = knn_predict(test_feats, bank_feats, bank_labels, num_classes, k, temperature)
+    return _percent(scores, test_labels)
 
 
-def _top(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    topk = scores.topk(min(5, scores.shape[1]), dim=1).indices
-    correct = topk == labels[:, None]
-    return 100.0 * correct[:, 0].float().mean().item(), 100.0 * correct.any(1).float().mean().item()
+class WeightedKNN(Metric):
+    """`knn_accuracy` over features accumulated batch by batch: `update(feats, labels, bank=True)`
+    adds labelled bank features (the training split), `update(feats, labels, bank=False)` queries
+    (the test split); `compute()` returns (top-1, top-5) in percent as Python floats, `reset()`
+    empties both.
+
+    Under torch.distributed, `compute` gathers both from every rank in rank order (the states are
+    concatenated, as Lightning's `all_gather(...).flatten(0, 1)` did before), so every rank scores
+    the whole test split against the whole bank. The states are not persistent: a checkpoint holds
+    none of them. Call `compute` only when `ready` (both parts seen on this rank).
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, num_classes: int, k: int = 200, temperature: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        if k < 1 or temperature <= 0:
+            raise ValueError(f"kNN needs k >= 1 and temperature > 0 (got k={k}, t={temperature}).")
+        self.num_classes, self.k, self.temperature = int(num_classes), int(k), float(temperature)
+        for name in ("bank_feats", "bank_labels", "query_feats", "query_labels"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, feats: torch.Tensor, labels: torch.Tensor, bank: bool) -> None:
+        """Add one batch: features [B, D] and labels [B], to the bank or to the queries."""
+        part = "bank" if bank else "query"
+        getattr(self, f"{part}_feats").append(feats.detach())
+        getattr(self, f"{part}_labels").append(labels.detach())
+
+    @property
+    def ready(self) -> bool:
+        """Whether this rank holds bank and query features (an epoch without either scores
+        nothing)."""
+        return bool(self.bank_feats) and bool(self.query_feats)
+
+    def compute(self) -> tuple[float, float]:
+        bank, bank_y, query, query_y = (
+            dim_zero_cat(s)
+            for s in (self.bank_feats, self.bank_labels, self.query_feats, self.query_labels)
+        )
+        return knn_accuracy(
+            query, query_y, bank, bank_y, self.num_classes, self.k, self.temperature
+        )
 
 
 @torch.no_grad()
@@ -68,17 +129,17 @@ def select_knn(
     fit: torch.Tensor,
     held_out: torch.Tensor,
 ) -> tuple[dict, list[dict]]:
-    """Choose (k, T) on the TRAINING split only: the bank is its `fit` part, the queries its `held_out` part
-    (ssl_bench.eval.common.stratified_holdout). Returns (the chosen pair, every pair's held-out accuracy).
-    Ties go to the first pair of the grid (ks outer, ts inner). No test feature or label is an argument."""
+    """Choose (k, T) on the TRAINING split only: the bank is its `fit` part, the queries its
+    `held_out` part (ssl_bench.eval.splits.stratified_holdout). Returns (the chosen pair, every
+    pair's held-out accuracy). Ties go to the first pair of the grid (ks outer, ts inner). No test
+    feature or label is an argument."""
     bank, bank_y = train_feats[fit], train_labels[fit]
     queries, query_y = train_feats[held_out], train_labels[held_out]
     grid = []
     for k in ks:
         for t in ts:
-            top1, top5 = _top(
-                knn_predict(queries, bank, bank_y, num_classes, int(k), float(t)), query_y
-            )
+            scores = knn_predict(queries, bank, bank_y, num_classes, int(k), float(t))
+            top1, top5 = _percent(scores, query_y)
             grid.append({"k": int(k), "t": float(t), "heldout_top1": top1, "heldout_top5": top5})
     best = max(grid, key=lambda r: r["heldout_top1"])  # max keeps the first of equal values
     return {"k": best["k"], "t": best["t"]}, grid

@@ -1,25 +1,30 @@
 """Offline linear evaluation and fine-tuning of a pretrained method's representation.
 
-The representation is the method's `forward` (ssl_bench.eval.common.Representation), not its bare backbone:
-CPC v2's pooled patch grid, SimCLR v2's projector layer, CMC's concatenated encoders.
+The representation is the method's `forward` (ssl_bench.eval.representation.Representation), not its
+bare backbone: CPC v2's pooled patch grid, SimCLR v2's projector layer, CMC's concatenated encoders.
 
 Linear protocol (SimCLR appendix B.6, MoCo v3 / MAE for the BN): the method is frozen - eval mode,
 so BatchNorm statistics stay as trained, and requires_grad False - and a linear classifier (after a
-parameter-free BatchNorm of the features, `feature_norm`) is trained with SGD + momentum and a cosine
-schedule on random-resized-crop + flip views of the train split, then top-1/top-5 on the test split.
+parameter-free BatchNorm of the features, `feature_norm`) is trained with SGD + momentum (or LARS,
+the SimCLR / BYOL large-batch recipe) and a cosine schedule on random-resized-crop + flip views of
+the train split, then top-1/top-5 on the test split. The optimizer is training's
+(ssl_bench.optim.build_optimizer, one parameter group, no bias / norm exclusion), the schedule
+training's warm-up cosine without warm-up (ssl_bench.schedules.warmup_cosine_lr: from the base lr to
+0), set at every step.
 
 `cache_features=true` computes the features of the un-augmented train images once and trains the
 head on those: an lr sweep then takes seconds, at the cost of the augmentation (usually a point or
 two of accuracy).
 
-An lr list is chosen without the test split: each lr trains a head on the fit part of the train split
-(stratified, seeded; common.stratified_holdout) and is scored on its held-out part; the chosen lr is then
-trained again on the whole train split, and only that head is scored on the test split. (Most SSL papers
-pick the lr on the test split; that number is optimistic and is not what this reports.)
+An lr list is chosen without the test split: each lr trains a head on the fit part of the train
+split (stratified, seeded; splits.stratified_holdout) and is scored on its held-out part; the chosen
+lr is then trained again on the whole train split, and only that head is scored on the test split.
+(Most SSL papers pick the lr on the test split; that number is optimistic and is not what this
+reports.)
 
-Fine-tuning trains, on a copy, every parameter the representation depends on (those that get a gradient
-from `forward`: the backbone, and e.g. SimCLR v2's first projector layer) plus a linear head, at the run's
-precision; the checkpoint is never written.
+Fine-tuning trains, on a copy, every parameter the representation depends on (those that get a
+gradient from `forward`: the backbone, and e.g. SimCLR v2's first projector layer) plus a linear
+head, at the run's precision; the checkpoint is never written.
 """
 
 from __future__ import annotations
@@ -32,16 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_bench.eval.common import (
-    Representation,
-    SplitBatches,
-    augment_pipeline,
-    cosine_lr,
-    representation_parameters,
-    stratified_holdout,
-    topk_correct,
-)
+from ssl_bench.eval.knn import topk_hits
+from ssl_bench.eval.representation import Representation, representation_parameters
+from ssl_bench.eval.splits import SplitBatches, augment_pipeline, stratified_holdout
 from ssl_bench.optim import build_optimizer
+from ssl_bench.schedules import warmup_cosine_lr
 
 
 class LinearHead(nn.Module):
@@ -58,16 +58,12 @@ class LinearHead(nn.Module):
         return self.fc(self.norm(x))
 
 
-def make_optimizer(params, name: str, lr: float, momentum: float, weight_decay: float):
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "lars":  # the SimCLR/BYOL large-batch linear recipe
-        return build_optimizer(
-            [{"params": list(params)}], "lars", lr, momentum=momentum, weight_decay=weight_decay
-        )
-    from ssl_bench.errors import ConfigError
-
-    raise ConfigError("optimizer", f"unknown optimizer {name!r}.", "use sgd or lars.")
+def set_cosine_lr(optimizer: torch.optim.Optimizer, step: int, total: int, base: float) -> None:
+    """The lr of step `step` of `total`: the cosine from `base` to 0 (training's warm-up cosine, no
+    warm-up)."""
+    lr = warmup_cosine_lr(step, base, total, warmup_steps=0)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 @torch.no_grad()
@@ -75,7 +71,7 @@ def head_accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str
     """{'top1', 'top5'} in percent of a head on fixed features."""
     head.eval()
     logits = torch.cat([head(x[i : i + 4096]).float() for i in range(0, x.shape[0], 4096)])
-    c1, c5 = topk_correct(logits, y)
+    c1, c5 = (int(v) for v in topk_hits(logits, y).sum(0))
     return {"top1": 100.0 * c1 / max(y.numel(), 1), "top5": 100.0 * c5 / max(y.numel(), 1)}
 
 
@@ -92,10 +88,12 @@ def train_head_on_features(
     feature_norm: bool = True,
     seed: int = 0,
 ) -> LinearHead:
-    """A linear head trained on fixed features (SGD/LARS, cosine schedule, shuffled mini-batches)."""
+    """A linear head trained on fixed features (SGD/LARS, cosine schedule, shuffled
+    mini-batches)."""
     torch.manual_seed(seed)
     head = LinearHead(x.shape[1], num_classes, feature_norm).to(x.device)
-    opt = make_optimizer(head.parameters(), optimizer, lr, momentum, weight_decay)
+    params = [{"params": list(head.parameters())}]
+    opt = build_optimizer(params, optimizer, lr, weight_decay=weight_decay, momentum=momentum)
     n = x.shape[0]
     bs = min(batch_size, n)
     steps_per_epoch = max(1, n // bs)
@@ -106,8 +104,7 @@ def train_head_on_features(
         order = torch.randperm(n, generator=gen).to(x.device)
         for i in range(steps_per_epoch):
             idx = order[i * bs : (i + 1) * bs]
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, total, lr)
+            set_cosine_lr(opt, step, total, lr)
             loss = F.cross_entropy(head(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -166,22 +163,22 @@ def train_head_on_views(
     seed: int,
     log=print,
 ) -> LinearHead:
-    """A linear head trained on the frozen representation of fresh random crop + flip views of the train
-    split (or of its `indices`), one pass of the model per view."""
+    """A linear head trained on the frozen representation of fresh random crop + flip views of the
+    train split (or of its `indices`), one pass of the model per view."""
     torch.manual_seed(seed)
     views = augment_pipeline(dm.eval_size, crop_scale, hflip)
     train = SplitBatches(
         dm, "train", batch_size, rep.device, augment=views, seed=seed, indices=indices
     )
     head = LinearHead(rep.dim(dm), num_classes, feature_norm).to(rep.device)
-    opt = make_optimizer(head.parameters(), optimizer, lr, momentum, weight_decay)
+    params = [{"params": list(head.parameters())}]
+    opt = build_optimizer(params, optimizer, lr, weight_decay=weight_decay, momentum=momentum)
     total, step = epochs * max(1, train.num_batches(drop_last=True)), 0
     for epoch in range(epochs):
         head.train()
         for x, y in train(shuffle=True, drop_last=True):
             feats = rep(x)
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, total, lr)
+            set_cosine_lr(opt, step, total, lr)
             loss = F.cross_entropy(head(feats), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -218,8 +215,8 @@ def linear_eval(
 ) -> dict:
     """The linear protocol on the frozen representation `rep` (its model is left bit-identical).
 
-    One lr: a head trained on the whole train split, scored on the test split. A list of lrs: chosen on a
-    held-out `select_fraction` of the train split (see the module docstring), then the same."""
+    One lr: a head trained on the whole train split, scored on the test split. A list of lrs: chosen
+    on a held-out `select_fraction` of the train split (see the module docstring), then the same."""
     lrs = [float(v) for v in (lr if isinstance(lr, (list, tuple)) else [lr])]
     freeze(rep.model)
     started = time.time()
@@ -234,32 +231,9 @@ def linear_eval(
     )
     train_labels = SplitBatches(dm, "train", batch_size, rep.device).labels
     if cache_features:
-        tr_x, tr_y = rep.features(dm, "train")
-
-        def fit(one: float, idx: torch.Tensor | None) -> nn.Module:
-            x, y = (tr_x, tr_y) if idx is None else (tr_x[idx], tr_y[idx])
-            return train_head_on_features(x, y, num_classes, lr=one, **hyper)
-
-        def heldout(head: nn.Module, idx: torch.Tensor) -> dict:
-            return head_accuracy(head, tr_x[idx], tr_y[idx])
+        fit, heldout = _on_features(rep, dm, num_classes, hyper)
     else:
-
-        def fit(one: float, idx: torch.Tensor | None) -> nn.Module:
-            return train_head_on_views(
-                rep,
-                dm,
-                num_classes,
-                idx,
-                lr=one,
-                crop_scale=crop_scale,
-                hflip=hflip,
-                log=log,
-                **hyper,
-            )
-
-        def heldout(head: nn.Module, idx: torch.Tensor) -> dict:
-            return head_accuracy(head, *rep.features(dm, "train", indices=idx))
-
+        fit, heldout = _on_views(rep, dm, num_classes, hyper, crop_scale, hflip, log)
     chosen, selection = lrs[0], None
     if len(lrs) > 1:
         chosen, selection = select_lr(lrs, train_labels, fit, heldout, select_fraction, seed, log)
@@ -287,6 +261,40 @@ def linear_eval(
     }
 
 
+def _on_features(
+    rep: Representation, dm, num_classes: int, hyper: dict
+) -> tuple[Callable, Callable]:
+    """(fit(lr, train indices or None), heldout(head, train indices)) on the features of the
+    un-augmented train images, computed once."""
+    tr_x, tr_y = rep.features(dm, "train")
+
+    def fit(one: float, idx: torch.Tensor | None) -> nn.Module:
+        x, y = (tr_x, tr_y) if idx is None else (tr_x[idx], tr_y[idx])
+        return train_head_on_features(x, y, num_classes, lr=one, **hyper)
+
+    def heldout(head: nn.Module, idx: torch.Tensor) -> dict:
+        return head_accuracy(head, tr_x[idx], tr_y[idx])
+
+    return fit, heldout
+
+
+def _on_views(
+    rep: Representation, dm, num_classes: int, hyper: dict, crop_scale, hflip: float, log
+) -> tuple[Callable, Callable]:
+    """(fit, heldout) as _on_features, training on fresh crop + flip views of every pass; the
+    held-out images are scored un-augmented."""
+
+    def fit(one: float, idx: torch.Tensor | None) -> nn.Module:
+        return train_head_on_views(
+            rep, dm, num_classes, idx, lr=one, crop_scale=crop_scale, hflip=hflip, log=log, **hyper
+        )
+
+    def heldout(head: nn.Module, idx: torch.Tensor) -> dict:
+        return head_accuracy(head, *rep.features(dm, "train", indices=idx))
+
+    return fit, heldout
+
+
 def select_lr(
     lrs: Sequence[float],
     train_labels: torch.Tensor,
@@ -296,8 +304,9 @@ def select_lr(
     seed: int,
     log=print,
 ) -> tuple[float, dict]:
-    """The lr with the best held-out top-1 (the first of equals), from heads trained on the rest of the train
-    split. `fit(lr, indices)` and `heldout(head, indices)` only ever see train-split images."""
+    """The lr with the best held-out top-1 (the first of equals), from heads trained on the rest of
+    the train split. `fit(lr, indices)` and `heldout(head, indices)` only ever see train-split
+    images."""
     fit_idx, val_idx = stratified_holdout(train_labels, fraction, seed)
     grid = []
     for one in lrs:
@@ -333,8 +342,8 @@ def finetune_eval(
     seed: int = 0,
     log=print,
 ) -> dict:
-    """Train a copy of the representation's parameters and a linear head end to end (crop + flip views, SGD,
-    cosine), at the run's precision; score the test split."""
+    """Train a copy of the representation's parameters and a linear head end to end (crop + flip
+    views, SGD, cosine), at the run's precision; score the test split."""
     torch.manual_seed(seed)
     started = time.time()
     model = copy.deepcopy(rep.model)
@@ -350,8 +359,9 @@ def finetune_eval(
         {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
     )
     head = nn.Linear(rep.dim(dm), num_classes).to(rep.device)
-    opt = make_optimizer(
-        params + list(head.parameters()), optimizer, float(lr), momentum, weight_decay
+    groups = [{"params": params + list(head.parameters())}]
+    opt = build_optimizer(
+        groups, optimizer, float(lr), weight_decay=weight_decay, momentum=momentum
     )
     scaler = (
         torch.amp.GradScaler(rep.device.type) if tuned.autocast_dtype == torch.float16 else None
@@ -360,8 +370,7 @@ def finetune_eval(
     for epoch in range(epochs):
         model.train()
         for x, y in train(shuffle=True, drop_last=True):
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, total, float(lr))
+            set_cosine_lr(opt, step, total, float(lr))
             with tuned.autocast():
                 logits = head(model(tuned.prepare(x)))
             loss = F.cross_entropy(logits.float(), y)

@@ -24,14 +24,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
-from ssl_bench.eval.knn import knn_accuracy
+from ssl_bench.eval.knn import WeightedKNN
 from ssl_bench.nn.ema import MomentumTargets
 from ssl_bench.nn.multicrop import BN_STATS, forward_views
-from ssl_bench.optim import (
-    build_optimizer,
-    optimizer_options,
+from ssl_bench.optim import build_optimizer, optimizer_options, split_decay_groups
+from ssl_bench.schedules import (
     scheduler_options,
-    split_decay_groups,
     warmup_cosine_lr,
     warmup_overshoot,
     warmup_step_factor,
@@ -139,7 +137,7 @@ class SSLMethod(pl.LightningModule):
         self._bad_steps = 0
         self.last_loss_terms: dict[str, torch.Tensor] = {}
         self.knn_init: float | None = None
-        self._val_store: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {0: [], 1: []}
+        self.knn = WeightedKNN(self.num_classes, knn_k, knn_t)  # bank: dataloader 0, queries: 1
 
     # ---- to implement -------------------------------------------------------------------------
     def training_loss(
@@ -153,7 +151,7 @@ class SSLMethod(pl.LightningModule):
         This one method is what every evaluation measures: the online kNN and probe
         (validation_step), and offline `python -m ssl_bench.eval` (knn, linear, finetune, embed),
         which rebuilds the whole method from the run and calls it
-        (ssl_bench.eval.common.Representation). Default: the backbone's pooled features. A method
+        (ssl_bench.eval.representation). Default: the backbone's pooled features. A method
         whose paper evaluates something else overrides this (CPC v2: the patch grid mean-pooled;
         SimCLR v2: the projector's first layer; CMC: its colour-view encoders concatenated), and `D`
         may then differ from `self.feat_dim`. It must be deterministic in eval mode (no
@@ -237,26 +235,18 @@ class SSLMethod(pl.LightningModule):
         x, labels, _ = batch
         # forward(), the representation; under Lightning: eval mode, no grad, the run's precision
         # (autocast), channels_last inputs. Offline eval computes the very same
-        # (ssl_bench.eval.common.Representation).
+        # (ssl_bench.eval.representation).
         feats = self(x).float()
-        self._val_store[dataloader_idx].append((feats, labels))
+        self.knn.update(feats, labels, bank=dataloader_idx == 0)
         if dataloader_idx == 1 and self.probe is not None:
             self.probe_top1.update(self.probe(feats).float(), labels)
 
     def on_validation_epoch_end(self):
-        bank, test = self._val_store[0], self._val_store[1]
-        self._val_store = {0: [], 1: []}
-        if self.num_classes == 0 or not bank or not test:
+        if self.num_classes == 0 or not self.knn.ready:
+            self.knn.reset()
             return
-        bank_f, bank_y = torch.cat([f for f, _ in bank]), torch.cat([y for _, y in bank])
-        test_f, test_y = torch.cat([f for f, _ in test]), torch.cat([y for _, y in test])
-        if self.trainer.world_size > 1:
-            bank_f, bank_y, test_f, test_y = (
-                self.all_gather(t).flatten(0, 1) for t in (bank_f, bank_y, test_f, test_y)
-            )
-        top1, top5 = knn_accuracy(
-            test_f, test_y, bank_f, bank_y, self.num_classes, self.knn_k, self.knn_t
-        )
+        top1, top5 = self.knn.compute()  # bank and queries gathered from every rank
+        self.knn.reset()
         s = self.metric_suffix
         self.log(f"val/knn_top1{s}", top1, prog_bar=True)
         self.log(f"val/knn_top5{s}", top5)
@@ -322,7 +312,7 @@ class SSLMethod(pl.LightningModule):
 
     def _build_scheduler(self, optimizer):
         """A LambdaLR stepped every optimizer step: per group the multiplier lr_g(step) / base_lr_g
-        of the schedule in ssl_bench.optim, so it holds no state and a resumed run continues
+        of the schedule in ssl_bench.schedules, so it holds no state and a resumed run continues
         exactly. `fixed_lr` groups keep their lr."""
         name, cfg = scheduler_options(self.sched_cfg)
         if name == "constant":

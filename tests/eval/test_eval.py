@@ -9,11 +9,11 @@ import torch
 from conftest import FAST, needs_fmnist, run_cli
 
 from ssl_bench.data.info import DataInfo
-from ssl_bench.eval.knn import knn_accuracy, knn_predict
 from ssl_bench.eval.linear import train_linear_on_features
 
 EVAL_FAST = ["wandb=false", "device=cpu"]
-# small models on 2 shared cores: one thread each avoids oversubscription (20x slower here otherwise)
+# small models on 2 shared cores: one thread each avoids oversubscription (20x slower here
+# otherwise)
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -41,7 +41,7 @@ def eval_cli(*args, cwd):
     )
 
 
-# ---- pure pieces ---------------------------------------------------------------------------------------
+# ---- pure pieces ---------------------------------------------------------------------------------
 def test_linear_on_linearly_separable_features_is_near_perfect():
     g = torch.Generator().manual_seed(0)
     classes, dim = 5, 32
@@ -59,34 +59,57 @@ def test_linear_on_linearly_separable_features_is_near_perfect():
     assert res["top1"] > 95.0 and res["top5"] == 100.0, res
 
 
-def brute_force_knn(test, bank, bank_y, classes, k, t):
-    out = []
-    for q in test:
-        sims = torch.tensor([float(torch.dot(q / q.norm(), b / b.norm())) for b in bank])
-        order = sorted(range(len(bank)), key=lambda i: -sims[i])[:k]
-        votes = [0.0] * classes
-        for i in order:
-            votes[int(bank_y[i])] += float(torch.exp(sims[i] / t))
-        out.append(votes)
-    return torch.tensor(out)
+def _reference_head(x, y, classes, epochs, lr, bs, momentum, wd, seed):
+    """The head training the linear protocol had before it used ssl_bench.optim.build_optimizer:
+    torch.optim.SGD (for-loop form) with momentum and L2 weight decay, lr = lr (1 + cos(pi k / K)) /
+    2 set before step k of K, shuffled mini-batches. Transcribed as a yardstick."""
+    import math
+
+    import torch.nn.functional as F
+
+    from ssl_bench.eval.linear import LinearHead
+
+    torch.manual_seed(seed)
+    head = LinearHead(x.shape[1], classes)
+    opt = torch.optim.SGD(
+        head.parameters(), lr=lr, momentum=momentum, weight_decay=wd, foreach=False
+    )
+    per_epoch = x.shape[0] // bs
+    total, step = epochs * per_epoch, 0
+    gen = torch.Generator().manual_seed(seed)
+    head.train()
+    for _ in range(epochs):
+        order = torch.randperm(x.shape[0], generator=gen)
+        for i in range(per_epoch):
+            idx = order[i * bs : (i + 1) * bs]
+            for g in opt.param_groups:
+                g["lr"] = lr * (1 + math.cos(math.pi * step / total)) / 2
+            loss = F.cross_entropy(head(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+    return head
 
 
-@pytest.mark.parametrize("k,t", [(1, 0.1), (5, 0.07), (20, 0.5)])
-def test_knn_matches_brute_force(k, t):
-    g = torch.Generator().manual_seed(k)
-    bank, test = torch.randn(60, 8, generator=g), torch.randn(25, 8, generator=g)
-    bank_y = torch.randint(0, 4, (60,), generator=g)
-    test_y = torch.randint(0, 4, (25,), generator=g)
-    ref = brute_force_knn(test, bank, bank_y, 4, k, t)
-    got = knn_predict(test, bank, bank_y, 4, k=k, temperature=t, chunk=7)
-    assert torch.allclose(got, ref, rtol=1e-4, atol=1e-5)
-    top1, top5 = knn_accuracy(test, test_y, bank, bank_y, 4, k, t)
-    assert top1 == pytest.approx(100.0 * (ref.argmax(1) == test_y).float().mean().item())
-    assert top5 == 100.0  # 4 classes: the top-5 holds every class
+def test_linear_head_is_trained_with_sgd_momentum_and_a_cosine_lr():
+    """The linear protocol's optimizer (ssl_bench.optim.build_optimizer) and schedule
+    (ssl_bench.schedules.warmup_cosine_lr) are SGD + momentum + weight decay and the plain cosine:
+    the same head, bit for bit, as the transcription above."""
+    from ssl_bench.eval.linear import train_head_on_features
+
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(300, 16, generator=g), torch.randint(0, 5, (300,), generator=g)
+    ours = train_head_on_features(
+        x, y, 5, epochs=3, lr=0.4, batch_size=32, momentum=0.9, weight_decay=1e-3, seed=4
+    )
+    ref = _reference_head(x, y, 5, 3, 0.4, 32, 0.9, 1e-3, 4)
+    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_wandb_run_id_is_the_training_runs(tmp_path):
-    from ssl_bench.eval.common import find_wandb_run_id
+    from ssl_bench.eval.results import find_wandb_run_id
 
     assert find_wandb_run_id(tmp_path) is None
     for name in (
@@ -98,9 +121,9 @@ def test_wandb_run_id_is_the_training_runs(tmp_path):
     assert find_wandb_run_id(tmp_path) == "train01"
 
 
-# ---- choosing on held-out training images -------------------------------------------------------------
+# ---- choosing on held-out training images --------------------------------------------------------
 def test_stratified_holdout_is_seeded_balanced_and_disjoint():
-    from ssl_bench.eval.common import stratified_holdout
+    from ssl_bench.eval.splits import stratified_holdout
 
     order = torch.randperm(100, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)[order]
@@ -111,29 +134,15 @@ def test_stratified_holdout_is_seeded_balanced_and_disjoint():
     assert torch.equal(again[1], held) and not torch.equal(other[1], held)
 
 
-def test_knn_selection_sees_only_training_images():
-    """select_knn gets train features only; on clustered data it picks a small k with a sensible T."""
-    from ssl_bench.eval.knn import select_knn
-
-    g = torch.Generator().manual_seed(0)
-    centers = torch.randn(4, 16, generator=g) * 3
-    y = torch.randint(0, 4, (400,), generator=g)
-    x = centers[y] + torch.randn(400, 16, generator=g)
-    fit, held = torch.arange(0, 360), torch.arange(360, 400)
-    chosen, grid = select_knn(x, y, 4, [1, 200], [0.1], fit, held)
-    ref = {r["k"]: knn_accuracy(x[held], y[held], x[fit], y[fit], 4, r["k"], 0.1)[0] for r in grid}
-    assert {r["k"]: r["heldout_top1"] for r in grid} == ref
-    assert chosen == {"k": max(ref, key=lambda k: (ref[k], -k)), "t": 0.1}
-
-
 def test_split_batches_of_part_of_an_image_folder(tmp_path):
-    """Folder data (decoded per item): a held-out part and the rest, plain or augmented, keep their labels."""
+    """Folder data (decoded per item): a held-out part and the rest, plain or augmented, keep their
+    labels."""
     import numpy as np
     from omegaconf import OmegaConf
     from PIL import Image
 
     from ssl_bench.config import CONFIG_DIR
-    from ssl_bench.eval.common import SplitBatches, augment_pipeline, stratified_holdout
+    from ssl_bench.eval.splits import SplitBatches, augment_pipeline, stratified_holdout
     from ssl_bench.train import build_datamodule
 
     rng = np.random.default_rng(0)
@@ -164,10 +173,11 @@ def test_split_batches_of_part_of_an_image_folder(tmp_path):
         assert sorted(ys.tolist()) == sorted(labels[idx].tolist())
 
 
-# ---- the real run --------------------------------------------------------------------------------------
+# ---- the real run --------------------------------------------------------------------------------
 def test_linear_keeps_the_method_bit_identical(tiny_run):
-    from ssl_bench.eval.common import Representation, build_for_eval, load_state_dict, method_state
     from ssl_bench.eval.linear import linear_eval
+    from ssl_bench.eval.representation import Representation, build_for_eval, method_state
+    from ssl_bench.runs import load_state_dict
 
     ref, dm, model = build_for_eval(
         tiny_run, ["data.options.n_train=128", "data.options.n_test=64"]
@@ -226,7 +236,8 @@ def test_knn_headline_is_the_online_protocol_and_grids_choose_on_train(tiny_run,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     res = json.loads((tmp_path / "eval_knn.json").read_text())
-    # the headline: the run's online k and T on the same features: what training logged, exactly (as float32)
+    # the headline: the run's online k and T on the same features: what training logged, exactly (as
+    # float32)
     online = json.loads((tiny_run / "results.json").read_text())["final"]
     assert (res["k"], res["t"], res["k_t_from"]) == (20, 0.1, "run online_eval")
     assert float(torch.tensor(res["top1"], dtype=torch.float32)) == online["val/knn_top1"]
@@ -268,9 +279,10 @@ def test_knn_headline_is_the_online_protocol_and_grids_choose_on_train(tiny_run,
 
 
 def _evaluate_with_test_labels(tiny_run, out, args, permute: bool) -> dict:
-    """One in-process evaluation; `permute` shuffles the test split's labels first (a fixed permutation)."""
+    """One in-process evaluation; `permute` shuffles the test split's labels first (a fixed
+    permutation)."""
     from ssl_bench.eval.__main__ import evaluate, parse_args
-    from ssl_bench.eval.common import build_for_eval
+    from ssl_bench.eval.representation import build_for_eval
 
     cfg, overrides = parse_args([*args, f"ckpt={tiny_run}", f"out={out}", *EVAL_FAST])
     run, dm, model = build_for_eval(cfg.ckpt, overrides)
@@ -292,14 +304,15 @@ def _evaluate_with_test_labels(tiny_run, out, args, permute: bool) -> dict:
     ids=["knn_grid", "linear_cached", "linear_views"],
 )
 def test_selection_never_reads_test_labels(tiny_run, tmp_path, args):
-    """Permuting the test split's labels changes the test accuracy but not what was chosen, nor a single
-    held-out number behind the choice."""
+    """Permuting the test split's labels changes the test accuracy but not what was chosen, nor a
+    single held-out number behind the choice."""
     plain = _evaluate_with_test_labels(tiny_run, tmp_path / "a", args, permute=False)
     permuted = _evaluate_with_test_labels(tiny_run, tmp_path / "b", args, permute=True)
     assert plain["selection"] is not None
     assert plain["selection"]["grid"] == permuted["selection"]["grid"]
     assert plain["selection"]["chosen"] == permuted["selection"]["chosen"]
-    # the permutation did reach the test split (a fixed permutation: top-1 alone can coincide near chance)
+    # the permutation did reach the test split (a fixed permutation: top-1 alone can coincide near
+    # chance)
     assert (plain["top1"], plain["top5"]) != (permuted["top1"], permuted["top5"])
 
 
@@ -323,11 +336,12 @@ def test_finetune_runs(tiny_run, tmp_path):
 
 
 def test_finetune_trains_what_the_representation_reads():
-    """SimCLR v2 with probe_from_projector_layer=1: the backbone and the projector's first layer (Linear, BN),
-    not the rest of the projector; CPC v2: the backbone only (not the context network nor the predictors)."""
+    """SimCLR v2 with probe_from_projector_layer=1: the backbone and the projector's first layer
+    (Linear, BN), not the rest of the projector; CPC v2: the backbone only (not the context network
+    nor the predictors)."""
     from conftest import narrow_backbone
 
-    from ssl_bench.eval.common import representation_parameters
+    from ssl_bench.eval.representation import representation_parameters
     from ssl_bench.methods.cpc_v2 import CPCv2
     from ssl_bench.methods.simclr_v2 import SimCLRv2
 
@@ -424,13 +438,14 @@ def test_linear_on_random_init_fashion_mnist_is_plausible(tmp_path):
     )
     assert ev.returncode == 0, ev.stderr[-3000:]
     res = json.loads((run.run_dir / "eval_linear.json").read_text())
-    # random-init features of the narrow ResNet (128-d): far above chance (10%), far below a trained net.
-    # Measured here: 52.4%; sklearn's LogisticRegression on the same standardised features: 47.2%.
+    # random-init features of the narrow ResNet (128-d): far above chance (10%), far below a trained
+    # net. Measured here: 52.4%; sklearn's LogisticRegression on the same standardised features:
+    # 47.2%.
     assert 35.0 <= res["top1"] <= 80.0, res
     assert res["top5"] >= res["top1"]
 
 
-# ---- bad inputs ----------------------------------------------------------------------------------------
+# ---- bad inputs ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "case",
     [
@@ -442,6 +457,7 @@ def test_linear_on_random_init_fashion_mnist_is_plausible(tmp_path):
         "k_as_a_grid",
         "finetune_lr_list",
         "select_fraction",
+        "optimizer",
     ],
 )
 def test_bad_eval_inputs_give_one_clear_message(tiny_run, tmp_path, case):
@@ -463,6 +479,7 @@ def test_bad_eval_inputs_give_one_clear_message(tiny_run, tmp_path, case):
             [f"ckpt={tiny_run}", "lr=[0.1,0.2]", "select_fraction=1.5"],
             ["select_fraction"],
         ),
+        "optimizer": ([f"ckpt={tiny_run}", "optimizer=adamw"], ["'optimizer'", "sgd or lars"]),
     }[case]
     run = eval_cli("mode=linear", *args, *EVAL_FAST, cwd=tmp_path)
     assert run.returncode == 2, (run.returncode, run.stderr[-2000:])

@@ -1,19 +1,21 @@
 """Offline evaluation measures the representation the online evaluation measured, for every method.
 
-Per method: a tiny run (conftest FAST data, one epoch of one optimizer step at full lr, so the weights and the
-BatchNorm statistics have moved from their init) logs val/knn_top1 and val/knn_top5 at its last epoch; then
-`python -m ssl_bench.eval mode=knn ckpt=<run>` (its `main`, in-process) at the run's online k and T on the
-same data must give the same numbers exactly: it rebuilds the whole method and computes `forward` as the
-validation epoch did (eval mode, no grad, the run's bf16 autocast, channels_last, the same batches).
+Per method: a tiny run (conftest FAST data, one epoch of one optimizer step at full lr, so the
+weights and the BatchNorm statistics have moved from their init) logs val/knn_top1 and val/knn_top5
+at its last epoch; then `python -m ssl_bench.eval mode=knn ckpt=<run>` (its `main`, in-process) at
+the run's online k and T on the same data must give the same numbers exactly: it rebuilds the whole
+method and computes `forward` as the validation epoch did (eval mode, no grad, the run's bf16
+autocast, channels_last, the same batches).
 
-Both halves run in this process (train.run is what `python -m ssl_bench` calls after Hydra composes the
-config; ssl_bench.eval.__main__.main is the eval CLI): 24 subprocesses would spend most of their time
-importing torch on CI's 2 cores. Measured here (2 cores shared with other jobs, noisy): 60-100 s for the 12.
+Both halves run in this process (train.run is what `python -m ssl_bench` calls after Hydra composes
+the config; ssl_bench.eval.__main__.main is the eval CLI): 24 subprocesses would spend most of their
+time importing torch on CI's 2 cores. Measured here (2 cores shared with other jobs, noisy): 60-100
+s for the 12.
 
-Checked by reverting: with the former offline path (model.backbone, float32, contiguous) the test fails for
-10 of the 12 methods, cpc_v2 and simclr_v2 among them; with model.backbone at the run's precision and
-layout it fails exactly for cpc_v2 (pooled patch grid) and simclr_v2 (projector layer 1) - CMC's backbone
-is its multi-view encoder, whose output is its representation.
+Checked by reverting: with the former offline path (model.backbone, float32, contiguous) the test
+fails for 10 of the 12 methods, cpc_v2 and simclr_v2 among them; with model.backbone at the run's
+precision and layout it fails exactly for cpc_v2 (pooled patch grid) and simclr_v2 (projector layer
+1) - CMC's backbone is its multi-view encoder, whose output is its representation.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ METHODS = [
     "cpc_v2",
     "cmc",
 ]
-# cpc_v2: a small context network (its 13M-parameter default only costs time; forward does not read it)
+# cpc_v2: a small context network (its 13M-parameter default only costs time; forward does not read
+# it)
 EXTRA = {
     "simclr_v2": ["method.probe_from_projector_layer=1"],
     "cpc_v2": ["method.context_blocks=1", "method.context_hidden=32"],
@@ -74,7 +77,8 @@ def logged_last_epoch(run_dir) -> dict[str, float]:
 
 
 def as_logged(value: float) -> float:
-    """Lightning logs a Python float as a float32 tensor: the offline float64 rounded the same way."""
+    """Lightning logs a Python float as a float32 tensor: the offline float64 rounded the same
+    way."""
     return float(torch.tensor(value, dtype=torch.float32))
 
 
