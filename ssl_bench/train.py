@@ -21,7 +21,7 @@ from ssl_bench.backbones import create_backbone
 from ssl_bench.callbacks import BadFileCounter, BestMetrics, ThroughputMonitor
 from ssl_bench.data.info import DataInfo
 from ssl_bench.data.module import SSLDataModule
-from ssl_bench.data.views import parse_pipelines
+from ssl_bench.views.config import parse_pipelines
 from ssl_bench.errors import ConfigError, UserError
 from ssl_bench.methods.base import SSLMethod
 from ssl_bench.reliability import (

@@ -17,14 +17,10 @@ from torch.utils.data import DataLoader, Dataset
 from ssl_bench.data.datasets import TensorImages, load_splits
 from ssl_bench.data.info import DataInfo
 from ssl_bench.data.sampler import EpochSampler
-from ssl_bench.data.views import (
-    BatchEval,
-    BatchViews,
-    ViewPipeline,
-    build_cpu_views,
-    cpu_eval_transform,
-)
 from ssl_bench.errors import ConfigError
+from ssl_bench.views.batch import BatchEval, BatchViews
+from ssl_bench.views.config import ViewPipeline
+from ssl_bench.views.cpu import build_cpu_views, cpu_eval_transform
 
 
 class _BatchIndexed(Dataset):

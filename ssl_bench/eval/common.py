@@ -372,7 +372,7 @@ def stratified_holdout(
 # ---- batches ----------------------------------------------------------------------------------------
 def augment_pipeline(size: int, scale=(0.08, 1.0), hflip: float = 0.5):
     """The linear-protocol training transform: random resized crop + flip, no colour changes."""
-    from ssl_bench.data.views import ViewPipeline
+    from ssl_bench.views.config import ViewPipeline
 
     return ViewPipeline(
         num_crops=1,
@@ -423,7 +423,7 @@ class SplitBatches:
         self.generator = torch.Generator().manual_seed(seed)
         info = dm.info
         if self.in_memory:
-            from ssl_bench.data.views import BatchEval, BatchViews
+            from ssl_bench.views.batch import BatchEval, BatchViews
 
             self.transform = (
                 BatchViews([augment], info.mean, info.std, seed=seed)
@@ -432,7 +432,7 @@ class SplitBatches:
             )
             self.augment = augment is not None
         else:
-            from ssl_bench.data.views import build_cpu_views, cpu_eval_transform
+            from ssl_bench.views.cpu import build_cpu_views, cpu_eval_transform
 
             self.folder = copy.copy(self.base)
             self._labels = torch.as_tensor(self.base.labels)

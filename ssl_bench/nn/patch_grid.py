@@ -11,7 +11,7 @@ Patches are a flat batch [B*G*G, C, p, p] in (image, row, column) order, so one 
 `PatchAugment` augments each patch independently, batched (no loop over patches): the paper's colour
 dropping (two of the three channels removed per patch, sec. 4.1 "Patch-based augmentation"), horizontal
 flips, spatial transformations (rotation, shear, uniform scaling, translation; one affine resample) and
-colour transformations (brightness, contrast, saturation, hue, with the batched ops of data/views.py).
+colour transformations (brightness, contrast, saturation, hue, with the batched ops of views/kernels.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_bench.data.views import adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation
+from ssl_bench.views.kernels import (
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    sample_uniform,
+)
 
 
 def grid_geometry(
@@ -54,10 +60,6 @@ def cut_patches(x: torch.Tensor, patch: int, stride: int) -> tuple[torch.Tensor,
     g = (H - patch) // stride + 1
     tiles = x.unfold(2, patch, stride).unfold(3, patch, stride)  # B x C x G x G x p x p
     return tiles.permute(0, 2, 3, 1, 4, 5).reshape(B * g * g, C, patch, patch), g
-
-
-def _uniform(n: int, lo: float, hi: float, device) -> torch.Tensor:
-    return torch.rand(n, device=device) * (hi - lo) + lo
 
 
 class PatchAugment(nn.Module):
@@ -134,13 +136,13 @@ class PatchAugment(nn.Module):
                 self.jitter[key] for key in ("brightness", "contrast", "saturation", "hue")
             )
             if b > 0:
-                x = adjust_brightness(x, _uniform(n, max(0.0, 1 - b), 1 + b, dev))
+                x = adjust_brightness(x, sample_uniform(n, max(0.0, 1 - b), 1 + b, dev))
             if k > 0:
-                x = adjust_contrast(x, _uniform(n, max(0.0, 1 - k), 1 + k, dev))
+                x = adjust_contrast(x, sample_uniform(n, max(0.0, 1 - k), 1 + k, dev))
             if s > 0 and c == 3:
-                x = adjust_saturation(x, _uniform(n, max(0.0, 1 - s), 1 + s, dev))
+                x = adjust_saturation(x, sample_uniform(n, max(0.0, 1 - s), 1 + s, dev))
             if h > 0 and c == 3:
-                x = adjust_hue(x, _uniform(n, -h, h, dev))
+                x = adjust_hue(x, sample_uniform(n, -h, h, dev))
         x = (x - self.mean) / self.std
         if self.color_drop > 0 and c > 1:
             keep = torch.randint(0, c, (n,), device=dev)  # the surviving channel
@@ -153,9 +155,9 @@ class PatchAugment(nn.Module):
 
     def _affine(self, x: torch.Tensor, n: int, dev) -> torch.Tensor:
         """One bilinear resample per patch: flip, rotation, shear, zoom and shift (reflection at the border)."""
-        rot = _uniform(n, -self.rotate, self.rotate, dev) * (math.pi / 180)
-        shear = torch.tan(_uniform(n, -self.shear, self.shear, dev) * (math.pi / 180))
-        zoom = _uniform(n, self.scale[0], self.scale[1], dev)
+        rot = sample_uniform(n, -self.rotate, self.rotate, dev) * (math.pi / 180)
+        shear = torch.tan(sample_uniform(n, -self.shear, self.shear, dev) * (math.pi / 180))
+        zoom = sample_uniform(n, self.scale[0], self.scale[1], dev)
         flip = torch.where(torch.rand(n, device=dev) < self.hflip, -1.0, 1.0)
         cos, sin = torch.cos(rot), torch.sin(rot)
         # output -> input sampling map A = R(rot) @ Shear @ diag(flip, 1) / zoom, plus a shift t
@@ -164,7 +166,7 @@ class PatchAugment(nn.Module):
             1,
         )
         a = a * torch.stack([flip, torch.ones_like(flip)], -1).unsqueeze(1) / zoom.reshape(n, 1, 1)
-        shift = _uniform(2 * n, -2 * self.translate, 2 * self.translate, dev).reshape(
+        shift = sample_uniform(2 * n, -2 * self.translate, 2 * self.translate, dev).reshape(
             n, 2, 1
         )  # [-1, 1] coords
         theta = torch.cat([a, shift], dim=2)
