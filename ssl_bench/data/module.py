@@ -14,8 +14,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ssl_bench.data.datasets import TensorImages, load_splits
+from ssl_bench.data.datasets import load_splits
+from ssl_bench.data.images import TensorImages
 from ssl_bench.data.info import DataInfo
+from ssl_bench.data.registry import dataset_spec
 from ssl_bench.data.sampler import EpochSampler
 from ssl_bench.errors import ConfigError
 from ssl_bench.views.batch import BatchEval, BatchViews
@@ -45,6 +47,13 @@ def _passthrough(batch):
 
 
 class SSLDataModule(pl.LightningDataModule):
+    """Dataset `name` (data/datasets.py) in training batches of views and un-augmented eval batches.
+
+    `setup()` loads the splits; `data_info()` then says what a method needs to know about them.
+    The sampler and the view generator are part of the checkpoint (`state_dict`), so a run resumed
+    mid-epoch sees the batches and views an uninterrupted one would.
+    """
+
     def __init__(
         self,
         name: str,
@@ -76,12 +85,8 @@ class SSLDataModule(pl.LightningDataModule):
         self.name, self.root, self.pipelines = name, root, list(pipelines)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
-        self.image_size, self.fraction, self.limit, self.test_limit = (
-            image_size,
-            fraction,
-            limit,
-            test_limit,
-        )
+        self.image_size, self.fraction = image_size, fraction
+        self.limit, self.test_limit = limit, test_limit
         self.download, self.device_views, self.on_bad_file = download, device_views, on_bad_file
         self.seed, self.channels_last, self.options = seed, channels_last, dict(options or {})
         self.info = None
@@ -96,7 +101,7 @@ class SSLDataModule(pl.LightningDataModule):
                 self.batch_views.reseed(self.seed + 1000 * self.trainer.global_rank)
             return
         options = dict(self.options)
-        if self.name.startswith("image_folder"):
+        if "on_bad_file" in dataset_spec(self.name).options:  # datasets decoded from files
             options.setdefault("on_bad_file", self.on_bad_file)
         self.info, self.splits = load_splits(
             self.name,
@@ -149,7 +154,7 @@ class SSLDataModule(pl.LightningDataModule):
         return ds
 
     def bad_files(self) -> list[str]:
-        """Image files skipped as unreadable (folder datasets with data.on_bad_file=skip), all splits."""
+        """Image files skipped as unreadable (data.on_bad_file=skip), over all splits."""
         found: list[str] = []
         for ds in self.splits.values():
             for path in getattr(ds, "bad_files", ()):
@@ -162,7 +167,7 @@ class SSLDataModule(pl.LightningDataModule):
         return self.info.num_classes if self.info is not None else 0
 
     def data_info(self) -> DataInfo:
-        """What a method is told about this data (after setup): ssl_bench.train.build_method passes it."""
+        """What a method is told about this data (after setup); train.build_method passes it."""
         if self.info is None:
             raise RuntimeError("data_info() needs setup() first")
         return DataInfo(
@@ -181,7 +186,7 @@ class SSLDataModule(pl.LightningDataModule):
             if self.trainer is not None
             else (0, 1)
         )
-        # our own sharding (Trainer(use_distributed_sampler=False)) so that the order is resumable mid-epoch
+        # our own sharding (Trainer(use_distributed_sampler=False)): the order resumes mid-epoch
         sampler = EpochSampler(
             len(ds), shuffle=train, seed=self.seed, rank=rank, world_size=world, drop_last=train
         )
@@ -247,7 +252,7 @@ class SSLDataModule(pl.LightningDataModule):
             state["view_rng"] = self.batch_views.rng_state()
         trainer = self.trainer
         if trainer is not None and trainer.training:
-            # batches of the current epoch already trained on (a mid-epoch checkpoint resumes after them)
+            # batches of this epoch already trained on (a mid-epoch checkpoint resumes after them)
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
             if (
                 done >= trainer.num_training_batches
