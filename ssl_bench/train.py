@@ -14,14 +14,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import get_class
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench.backbones import create_backbone
 from ssl_bench.callbacks import BadFileCounter, BestMetrics, ThroughputMonitor
 from ssl_bench.data.info import DataInfo
 from ssl_bench.data.module import SSLDataModule
-from ssl_bench.views.config import parse_pipelines
 from ssl_bench.errors import ConfigError, UserError
 from ssl_bench.methods.base import SSLMethod
 from ssl_bench.reliability import (
@@ -32,8 +32,10 @@ from ssl_bench.reliability import (
     Preemption,
     usable_checkpoint,
 )
+from ssl_bench.views.config import parse_pipelines
 
 RUN_FILE = "ssl_bench_run.json"
+DATA_TARGET = "ssl_bench.data.module.SSLDataModule.from_config"
 IGNORED_FOR_HASH = (
     "resume",
     "output_root",
@@ -194,29 +196,34 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
 
 
 def build_datamodule(cfg: DictConfig) -> SSLDataModule:
-    d = cfg.data
-    pipelines = parse_pipelines(cfg.augmentation.views, image_size=d.get("image_size"))
-    options = (
-        OmegaConf.to_container(d.options, resolve=True) if d.get("options") is not None else {}
-    )
-    return SSLDataModule(
-        name=d.name,
-        pipelines=pipelines,
-        root=d.get("root"),
-        batch_size=d.batch_size,
-        eval_batch_size=d.get("eval_batch_size"),
-        num_workers=d.num_workers,
-        image_size=d.get("image_size"),
-        fraction=d.get("fraction"),
-        limit=d.get("limit"),
-        test_limit=d.get("test_limit"),
-        download=d.get("download", True),
-        device_views=d.get("device_views", "auto"),
-        on_bad_file=d.get("on_bad_file", "skip"),
-        seed=cfg.seed,
-        channels_last=cfg.get("channels_last", True),
-        options=options,
-    )
+    """The data module of `cfg.data`, instantiated from its `_target_` (conf/data/*.yaml) with the
+    run's views (cfg.augmentation.views), seed and channels_last."""
+    data = cfg.data
+    if "_target_" not in data:  # the config of a run saved before conf/data/*.yaml had a target
+        data = OmegaConf.create(
+            {"_target_": DATA_TARGET, **OmegaConf.to_container(data, resolve=True)}
+        )
+    views = cfg.augmentation.views
+    if OmegaConf.is_config(views):
+        views = OmegaConf.to_container(views, resolve=True)
+    try:
+        return instantiate(
+            data,
+            views=views,
+            seed=cfg.seed,
+            channels_last=cfg.get("channels_last", True),
+            _convert_="all",
+        )
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):  # a bad data value: its own message
+            raise err.__cause__ from None
+        if isinstance(err.__cause__, ImportError):
+            raise ConfigError(
+                "data._target_",
+                f"cannot import '{data.get('_target_')}'.",
+                "check conf/data/<name>.yaml.",
+            ) from None
+        raise
 
 
 def build_method(cfg: DictConfig, data: DataInfo) -> SSLMethod:

@@ -147,3 +147,43 @@ def test_byol_on_cifar10_has_no_blur_as_solo_learns_cifar_recipe():
 def test_synthetic_images_are_drawn_at_the_training_size_and_palette_is_an_option():
     cfg = compose_with("data=synthetic", "data.image_size=16", "data.options.palette=colour")
     assert cfg.data.options.image_size == 16 and cfg.data.options.palette == "colour"
+
+
+@pytest.mark.parametrize("option", options("data"))
+def test_data_targets_build_the_data_module_from_their_yaml_keys(option, tmp_path):
+    """conf/data/<option>.yaml is instantiated by its `_target_`: every key reaches the data module
+    (small_input / vit_patch_size are for the backbone group), the options are the registered
+    dataset's, and the run adds its seed and channels_last."""
+    from ssl_bench.data.module import SSLDataModule
+    from ssl_bench.data.registry import dataset_spec
+    from ssl_bench.train import build_datamodule
+
+    cfg = compose_with(f"data={option}", f"data.root={tmp_path}", "seed=7", "channels_last=false")
+    dm = build_datamodule(cfg)  # nothing is loaded before setup()
+    assert type(dm) is SSLDataModule and dm.seed == 7 and dm.channels_last is False
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in set(data) - {"_target_", "small_input", "vit_patch_size"}:
+        assert getattr(dm, key) == data[key], key
+    assert set(data["options"]) <= set(dataset_spec(data["name"]).options)
+    assert len(dm.pipelines) == len(cfg.augmentation.views)
+
+
+def test_data_config_errors_name_the_key():
+    from omegaconf import open_dict
+
+    from ssl_bench.errors import ConfigError
+    from ssl_bench.train import build_datamodule
+
+    with pytest.raises(ConfigError, match="options of one dataset go under data.options") as e:
+        build_datamodule(compose_with("+data.palette=colour"))
+    assert e.value.key == "data.palette"
+    with pytest.raises(ConfigError) as e:
+        build_datamodule(compose_with("data._target_=ssl_bench.data.module.NoSuchModule"))
+    assert e.value.key == "data._target_"
+    with pytest.raises(ConfigError) as e:
+        build_datamodule(compose_with("data.batch_size=0"))
+    assert e.value.key == "data.batch_size"
+    cfg = compose_with("data.batch_size=64")
+    with open_dict(cfg):  # the config of a run saved before conf/data/*.yaml had a target
+        del cfg.data["_target_"]
+    assert build_datamodule(cfg).batch_size == 64

@@ -3,10 +3,15 @@
 Training batches are `(views, labels, index)`. For in-memory datasets (uint8 tensors of equal size)
 the views are made on the whole batch after it reaches the device (`BatchViews`), so the DataLoader
 only indexes a tensor; image folders decode and augment per sample in DataLoader workers.
+
+Hydra builds it from conf/data/<name>.yaml, whose `_target_` is `SSLDataModule.from_config`: the
+data keys are its arguments, the run adds its views, seed and channels_last
+(ssl_bench.train.build_datamodule).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +26,7 @@ from ssl_bench.data.registry import dataset_spec
 from ssl_bench.data.sampler import EpochSampler
 from ssl_bench.errors import ConfigError
 from ssl_bench.views.batch import BatchEval, BatchViews
-from ssl_bench.views.config import ViewPipeline
+from ssl_bench.views.config import ViewPipeline, parse_pipelines
 from ssl_bench.views.cpu import build_cpu_views, cpu_eval_transform
 
 
@@ -92,6 +97,36 @@ class SSLDataModule(pl.LightningDataModule):
         self.info = None
         self._pending_skip: tuple[int, int] | None = None
         self.splits: dict[str, Dataset | None] = {}
+
+    @classmethod
+    def from_config(
+        cls,
+        views,
+        seed: int,
+        channels_last: bool = True,
+        small_input: bool | None = None,
+        vit_patch_size: int | None = None,
+        **settings,
+    ) -> SSLDataModule:
+        """The `_target_` of conf/data/*.yaml: a data module from the data config, the run's views.
+
+        `settings` are the keys of the data config (name, root, batch_size, ..., options), each an
+        argument of `__init__`; any other key is a `ConfigError` naming it. `views` is
+        cfg.augmentation.views, parsed here against data.image_size; `seed` and `channels_last` are
+        the run's. `small_input` and `vit_patch_size` describe the images to the backbone group
+        (conf/backbone/*.yaml reads ${data.small_input}); the data module has no use for them.
+        """
+        run_level = {"self", "pipelines", "seed", "channels_last"}
+        own = set(inspect.signature(cls.__init__).parameters) - run_level
+        for key in settings:
+            if key not in own:
+                raise ConfigError(
+                    f"data.{key}",
+                    f"is not a setting of the data module (those are: {', '.join(sorted(own))}).",
+                    f"remove data.{key}; options of one dataset go under data.options.",
+                )
+        pipelines = parse_pipelines(views, image_size=settings.get("image_size"))
+        return cls(pipelines=pipelines, seed=seed, channels_last=channels_last, **settings)
 
     # ---- loading ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
