@@ -19,7 +19,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench.backbones import create_backbone
-from ssl_bench.callbacks import BadFileCounter, BestMetrics, ThroughputMonitor
+from ssl_bench.callbacks import BestMetrics, ThroughputMonitor
 from ssl_bench.data.info import DataInfo
 from ssl_bench.data.module import SSLDataModule
 from ssl_bench.errors import ConfigError, UserError
@@ -160,7 +160,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
     kwargs["precision"] = resolve_precision(
         kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
     )
-    # checkpoints/last.ckpt after every epoch (AtomicCheckpointIO keeps the one before as last.ckpt.prev)
+    # checkpoints/last.ckpt after every epoch (AtomicCheckpointIO keeps the one before as
+    # last.ckpt.prev)
     ckpt = LastCheckpoint(run_dir / "checkpoints")
     all_callbacks = [
         NonFiniteGuard(),
@@ -171,9 +172,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
     if cfg.get("progress_bar", True):
         all_callbacks.append(RichProgressBar(leave=True))
     kwargs.setdefault("num_sanity_val_steps", 0)
-    kwargs.setdefault(
-        "use_distributed_sampler", False
-    )  # the datamodule shards itself (resumable, see EpochSampler)
+    # the datamodule shards itself (resumable, see EpochSampler)
+    kwargs.setdefault("use_distributed_sampler", False)
     loggers = build_loggers(cfg, run_dir, run_name)
     try:
         trainer = pl.Trainer(
@@ -184,7 +184,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
             enable_progress_bar=bool(cfg.get("progress_bar", True)),
             **kwargs,
         )
-        # the loggers we made (fast_dev_run swaps them for dummies, but a W&B run was started and must end)
+        # the loggers we made (fast_dev_run swaps them for dummies, but a W&B run was started and
+        # must end)
         trainer.ssl_bench_loggers = loggers
         return trainer
     except (TypeError, ValueError, pl.utilities.exceptions.MisconfigurationException) as err:
@@ -193,6 +194,39 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
             f"Lightning's Trainer rejected the trainer settings: {err}",
             "check the trainer.* keys against pytorch_lightning.Trainer's arguments.",
         ) from None
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """The callbacks of `cfg.callbacks` (conf/callbacks/*.yaml), each built from its `_target_`;
+    an entry set to null is left out. A bad entry is a `ConfigError` naming callbacks.<name>."""
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        key = f"callbacks.{name}"
+        if node is None:
+            continue
+        if not OmegaConf.is_dict(node) or "_target_" not in node:
+            raise ConfigError(
+                key,
+                "needs a _target_ (the import path of a Lightning callback class).",
+                f"set {key}._target_=<module.Class>, or drop it with ~{key}.",
+            )
+        try:
+            callback = instantiate(node)
+        except InstantiationException as err:
+            reason = str(err.__cause__ or err).splitlines()[0]
+            raise ConfigError(
+                key,
+                f"cannot be built from its _target_ {node._target_!r}: {reason}",
+                f"fix {key}'s _target_ and arguments, or drop it with ~{key}.",
+            ) from None
+        if not isinstance(callback, pl.Callback):
+            raise ConfigError(
+                key,
+                f"built a {type(callback).__name__}, which is not a Lightning callback.",
+                f"point {key}._target_ at a subclass of pytorch_lightning.Callback.",
+            )
+        callbacks.append(callback)
+    return callbacks
 
 
 def build_datamodule(cfg: DictConfig) -> SSLDataModule:
@@ -448,11 +482,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     dm = build_datamodule(cfg)
     dm.setup("fit")
     model = build_method(cfg, dm.data_info())
-    throughput, best = (
-        ThroughputMonitor(every_n_steps=int(cfg.trainer.get("log_every_n_steps", 10))),
-        BestMetrics(),
-    )
-    trainer = build_trainer(cfg, run_dir, run_name, [throughput, best, BadFileCounter()])
+    callbacks = build_callbacks(cfg)
+    throughput = next((c for c in callbacks if isinstance(c, ThroughputMonitor)), None)
+    best = next((c for c in callbacks if isinstance(c, BestMetrics)), None)
+    trainer = build_trainer(cfg, run_dir, run_name, callbacks)
 
     if resume_ckpt is None and dm.num_classes > 0 and cfg.online_eval.get("init_baseline", True):
         model.metric_suffix = "_init"
@@ -491,10 +524,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "batch_size": cfg.data.batch_size,
         "lr": cfg.optimizer.lr,
         "knn_top1_init": model.knn_init,
-        "final": best.final,
-        "best": best.best,
+        "final": best.final if best else {},
+        "best": best.best if best else {},
         "wall_time_s": round(time.time() - started, 2),
-        "images_per_sec": throughput.average,
+        "images_per_sec": throughput.average if throughput else None,
         "resumed_from": str(resume_ckpt) if resume_ckpt else None,
         "run_dir": str(run_dir),
         "config_hash": cfg_hash,

@@ -22,6 +22,7 @@ GROUPS = [
     "scheduler",
     "trainer",
     "logger",
+    "callbacks",
     "recipe",
     "experiment",
 ]
@@ -187,3 +188,46 @@ def test_data_config_errors_name_the_key():
     with open_dict(cfg):  # the config of a run saved before conf/data/*.yaml had a target
         del cfg.data["_target_"]
     assert build_datamodule(cfg).batch_size == 64
+
+
+def test_callbacks_group_builds_each_target_and_overrides_add_or_drop_one():
+    from types import SimpleNamespace
+
+    import torch
+
+    from ssl_bench.callbacks import BadFileCounter, BestMetrics, ThroughputMonitor
+    from ssl_bench.errors import ConfigError
+    from ssl_bench.train import build_callbacks
+
+    built = build_callbacks(compose_with())
+    assert [type(c) for c in built] == [ThroughputMonitor, BestMetrics, BadFileCounter]
+    # the rate is logged every trainer.log_every_n_steps (after 3 warm-up steps), as in code before
+    logged = []
+    module = SimpleNamespace(log=lambda name, value, **kwargs: logged.append(name))
+    trainer = SimpleNamespace(log_every_n_steps=7, world_size=1)
+    batch = (None, None, torch.zeros(4))  # (views, labels, index): 4 images
+    for step in range(7):
+        assert logged == []
+        built[0].on_train_batch_end(trainer, module, None, batch, step)
+    assert logged == ["train/images_per_sec"]
+    lr_monitor = "pytorch_lightning.callbacks.LearningRateMonitor"
+    built = build_callbacks(
+        compose_with("~callbacks.bad_files", f"+callbacks.lr._target_={lr_monitor}")
+    )
+    assert [type(c).__name__ for c in built] == [
+        "ThroughputMonitor",
+        "BestMetrics",
+        "LearningRateMonitor",
+    ]
+    assert [type(c) for c in build_callbacks(compose_with("callbacks.throughput=null"))] == [
+        BestMetrics,
+        BadFileCounter,
+    ]
+    for override, says in (
+        ("+callbacks.x._target_=ssl_bench.callbacks.NoSuchCallback", "cannot be built"),
+        ("+callbacks.x._target_=collections.OrderedDict", "not a Lightning callback"),
+        ("+callbacks.x.every_n_steps=3", "needs a _target_"),
+    ):
+        with pytest.raises(ConfigError, match=says) as e:
+            build_callbacks(compose_with(override))
+        assert e.value.key == "callbacks.x"
