@@ -1,4 +1,4 @@
-"""Callbacks every run gets: throughput, best metrics, skipped image files."""
+"""The callbacks of conf/callbacks/default.yaml: throughput, best metrics, skipped image files."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ class ThroughputMonitor(pl.Callback):
     """Logs `train/images_per_sec`: dataset images (with all their views) per second, all ranks
     together.
 
-    Host-side wall clock between consecutive training batches, so no device synchronisation is added
-    to the step. The first `warmup_steps` of the run and the first batch of each epoch (loader
+    Host-side wall clock between consecutive training batches, so no device synchronisation is
+    added to the step. The first `warmup_steps` of the run and the first batch of each epoch (loader
     start, validation) are left out of the run average that results.json reports.
     """
 
-    def __init__(self, every_n_steps: int = 10, warmup_steps: int = 3):
+    def __init__(self, every_n_steps: int | None = None, warmup_steps: int = 3):
+        """`every_n_steps`: how often the rate is logged; None: every `trainer.log_every_n_steps`,
+        with the other training metrics."""
         self.every_n_steps, self.warmup_steps = every_n_steps, warmup_steps
         self._last: float | None = None
         self._steps = 0
@@ -40,7 +42,8 @@ class ThroughputMonitor(pl.Callback):
             self._win_images += n
         self._last = now
         self._steps += 1
-        if self._steps % self.every_n_steps == 0 and self._win_time > 0:
+        every = trainer.log_every_n_steps if self.every_n_steps is None else self.every_n_steps
+        if self._steps % every == 0 and self._win_time > 0:
             pl_module.log("train/images_per_sec", self._win_images / self._win_time, prog_bar=True)
             self._win_time = self._win_images = 0.0
 

@@ -55,6 +55,7 @@ NOT_COMPARED = (
     "cpu_threads",
     "optimize_metric",
     "recipe",
+    "data._target_",
     "data.root",
     "data.download",
     "trainer.log_every_n_steps",

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import get_class
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench.backbones import create_backbone
-from ssl_bench.callbacks import BadFileCounter, BestMetrics, ThroughputMonitor
+from ssl_bench.callbacks import BestMetrics, ThroughputMonitor
 from ssl_bench.data.info import DataInfo
 from ssl_bench.data.module import SSLDataModule
-from ssl_bench.data.views import parse_pipelines
 from ssl_bench.errors import ConfigError, UserError
 from ssl_bench.loading import RunRecord
 from ssl_bench.methods.base import SSLMethod
@@ -33,7 +33,9 @@ from ssl_bench.reliability import (
     Preemption,
 )
 from ssl_bench.runs import find_resume_checkpoint, write_run_file
+from ssl_bench.views.config import parse_pipelines
 
+DATA_TARGET = "ssl_bench.data.module.SSLDataModule.from_config"
 IGNORED_FOR_HASH = (
     "resume",
     "output_root",
@@ -122,7 +124,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
     kwargs["precision"] = resolve_precision(
         kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
     )
-    # checkpoints/last.ckpt after every epoch (AtomicCheckpointIO keeps the one before as last.ckpt.prev)
+    # checkpoints/last.ckpt after every epoch (AtomicCheckpointIO keeps the one before as
+    # last.ckpt.prev)
     ckpt = LastCheckpoint(run_dir / "checkpoints")
     all_callbacks = [
         NonFiniteGuard(),
@@ -133,9 +136,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
     if cfg.get("progress_bar", True):
         all_callbacks.append(RichProgressBar(leave=True))
     kwargs.setdefault("num_sanity_val_steps", 0)
-    kwargs.setdefault(
-        "use_distributed_sampler", False
-    )  # the datamodule shards itself (resumable, see EpochSampler)
+    # the datamodule shards itself (resumable, see EpochSampler)
+    kwargs.setdefault("use_distributed_sampler", False)
     loggers = build_loggers(cfg, run_dir, run_name)
     try:
         trainer = pl.Trainer(
@@ -146,7 +148,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
             enable_progress_bar=bool(cfg.get("progress_bar", True)),
             **kwargs,
         )
-        # the loggers we made (fast_dev_run swaps them for dummies, but a W&B run was started and must end)
+        # the loggers we made (fast_dev_run swaps them for dummies, but a W&B run was started and
+        # must end)
         trainer.ssl_bench_loggers = loggers
         return trainer
     except (TypeError, ValueError, pl.utilities.exceptions.MisconfigurationException) as err:
@@ -157,30 +160,68 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
         ) from None
 
 
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """The callbacks of `cfg.callbacks` (conf/callbacks/*.yaml), each built from its `_target_`;
+    an entry set to null is left out. A bad entry is a `ConfigError` naming callbacks.<name>."""
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        key = f"callbacks.{name}"
+        if node is None:
+            continue
+        if not OmegaConf.is_dict(node) or "_target_" not in node:
+            raise ConfigError(
+                key,
+                "needs a _target_ (the import path of a Lightning callback class).",
+                f"set {key}._target_=<module.Class>, or drop it with ~{key}.",
+            )
+        try:
+            callback = instantiate(node)
+        except InstantiationException as err:
+            reason = str(err.__cause__ or err).splitlines()[0]
+            raise ConfigError(
+                key,
+                f"cannot be built from its _target_ {node._target_!r}: {reason}",
+                f"fix {key}'s _target_ and arguments, or drop it with ~{key}.",
+            ) from None
+        if not isinstance(callback, pl.Callback):
+            raise ConfigError(
+                key,
+                f"built a {type(callback).__name__}, which is not a Lightning callback.",
+                f"point {key}._target_ at a subclass of pytorch_lightning.Callback.",
+            )
+        callbacks.append(callback)
+    return callbacks
+
+
 def build_datamodule(cfg: DictConfig) -> SSLDataModule:
-    d = cfg.data
-    pipelines = parse_pipelines(cfg.augmentation.views, image_size=d.get("image_size"))
-    options = (
-        OmegaConf.to_container(d.options, resolve=True) if d.get("options") is not None else {}
-    )
-    return SSLDataModule(
-        name=d.name,
-        pipelines=pipelines,
-        root=d.get("root"),
-        batch_size=d.batch_size,
-        eval_batch_size=d.get("eval_batch_size"),
-        num_workers=d.num_workers,
-        image_size=d.get("image_size"),
-        fraction=d.get("fraction"),
-        limit=d.get("limit"),
-        test_limit=d.get("test_limit"),
-        download=d.get("download", True),
-        device_views=d.get("device_views", "auto"),
-        on_bad_file=d.get("on_bad_file", "skip"),
-        seed=cfg.seed,
-        channels_last=cfg.get("channels_last", True),
-        options=options,
-    )
+    """The data module of `cfg.data`, instantiated from its `_target_` (conf/data/*.yaml) with the
+    run's views (cfg.augmentation.views), seed and channels_last."""
+    data = cfg.data
+    if "_target_" not in data:  # the config of a run saved before conf/data/*.yaml had a target
+        data = OmegaConf.create(
+            {"_target_": DATA_TARGET, **OmegaConf.to_container(data, resolve=True)}
+        )
+    views = cfg.augmentation.views
+    if OmegaConf.is_config(views):
+        views = OmegaConf.to_container(views, resolve=True)
+    try:
+        return instantiate(
+            data,
+            views=views,
+            seed=cfg.seed,
+            channels_last=cfg.get("channels_last", True),
+            _convert_="all",
+        )
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):  # a bad data value: its own message
+            raise err.__cause__ from None
+        if isinstance(err.__cause__, ImportError):
+            raise ConfigError(
+                "data._target_",
+                f"cannot import '{data.get('_target_')}'.",
+                "check conf/data/<name>.yaml.",
+            ) from None
+        raise
 
 
 def build_method(cfg: DictConfig, data: DataInfo) -> SSLMethod:
@@ -405,12 +446,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     dm = build_datamodule(cfg)
     dm.setup("fit")
     model = build_method(cfg, dm.data_info())
-    throughput, best = (
-        ThroughputMonitor(every_n_steps=int(cfg.trainer.get("log_every_n_steps", 10))),
-        BestMetrics(),
-    )
-    record = RunRecord(cfg, dm.data_info())  # every checkpoint records how to rebuild the method
-    trainer = build_trainer(cfg, run_dir, run_name, [throughput, best, BadFileCounter(), record])
+    callbacks = build_callbacks(cfg)
+    throughput = next((c for c in callbacks if isinstance(c, ThroughputMonitor)), None)
+    best = next((c for c in callbacks if isinstance(c, BestMetrics)), None)
+    # every checkpoint records how to rebuild the method (not a config entry: it needs the data)
+    callbacks.append(RunRecord(cfg, dm.data_info()))
+    trainer = build_trainer(cfg, run_dir, run_name, callbacks)
 
     if resume_ckpt is None and dm.num_classes > 0 and cfg.online_eval.get("init_baseline", True):
         model.metric_suffix = "_init"
@@ -449,10 +490,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "batch_size": cfg.data.batch_size,
         "lr": cfg.optimizer.lr,
         "knn_top1_init": model.knn_init,
-        "final": best.final,
-        "best": best.best,
+        "final": best.final if best else {},
+        "best": best.best if best else {},
         "wall_time_s": round(time.time() - started, 2),
-        "images_per_sec": throughput.average,
+        "images_per_sec": throughput.average if throughput else None,
         "resumed_from": str(resume_ckpt) if resume_ckpt else None,
         "run_dir": str(run_dir),
         "config_hash": cfg_hash,

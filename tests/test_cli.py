@@ -180,6 +180,34 @@ def test_unwritable_output_dir(tmp_path):
     assert "Traceback" not in run.stderr
 
 
+def test_a_callback_is_added_and_one_dropped_from_the_cli(tmp_path):
+    """The callbacks group (conf/callbacks/default.yaml, README "Callbacks"):
+    `+callbacks.<name>._target_=...` adds a Lightning callback, `~callbacks.<name>` drops one, and
+    a callback that cannot be built is a config error naming it (exit 2)."""
+    run = run_cli(
+        *FAST,
+        "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1",
+        "online_eval.init_baseline=false",
+        "+callbacks.lr_monitor._target_=pytorch_lightning.callbacks.LearningRateMonitor",
+        "~callbacks.throughput",
+        run_dir=tmp_path / "run",
+        check=True,
+    )
+    logged = {k for r in run.metrics() for k, v in r.items() if v}
+    assert any(k.startswith("lr-") for k in logged), logged  # LearningRateMonitor: lr-<optimizer>
+    assert "train/images_per_sec" not in logged and run.results["images_per_sec"] is None
+    assert "val/knn_top1" in run.results["best"]  # the other callbacks are still there
+    bad = run_cli(
+        *FAST,
+        "trainer.fast_dev_run=true",
+        "+callbacks.x._target_=ssl_bench.callbacks.NoSuchCallback",
+        run_dir=tmp_path / "bad",
+    )
+    assert bad.returncode == 2 and "callbacks.x" in bad.stderr, bad.stderr[-2000:]
+    assert "Traceback" not in bad.stderr
+
+
 def test_resume_continues_global_step(tmp_path):
     common = [*FAST, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "optimizer=sgd"]
     first = run_cli(*common, run_dir=tmp_path / "first", check=True)

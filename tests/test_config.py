@@ -22,6 +22,7 @@ GROUPS = [
     "scheduler",
     "trainer",
     "logger",
+    "callbacks",
     "recipe",
     "experiment",
 ]
@@ -147,3 +148,86 @@ def test_byol_on_cifar10_has_no_blur_as_solo_learns_cifar_recipe():
 def test_synthetic_images_are_drawn_at_the_training_size_and_palette_is_an_option():
     cfg = compose_with("data=synthetic", "data.image_size=16", "data.options.palette=colour")
     assert cfg.data.options.image_size == 16 and cfg.data.options.palette == "colour"
+
+
+@pytest.mark.parametrize("option", options("data"))
+def test_data_targets_build_the_data_module_from_their_yaml_keys(option, tmp_path):
+    """conf/data/<option>.yaml is instantiated by its `_target_`: every key reaches the data module
+    (small_input / vit_patch_size are for the backbone group), the options are the registered
+    dataset's, and the run adds its seed and channels_last."""
+    from ssl_bench.data.module import SSLDataModule
+    from ssl_bench.data.registry import dataset_spec
+    from ssl_bench.train import build_datamodule
+
+    cfg = compose_with(f"data={option}", f"data.root={tmp_path}", "seed=7", "channels_last=false")
+    dm = build_datamodule(cfg)  # nothing is loaded before setup()
+    assert type(dm) is SSLDataModule and dm.seed == 7 and dm.channels_last is False
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in set(data) - {"_target_", "small_input", "vit_patch_size"}:
+        assert getattr(dm, key) == data[key], key
+    assert set(data["options"]) <= set(dataset_spec(data["name"]).options)
+    assert len(dm.pipelines) == len(cfg.augmentation.views)
+
+
+def test_data_config_errors_name_the_key():
+    from omegaconf import open_dict
+
+    from ssl_bench.errors import ConfigError
+    from ssl_bench.train import build_datamodule
+
+    with pytest.raises(ConfigError, match="options of one dataset go under data.options") as e:
+        build_datamodule(compose_with("+data.palette=colour"))
+    assert e.value.key == "data.palette"
+    with pytest.raises(ConfigError) as e:
+        build_datamodule(compose_with("data._target_=ssl_bench.data.module.NoSuchModule"))
+    assert e.value.key == "data._target_"
+    with pytest.raises(ConfigError) as e:
+        build_datamodule(compose_with("data.batch_size=0"))
+    assert e.value.key == "data.batch_size"
+    cfg = compose_with("data.batch_size=64")
+    with open_dict(cfg):  # the config of a run saved before conf/data/*.yaml had a target
+        del cfg.data["_target_"]
+    assert build_datamodule(cfg).batch_size == 64
+
+
+def test_callbacks_group_builds_each_target_and_overrides_add_or_drop_one():
+    from types import SimpleNamespace
+
+    import torch
+
+    from ssl_bench.callbacks import BadFileCounter, BestMetrics, ThroughputMonitor
+    from ssl_bench.errors import ConfigError
+    from ssl_bench.train import build_callbacks
+
+    built = build_callbacks(compose_with())
+    assert [type(c) for c in built] == [ThroughputMonitor, BestMetrics, BadFileCounter]
+    # the rate is logged every trainer.log_every_n_steps (after 3 warm-up steps), as in code before
+    logged = []
+    module = SimpleNamespace(log=lambda name, value, **kwargs: logged.append(name))
+    trainer = SimpleNamespace(log_every_n_steps=7, world_size=1)
+    batch = (None, None, torch.zeros(4))  # (views, labels, index): 4 images
+    for step in range(7):
+        assert logged == []
+        built[0].on_train_batch_end(trainer, module, None, batch, step)
+    assert logged == ["train/images_per_sec"]
+    lr_monitor = "pytorch_lightning.callbacks.LearningRateMonitor"
+    built = build_callbacks(
+        compose_with("~callbacks.bad_files", f"+callbacks.lr._target_={lr_monitor}")
+    )
+    assert [type(c).__name__ for c in built] == [
+        "ThroughputMonitor",
+        "BestMetrics",
+        "LearningRateMonitor",
+    ]
+    assert [type(c) for c in build_callbacks(compose_with("callbacks.throughput=null"))] == [
+        BestMetrics,
+        BadFileCounter,
+    ]
+    for override, says in (
+        ("+callbacks.x._target_=ssl_bench.callbacks.NoSuchCallback", "cannot be built"),
+        ("+callbacks.x._target_=collections.OrderedDict", "not a Lightning callback"),
+        ("+callbacks.x.every_n_steps=3", "needs a _target_"),
+    ):
+        with pytest.raises(ConfigError, match=says) as e:
+            build_callbacks(compose_with(override))
+        assert e.value.key == "callbacks.x"

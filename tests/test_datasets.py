@@ -1,4 +1,4 @@
-"""Dataset registry, local-first lookup, subsets, folders and the synthetic shapes (offline, CPU)."""
+"""Dataset registry, local-first lookup, subsets, folders, the synthetic shapes (offline, CPU)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ssl_bench.data import datasets as D
-from ssl_bench.data.datasets import (
-    NAMES,
-    DatasetInfo,
-    FolderImages,
-    TensorImages,
-    load_splits,
-    resolve_root,
-    stratified_subset,
-)
+from ssl_bench.data.datasets import load_splits, resolve_root
+from ssl_bench.data.images import FolderImages, TensorImages
+from ssl_bench.data.registry import DatasetInfo, dataset_names
+from ssl_bench.data.subsets import stratified_subset
 from ssl_bench.data.synthetic import SHAPES, make_synthetic
 from ssl_bench.errors import ConfigError, DataError
 
@@ -61,8 +56,9 @@ def test_synthetic_bad_num_classes():
 
 
 def test_synthetic_colour_palette_puts_the_shape_in_both_l_and_ab():
-    """palette=colour: shape and background differ in Lab lightness and in chroma (so an L view and an ab view
-    each show the shape), the default grey palette is unchanged, and colour says nothing about the class."""
+    """palette=colour: shape and background differ in Lab lightness and in chroma (so an L view and
+    an ab view each show the shape), the default grey palette is unchanged, and colour says nothing
+    about the class."""
     from ssl_bench.data.synthetic import _colour_pair
     from ssl_bench.nn.color import rgb_to_lab
 
@@ -134,8 +130,8 @@ def _small_cnn(num_classes: int) -> nn.Module:
 
 @pytest.mark.slow
 def test_synthetic_classes_need_shape_not_pixels():
-    """Raw-pixel linear models stay far from solving it (random positions, sizes, tints, clutter); a small
-    CNN does clearly better."""
+    """Raw-pixel linear models stay far from solving it (random positions, sizes, tints, clutter); a
+    small CNN does clearly better."""
     xtr, ytr = make_synthetic(2000, seed=0)
     xte, yte = make_synthetic(500, seed=1)
     pix = lambda x: F.avg_pool2d(x.float() / 255, 2).flatten(1)  # noqa: E731
@@ -420,6 +416,50 @@ def test_unknown_name_lists_valid_names():
     with pytest.raises(ConfigError) as e:
         load_splits("imagenet_1k")
     assert e.value.key == "data.name"
-    assert all(n in str(e.value) for n in NAMES)
+    assert all(n in str(e.value) for n in dataset_names())
     with pytest.raises(ConfigError, match="data.name"):
         resolve_root("cifar11", None)
+
+
+def test_a_registered_dataset_loads_by_name_and_its_signature_lists_its_options(monkeypatch):
+    """A new dataset is one decorated function: `load_splits` finds it by name, its keyword
+    arguments are its options (any other is a ConfigError naming it), and the facts it leaves to
+    the function come back in its `LoadedSplits`."""
+    from ssl_bench.data import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # restored after the test
+
+    @registry.register_dataset("tiny", in_memory=True, num_classes=2, storage="generated")
+    def tiny(lookup, *, n: int = 8):
+        assert lookup.candidates == []  # generated: nothing to look for
+        x = torch.arange(n * 48, dtype=torch.int64).remainder(256).to(torch.uint8)
+        y = torch.arange(n) % 2
+        images = TensorImages(x.reshape(n, 3, 4, 4), y)
+        mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+        return registry.LoadedSplits(images, images, image_size=4, mean=mean, std=std)
+
+    assert dataset_names()[-1] == "tiny" and registry.dataset_spec("tiny").options == ("n",)
+    info, splits = load_splits("tiny", n=6, limit=4, seed=3)
+    assert info == DatasetInfo("tiny", 2, 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), in_memory=True)
+    assert [len(splits[s]) for s in ("pretrain", "train", "test")] == [4, 4, 6]
+    assert splits["pretrain"] is not splits["train"]  # its own object: the module sets its views
+    assert sorted(splits["train"].labels.tolist()) == [0, 0, 1, 1]  # stratified
+    with pytest.raises(ConfigError, match="its options: n") as e:
+        load_splits("tiny", m=1)
+    assert e.value.key == "data.m"
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register_dataset("tiny", in_memory=True)(tiny)
+
+
+def test_a_fact_neither_registered_nor_loaded_is_an_error(monkeypatch):
+    from ssl_bench.data import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @registry.register_dataset("no_stats", in_memory=True, num_classes=1, storage="generated")
+    def no_stats(lookup):
+        images = TensorImages(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2))
+        return registry.LoadedSplits(images, images, image_size=4)
+
+    with pytest.raises(ValueError, match="'no_stats': mean is neither registered nor given"):
+        load_splits("no_stats")

@@ -1,4 +1,4 @@
-"""Tests of ssl_bench.data.views: batched ops vs torchvision, crop sampling statistics, BatchViews
+"""Tests of ssl_bench.views: batched ops vs torchvision, crop sampling statistics, BatchViews
 determinism and checkpointing, config parsing, and the CPU per-sample path."""
 
 from __future__ import annotations
@@ -10,16 +10,12 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from omegaconf import OmegaConf
 
-from ssl_bench.data import views as V
-from ssl_bench.data.views import (
-    BatchEval,
-    BatchViews,
-    ViewPipeline,
-    build_cpu_views,
-    cpu_eval_transform,
-    parse_pipelines,
-)
 from ssl_bench.errors import ConfigError
+from ssl_bench.views import batch as views_batch
+from ssl_bench.views import kernels as V
+from ssl_bench.views.batch import BatchEval, BatchViews
+from ssl_bench.views.config import ViewPipeline, blur_kernel_size, parse_pipelines
+from ssl_bench.views.cpu import build_cpu_views, cpu_eval_transform
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -94,7 +90,7 @@ def test_gaussian_blur_matches_torchvision(images, kernel_size):
 
 
 def test_blur_kernel_size_rule():
-    assert [V.blur_kernel_size(s) for s in (16, 32, 64, 96, 224)] == [3, 3, 7, 9, 23]
+    assert [blur_kernel_size(s) for s in (16, 32, 64, 96, 224)] == [3, 3, 7, 9, 23]
 
 
 def test_resized_crop_downscale_equals_torchvision_everywhere(images):
@@ -112,21 +108,22 @@ def test_resized_crop_downscale_equals_torchvision_everywhere(images):
     )
     flip = torch.tensor([False, True, False, True, True, False])
     got = V.resized_crop(images, boxes, 10, flip)
-    for i, (t, l, h, w) in enumerate(boxes.int().tolist()):
-        want = TF.resized_crop(images[i], t, l, h, w, [10, 10], antialias=False)
+    for i, (top, left, h, w) in enumerate(boxes.int().tolist()):
+        want = TF.resized_crop(images[i], top, left, h, w, [10, 10], antialias=False)
         if flip[i]:
             want = TF.horizontal_flip(want)
         torch.testing.assert_close(got[i], want, atol=1e-5, rtol=0)
 
 
 def test_resized_crop_upscale_equals_torchvision_inside(images):
-    # up-scaling: equal except in the outermost output pixels, whose sample points fall outside the box
+    # up-scaling: equal except in the outermost output pixels, whose sample points fall outside the
+    # box
     boxes = torch.tensor([[3, 4, 5, 7], [0, 0, 6, 6], [10, 15, 9, 4]], dtype=torch.float32)
     S = 32
     flip = torch.tensor([False, True, False])
     got = V.resized_crop(images[:3], boxes, S, flip)
-    for i, (t, l, h, w) in enumerate(boxes.int().tolist()):
-        want = TF.resized_crop(images[i], t, l, h, w, [S, S], antialias=False)
+    for i, (top, left, h, w) in enumerate(boxes.int().tolist()):
+        want = TF.resized_crop(images[i], top, left, h, w, [S, S], antialias=False)
         if flip[i]:
             want = TF.horizontal_flip(want)
         # rows/cols whose coordinate (j + .5) * n / S - .5 lies inside [0, n - 1]
@@ -385,7 +382,8 @@ def test_crop_size_as_a_fraction_of_the_image_size():
     views = [{"crop_size": 1.0, "num_crops": 2}, {"crop_size": 96 / 224, "num_crops": 6}]
     assert [p.crop_size for p in parse_pipelines(views, image_size=224)] == [224, 96]
     assert [p.crop_size for p in parse_pipelines(views, image_size=32)] == [32, 14]  # round(13.7)
-    # whole pixels stay pixels, also written as a float; 1 (an int) is one pixel, 1.0 the whole image
+    # whole pixels stay pixels, also written as a float; 1 (an int) is one pixel, 1.0 the whole
+    # image
     whole = parse_pipelines([{"crop_size": 32.0}, {"crop_size": 1}], image_size=64)
     assert [p.crop_size for p in whole] == [32, 1]
     with pytest.raises(ConfigError, match="needs data.image_size"):
@@ -393,11 +391,11 @@ def test_crop_size_as_a_fraction_of_the_image_size():
 
 
 def test_blur_kernel_size_is_configurable_on_both_paths():
-    """blur.kernel_size fixes the kernel (PIL's Gaussian spans ~+-3 sigma whatever the crop), null keeps
-    SimCLR's 10% rule. Both paths blur with it: the batched one and torchvision's per-sample one equal the
-    reference."""
+    """blur.kernel_size fixes the kernel (PIL's Gaussian spans ~+-3 sigma whatever the crop), null
+    keeps SimCLR's 10% rule. Both paths blur with it: the batched one and torchvision's per-sample
+    one equal the reference."""
     (default,) = parse_pipelines([{"crop_size": 32}])
-    assert default.blur_kernel is None and default.kernel_size == V.blur_kernel_size(32) == 3
+    assert default.blur_kernel is None and default.kernel_size == blur_kernel_size(32) == 3
     view = {
         "crop_size": 32,
         "num_crops": 1,
@@ -460,11 +458,12 @@ def test_cpu_eval_transform(size, shape):
 
 
 def test_where_path_equals_indexed_path(monkeypatch):
-    # accelerators use torch.where over the whole batch; it must give the same views as CPU's gather path
+    # accelerators use torch.where over the whole batch; it must give the same views as CPU's
+    # gather path
     x = _uint8_batch()
     pipes = [ViewPipeline(blur_prob=0.5, solarize=0.5, grayscale=0.5)]
     indexed = BatchViews(pipes, MEAN, STD, seed=2)(x)
-    monkeypatch.setattr(V, "_apply_rows", V._apply_rows_where)
+    monkeypatch.setattr(views_batch, "_apply_rows", views_batch._apply_rows_where)
     where = BatchViews(pipes, MEAN, STD, seed=2)(x)
     for a, b in zip(indexed, where):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)

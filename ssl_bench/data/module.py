@@ -3,10 +3,15 @@
 Training batches are `(views, labels, index)`. For in-memory datasets (uint8 tensors of equal size)
 the views are made on the whole batch after it reaches the device (`BatchViews`), so the DataLoader
 only indexes a tensor; image folders decode and augment per sample in DataLoader workers.
+
+Hydra builds it from conf/data/<name>.yaml, whose `_target_` is `SSLDataModule.from_config`: the
+data keys are its arguments, the run adds its views, seed and channels_last
+(ssl_bench.train.build_datamodule).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,17 +19,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ssl_bench.data.datasets import TensorImages, load_splits
+from ssl_bench.data.datasets import load_splits
+from ssl_bench.data.images import TensorImages
 from ssl_bench.data.info import DataInfo
+from ssl_bench.data.registry import dataset_spec
 from ssl_bench.data.sampler import EpochSampler
-from ssl_bench.data.views import (
-    BatchEval,
-    BatchViews,
-    ViewPipeline,
-    build_cpu_views,
-    cpu_eval_transform,
-)
 from ssl_bench.errors import ConfigError
+from ssl_bench.views.batch import BatchEval, BatchViews
+from ssl_bench.views.config import ViewPipeline, parse_pipelines
+from ssl_bench.views.cpu import build_cpu_views, cpu_eval_transform
 
 
 class _BatchIndexed(Dataset):
@@ -49,6 +52,13 @@ def _passthrough(batch):
 
 
 class SSLDataModule(pl.LightningDataModule):
+    """Dataset `name` (data/datasets.py) in training batches of views and un-augmented eval batches.
+
+    `setup()` loads the splits; `data_info()` then says what a method needs to know about them.
+    The sampler and the view generator are part of the checkpoint (`state_dict`), so a run resumed
+    mid-epoch sees the batches and views an uninterrupted one would.
+    """
+
     def __init__(
         self,
         name: str,
@@ -80,17 +90,43 @@ class SSLDataModule(pl.LightningDataModule):
         self.name, self.root, self.pipelines = name, root, list(pipelines)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
-        self.image_size, self.fraction, self.limit, self.test_limit = (
-            image_size,
-            fraction,
-            limit,
-            test_limit,
-        )
+        self.image_size, self.fraction = image_size, fraction
+        self.limit, self.test_limit = limit, test_limit
         self.download, self.device_views, self.on_bad_file = download, device_views, on_bad_file
         self.seed, self.channels_last, self.options = seed, channels_last, dict(options or {})
         self.info = None
         self._pending_skip: tuple[int, int] | None = None
         self.splits: dict[str, Dataset | None] = {}
+
+    @classmethod
+    def from_config(
+        cls,
+        views,
+        seed: int,
+        channels_last: bool = True,
+        small_input: bool | None = None,
+        vit_patch_size: int | None = None,
+        **settings,
+    ) -> SSLDataModule:
+        """The `_target_` of conf/data/*.yaml: a data module from the data config, the run's views.
+
+        `settings` are the keys of the data config (name, root, batch_size, ..., options), each an
+        argument of `__init__`; any other key is a `ConfigError` naming it. `views` is
+        cfg.augmentation.views, parsed here against data.image_size; `seed` and `channels_last` are
+        the run's. `small_input` and `vit_patch_size` describe the images to the backbone group
+        (conf/backbone/*.yaml reads ${data.small_input}); the data module has no use for them.
+        """
+        run_level = {"self", "pipelines", "seed", "channels_last"}
+        own = set(inspect.signature(cls.__init__).parameters) - run_level
+        for key in settings:
+            if key not in own:
+                raise ConfigError(
+                    f"data.{key}",
+                    f"is not a setting of the data module (those are: {', '.join(sorted(own))}).",
+                    f"remove data.{key}; options of one dataset go under data.options.",
+                )
+        pipelines = parse_pipelines(views, image_size=settings.get("image_size"))
+        return cls(pipelines=pipelines, seed=seed, channels_last=channels_last, **settings)
 
     # ---- loading ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -100,7 +136,7 @@ class SSLDataModule(pl.LightningDataModule):
                 self.batch_views.reseed(self.seed + 1000 * self.trainer.global_rank)
             return
         options = dict(self.options)
-        if self.name.startswith("image_folder"):
+        if "on_bad_file" in dataset_spec(self.name).options:  # datasets decoded from files
             options.setdefault("on_bad_file", self.on_bad_file)
         self.info, self.splits = load_splits(
             self.name,
@@ -153,7 +189,7 @@ class SSLDataModule(pl.LightningDataModule):
         return ds
 
     def bad_files(self) -> list[str]:
-        """Image files skipped as unreadable (folder datasets with data.on_bad_file=skip), all splits."""
+        """Image files skipped as unreadable (data.on_bad_file=skip), over all splits."""
         found: list[str] = []
         for ds in self.splits.values():
             for path in getattr(ds, "bad_files", ()):
@@ -166,7 +202,7 @@ class SSLDataModule(pl.LightningDataModule):
         return self.info.num_classes if self.info is not None else 0
 
     def data_info(self) -> DataInfo:
-        """What a method is told about this data (after setup): ssl_bench.train.build_method passes it."""
+        """What a method is told about this data (after setup); train.build_method passes it."""
         if self.info is None:
             raise RuntimeError("data_info() needs setup() first")
         return DataInfo(
@@ -185,7 +221,7 @@ class SSLDataModule(pl.LightningDataModule):
             if self.trainer is not None
             else (0, 1)
         )
-        # our own sharding (Trainer(use_distributed_sampler=False)) so that the order is resumable mid-epoch
+        # our own sharding (Trainer(use_distributed_sampler=False)): the order resumes mid-epoch
         sampler = EpochSampler(
             len(ds), shuffle=train, seed=self.seed, rank=rank, world_size=world, drop_last=train
         )
@@ -251,7 +287,7 @@ class SSLDataModule(pl.LightningDataModule):
             state["view_rng"] = self.batch_views.rng_state()
         trainer = self.trainer
         if trainer is not None and trainer.training:
-            # batches of the current epoch already trained on (a mid-epoch checkpoint resumes after them)
+            # batches of this epoch already trained on (a mid-epoch checkpoint resumes after them)
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
             if (
                 done >= trainer.num_training_batches

@@ -27,8 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench.config import CONFIG_DIR
-from ssl_bench.errors import report_user_error
-from ssl_bench.errors import ConfigError, UserError
+from ssl_bench.errors import ConfigError, UserError, report_user_error
 
 MODES = ("linear", "knn", "finetune", "embed")
 EVAL_CONFIG = CONFIG_DIR / "eval" / "eval.yaml"

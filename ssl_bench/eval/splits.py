@@ -44,7 +44,7 @@ def stratified_holdout(
 
 def augment_pipeline(size: int, scale=(0.08, 1.0), hflip: float = 0.5):
     """The linear-protocol training transform: random resized crop + flip, no colour changes."""
-    from ssl_bench.data.views import ViewPipeline
+    from ssl_bench.views.config import ViewPipeline
 
     return ViewPipeline(
         num_crops=1,
@@ -82,7 +82,7 @@ class SplitBatches:
         seed: int = 0,
         indices: torch.Tensor | None = None,
     ):
-        from ssl_bench.data.datasets import TensorImages
+        from ssl_bench.data.images import TensorImages
 
         self.dm, self.batch_size, self.device = dm, int(batch_size), device
         ds = dm.splits[split]
@@ -100,7 +100,7 @@ class SplitBatches:
             self._item_transform(augment)
 
     def _device_transform(self, augment, seed: int) -> None:
-        from ssl_bench.data.views import BatchEval, BatchViews
+        from ssl_bench.views.batch import BatchEval, BatchViews
 
         info = self.dm.info
         self.transform = (
@@ -111,7 +111,7 @@ class SplitBatches:
         self.augment = augment is not None
 
     def _item_transform(self, augment) -> None:
-        from ssl_bench.data.views import build_cpu_views, cpu_eval_transform
+        from ssl_bench.views.cpu import build_cpu_views, cpu_eval_transform
 
         info = self.dm.info
         self.folder = copy.copy(self.base)

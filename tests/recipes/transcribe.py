@@ -39,7 +39,7 @@ def view(
     blur_kernel_size=_ABSENT,
     solarize=0.0,
 ) -> dict:
-    """One pipeline `augmentation.views.<i>` (ssl_bench/data/views.py parses it). Colour-jitter amounts are
+    """One pipeline `augmentation.views.<i>` (ssl_bench/views/config.py parses it). Colour-jitter amounts are
     the final ones: the test multiplies ssl_bench's `brightness` ... `hue` by its `strength` before comparing.
     `blur_kernel_size` is transcribed only for presets that set `blur.kernel_size` (None: the 10%-of-the-crop
     rule); `blur_sigma` may be a `NotInSource` where the source has no blur at all."""
