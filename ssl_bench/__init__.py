@@ -9,9 +9,8 @@ stays cheap (no torch, Lightning or Hydra until one is called):
     method = ssl_bench.load_method("<run>/checkpoints/last.ckpt")  # the whole LightningModule
 
 `python -m ssl_bench.export <run> out=<dir>` writes the backbone for timm (ssl_bench.export).
-`train` is also the name of the module ssl_bench/train.py, which Python binds to `ssl_bench.train`
-once it is imported; that module is therefore callable and forwards to ssl_bench.api.train (see the
-end of train.py).
+The training internals live in `ssl_bench.training` (what the CLI runs), so the name
+`ssl_bench.train` is the function above.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from typing import Any
 #: public name -> the module that defines it
 _LAZY = {
     "compose": "ssl_bench.api",
-    "train": "ssl_bench.train",
+    "train": "ssl_bench.api",
     "load_backbone": "ssl_bench.loading",
     "load_method": "ssl_bench.loading",
 }
@@ -35,7 +34,7 @@ def __getattr__(name: str) -> Any:
     import importlib
 
     module = importlib.import_module(_LAZY[name])
-    return module if name == "train" else getattr(module, name)
+    return getattr(module, name)
 
 
 def __dir__() -> list[str]:

@@ -62,7 +62,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from ssl_bench.train import check_launch, run
+    from ssl_bench.training import check_launch, run
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN

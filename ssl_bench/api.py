@@ -2,14 +2,13 @@
 
 Both compose the config exactly as `python -m ssl_bench <overrides>` does - Hydra's compose API over
 the package's own conf/ dir (ssl_bench.config.CONFIG_DIR), the same groups and defaults - and
-`train` runs the same checks and the same `train.run` as the CLI's one-run path
+`train` runs the same checks and the same `training.run` as the CLI's one-run path
 (ssl_bench.__main__), in this process.
 """
 
 from __future__ import annotations
 
 import contextlib
-import types
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -97,7 +96,7 @@ def train(overrides: Sequence[str] | None = None) -> dict:
     """
     from hydra.core.hydra_config import HydraConfig
 
-    from ssl_bench.train import check_launch, ensure_writable, run
+    from ssl_bench.training import check_launch, ensure_writable, run
 
     overrides = _overrides(overrides)
     full = _compose_with_hydra(overrides)
@@ -120,13 +119,3 @@ def train(overrides: Sequence[str] | None = None) -> dict:
         return run(cfg, run_dir)
     finally:
         hydra_state.cfg = before
-
-
-class CallableModule(types.ModuleType):
-    """The class of the module ssl_bench/train.py: `ssl_bench.train(overrides)` calls `train` above.
-    Python binds a package's submodule to the package attribute of the same name once it is
-    imported, so the public `ssl_bench.train` cannot stay a plain function beside the module
-    ssl_bench.train."""
-
-    def __call__(self, overrides: Sequence[str] | None = None) -> dict:
-        return train(overrides)

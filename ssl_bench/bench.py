@@ -191,7 +191,7 @@ def _step_flops(model, dm, views_fn, device: torch.device, amp: bool, batch_size
 def bench_method(method: str, args) -> Row:
     """One row: the view path alone, end-to-end training, and the step's FLOPs against the matmul
     peak of the same dtype, all measured in this process."""
-    from ssl_bench.train import build_datamodule, build_method, resolve_precision
+    from ssl_bench.training import build_datamodule, build_method, resolve_precision
 
     steps = args.warmup + args.steps
     cfg = compose(

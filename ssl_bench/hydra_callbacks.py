@@ -32,7 +32,7 @@ class OutputDirCheck(Callback):
     inside Hydra, and nothing already trained is overwritten."""
 
     def _check(self, path: str, key: str) -> None:
-        from ssl_bench.train import ensure_writable
+        from ssl_bench.training import ensure_writable
 
         try:
             ensure_writable(Path(path))

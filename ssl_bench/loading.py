@@ -147,14 +147,14 @@ def _load_strict(model: nn.Module, sd: dict[str, torch.Tensor], source: Path) ->
 # ---- loading -------------------------------------------------------------------------------------
 def load_method(path: str | Path) -> pl.LightningModule:
     """The whole trained method (backbone, heads, target networks, online probe) of a run dir or
-    `.ckpt`, rebuilt from the checkpoint's own record by `train.build_method`, on the CPU, in eval
+    `.ckpt`, rebuilt from the checkpoint's own record by `training.build_method`, on the CPU, in eval
     mode."""
     ckpt = checkpoint_file(path)
     obj = read_checkpoint(ckpt)
     record = obj[RECORD_KEY]
     cfg = OmegaConf.create(record["config"])
     cfg.compile = False  # the state dict is loaded without torch.compile's `_orig_mod.` prefixes
-    from ssl_bench.train import build_method  # heavy: only once the input is sound
+    from ssl_bench.training import build_method  # heavy: only once the input is sound
 
     model = build_method(cfg, _data_info(record))
     _load_strict(model, _strip_compile(obj["state_dict"]), ckpt)

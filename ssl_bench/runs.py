@@ -4,12 +4,12 @@ continues.
 What a run dir (outputs/runs/<date>/<time>_<name>, or one job dir of a multirun) holds, as far as
 finding it goes:
 
-    .hydra/config.yaml       the composed config (Hydra writes it; train.run when Hydra did not)
+    .hydra/config.yaml       the composed config (Hydra writes it; training.run when Hydra did not)
     ssl_bench_run.json       {config_hash, run_name}: what `resume=auto` matches on
     checkpoints/last.ckpt    the newest checkpoint (last.ckpt.prev, the one before:
     ssl_bench.reliability)
 
-Training (`resume=`, ssl_bench.train) and the offline evaluation (`ckpt=`, ssl_bench.eval) both find
+Training (`resume=`, ssl_bench.training) and the offline evaluation (`ckpt=`, ssl_bench.eval) both find
 runs and checkpoints here. Every path a user gives that leads nowhere ends in one message naming it.
 """
 

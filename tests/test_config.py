@@ -157,7 +157,7 @@ def test_data_targets_build_the_data_module_from_their_yaml_keys(option, tmp_pat
     dataset's, and the run adds its seed and channels_last."""
     from ssl_bench.data.module import SSLDataModule
     from ssl_bench.data.registry import dataset_spec
-    from ssl_bench.train import build_datamodule
+    from ssl_bench.training import build_datamodule
 
     cfg = compose_with(f"data={option}", f"data.root={tmp_path}", "seed=7", "channels_last=false")
     dm = build_datamodule(cfg)  # nothing is loaded before setup()
@@ -173,7 +173,7 @@ def test_data_config_errors_name_the_key():
     from omegaconf import open_dict
 
     from ssl_bench.errors import ConfigError
-    from ssl_bench.train import build_datamodule
+    from ssl_bench.training import build_datamodule
 
     with pytest.raises(ConfigError, match="options of one dataset go under data.options") as e:
         build_datamodule(compose_with("+data.palette=colour"))
@@ -197,7 +197,7 @@ def test_callbacks_group_builds_each_target_and_overrides_add_or_drop_one():
 
     from ssl_bench.callbacks import BadFileCounter, BestMetrics, ThroughputMonitor
     from ssl_bench.errors import ConfigError
-    from ssl_bench.train import build_callbacks
+    from ssl_bench.training import build_callbacks
 
     built = build_callbacks(compose_with())
     assert [type(c) for c in built] == [ThroughputMonitor, BestMetrics, BadFileCounter]

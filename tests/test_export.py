@@ -4,7 +4,7 @@ ssl_bench.export`.
 One tiny run (one optimizer step at full lr, so the weights have moved from their init) trained
 through `ssl_bench.train` with timm's own ImageNet stem; checkpoints for the small-input (CIFAR)
 stem and for a ViT are built from it by swapping the backbone weights and the recorded spec (a
-second training would only cost time). Checked by reverting: without RunRecord in train.run, five
+second training would only cost time). Checked by reverting: without RunRecord in training.run, five
 of the six tests fail (the checkpoint does not record its run config). The feature test also shows
 the issue's trap: timm given the Lightning checkpoint itself (non-strict) keeps random weights.
 """

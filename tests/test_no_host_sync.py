@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from ssl_bench.config import CONFIG_DIR
-from ssl_bench.train import build_datamodule, build_method
+from ssl_bench.training import build_datamodule, build_method
 
 SYNC_CALLS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__")
 

@@ -18,7 +18,7 @@ from recipes.sources import SOURCES
 from recipes.transcribe import NotInSource
 
 from ssl_bench.config import CONFIG_DIR
-from ssl_bench.train import departures_of
+from ssl_bench.training import departures_of
 
 RECIPE_DIR = CONFIG_DIR / "recipe"
 #: the parts of the composed config a recipe is responsible for

@@ -227,7 +227,7 @@ def test_each_rank_draws_its_own_augmentations_and_its_own_shard():
     from hydra import compose, initialize_config_dir
 
     from ssl_bench.config import CONFIG_DIR
-    from ssl_bench.train import build_datamodule
+    from ssl_bench.training import build_datamodule
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(

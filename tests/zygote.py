@@ -31,7 +31,7 @@ def _preload() -> None:
     import torchvision  # noqa: F401
 
     import ssl_bench.methods  # noqa: F401
-    import ssl_bench.train  # noqa: F401
+    import ssl_bench.training  # noqa: F401
 
 
 def _exit_status(err: SystemExit) -> int:

@@ -1,7 +1,7 @@
 """DataInfo: what a method is told about its data, in its constructor.
 
 A method never reads `trainer.datamodule` (DESIGN.md: explicit contracts). The datamodule describes the data it
-loaded (`SSLDataModule.data_info()`), `train.build_method` passes that to the method, and a method built by hand
+loaded (`SSLDataModule.data_info()`), `training.build_method` passes that to the method, and a method built by hand
 (tests, notebooks) gets the defaults or what it is given.
 """
 

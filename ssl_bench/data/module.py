@@ -6,7 +6,7 @@ only indexes a tensor; image folders decode and augment per sample in DataLoader
 
 Hydra builds it from conf/data/<name>.yaml, whose `_target_` is `SSLDataModule.from_config`: the
 data keys are its arguments, the run adds its views, seed and channels_last
-(ssl_bench.train.build_datamodule).
+(ssl_bench.training.build_datamodule).
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ class SSLDataModule(pl.LightningDataModule):
         return self.info.num_classes if self.info is not None else 0
 
     def data_info(self) -> DataInfo:
-        """What a method is told about this data (after setup); train.build_method passes it."""
+        """What a method is told about this data (after setup); training.build_method passes it."""
         if self.info is None:
             raise RuntimeError("data_info() needs setup() first")
         return DataInfo(

@@ -43,7 +43,7 @@ def build_for_eval(ckpt: str | Path, overrides: list[str] | None = None):
     )
     sd = load_state_dict(run.ckpt)
     # heavy imports only once the inputs are sound
-    from ssl_bench.train import build_datamodule, build_method
+    from ssl_bench.training import build_datamodule, build_method
 
     dm = build_datamodule(run.cfg)
     dm.setup("fit")
@@ -127,7 +127,7 @@ def run_precision(run_dir: Path, cfg: DictConfig) -> str:
         recorded = None
     if recorded:
         return str(recorded)
-    from ssl_bench.train import resolve_precision
+    from ssl_bench.training import resolve_precision
 
     t = cfg.get("trainer") or {}
     return str(resolve_precision(t.get("precision", "auto"), str(t.get("accelerator", "auto"))))

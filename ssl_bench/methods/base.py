@@ -132,7 +132,7 @@ class SSLMethod(pl.LightningModule):
             self.probe = None
         self.metric_suffix = ""  # "_init" while the random-init baseline is evaluated
         self.nan_tolerance = (
-            0  # consecutive non-finite steps to skip before stopping (set by train.py)
+            0  # consecutive non-finite steps to skip before stopping (set by training.py)
         )
         self._bad_steps = 0
         self.last_loss_terms: dict[str, torch.Tensor] = {}

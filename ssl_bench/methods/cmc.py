@@ -107,7 +107,7 @@ class CMC(SSLMethod):
             raise ConfigError(
                 "method",
                 "CMC builds one encoder per view and needs a backbone_factory.",
-                "run it through ssl_bench.train.build_method (python -m ssl_bench method=cmc).",
+                "run it through ssl_bench.training.build_method (python -m ssl_bench method=cmc).",
             )
         super().__init__(MultiViewEncoder(groups, backbone_factory), **kwargs)
         self.num_views, self.pairs = len(groups), view_pairs(len(groups), graph)

@@ -143,7 +143,7 @@ def test_split_batches_of_part_of_an_image_folder(tmp_path):
 
     from ssl_bench.config import CONFIG_DIR
     from ssl_bench.eval.splits import SplitBatches, augment_pipeline, stratified_holdout
-    from ssl_bench.train import build_datamodule
+    from ssl_bench.training import build_datamodule
 
     rng = np.random.default_rng(0)
     for split in ("train", "val"):

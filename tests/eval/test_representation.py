@@ -7,7 +7,7 @@ the run's online k and T on the same data must give the same numbers exactly: it
 method and computes `forward` as the validation epoch did (eval mode, no grad, the run's bf16
 autocast, channels_last, the same batches).
 
-Both halves run in this process (train.run is what `python -m ssl_bench` calls after Hydra composes
+Both halves run in this process (training.run is what `python -m ssl_bench` calls after Hydra composes
 the config; ssl_bench.eval.__main__.main is the eval CLI): 24 subprocesses would spend most of their
 time importing torch on CI's 2 cores. Measured here (2 cores shared with other jobs, noisy): 60-100
 s for the 12.
@@ -53,7 +53,7 @@ def tiny_run(method: str, run_dir):
     from hydra import compose, initialize_config_dir
 
     from ssl_bench.config import CONFIG_DIR
-    from ssl_bench.train import run
+    from ssl_bench.training import run
 
     overrides = [
         *FAST,

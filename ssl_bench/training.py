@@ -330,7 +330,7 @@ def _task_overrides() -> list[str]:
         return []
 
 
-def validate(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig) -> None:
     """Checks that need no data and no model; run before anything heavy."""
     cls = _method_class(cfg)
     recipe = cfg.get("recipe") or {}
@@ -423,7 +423,7 @@ def check_devices(accelerator: str, devices: Any) -> None:
 # ---- the run ---------------------------------------------------------------------------------------
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.time()
-    validate(cfg)
+    check_config(cfg)
     ensure_writable(run_dir)
     run_name = (
         cfg.get("run_name") or f"{cfg.method.name}-{cfg.data.name}-{cfg.backbone.tag}-s{cfg.seed}"
@@ -510,9 +510,3 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if failure:
         print(f"ssl_bench: error: {failure}", file=sys.stderr, flush=True)
     return results  # status "failed": the caller exits with EXIT_NONFINITE (a sweep goes on)
-
-
-# `ssl_bench.train([...])`, the Python API, is this module called (ssl_bench.api.CallableModule)
-from ssl_bench.api import CallableModule  # noqa: E402 - after the definitions it must not shadow
-
-sys.modules[__name__].__class__ = CallableModule
