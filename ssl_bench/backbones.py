@@ -15,17 +15,20 @@ from ssl_bench.errors import ConfigError
 
 
 def _swap_to_small_input_stem(model: nn.Module, name: str) -> None:
-    """Replace a ResNet-family stem (7x7 stride-2 conv + max-pool) with a 3x3 stride-1 conv and no pool.
+    """Replace a ResNet-family stem (7x7 stride-2 conv + max-pool) with a 3x3 stride-1 conv and no
+    pool.
 
-    This is the CIFAR stem of the SimCLR paper (appendix B.9), for images of 64px and below. It is the
-    only place in ssl_bench that patches a timm model.
+    This is the CIFAR stem of the SimCLR paper (appendix B.9), for images of 64px and below. It is
+    the only place in ssl_bench that patches a timm model.
     """
     conv = getattr(model, "conv1", None)
     if not isinstance(conv, nn.Conv2d):
         raise ConfigError(
             "backbone.small_input",
-            f"the small-input stem applies to ResNet-family models with a single `conv1` stem; '{name}' has none.",
-            "set backbone.small_input=false, or for a ViT choose a small patch size (backbone.kwargs.patch_size=4).",
+            "the small-input stem applies to ResNet-family models with a single `conv1` stem; "
+            f"'{name}' has none.",
+            "set backbone.small_input=false, or for a ViT choose a small patch size "
+            "(backbone.kwargs.patch_size=4).",
         )
     model.conv1 = nn.Conv2d(
         conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False

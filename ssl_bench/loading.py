@@ -147,8 +147,8 @@ def _load_strict(model: nn.Module, sd: dict[str, torch.Tensor], source: Path) ->
 # ---- loading -------------------------------------------------------------------------------------
 def load_method(path: str | Path) -> pl.LightningModule:
     """The whole trained method (backbone, heads, target networks, online probe) of a run dir or
-    `.ckpt`, rebuilt from the checkpoint's own record by `training.build_method`, on the CPU, in eval
-    mode."""
+    `.ckpt`, rebuilt from the checkpoint's own record by `training.build_method`, on the CPU, in
+    eval mode."""
     ckpt = checkpoint_file(path)
     obj = read_checkpoint(ckpt)
     record = obj[RECORD_KEY]

@@ -9,8 +9,9 @@ finding it goes:
     checkpoints/last.ckpt    the newest checkpoint (last.ckpt.prev, the one before:
     ssl_bench.reliability)
 
-Training (`resume=`, ssl_bench.training) and the offline evaluation (`ckpt=`, ssl_bench.eval) both find
-runs and checkpoints here. Every path a user gives that leads nowhere ends in one message naming it.
+Training (`resume=`, ssl_bench.training) and the offline evaluation (`ckpt=`, ssl_bench.eval) both
+find runs and checkpoints here. Every path a user gives that leads nowhere ends in one message
+naming it.
 """
 
 from __future__ import annotations

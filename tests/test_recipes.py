@@ -1,10 +1,12 @@
-"""Every recipe cites one source and matches it; `method=M data=D` trains M's recipe for D, or M's own defaults.
+"""Every recipe cites one source and matches it; `method=M data=D` trains M's recipe for D, or M's
+own defaults.
 
-For each conf/recipe/<name>.yaml the config is composed as a user gets it (`method=M data=D`; a method's own
-defaults with the data of its paper, `data=image_folder`, 224 px) and every recipe key of it - the method's
-hyperparameters, the views, the optimizer, the schedule, the batch, the epochs - is compared with a transcription of
-the cited source (tests/recipes/sources.py). A value that differs must be listed in `recipe.departures` with its
-reason, and every listed departure must be a real difference.
+For each conf/recipe/<name>.yaml the config is composed as a user gets it (`method=M data=D`; a
+method's own defaults with the data of its paper, `data=image_folder`, 224 px) and every recipe key
+of it - the method's hyperparameters, the views, the optimizer, the schedule, the batch, the epochs
+- is compared with a transcription of the cited source (tests/recipes/sources.py). A value that
+differs must be listed in `recipe.departures` with its reason, and every listed departure must be a
+real difference.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ def recipe_names() -> list[str]:
 
 
 def declared(name: str) -> dict:
-    """The `recipe` node of conf/recipe/<name>.yaml; `departures` it does not state come from the recipe it
-    builds on (a *_cifar100 recipe reuses its *_cifar10 one through its defaults list)."""
+    """The `recipe` node of conf/recipe/<name>.yaml; `departures` it does not state come from the
+    recipe it builds on (a *_cifar100 recipe reuses its *_cifar10 one through its defaults list)."""
     node = OmegaConf.load(RECIPE_DIR / f"{name}.yaml")
     info = OmegaConf.to_container(node.recipe)
     if "departures" not in info:
@@ -68,7 +70,8 @@ def _flatten(prefix: str, node, out: dict) -> None:
 
 
 def recipe_keys(cfg) -> dict:
-    """The composed recipe keys, flat; colour-jitter amounts multiplied by their strength (the final amounts)."""
+    """The composed recipe keys, flat; colour-jitter amounts multiplied by their strength (the final
+    amounts)."""
     data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     flat: dict = {}
     for tree in RECIPE_SUBTREES:
@@ -164,7 +167,8 @@ def test_recipe_matches_its_source(name):
 
 @pytest.mark.parametrize("method", sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml")))
 def test_every_method_has_its_own_defaults(method):
-    """A method on data without a published recipe runs on its own views and optimizer, never another method's."""
+    """A method on data without a published recipe runs on its own views and optimizer, never
+    another method's."""
     assert (RECIPE_DIR / f"{method}.yaml").is_file()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"method={method}", "data=synthetic"])

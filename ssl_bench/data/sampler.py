@@ -1,10 +1,11 @@
-"""The sampler every ssl_bench DataLoader uses: seeded per epoch, sharded per rank, resumable mid-epoch.
+"""The sampler every ssl_bench DataLoader uses: seeded per epoch, sharded per rank, resumable
+mid-epoch.
 
-Why not `RandomSampler` + Lightning's `DistributedSampler`: both draw from generators that a checkpoint
-does not capture, so a run resumed in the middle of an epoch would see a different order (and skip
-nothing). Here epoch `e` is always the permutation of `torch.Generator().manual_seed(seed + e)`,
-every rank takes its stride of it, and `skip_next(epoch, n)` drops the first `n` indices of that
-epoch once - what the datamodule asks for when it restores a mid-epoch checkpoint.
+Why not `RandomSampler` + Lightning's `DistributedSampler`: both draw from generators that a
+checkpoint does not capture, so a run resumed in the middle of an epoch would see a different order
+(and skip nothing). Here epoch `e` is always the permutation of `torch.Generator().manual_seed(seed
++ e)`, every rank takes its stride of it, and `skip_next(epoch, n)` drops the first `n` indices of
+that epoch once - what the datamodule asks for when it restores a mid-epoch checkpoint.
 """
 
 from __future__ import annotations

@@ -1,17 +1,20 @@
-"""CPC's overlapping patch grid and its patch-level augmentation (Henaff et al. 2020, sec. 2.1 and 4.1).
+"""CPC's overlapping patch grid and its patch-level augmentation (Henaff et al. 2020, sec. 2.1 and
+4.1).
 
-The image is cut into a G x G grid of overlapping square patches at half-patch stride: CPC's 256 px images
-give a 7x7 grid of 64 px patches with 32 px overlap (van den Oord et al. 2018, sec. 3.2; Henaff et al. 2020,
-fig. 2). `grid_geometry` keeps these proportions for any size (patch = size / 4, stride = patch / 2: 8 px
-patches at stride 4 on 32 px images, 16/8 on 64 px, 24/12 on 96 px - always 7x7), or takes explicit values.
-At half-patch stride a patch shares half its pixels with the patch one row below and borders the one two rows
-below; CPC v2's loss predicts 3 rows ahead (methods/cpc_v2.py), half a patch clear of its context's pixels.
+The image is cut into a G x G grid of overlapping square patches at half-patch stride: CPC's 256 px
+images give a 7x7 grid of 64 px patches with 32 px overlap (van den Oord et al. 2018, sec. 3.2;
+Henaff et al. 2020, fig. 2). `grid_geometry` keeps these proportions for any size (patch = size / 4,
+stride = patch / 2: 8 px patches at stride 4 on 32 px images, 16/8 on 64 px, 24/12 on 96 px - always
+7x7), or takes explicit values. At half-patch stride a patch shares half its pixels with the patch
+one row below and borders the one two rows below; CPC v2's loss predicts 3 rows ahead
+(methods/cpc_v2.py), half a patch clear of its context's pixels.
 
-Patches are a flat batch [B*G*G, C, p, p] in (image, row, column) order, so one backbone call encodes them.
-`PatchAugment` augments each patch independently, batched (no loop over patches): the paper's colour
-dropping (two of the three channels removed per patch, sec. 4.1 "Patch-based augmentation"), horizontal
-flips, spatial transformations (rotation, shear, uniform scaling, translation; one affine resample) and
-colour transformations (brightness, contrast, saturation, hue, with the batched ops of views/kernels.py).
+Patches are a flat batch [B*G*G, C, p, p] in (image, row, column) order, so one backbone call
+encodes them. `PatchAugment` augments each patch independently, batched (no loop over patches): the
+paper's colour dropping (two of the three channels removed per patch, sec. 4.1 "Patch-based
+augmentation"), horizontal flips, spatial transformations (rotation, shear, uniform scaling,
+translation; one affine resample) and colour transformations (brightness, contrast, saturation, hue,
+with the batched ops of views/kernels.py).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from ssl_bench.views.kernels import (
 def grid_geometry(
     image_size: int, patch_size: int | None = None, stride: int | None = None
 ) -> tuple[int, int, int]:
-    """(patch, stride, grid side G) for square images of `image_size` px; a ValueError if they do not fit."""
+    """(patch, stride, grid side G) for square images of `image_size` px; a ValueError if they do
+    not fit."""
     patch = int(patch_size) if patch_size else max(1, image_size // 4)
     stride = int(stride) if stride else max(1, patch // 2)
     if patch > image_size or patch < 1 or stride < 1:
@@ -52,8 +56,8 @@ def grid_geometry(
 
 
 def cut_patches(x: torch.Tensor, patch: int, stride: int) -> tuple[torch.Tensor, int]:
-    """[B, C, H, W] -> ([B*G*G, C, patch, patch] in (image, row, column) order, G). Pixels past the last
-    full patch are not used."""
+    """[B, C, H, W] -> ([B*G*G, C, patch, patch] in (image, row, column) order, G). Pixels past the
+    last full patch are not used."""
     B, C, H, W = x.shape
     if H != W:
         raise ValueError(f"cut_patches expects square images, got {H}x{W}")
@@ -63,12 +67,14 @@ def cut_patches(x: torch.Tensor, patch: int, stride: int) -> tuple[torch.Tensor,
 
 
 class PatchAugment(nn.Module):
-    """Independent random augmentation of every patch; input and output normalised with `mean` / `std`.
+    """Independent random augmentation of every patch; input and output normalised with `mean` /
+    `std`.
 
-    Amounts: `rotate` and `shear` in degrees (uniform in [-a, a]), `scale` a [low, high] range of the
-    zoom, `translate` a fraction of the patch side, colour amounts as in torchvision's ColorJitter
-    (factor uniform in [1 - a, 1 + a]; hue shift in [-a, a]). `color_drop` is the probability that a patch
-    keeps one random channel and loses the other two (set to 0, the dataset mean).
+    Amounts: `rotate` and `shear` in degrees (uniform in [-a, a]), `scale` a [low, high] range of
+    the zoom, `translate` a fraction of the patch side, colour amounts as in torchvision's
+    ColorJitter (factor uniform in [1 - a, 1 + a]; hue shift in [-a, a]). `color_drop` is the
+    probability that a patch keeps one random channel and loses the other two (set to 0, the dataset
+    mean).
     """
 
     def __init__(
@@ -154,7 +160,8 @@ class PatchAugment(nn.Module):
         return x.to(patches.dtype)
 
     def _affine(self, x: torch.Tensor, n: int, dev) -> torch.Tensor:
-        """One bilinear resample per patch: flip, rotation, shear, zoom and shift (reflection at the border)."""
+        """One bilinear resample per patch: flip, rotation, shear, zoom and shift (reflection at the
+        border)."""
         rot = sample_uniform(n, -self.rotate, self.rotate, dev) * (math.pi / 180)
         shear = torch.tan(sample_uniform(n, -self.shear, self.shear, dev) * (math.pi / 180))
         zoom = sample_uniform(n, self.scale[0], self.scale[1], dev)

@@ -7,10 +7,10 @@ the run's online k and T on the same data must give the same numbers exactly: it
 method and computes `forward` as the validation epoch did (eval mode, no grad, the run's bf16
 autocast, channels_last, the same batches).
 
-Both halves run in this process (training.run is what `python -m ssl_bench` calls after Hydra composes
-the config; ssl_bench.eval.__main__.main is the eval CLI): 24 subprocesses would spend most of their
-time importing torch on CI's 2 cores. Measured here (2 cores shared with other jobs, noisy): 60-100
-s for the 12.
+Both halves run in this process (training.run is what `python -m ssl_bench` calls after Hydra
+composes the config; ssl_bench.eval.__main__.main is the eval CLI): 24 subprocesses would spend most
+of their time importing torch on CI's 2 cores. Measured here (2 cores shared with other jobs,
+noisy): 60-100 s for the 12.
 
 Checked by reverting: with the former offline path (model.backbone, float32, contiguous) the test
 fails for 10 of the 12 methods, cpc_v2 and simclr_v2 among them; with model.backbone at the run's

@@ -1,8 +1,9 @@
 """Building blocks of the recipe transcriptions (tests/recipes/sources.py).
 
-A transcription is a flat dict {ssl_bench config key: the source's value}. Keys of ssl_bench that the source
-has no counterpart for hold `NotInSource(reason)`: the test then only checks that the key is accounted for.
-The helpers here spell out the parts every recipe has (views, optimizer, schedule) with the source's numbers.
+A transcription is a flat dict {ssl_bench config key: the source's value}. Keys of ssl_bench that
+the source has no counterpart for hold `NotInSource(reason)`: the test then only checks that the key
+is accounted for. The helpers here spell out the parts every recipe has (views, optimizer, schedule)
+with the source's numbers.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ def view(
     blur_kernel_size=_ABSENT,
     solarize=0.0,
 ) -> dict:
-    """One pipeline `augmentation.views.<i>` (ssl_bench/views/config.py parses it). Colour-jitter amounts are
-    the final ones: the test multiplies ssl_bench's `brightness` ... `hue` by its `strength` before comparing.
-    `blur_kernel_size` is transcribed only for presets that set `blur.kernel_size` (None: the 10%-of-the-crop
-    rule); `blur_sigma` may be a `NotInSource` where the source has no blur at all."""
+    """One pipeline `augmentation.views.<i>` (ssl_bench/views/config.py parses it). Colour-jitter
+    amounts are the final ones: the test multiplies ssl_bench's `brightness` ... `hue` by its
+    `strength` before comparing. `blur_kernel_size` is transcribed only for presets that set
+    `blur.kernel_size` (None: the 10%-of-the-crop rule); `blur_sigma` may be a `NotInSource` where
+    the source has no blur at all."""
     p = f"augmentation.views.{i}."
     out = {
         p + "num_crops": num_crops,
