@@ -242,7 +242,7 @@ def test_resume_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_offline_wandb_run_has_summary(tmp_path):
-    from ssl_bench.wandb_utils import read_offline_run
+    from wandb_records import read_offline_run
 
     run = run_cli(
         *FAST,

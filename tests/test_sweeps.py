@@ -252,7 +252,7 @@ def test_each_rank_draws_its_own_augmentations_and_its_own_shard():
 
 
 def test_sweep_jobs_are_separate_wandb_runs_in_one_group(tmp_path):
-    from ssl_bench.wandb_utils import read_offline_run
+    from wandb_records import read_offline_run
 
     # the first job fails (NaN at its second step): its W&B run must still end, the second get its
     # own

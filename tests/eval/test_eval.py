@@ -370,7 +370,7 @@ def test_finetune_trains_what_the_representation_reads():
 def test_embed_and_eval_logged_to_offline_wandb(tiny_run):
     from PIL import Image
 
-    from ssl_bench.wandb_utils import read_wandb_records
+    from wandb_records import read_wandb_records
 
     for args in (["mode=embed", "max_points=100", "perplexity=10"], ["mode=knn"]):
         run = eval_cli(*args, f"ckpt={tiny_run}", "device=cpu", cwd=tiny_run.parent)
