@@ -58,7 +58,7 @@ IGNORED_FOR_HASH = (
 )
 
 
-# ---- small helpers --------------------------------------------------------------------------------
+# ---- small helpers ---------------------------------------------------------------------------
 def cpu_supports_bf16() -> bool:
     """AVX512-BF16 or AMX: bf16 autocast on such CPUs is several times faster than fp32."""
     try:
@@ -92,8 +92,9 @@ def ensure_writable(path: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise UserError(
-            f"output dir '{path}' cannot be written ({err.strerror or err}). Fix: choose a writable "
-            "location with output_root=<dir> (or hydra.run.dir=<dir>), or fix its permissions."
+            f"output dir '{path}' cannot be written ({err.strerror or err}). Fix: choose a "
+            "writable location with output_root=<dir> (or hydra.run.dir=<dir>), or fix its "
+            "permissions."
         ) from None
 
 
@@ -248,8 +249,8 @@ def build_method(cfg: DictConfig, data: DataInfo) -> SSLMethod:
     online.pop("init_baseline", None)
     extra = {}
     if "backbone_factory" in inspect.signature(cls.__init__).parameters:
-        # methods with more than one encoder (e.g. CMC: one per colour channel group) build the others
-        # from the same backbone config: backbone_factory(in_chans=1) -> a fresh model
+        # methods with more than one encoder (e.g. CMC: one per colour channel group) build the
+        # others from the same backbone config: backbone_factory(in_chans=1) -> a fresh model
         extra["backbone_factory"] = functools.partial(
             create_backbone,
             b["name"],
@@ -279,7 +280,8 @@ def build_method(cfg: DictConfig, data: DataInfo) -> SSLMethod:
     return model
 
 
-# keys a recipe sets, as override prefixes: a user override starting with one of these changes the recipe
+# keys a recipe sets, as override prefixes: a user override starting with one of these changes the
+# recipe
 RECIPE_KEYS = (
     "method.",
     "augmentation",
@@ -291,8 +293,9 @@ RECIPE_KEYS = (
 
 
 def departures_of(recipe) -> dict[str, str]:
-    """`recipe.departures` as {key: reason}. The YAML holds a list of one-entry maps, not a map: Hydra merges maps,
-    so a method's own-defaults recipe would leak its departures into every dataset recipe; a list is replaced."""
+    """`recipe.departures` as {key: reason}. The YAML holds a list of one-entry maps, not a map:
+    Hydra merges maps, so a method's own-defaults recipe would leak its departures into every
+    dataset recipe; a list is replaced."""
     out: dict[str, str] = {}
     for item in (recipe or {}).get("departures") or []:
         out.update(dict(item))
@@ -300,8 +303,9 @@ def departures_of(recipe) -> dict[str, str]:
 
 
 def recipe_info(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
-    """Which recipe the run trains: its name, source, the dataset it was published for (None: the method's own
-    defaults), its stated departures from the source, and the user's overrides of recipe keys."""
+    """Which recipe the run trains: its name, source, the dataset it was published for (None: the
+    method's own defaults), its stated departures from the source, and the user's overrides of
+    recipe keys."""
     r = cfg.get("recipe") or {}
     return {
         "name": r.get("name"),
@@ -313,7 +317,8 @@ def recipe_info(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
 
 def describe_recipe(cfg: DictConfig, info: dict) -> str:
-    """One line: the recipe in use and its source, or that none is published for this method on this data."""
+    """One line: the recipe in use and its source, or that none is published for this method on
+    this data."""
     method, data = cfg.method.get("name"), cfg.data.get("name")
     if info["name"] is None:
         line = f"recipe: none ({method} declares no defaults)"
@@ -323,7 +328,10 @@ def describe_recipe(cfg: DictConfig, info: dict) -> str:
             f"({info['name']}: {info['source']})"
         )
     elif info["data"] != data:
-        line = f"recipe: {info['name']}, published for {info['data']}, applied to {data} ({info['source']})"
+        line = (
+            f"recipe: {info['name']}, published for {info['data']}, applied to {data} "
+            f"({info['source']})"
+        )
     else:
         line = f"recipe: {info['name']} ({info['source']})"
     if info["departures"]:
@@ -380,7 +388,8 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def _requested_devices(devices: Any) -> tuple[int, int] | None:
-    """(how many devices, highest index + 1) that `trainer.devices` asks for; None for "auto" / -1 (all there are)."""
+    """(how many devices, highest index + 1) that `trainer.devices` asks for; None for "auto" / -1
+    (all there are)."""
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
         devices = int(devices)
     if isinstance(devices, (list, tuple)):
@@ -391,9 +400,10 @@ def _requested_devices(devices: Any) -> tuple[int, int] | None:
 
 
 def check_launch(cfg: DictConfig, multirun: bool, launcher: str) -> None:
-    """DDP inside a local multirun is a known trap: Lightning's `ddp` starts the other ranks by re-running
-    the command line, and in a Hydra sweep that command is the whole sweep. Refuse it with the two ways
-    that work: a launcher that starts every rank itself (SLURM / submitit), or `ddp_spawn`."""
+    """DDP inside a local multirun is a known trap: Lightning's `ddp` starts the other ranks by
+    re-running the command line, and in a Hydra sweep that command is the whole sweep. Refuse it
+    with the two ways that work: a launcher that starts every rank itself (SLURM / submitit), or
+    `ddp_spawn`."""
     t = cfg.trainer
     strategy = str(t.get("strategy", "auto"))
     requested = _requested_devices(t.get("devices", 1))
@@ -403,8 +413,8 @@ def check_launch(cfg: DictConfig, multirun: bool, launcher: str) -> None:
             "trainer.strategy",
             f"'{strategy}' with several devices inside a local multirun: Lightning "
             "would start the other ranks by re-running the whole sweep command.",
-            "run the sweep through SLURM (launcher=slurm, or launcher=submitit_local on one machine), "
-            "or set trainer.strategy=ddp_spawn for a local sweep.",
+            "run the sweep through SLURM (launcher=slurm, or launcher=submitit_local on one "
+            "machine), or set trainer.strategy=ddp_spawn for a local sweep.",
         )
 
 
@@ -433,7 +443,7 @@ def check_devices(accelerator: str, devices: Any) -> None:
         )
 
 
-# ---- the run ---------------------------------------------------------------------------------------
+# ---- the run ---------------------------------------------------------------------------------
 def check_one_batch(cfg: DictConfig, dm: SSLDataModule) -> None:
     """A training set smaller than one global batch would give no training step at all (training
     batches drop the last, incomplete one): the run would "complete" with global_step 0. Refused
