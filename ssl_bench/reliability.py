@@ -129,10 +129,14 @@ class Preemption(pl.Callback):
             self._previous.setdefault(sig, previous)
 
     def restore(self) -> None:
-        """The handlers that were there before `install()`."""
+        """The handlers that were there before the first `install()`. training.run calls it once
+        fit() has returned: Lightning's own teardown, after on_train_end, puts back the handler it
+        found at fit() start, which is ours when install() ran before the baseline."""
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
+            try:
+                signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
 
     def on_train_start(self, trainer, pl_module):
         self.install()

@@ -326,7 +326,11 @@ def test_warning_signal_checkpoints_then_hands_over_to_the_previous_handler(tmp_
 
     calls = []
     saved = []
-    old = signal.signal(signal.SIGUSR2, lambda s, f: calls.append(s))
+
+    def submitit_handler(s, f):
+        calls.append(s)
+
+    old = signal.signal(signal.SIGUSR2, submitit_handler)
     try:
         cb = Preemption(tmp_path / "last.ckpt")
         trainer = SimpleNamespace(
@@ -344,5 +348,11 @@ def test_warning_signal_checkpoints_then_hands_over_to_the_previous_handler(tmp_
         assert saved == [str(tmp_path / "last.ckpt")] and trainer.should_stop
         assert calls == [signal.SIGUSR2]  # after the checkpoint
         cb.on_train_end(trainer, None)
+        assert signal.getsignal(signal.SIGUSR2) is submitit_handler
+        # Lightning's teardown after fit() puts back the handler it found at fit() start - ours,
+        # when the baseline installed it: training.run's restore() afterwards still finds the first
+        signal.signal(signal.SIGUSR2, cb._handler)
+        cb.restore()
+        assert signal.getsignal(signal.SIGUSR2) is submitit_handler
     finally:
         signal.signal(signal.SIGUSR2, old)
