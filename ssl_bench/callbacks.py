@@ -1,10 +1,15 @@
-"""The callbacks of conf/callbacks/default.yaml: throughput, best metrics, skipped image files."""
+"""The callbacks of conf/callbacks/default.yaml (throughput, best metrics, skipped image files) and
+the run's progress bar."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import RichProgressBar
+
+from ssl_bench.console import BASELINE_LABEL
 
 
 class ThroughputMonitor(pl.Callback):
@@ -83,3 +88,20 @@ class BadFileCounter(pl.Callback):
         dm = trainer.datamodule
         if dm is not None and hasattr(dm, "bad_files"):
             pl_module.log("data/bad_files", float(len(dm.bad_files())), on_epoch=True)
+
+
+class SSLProgressBar(RichProgressBar):
+    """Rich progress bar whose validation bar says what it computes, without Lightning's `v_num`
+    (the run dir names the run)."""
+
+    @property
+    def validation_description(self) -> str:
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == "validate":
+            return BASELINE_LABEL
+        return "kNN + probe"
+
+    def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items

@@ -7,7 +7,7 @@ most specific subclass.
 
 Exit codes of `python -m ssl_bench` (the README's table says the same):
   0  completed, or stopped by SIGTERM/SIGUSR1/SIGUSR2 after writing a checkpoint (`resume=auto`
-     continues it)
+     continues it) or during the random-init kNN baseline (nothing trained yet: start it again)
   1  Hydra could not compose the config (unknown group option or key)
   2  a user error: bad config value, missing/corrupt data, unwritable output dir, bad checkpoint
   3  the loss became NaN/Inf; the last good checkpoint is kept and results.json says so

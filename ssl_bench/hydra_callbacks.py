@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from ssl_bench.console import jobs_table
 from ssl_bench.errors import EXIT_SWEEP_FAILURES, UserError, report_user_error
 
 
@@ -54,21 +55,36 @@ def sweep_failures(sweep_dir: Path) -> tuple[list[Path], list[str]]:
     """The jobs of a sweep dir (those that wrote results.json) and "job: error" for each failed one.
     Every job writes results.json - a failed one with status "failed" and its error."""
     jobs = sorted(p.parent for p in sweep_dir.glob("*/results.json"))
-    failed = []
+    failed = [
+        f"{name}: {res.get('error')}"
+        for name, res in sweep_jobs(jobs)
+        if res.get("status") == "failed"
+    ]
+    return jobs, failed
+
+
+def sweep_jobs(jobs: list[Path]) -> list[tuple[str, dict]]:
+    """(job dir name, results.json) of each job, in job order (the number Hydra gives it)."""
+    out = []
     for job in jobs:
         try:
             res = json.loads((job / "results.json").read_text())
         except (OSError, ValueError):
             res = {"status": "failed", "error": "results.json unreadable"}
-        if res.get("status") == "failed":
-            failed.append(f"{job.name}: {res.get('error')}")
-    return jobs, failed
+        out.append((job.name, res))
+
+    def number(item: tuple[str, dict]) -> int:
+        head = item[0].split("_", 1)[0]
+        return int(head) if head.isdigit() else 0
+
+    return sorted(out, key=number)
 
 
 class SweepSummary(Callback):
-    """When a multirun ends: write its leaderboard (ssl_bench.report) into the sweep dir, name the
-    failed jobs, and end the process with EXIT_SWEEP_FAILURES when any job failed (Hydra lets a
-    SystemExit raised here through; the jobs' own results are all written by then)."""
+    """When a multirun ends: write its leaderboard (ssl_bench.report) into the sweep dir, print a
+    table of its jobs (ssl_bench.console.jobs_table), name the failed jobs, and end the process
+    with EXIT_SWEEP_FAILURES when any job failed (Hydra lets a SystemExit raised here through; the
+    jobs' own results are all written by then)."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -85,6 +101,8 @@ class SweepSummary(Callback):
             file=sys.stderr,
             flush=True,
         )
+        for line in jobs_table(sweep_jobs(jobs)):
+            print(line, file=sys.stderr)
         for line in failed:
             print(f"ssl_bench:   failed {line}", file=sys.stderr, flush=True)
         if failed:

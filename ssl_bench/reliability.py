@@ -90,10 +90,19 @@ class NonFiniteGuard(pl.Callback):
         self._check_pending(blocking=True)
 
 
+class PreemptedError(RuntimeError):
+    """A pre-emption signal arrived before training started (during the random-init kNN
+    baseline): there is nothing to save, the run stops at once."""
+
+
 class Preemption(pl.Callback):
     """SIGTERM / SIGUSR1 / SIGUSR2 (SLURM's warning signals): finish the current step, write
     `last.ckpt` atomically, stop cleanly. Under SLURM the job is requeued (by submitit's handler
-    when it launched the job, else `scontrol requeue`), and `resume=auto` continues it."""
+    when it launched the job, else `scontrol requeue`), and `resume=auto` continues it.
+
+    The handler is installed by `install()` before the random-init kNN baseline (training.run) and
+    again at train start; a signal during the baseline ends it after the current batch with
+    `PreemptedError` (nothing trained yet, so nothing to save)."""
 
     def __init__(self, checkpoint_path: Path):
         self.checkpoint_path = Path(checkpoint_path)
@@ -104,17 +113,51 @@ class Preemption(pl.Callback):
     def _handler(self, signum, frame):
         self.received = signal.Signals(signum).name
 
-    def on_train_start(self, trainer, pl_module):
-        # after Lightning's own signal connector (which would end fit() at once on SIGTERM, before
-        # results are written); we save, stop at the batch boundary, and requeue under SLURM
-        # ourselves
-        for name in PREEMPT_SIGNALS:  # every rank: under SLURM each task receives the signal
+    def install(self) -> None:
+        """Our handler for each pre-emption signal, on every rank (under SLURM each task receives
+        the signal). Called again after Lightning's own signal connector replaced it (fit() and
+        validate() install theirs, which would end the run at once on SIGTERM, before results are
+        written); the handler found first is the one kept to hand over to and to restore."""
+        for name in PREEMPT_SIGNALS:
             sig = getattr(signal, name, None)
-            if sig is not None:
-                try:
-                    self._previous[sig] = signal.signal(sig, self._handler)
-                except ValueError:  # not the main thread
-                    pass
+            if sig is None:
+                continue
+            try:
+                previous = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                continue
+            self._previous.setdefault(sig, previous)
+
+    def restore(self) -> None:
+        """The handlers that were there before the first `install()`. training.run calls it once
+        fit() has returned: Lightning's own teardown, after on_train_end, puts back the handler it
+        found at fit() start, which is ours when install() ran before the baseline."""
+        for sig, handler in self._previous.items():
+            try:
+                signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def on_train_start(self, trainer, pl_module):
+        self.install()
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.state.fn == "validate":  # the baseline: replace Lightning's validate() handler
+            self.install()
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ):
+        if self.received and trainer.state.fn == "validate":
+            print(
+                f"ssl_bench: received {self.received} during the random-init kNN baseline, "
+                "before any training: stopped, nothing to save. Start the run again with the same "
+                "command.",
+                file=sys.stderr,
+                flush=True,
+            )
+            self._requeue(trainer)
+            raise PreemptedError(f"{self.received} during the random-init kNN baseline")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.received and not self.saved:
@@ -138,7 +181,7 @@ class Preemption(pl.Callback):
         the warning signal."""
         sig = getattr(signal, self.received, None)
         previous = self._previous.get(sig)
-        if callable(previous) and self.received != "SIGTERM":
+        if callable(previous) and previous != self._handler and self.received != "SIGTERM":
             previous(sig, None)
             return
         job = os.environ.get("SLURM_JOB_ID")
@@ -146,9 +189,7 @@ class Preemption(pl.Callback):
             subprocess.run(["scontrol", "requeue", job], check=False)
 
     def on_train_end(self, trainer, pl_module):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
+        self.restore()
 
 
 class LastCheckpoint(ModelCheckpoint):

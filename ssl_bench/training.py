@@ -16,10 +16,21 @@ import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench.backbones import create_backbone
-from ssl_bench.callbacks import BestMetrics, ThroughputMonitor
+from ssl_bench.callbacks import BestMetrics, SSLProgressBar, ThroughputMonitor
+from ssl_bench.console import (
+    BASELINE_LABEL,
+    data_line,
+    device_line,
+    ignore_known_noise,
+    model_summary,
+    print_summary,
+    quiet_lightning_logs,
+    say,
+)
 from ssl_bench.data.info import DataInfo
 from ssl_bench.data.module import SSLDataModule
 from ssl_bench.errors import ConfigError, UserError
@@ -30,6 +41,7 @@ from ssl_bench.reliability import (
     LastCheckpoint,
     NonFiniteGuard,
     NonFiniteLossError,
+    PreemptedError,
     Preemption,
 )
 from ssl_bench.runs import find_resume_checkpoint, write_run_file
@@ -46,7 +58,7 @@ IGNORED_FOR_HASH = (
 )
 
 
-# ---- small helpers --------------------------------------------------------------------------------
+# ---- small helpers ---------------------------------------------------------------------------
 def cpu_supports_bf16() -> bool:
     """AVX512-BF16 or AMX: bf16 autocast on such CPUs is several times faster than fp32."""
     try:
@@ -80,8 +92,9 @@ def ensure_writable(path: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise UserError(
-            f"output dir '{path}' cannot be written ({err.strerror or err}). Fix: choose a writable "
-            "location with output_root=<dir> (or hydra.run.dir=<dir>), or fix its permissions."
+            f"output dir '{path}' cannot be written ({err.strerror or err}). Fix: choose a "
+            "writable location with output_root=<dir> (or hydra.run.dir=<dir>), or fix its "
+            "permissions."
         ) from None
 
 
@@ -118,8 +131,6 @@ def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str):
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list) -> pl.Trainer:
-    from pytorch_lightning.callbacks import RichProgressBar
-
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs["precision"] = resolve_precision(
         kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
@@ -134,8 +145,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
         *callbacks,
     ]
     if cfg.get("progress_bar", True):
-        all_callbacks.append(RichProgressBar(leave=True))
+        all_callbacks.append(SSLProgressBar(leave=True))
     kwargs.setdefault("num_sanity_val_steps", 0)
+    # run() prints its own (console.model_summary): Lightning's has a FLOPs column of 0 and warns
+    # that bf16 is not supported by it
+    kwargs.setdefault("enable_model_summary", False)
     # the datamodule shards itself (resumable, see EpochSampler)
     kwargs.setdefault("use_distributed_sampler", False)
     loggers = build_loggers(cfg, run_dir, run_name)
@@ -235,8 +249,8 @@ def build_method(cfg: DictConfig, data: DataInfo) -> SSLMethod:
     online.pop("init_baseline", None)
     extra = {}
     if "backbone_factory" in inspect.signature(cls.__init__).parameters:
-        # methods with more than one encoder (e.g. CMC: one per colour channel group) build the others
-        # from the same backbone config: backbone_factory(in_chans=1) -> a fresh model
+        # methods with more than one encoder (e.g. CMC: one per colour channel group) build the
+        # others from the same backbone config: backbone_factory(in_chans=1) -> a fresh model
         extra["backbone_factory"] = functools.partial(
             create_backbone,
             b["name"],
@@ -266,7 +280,8 @@ def build_method(cfg: DictConfig, data: DataInfo) -> SSLMethod:
     return model
 
 
-# keys a recipe sets, as override prefixes: a user override starting with one of these changes the recipe
+# keys a recipe sets, as override prefixes: a user override starting with one of these changes the
+# recipe
 RECIPE_KEYS = (
     "method.",
     "augmentation",
@@ -278,8 +293,9 @@ RECIPE_KEYS = (
 
 
 def departures_of(recipe) -> dict[str, str]:
-    """`recipe.departures` as {key: reason}. The YAML holds a list of one-entry maps, not a map: Hydra merges maps,
-    so a method's own-defaults recipe would leak its departures into every dataset recipe; a list is replaced."""
+    """`recipe.departures` as {key: reason}. The YAML holds a list of one-entry maps, not a map:
+    Hydra merges maps, so a method's own-defaults recipe would leak its departures into every
+    dataset recipe; a list is replaced."""
     out: dict[str, str] = {}
     for item in (recipe or {}).get("departures") or []:
         out.update(dict(item))
@@ -287,8 +303,9 @@ def departures_of(recipe) -> dict[str, str]:
 
 
 def recipe_info(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
-    """Which recipe the run trains: its name, source, the dataset it was published for (None: the method's own
-    defaults), its stated departures from the source, and the user's overrides of recipe keys."""
+    """Which recipe the run trains: its name, source, the dataset it was published for (None: the
+    method's own defaults), its stated departures from the source, and the user's overrides of
+    recipe keys."""
     r = cfg.get("recipe") or {}
     return {
         "name": r.get("name"),
@@ -300,7 +317,8 @@ def recipe_info(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
 
 def describe_recipe(cfg: DictConfig, info: dict) -> str:
-    """One line: the recipe in use and its source, or that none is published for this method on this data."""
+    """One line: the recipe in use and its source, or that none is published for this method on
+    this data."""
     method, data = cfg.method.get("name"), cfg.data.get("name")
     if info["name"] is None:
         line = f"recipe: none ({method} declares no defaults)"
@@ -310,7 +328,10 @@ def describe_recipe(cfg: DictConfig, info: dict) -> str:
             f"({info['name']}: {info['source']})"
         )
     elif info["data"] != data:
-        line = f"recipe: {info['name']}, published for {info['data']}, applied to {data} ({info['source']})"
+        line = (
+            f"recipe: {info['name']}, published for {info['data']}, applied to {data} "
+            f"({info['source']})"
+        )
     else:
         line = f"recipe: {info['name']} ({info['source']})"
     if info["departures"]:
@@ -367,7 +388,8 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def _requested_devices(devices: Any) -> tuple[int, int] | None:
-    """(how many devices, highest index + 1) that `trainer.devices` asks for; None for "auto" / -1 (all there are)."""
+    """(how many devices, highest index + 1) that `trainer.devices` asks for; None for "auto" / -1
+    (all there are)."""
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
         devices = int(devices)
     if isinstance(devices, (list, tuple)):
@@ -378,9 +400,10 @@ def _requested_devices(devices: Any) -> tuple[int, int] | None:
 
 
 def check_launch(cfg: DictConfig, multirun: bool, launcher: str) -> None:
-    """DDP inside a local multirun is a known trap: Lightning's `ddp` starts the other ranks by re-running
-    the command line, and in a Hydra sweep that command is the whole sweep. Refuse it with the two ways
-    that work: a launcher that starts every rank itself (SLURM / submitit), or `ddp_spawn`."""
+    """DDP inside a local multirun is a known trap: Lightning's `ddp` starts the other ranks by
+    re-running the command line, and in a Hydra sweep that command is the whole sweep. Refuse it
+    with the two ways that work: a launcher that starts every rank itself (SLURM / submitit), or
+    `ddp_spawn`."""
     t = cfg.trainer
     strategy = str(t.get("strategy", "auto"))
     requested = _requested_devices(t.get("devices", 1))
@@ -390,8 +413,8 @@ def check_launch(cfg: DictConfig, multirun: bool, launcher: str) -> None:
             "trainer.strategy",
             f"'{strategy}' with several devices inside a local multirun: Lightning "
             "would start the other ranks by re-running the whole sweep command.",
-            "run the sweep through SLURM (launcher=slurm, or launcher=submitit_local on one machine), "
-            "or set trainer.strategy=ddp_spawn for a local sweep.",
+            "run the sweep through SLURM (launcher=slurm, or launcher=submitit_local on one "
+            "machine), or set trainer.strategy=ddp_spawn for a local sweep.",
         )
 
 
@@ -420,11 +443,136 @@ def check_devices(accelerator: str, devices: Any) -> None:
         )
 
 
-# ---- the run ---------------------------------------------------------------------------------------
+# ---- the run ---------------------------------------------------------------------------------
+def check_one_batch(cfg: DictConfig, dm: SSLDataModule) -> None:
+    """A training set smaller than one global batch would give no training step at all (training
+    batches drop the last, incomplete one): the run would "complete" with global_step 0. Refused
+    before the model is built, with the numbers and the fix. The world size is the one the trainer
+    settings ask for ("auto"/-1: every GPU there is, else one process)."""
+    requested = _requested_devices(cfg.trainer.get("devices", 1))
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    gpus = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 0
+    world = (requested[0] if requested else max(1, gpus)) * int(cfg.trainer.get("num_nodes") or 1)
+    n = len(dm.splits["pretrain"])
+    per_rank = n // world
+    if per_rank >= dm.batch_size:
+        return
+    cut = [k for k in ("limit", "fraction") if cfg.data.get(k)]
+    after = " after " + " and ".join(f"data.{k}={cfg.data[k]}" for k in cut) if cut else ""
+    ranks = f", {per_rank} per process over {world} processes" if world > 1 else ""
+    fix = "train on more images"
+    if cut:
+        fix += f" (raise or drop {' / '.join(f'data.{k}' for k in cut)})"
+    if per_rank >= _method_class(cfg).min_batch_size:
+        fix = f"set data.batch_size to at most {per_rank}, or {fix}"
+    raise ConfigError(
+        "data.batch_size",
+        f"the training set has {n} images{after}{ranks}: fewer than one batch of "
+        f"{dm.batch_size}, so no training step would run (the last, incomplete batch of an epoch "
+        "is dropped).",
+        f"{fix}.",
+    )
+
+
+def fit_logging_interval(trainer: pl.Trainer, dm: SSLDataModule) -> None:
+    """trainer.log_every_n_steps at most one epoch: with epochs shorter than the interval Lightning
+    logs no training step at all (it warns "The number of training batches ... is smaller than the
+    logging interval"), so a short run's metrics.csv had no train/* rows."""
+    steps = len(dm.splits["pretrain"]) // trainer.world_size // dm.batch_size
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        steps = min(steps, limit)
+    if 0 < steps < trainer.log_every_n_steps:
+        trainer.log_every_n_steps = steps
+
+
+def announce(cfg: DictConfig, recipe: dict, run_name: str, run_dir: Path) -> None:
+    """The first lines of the block a run prints before training (the rest: describe_setup),
+    printed before the data is loaded, so that a data error still follows the recipe line."""
+    if rank_zero_only.rank != 0:
+        return
+    say(f"ssl_bench: {run_name}")
+    say(f"  method: {cfg.method.name} ({cfg.method.get('_target_')})")
+    say(f"  {describe_recipe(cfg, recipe)}")
+    say(f"  run dir: {run_dir}")
+
+
+def describe_setup(cfg: DictConfig, dm: SSLDataModule, model: SSLMethod, trainer) -> None:
+    """The rest of the block before training: data sizes, backbone, precision, devices; then the
+    model summary."""
+    if not trainer.is_global_zero:
+        return
+    b = cfg.backbone
+    stem = ", small-input stem" if b.get("small_input") else ""
+    kwargs = "".join(f", {k}={v}" for k, v in (b.get("kwargs") or {}).items())
+    say(f"  data: {data_line(dm, trainer.world_size)}")
+    say(
+        f"  backbone: {b.name}{stem}{kwargs}, "
+        f"{sum(p.numel() for p in model.backbone.parameters()) / 1e6:.2f} M parameters, "
+        f"{model.feat_dim} features"
+    )
+    say(f"  precision: {trainer.precision}")
+    say(f"  devices: {device_line(trainer)}")
+    for line in model_summary(model):
+        say(line)
+
+
+def init_baseline(trainer: pl.Trainer, model: SSLMethod, dm: SSLDataModule) -> bool:
+    """val/knn_top1_init: the kNN top-1 of the untrained network, through Lightning's validate():
+    eval mode, inference mode (no grad), the run's precision (autocast), channels_last inputs
+    (on_after_batch_transfer), batches of data.eval_batch_size. False when a pre-emption signal
+    stopped it (Preemption raises PreemptedError)."""
+    if trainer.is_global_zero:
+        say(
+            f"ssl_bench: {BASELINE_LABEL}: {len(dm.splits['train']):,} bank + "
+            f"{len(dm.splits['test']):,} test images, batches of {dm.eval_batch_size}, no grad, "
+            f"{trainer.precision} ..."
+        )
+    started = time.perf_counter()
+    model.metric_suffix = "_init"
+    try:
+        trainer.validate(model, datamodule=dm, verbose=False)
+    except PreemptedError:
+        return False
+    finally:
+        model.metric_suffix = ""
+    if trainer.is_global_zero and model.knn_init is not None:
+        say(
+            f"ssl_bench: kNN top-1 at random init: {model.knn_init:.2f}% "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
+    return True
+
+
+def fit(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    model: SSLMethod,
+    dm: SSLDataModule,
+    resume_ckpt: Path | None,
+    preemption: Preemption,
+) -> str | None:
+    """The random-init baseline (fresh runs on labelled data), then training; the error of a
+    non-finite loss, else None. A pre-emption signal during the baseline skips training."""
+    if resume_ckpt is None and dm.num_classes > 0 and cfg.online_eval.get("init_baseline", True):
+        if not init_baseline(trainer, model, dm):
+            return None
+    if preemption.received:
+        return None
+    model.nan_tolerance = int(cfg.get("nan_tolerance", 0))
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
+    except NonFiniteLossError as err:
+        return str(err)
+    return None
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.time()
     check_config(cfg)
     ensure_writable(run_dir)
+    quiet_lightning_logs()
+    ignore_known_noise(run_dir)
     run_name = (
         cfg.get("run_name") or f"{cfg.method.name}-{cfg.data.name}-{cfg.backbone.tag}-s{cfg.seed}"
     )
@@ -433,8 +581,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         cfg.get("resume"), cfg_hash, Path(cfg.output_root), run_dir
     )
     write_run_file(run_dir, cfg_hash, run_name)
-    recipe = recipe_info(cfg, _task_overrides())
-    print(f"ssl_bench: {describe_recipe(cfg, recipe)}", flush=True)
+    overrides = _task_overrides()
+    recipe = recipe_info(cfg, overrides)
+    announce(cfg, recipe, run_name, run_dir)
     if not (run_dir / ".hydra" / "config.yaml").exists():
         (run_dir / ".hydra").mkdir(exist_ok=True)
         OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
@@ -445,44 +594,51 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     torch.set_float32_matmul_precision("high")
     dm = build_datamodule(cfg)
     dm.setup("fit")
+    check_one_batch(cfg, dm)
     model = build_method(cfg, dm.data_info())
     callbacks = build_callbacks(cfg)
+    # every checkpoint records how to rebuild the method (not a config entry: it needs the data)
+    trainer = build_trainer(cfg, run_dir, run_name, [*callbacks, RunRecord(cfg, dm.data_info())])
+    fit_logging_interval(trainer, dm)
+    describe_setup(cfg, dm, model, trainer)
+    preemption = next(c for c in trainer.callbacks if isinstance(c, Preemption))
+    preemption.install()
+    try:
+        failure = fit(cfg, trainer, model, dm, resume_ckpt, preemption)
+    finally:
+        preemption.restore()
+    results = collect_results(cfg, trainer, model, dm, callbacks, failure, preemption)
+    results.update(
+        recipe=recipe,
+        run_name=run_name,
+        wall_time_s=round(time.time() - started, 2),
+        resumed_from=str(resume_ckpt) if resume_ckpt else None,
+        run_dir=str(run_dir),
+        config_hash=cfg_hash,
+    )
+    finish(cfg, trainer, run_dir, results, overrides)
+    return results  # status "failed": the caller exits with EXIT_NONFINITE (a sweep goes on)
+
+
+def collect_results(cfg, trainer, model, dm, callbacks, failure, preemption) -> dict:
+    """What results.json holds (run() adds the run's name, dir, hash, recipe and wall time)."""
     throughput = next((c for c in callbacks if isinstance(c, ThroughputMonitor)), None)
     best = next((c for c in callbacks if isinstance(c, BestMetrics)), None)
-    # every checkpoint records how to rebuild the method (not a config entry: it needs the data)
-    callbacks.append(RunRecord(cfg, dm.data_info()))
-    trainer = build_trainer(cfg, run_dir, run_name, callbacks)
-
-    if resume_ckpt is None and dm.num_classes > 0 and cfg.online_eval.get("init_baseline", True):
-        model.metric_suffix = "_init"
-        trainer.validate(model, datamodule=dm, verbose=False)
-        model.metric_suffix = ""
-    model.nan_tolerance = int(cfg.get("nan_tolerance", 0))
-    preemption = next(c for c in trainer.callbacks if isinstance(c, Preemption))
-    failure = None
-    try:
-        trainer.fit(model, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
-    except NonFiniteLossError as err:
-        failure = str(err)
-    status = (
-        "failed"
-        if failure
-        else "preempted"
-        if preemption.received
-        else "interrupted"
-        if trainer.interrupted
-        else "completed"
-    )
-
-    results = {
+    if failure:
+        status = "failed"
+    elif preemption.received:
+        status = "preempted"
+    else:
+        status = "interrupted" if trainer.interrupted else "completed"
+    return {
         "status": status,
         "error": failure,
         "method": cfg.method.name,
         "data": cfg.data.name,
         "backbone": cfg.backbone.tag,
         "seed": cfg.seed,
-        "run_name": run_name,
-        "recipe": recipe,
+        "run_name": None,
+        "recipe": None,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "precision": str(trainer.precision),
@@ -492,21 +648,27 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "knn_top1_init": model.knn_init,
         "final": best.final if best else {},
         "best": best.best if best else {},
-        "wall_time_s": round(time.time() - started, 2),
+        "wall_time_s": None,
         "images_per_sec": throughput.average if throughput else None,
-        "resumed_from": str(resume_ckpt) if resume_ckpt else None,
-        "run_dir": str(run_dir),
-        "config_hash": cfg_hash,
+        "resumed_from": None,
+        "run_dir": None,
+        "config_hash": None,
         "bad_files": dm.bad_files(),
         "torch_threads": torch.get_num_threads(),
     }
-    if trainer.is_global_zero:
-        (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-        for lg in getattr(trainer, "ssl_bench_loggers", trainer.loggers):
-            if lg.__class__.__name__ == "WandbLogger":
-                from ssl_bench.wandb_utils import finish_wandb
 
-                finish_wandb(lg, results)
-    if failure:
-        print(f"ssl_bench: error: {failure}", file=sys.stderr, flush=True)
-    return results  # status "failed": the caller exits with EXIT_NONFINITE (a sweep goes on)
+
+def finish(cfg: DictConfig, trainer, run_dir: Path, results: dict, overrides: list[str]) -> None:
+    """results.json, the W&B run's summary, the error of a failed run, and the summary that ends
+    every run - on rank zero."""
+    if not trainer.is_global_zero:
+        return
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    for lg in getattr(trainer, "ssl_bench_loggers", trainer.loggers):
+        if lg.__class__.__name__ == "WandbLogger":
+            from ssl_bench.wandb_utils import finish_wandb
+
+            finish_wandb(lg, results)
+    if results["error"]:
+        print(f"ssl_bench: error: {results['error']}", file=sys.stderr, flush=True)
+    print_summary(results, overrides, cfg.trainer.get("max_epochs"))

@@ -56,6 +56,11 @@ def make_wandb_logger(cfg: DictConfig, run_dir: Path, run_name: str):
         log_model=bool(wb.get("log_model", False)),
         config=OmegaConf.to_container(cfg, resolve=True),
     )
+    # Lightning's WandbLogger passes anonymous=None to wandb.init, and wandb >= 0.19 warns "The
+    # anonymous setting has no effect" whenever the key is there (wandb_settings.validate_anonymous)
+    init = getattr(logger, "_wandb_init", {})
+    if "anonymous" in init and init["anonymous"] is None:
+        del init["anonymous"]
     run = logger.experiment
     if hasattr(run, "define_metric"):
         for key in SUMMARY_MAX:

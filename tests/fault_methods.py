@@ -63,3 +63,29 @@ class BYOLPreemptAt(_PreemptAt, BYOL):
 
 class InstDiscPreemptAt(_PreemptAt, InstDisc):
     pass
+
+
+class SigtermInBaseline(SimCLR):
+    """SimCLR that sends itself SIGTERM during the first batch of the random-init kNN baseline
+    (Lightning's validate(), before fit) and prints, as JSON on stderr, how that batch was computed:
+    grad mode, autocast, memory format and batch size."""
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        import json
+        import sys
+
+        import torch
+
+        if self.trainer.state.fn == "validate" and batch_idx == 0 and dataloader_idx == 0:
+            x = batch[0]
+            seen = {
+                "grad": torch.is_grad_enabled(),
+                "inference_mode": torch.is_inference_mode_enabled(),
+                "autocast": torch.is_autocast_enabled("cpu"),
+                "autocast_dtype": str(torch.get_autocast_dtype("cpu")),
+                "channels_last": x.is_contiguous(memory_format=torch.channels_last),
+                "batch": x.shape[0],
+            }
+            print(f"baseline batch: {json.dumps(seen)}", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().validation_step(batch, batch_idx, dataloader_idx)

@@ -24,6 +24,38 @@ def test_fast_dev_run_through_cli(tmp_path):
     assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
     # fast_dev_run writes no checkpoint and no metrics.csv (Lightning suppresses both); results.json
     # it has
+    out = run.stdout
+    block = ["  method: simclr", "  recipe: ", "  run dir: ", "  data: synthetic, 256 images to"]
+    block += ["  backbone: resnet18, small-input stem", "  precision: ", "  devices: 1 x cpu"]
+    block += ["  backbone   ResNet", "ssl_bench: kNN baseline (random init): 256 bank + 128 test"]
+    at = [out.index(line) for line in block]
+    assert at == sorted(at), out  # one block, in this order, before the baseline
+    assert_quiet(run)
+    # the summary ends the run
+    tail = out[out.index("ssl_bench: run completed after") :]
+    assert f"{tmp_path / 'run'}" in tail and "  kNN top-1: " in tail and "random init ->" in tail
+    assert "epoch(s), 1 step(s)" in tail and "results.json" in tail
+    assert "no checkpoint was written" in tail  # fast_dev_run: nothing to resume or evaluate
+
+
+# the console noise of issue 15 (item 5): none of it may reach stdout or stderr
+NOISE = [
+    "[INFO]",
+    "GPU available",
+    "LitLogger",
+    "exists and is not empty",
+    "LeafSpec",
+    "not supported by the model summary",
+    "FLOPs",
+    "smaller than the logging interval",
+    "anonymous setting",
+    "v_num",
+]
+
+
+def assert_quiet(run) -> None:
+    for line in NOISE:
+        assert line not in run.stdout + run.stderr, f"{line!r} on the console:\n{run.stderr}"
 
 
 def test_cfg_job_prints_composed_config(tmp_path):
@@ -125,6 +157,11 @@ BAD_INPUTS = {
         ["trainer.accelerator=gpu", "trainer.devices=64"],
         2,
         ["trainer.devices", "GPU"],
+    ),
+    "dataset_smaller_than_a_batch": (
+        ["data.limit=100", "data.batch_size=256"],
+        2,
+        ["data.batch_size", "100 images after data.limit=100", "fewer than one batch of 256"],
     ),
     "more_cpu_processes_than_cores": (
         ["trainer.accelerator=cpu", "trainer.devices=4096"],
@@ -244,15 +281,22 @@ def test_resume_missing_checkpoint_is_a_clear_error(tmp_path):
 def test_offline_wandb_run_has_summary(tmp_path):
     from wandb_records import read_offline_run
 
+    # with the progress bar, W&B's own messages and Lightning's default logging interval (longer
+    # than this run's 4-step epoch): the run whose console must stay quiet (issue 15, item 5)
     run = run_cli(
         *FAST,
         "logger=wandb",
         "trainer.max_epochs=1",
-        "trainer.log_every_n_steps=1",
+        "progress_bar=true",
         run_dir=tmp_path / "run",
-        env={"WANDB_MODE": "offline", "WANDB_API_KEY": ""},
+        env={"WANDB_MODE": "offline", "WANDB_API_KEY": "", "WANDB_SILENT": "false"},
         check=True,
     )
+    assert_quiet(run)
+    assert "kNN baseline (random init) ━" in run.stdout  # the baseline's bar says what it is
+    assert "run completed" in run.stdout.splitlines()[-7]  # the summary ends the output
+    log = "".join(p.read_text() for p in (tmp_path / "run").glob("*.log"))
+    assert "GPU available" in log  # Lightning's INFO lines still go to the run's log file
     logged = read_offline_run(tmp_path / "run")
     assert "val/knn_top1" in logged["summary"]
     assert logged["summary"]["val/knn_top1"] == pytest.approx(run.results["best"]["val/knn_top1"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -95,7 +96,6 @@ def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path):
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
     assert "received SIGTERM" in err
-    import json
 
     res = json.loads((run_dir / "results.json").read_text())
     assert res["status"] == "preempted"
@@ -127,6 +127,40 @@ def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path):
         check=True,
     )
     assert resumed.results["global_step"] == saved + 2
+
+
+def test_sigterm_during_the_init_baseline_stops_cleanly(tmp_path):
+    """SIGTERM during the random-init kNN baseline (before training): a message, status preempted,
+    exit 0, no checkpoint and no training step. The baseline batch itself ran at inference speed:
+    no grad, the run's precision, channels_last, the eval batch size."""
+    run = run_cli(
+        *FAST,
+        "method._target_=fault_methods.SigtermInBaseline",
+        "data.eval_batch_size=128",
+        "trainer.max_epochs=1",
+        run_dir=tmp_path / "run",
+        env=ENV,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "received SIGTERM during the random-init kNN baseline" in run.stderr
+    assert "Traceback" not in run.stderr
+    res = run.results
+    assert res["status"] == "preempted" and res["global_step"] == 0 and res["knn_top1_init"] is None
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert (
+        "ssl_bench: run preempted" in run.stdout
+        and "start again: python -m ssl_bench" in run.stdout
+    )
+    seen = json.loads(run.stderr.split("baseline batch: ", 1)[1].splitlines()[0])
+    bf16 = res["precision"] == "bf16-mixed"
+    assert seen == {
+        "grad": False,
+        "inference_mode": True,
+        "autocast": bf16,
+        "autocast_dtype": "torch.bfloat16" if bf16 else seen["autocast_dtype"],
+        "channels_last": True,
+        "batch": 128,
+    }
 
 
 def test_truncated_checkpoint_falls_back_to_previous(tmp_path):
@@ -292,7 +326,11 @@ def test_warning_signal_checkpoints_then_hands_over_to_the_previous_handler(tmp_
 
     calls = []
     saved = []
-    old = signal.signal(signal.SIGUSR2, lambda s, f: calls.append(s))
+
+    def submitit_handler(s, f):
+        calls.append(s)
+
+    old = signal.signal(signal.SIGUSR2, submitit_handler)
     try:
         cb = Preemption(tmp_path / "last.ckpt")
         trainer = SimpleNamespace(
@@ -310,5 +348,11 @@ def test_warning_signal_checkpoints_then_hands_over_to_the_previous_handler(tmp_
         assert saved == [str(tmp_path / "last.ckpt")] and trainer.should_stop
         assert calls == [signal.SIGUSR2]  # after the checkpoint
         cb.on_train_end(trainer, None)
+        assert signal.getsignal(signal.SIGUSR2) is submitit_handler
+        # Lightning's teardown after fit() puts back the handler it found at fit() start - ours,
+        # when the baseline installed it: training.run's restore() afterwards still finds the first
+        signal.signal(signal.SIGUSR2, cb._handler)
+        cb.restore()
+        assert signal.getsignal(signal.SIGUSR2) is submitit_handler
     finally:
         signal.signal(signal.SIGUSR2, old)

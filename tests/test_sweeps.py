@@ -81,6 +81,14 @@ def test_grid_sweep_goes_on_after_failed_jobs_and_writes_leaderboard(tmp_path):
         "2 failed runs not shown" in report and "kNN best" in report
     )  # the leaderboard: completed jobs
     assert "4 job(s), 2 failed" in proc.stderr
+    # the table of its jobs: a header and one row per job, in job order, with its status
+    table = proc.stderr.split("4 job(s), 2 failed", 1)[1].splitlines()[1:6]
+    assert table[0].split() == [
+        "job", "status", "kNN", "init", "kNN", "best", "probe", "best", "epochs", "steps", "time"
+    ]  # fmt: skip
+    rows = [line.split() for line in table[1:]]
+    assert [r[0].split("_")[0] for r in rows] == ["0", "1", "2", "3"]
+    assert sorted(r[1] for r in rows) == status
 
 
 def test_ddp_in_a_local_multirun_is_refused_with_the_way_out(tmp_path):
