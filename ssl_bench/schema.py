@@ -222,6 +222,7 @@ def check_schema(cfg: DictConfig) -> None:
     """Refuse an unknown key or a value of the wrong type anywhere in the run config `cfg` (a
     `ConfigError` naming the key). Run right after composition, before anything is built."""
     check_node("", cfg, RunSchema, skip=("method", "callbacks"))
+    check_recipe_method(cfg)  # before the method's keys: another method's recipe sets others
     from ssl_bench.views.config import parse_pipelines
 
     parse_pipelines(cfg.augmentation.views, image_size=cfg.data.get("image_size"))
@@ -305,6 +306,18 @@ def _optional_dataclass(hint):
         if dataclasses.is_dataclass(arg):
             return arg
     return None
+
+
+def check_recipe_method(cfg: DictConfig) -> None:
+    """A recipe (conf/recipe) is for one method: recipe=<another method's> is refused by name."""
+    recipe = cfg.get("recipe") or {}
+    method = cfg.method.get("name")
+    if recipe.get("method") not in (None, method):
+        raise ConfigError(
+            "recipe",
+            f"'{recipe.get('name')}' is a recipe of {recipe.get('method')}, not of {method}.",
+            f"drop recipe=..., or pick one of conf/recipe/{method}_<data>.yaml.",
+        )
 
 
 # ---- the keys whose schema is a signature or a registry ------------------------------------
@@ -450,8 +463,8 @@ def check_data_options(data: DictConfig) -> None:
     options, hints = spec.options, _signature_hints(spec.load)
     defaults = {p.name: p.default for p in inspect.signature(spec.load).parameters.values()}
     for option in data.get("options") or {}:
+        key = f"data.options.{option}"
         if option not in options:
-            key = f"data.options.{option}"
             fix = unknown_key(key, options).fix if options else f"remove {key}."
             takes = "" if options else f" ({name} takes no options)"
             raise ConfigError(key, f"is not an option of data.name={name}{takes}.", fix)

@@ -310,14 +310,6 @@ def check_config(cfg: DictConfig) -> None:
     (ssl_bench.schema: unknown keys, wrong types, unknown names), then the values."""
     check_schema(cfg)
     cls = method_class(cfg)
-    recipe = cfg.get("recipe") or {}
-    if recipe.get("method") not in (None, cfg.method.get("name")):
-        raise ConfigError(
-            "recipe",
-            f"'{recipe.get('name')}' is a recipe of {recipe.get('method')}, not of "
-            f"{cfg.method.get('name')}.",
-            f"drop recipe=..., or pick one of conf/recipe/{cfg.method.get('name')}_<data>.yaml.",
-        )
     if cfg.data.batch_size < cls.min_batch_size:
         raise ConfigError(
             "data.batch_size",
