@@ -348,10 +348,10 @@ def method_keys(cls: type) -> dict[str, tuple[Any, Any]]:
     keys: dict[str, tuple[Any, Any]] = {"_target_": (str, None), "name": (str, None)}
     skip = {*RUN_PROVIDED, *(f.name for f in dataclasses.fields(OnlineEvalSchema))}
     for klass in cls.__mro__:
+        if klass in SSLMethod.__mro__[1:]:  # LightningModule and above: not the method's keys
+            break
         if "__init__" not in vars(klass):
             continue
-        if not issubclass(klass, SSLMethod):
-            break
         hints = _signature_hints(klass.__init__)
         params = inspect.signature(klass.__init__).parameters.values()
         for p in params:

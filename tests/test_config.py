@@ -336,6 +336,15 @@ def test_method_keys_are_those_of_the_method_class():
     with pytest.raises(ConfigError, match="expected a list of 2 integers") as e:
         ssl_bench.compose(["method=dim", "method.prior_hidden_dims=[1000]"])
     assert e.value.key == "method.prior_hidden_dims"
+    # a class's keys over its MRO, a mixin before the method included (tests/fault_methods.py)
+    target = "method._target_=fault_methods.BYOLPreemptAt"
+    assert ssl_bench.compose(["method=byol", target, "+method.preempt_at=6"]).method.preempt_at == 6
+    # another method's recipe is named as such, before its keys are unknown to this method
+    with pytest.raises(
+        ConfigError, match="'amdim_cifar10' is a recipe of amdim, not of simclr"
+    ) as e:
+        ssl_bench.compose(["method=simclr", "recipe=amdim_cifar10"])
+    assert e.value.key == "recipe"
 
 
 def test_timm_names_are_ranked_by_closeness():
