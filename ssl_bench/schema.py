@@ -290,7 +290,8 @@ def check_value(key: str, value, hint, example=None) -> None:
         check_node(key, OmegaConf.create(dict(value)), inner)
         return
     if not matches(value, hint):
-        fix = f"set e.g. {key}={_yaml(example)}." if example is not None else None
+        shown = example if isinstance(example, str) else _yaml(example)  # as typed on the CLI
+        fix = f"set e.g. {key}={shown}." if example is not None else None
         raise ConfigError(
             key,
             f"expected {describe(hint)}, got {_yaml(value)}{_kind(value)}.",
