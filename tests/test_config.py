@@ -271,6 +271,18 @@ def test_every_recipe_and_experiment_passes_the_schema_and_the_config_checks(ove
     check_config(cfg)
 
 
+@pytest.mark.parametrize(
+    "override", [*(f"launcher={o}" for o in options("launcher")), "hparams_search=optuna"]
+)
+def test_launchers_and_searches_pass_the_schema_through_the_api(override):
+    """The launcher and search files set top-level keys too (cpu_threads resolves through
+    ${hydra:launcher.n_jobs}: ssl_bench.compose checks with Hydra's config current)."""
+    import ssl_bench
+
+    cfg = ssl_bench.compose([override])
+    assert cfg.method.name == "simclr"
+
+
 # a wrong type in each group, unknown keys of each group, the names: (override, key, words)
 BAD_VALUES = [
     ("data.batch_size=abc", "data.batch_size", "expected an integer, got 'abc'"),
