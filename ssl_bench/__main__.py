@@ -62,12 +62,15 @@ def _hydra_main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from ssl_bench.training import check_launch, run
+    from ssl_bench.schema import check_schema
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     run_dir = Path(hc.runtime.output_dir)
     try:
+        check_schema(cfg)  # an unknown key or a wrong type ends here, before the heavy imports
+        from ssl_bench.training import check_launch, run
+
         check_launch(cfg, multirun, str(hc.launcher.get("_target_", "")))
         results = run(cfg, run_dir)
     except UserError as err:

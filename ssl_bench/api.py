@@ -81,9 +81,32 @@ def _task_config(cfg: DictConfig) -> DictConfig:
     return task
 
 
+@contextlib.contextmanager
+def _hydra_config_current(full: DictConfig) -> Iterator[None]:
+    """`full` is Hydra's current config while the block runs (as under Hydra's run_job: the
+    `${hydra:...}` resolver reads it); whatever was current before is put back."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_state = HydraConfig.instance()
+    before = hydra_state.cfg
+    try:
+        hydra_state.set_config(full)
+        yield
+    finally:
+        hydra_state.cfg = before
+
+
 def compose(overrides: Sequence[str] | None = None) -> DictConfig:
-    """The config `python -m ssl_bench <overrides>` would run, e.g. `compose(["method=byol"])`."""
-    return _task_config(_compose_with_hydra(_overrides(overrides)))
+    """The config `python -m ssl_bench <overrides>` would run, e.g. `compose(["method=byol"])`,
+    checked against the typed schema as the CLI checks it (ssl_bench.schema: an unknown key or a
+    value of the wrong type is a ConfigError naming the key)."""
+    from ssl_bench.schema import check_schema
+
+    full = _compose_with_hydra(_overrides(overrides))
+    cfg = _task_config(full)
+    with _hydra_config_current(full):
+        check_schema(cfg)
+    return cfg
 
 
 def train(overrides: Sequence[str] | None = None) -> dict:
@@ -94,21 +117,16 @@ def train(overrides: Sequence[str] | None = None) -> dict:
     A bad value ends in ssl_bench.errors.UserError (ConfigError names the key); a run whose loss
     became non-finite returns with `status == "failed"` (the CLI exits 3 there).
     """
-    from hydra.core.hydra_config import HydraConfig
-
     from ssl_bench.training import check_launch, ensure_writable, run
 
     overrides = _overrides(overrides)
     full = _compose_with_hydra(overrides)
-    hydra_state = HydraConfig.instance()
-    before = hydra_state.cfg
-    try:
-        # as Hydra's run_job: the run dir resolved once (${now:...}), the Hydra config current
-        # while the run reads it (its overrides name the recipe departures)
-        run_dir = Path(str(OmegaConf.select(full, "hydra.run.dir"))).resolve()
-        with read_write(full.hydra), open_dict(full.hydra):
-            full.hydra.runtime.output_dir = str(run_dir)
-        hydra_state.set_config(full)
+    # as Hydra's run_job: the run dir resolved once (${now:...}), the Hydra config current while
+    # the run reads it (its overrides name the recipe departures)
+    run_dir = Path(str(OmegaConf.select(full, "hydra.run.dir"))).resolve()
+    with read_write(full.hydra), open_dict(full.hydra):
+        full.hydra.runtime.output_dir = str(run_dir)
+    with _hydra_config_current(full):
         cfg = _task_config(full)
         error = existing_run_error(run_dir, cfg)
         if error is not None:
@@ -117,5 +135,3 @@ def train(overrides: Sequence[str] | None = None) -> dict:
         ensure_writable(run_dir / ".hydra")
         OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
         return run(cfg, run_dir)
-    finally:
-        hydra_state.cfg = before

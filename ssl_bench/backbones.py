@@ -6,6 +6,7 @@ width `model.num_features`. There is no second registry: any name timm knows wor
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import timm
@@ -37,6 +38,27 @@ def _swap_to_small_input_stem(model: nn.Module, name: str) -> None:
         model.maxpool = nn.Identity()
 
 
+def closest_timm_names(name: str, n: int = 5) -> list[str]:
+    """timm's model names closest to `name`, closest first (difflib's ratio): `resnet_18` gives
+    resnet18 first."""
+    return difflib.get_close_matches(name, timm.list_models(), n=n, cutoff=0.5)
+
+
+def check_timm_name(name: str) -> None:
+    """A ConfigError on backbone.name, with the closest timm names, when timm has no model
+    `name`."""
+    if name in timm.list_models() or timm.is_model(name):
+        return
+    close = closest_timm_names(name)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise ConfigError(
+        "backbone.name",
+        f"'{name}' is not a timm model.",
+        f"{hint}Any name of timm.list_models() works, e.g. resnet18, resnet50, "
+        "vit_tiny_patch16_224.",
+    )
+
+
 def create_backbone(
     name: str, small_input: bool = False, in_chans: int = 3, **timm_kwargs: Any
 ) -> nn.Module:
@@ -44,14 +66,7 @@ def create_backbone(
 
     Returns the model; its pooled feature width is `model.num_features`.
     """
-    if name not in timm.list_models() and not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:12]
-        hint = f" Similar timm names: {', '.join(close)}." if close else ""
-        raise ConfigError(
-            "backbone.name",
-            f"'{name}' is not a timm model.{hint}",
-            "pick a name from timm.list_models(), e.g. resnet18, resnet50, vit_tiny_patch16_224.",
-        )
+    check_timm_name(name)
     try:
         model = timm.create_model(
             name, pretrained=False, num_classes=0, in_chans=in_chans, **timm_kwargs

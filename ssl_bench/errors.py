@@ -32,7 +32,7 @@ class ConfigError(UserError, ValueError):
     `method.temperature`."""
 
     def __init__(self, key: str, problem: str, fix: str | None = None):
-        self.key = key
+        self.key, self.problem, self.fix = key, problem, fix
         msg = f"config key '{key}': {problem}"
         if fix:
             msg += f" Fix: {fix}"

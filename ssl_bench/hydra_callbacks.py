@@ -13,6 +13,23 @@ from ssl_bench.console import jobs_table
 from ssl_bench.errors import EXIT_SWEEP_FAILURES, UserError, report_user_error
 
 
+def ensure_writable(path: Path) -> None:
+    """`path` (a dir) exists and can be written, else a UserError naming it and the fix. Here
+    rather than in ssl_bench.training so that checking a run dir imports neither torch nor
+    Lightning."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(
+            f"output dir '{path}' cannot be written ({err.strerror or err}). Fix: choose a "
+            "writable location with output_root=<dir> (or hydra.run.dir=<dir>), or fix its "
+            "permissions."
+        ) from None
+
+
 def existing_run_error(run_dir: Path, cfg) -> UserError | None:
     """The error for a new run into a dir that holds one (no resume, no overwrite), else None.
     Shared by the CLI (OutputDirCheck) and the Python API (ssl_bench.train)."""
@@ -33,8 +50,6 @@ class OutputDirCheck(Callback):
     inside Hydra, and nothing already trained is overwritten."""
 
     def _check(self, path: str, key: str) -> None:
-        from ssl_bench.training import ensure_writable
-
         try:
             ensure_writable(Path(path))
         except UserError as err:

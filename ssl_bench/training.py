@@ -15,7 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,6 +34,7 @@ from ssl_bench.console import (
 from ssl_bench.data.info import DataInfo
 from ssl_bench.data.module import SSLDataModule
 from ssl_bench.errors import ConfigError, UserError
+from ssl_bench.hydra_callbacks import ensure_writable
 from ssl_bench.loading import RunRecord
 from ssl_bench.methods.base import SSLMethod
 from ssl_bench.reliability import (
@@ -45,7 +46,7 @@ from ssl_bench.reliability import (
     Preemption,
 )
 from ssl_bench.runs import find_resume_checkpoint, write_run_file
-from ssl_bench.views.config import parse_pipelines
+from ssl_bench.schema import check_schema, method_class
 
 DATA_TARGET = "ssl_bench.data.module.SSLDataModule.from_config"
 IGNORED_FOR_HASH = (
@@ -82,33 +83,6 @@ def config_hash(cfg: DictConfig) -> str:
     for key in IGNORED_FOR_HASH:
         data.pop(key, None)
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def ensure_writable(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise UserError(
-            f"output dir '{path}' cannot be written ({err.strerror or err}). Fix: choose a "
-            "writable location with output_root=<dir> (or hydra.run.dir=<dir>), or fix its "
-            "permissions."
-        ) from None
-
-
-def _method_class(cfg: DictConfig) -> type[SSLMethod]:
-    target = cfg.method.get("_target_")
-    try:
-        cls = get_class(target)
-    except Exception:  # noqa: BLE001 - hydra raises several kinds here
-        raise ConfigError(
-            "method._target_", f"cannot import '{target}'.", "check conf/method/<name>.yaml."
-        ) from None
-    if not (isinstance(cls, type) and issubclass(cls, SSLMethod)):
-        raise ConfigError("method._target_", f"'{target}' is not an SSLMethod.")
-    return cls
 
 
 def method_kwargs(cfg: DictConfig) -> dict:
@@ -240,7 +214,7 @@ def build_datamodule(cfg: DictConfig) -> SSLDataModule:
 
 def build_method(cfg: DictConfig, data: DataInfo) -> SSLMethod:
     """The method of `cfg`, told about its `data` (SSLDataModule.data_info())."""
-    cls = _method_class(cfg)
+    cls = method_class(cfg)
     b = OmegaConf.to_container(cfg.backbone, resolve=True)
     backbone = create_backbone(
         b["name"], small_input=b.get("small_input", False), **(b.get("kwargs") or {})
@@ -352,16 +326,10 @@ def _task_overrides() -> list[str]:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Checks that need no data and no model; run before anything heavy."""
-    cls = _method_class(cfg)
-    recipe = cfg.get("recipe") or {}
-    if recipe.get("method") not in (None, cfg.method.get("name")):
-        raise ConfigError(
-            "recipe",
-            f"'{recipe.get('name')}' is a recipe of {recipe.get('method')}, not of "
-            f"{cfg.method.get('name')}.",
-            f"drop recipe=..., or pick one of conf/recipe/{cfg.method.get('name')}_<data>.yaml.",
-        )
+    """Checks that need no data and no model; run before anything heavy: first the typed schema
+    (ssl_bench.schema: unknown keys, wrong types, unknown names), then the values."""
+    check_schema(cfg)
+    cls = method_class(cfg)
     if cfg.data.batch_size < cls.min_batch_size:
         raise ConfigError(
             "data.batch_size",
@@ -383,13 +351,12 @@ def check_config(cfg: DictConfig) -> None:
             f"must be positive, got {temp}.",
             "use e.g. method.temperature=0.1.",
         )
-    parse_pipelines(cfg.augmentation.views, image_size=cfg.data.get("image_size"))
     check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", 1))
 
 
 def _requested_devices(devices: Any) -> tuple[int, int] | None:
-    """(how many devices, highest index + 1) that `trainer.devices` asks for; None for "auto" / -1
-    (all there are)."""
+    """(how many devices, highest index + 1) that `trainer.devices` asks for; None for "auto" /
+    -1 (all there are)."""
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
         devices = int(devices)
     if isinstance(devices, (list, tuple)):
@@ -463,7 +430,7 @@ def check_one_batch(cfg: DictConfig, dm: SSLDataModule) -> None:
     fix = "train on more images"
     if cut:
         fix += f" (raise or drop {' / '.join(f'data.{k}' for k in cut)})"
-    if per_rank >= _method_class(cfg).min_batch_size:
+    if per_rank >= method_class(cfg).min_batch_size:
         fix = f"set data.batch_size to at most {per_rank}, or {fix}"
     raise ConfigError(
         "data.batch_size",

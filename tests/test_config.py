@@ -42,12 +42,19 @@ def compose_with(*overrides: str):
 
 
 @pytest.mark.parametrize("group,option", all_options())
-def test_every_option_composes_and_resolves(group, option):
-    cfg = compose_with(f"{group}={option}")
+def test_every_option_composes_resolves_and_passes_the_schema(group, option):
+    from ssl_bench.schema import check_schema
+
+    # a recipe with its method (recipe=<another method's> is refused: test_recipes.py)
+    method = [f"method={_recipe_overrides(option)[0].split('=')[1]}"] if group == "recipe" else []
+    cfg = compose_with(f"{group}={option}", *method)
     data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     assert data["method"]["name"] and data["data"]["name"] and data["backbone"]["name"]
     if group == "method":
         assert data["method"]["_target_"].startswith("ssl_bench.methods.")
+    if OmegaConf.is_missing(cfg.data, "root"):  # data=image_folder*: the user names the folder
+        cfg.data.root = "/unused"
+    check_schema(cfg)
 
 
 def test_groups_are_not_empty():
@@ -231,3 +238,194 @@ def test_callbacks_group_builds_each_target_and_overrides_add_or_drop_one():
         with pytest.raises(ConfigError, match=says) as e:
             build_callbacks(compose_with(override))
         assert e.value.key == "callbacks.x"
+
+
+# ---- the typed schema (ssl_bench/schema.py) ------------------------------------------------------
+def _recipe_overrides(name: str) -> list[str]:
+    """`method=M data=D` that picks conf/recipe/<name>.yaml (a method's own defaults: the
+    ImageNet-sized image folder of its paper)."""
+    recipe = OmegaConf.load(CONFIG_DIR / "recipe" / f"{name}.yaml").recipe
+    if recipe.data is None:
+        return [f"method={recipe.method}", "data=image_folder", "data.root=/unused"]
+    return [f"method={recipe.method}", f"data={recipe.data}"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        *[_recipe_overrides(r) for r in options("recipe")],
+        *[[f"experiment={e}"] for e in options("experiment")],
+        ["logger=wandb", "trainer=ddp_cpu", "callbacks=default"],
+    ],
+    ids=lambda o: " ".join(o),
+)
+def test_every_recipe_and_experiment_passes_the_schema_and_the_config_checks(overrides):
+    """Every recipe as `method=M data=D` picks it and every experiment: the schema holds every key
+    the shipped files set, and check_config (schema, then the values) accepts the whole config.
+    (Every single group option: test_every_option_composes_resolves_and_passes_the_schema.)"""
+    from ssl_bench.training import check_config
+
+    cfg = compose_with(*overrides)
+    if overrides[0].startswith("method="):
+        assert cfg.recipe.method == overrides[0].split("=")[1]
+    check_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "override", [*(f"launcher={o}" for o in options("launcher")), "hparams_search=optuna"]
+)
+def test_launchers_and_searches_pass_the_schema_through_the_api(override):
+    """The launcher and search files set top-level keys too (cpu_threads resolves through
+    ${hydra:launcher.n_jobs}: ssl_bench.compose checks with Hydra's config current)."""
+    import ssl_bench
+
+    cfg = ssl_bench.compose([override])
+    assert cfg.method.name == "simclr"
+
+
+# a wrong type in each group, unknown keys of each group, the names: (override, key, words)
+BAD_VALUES = [
+    ("data.batch_size=abc", "data.batch_size", "expected an integer, got 'abc'"),
+    ("+optimizer.learning_rate=0.1", "optimizer.learning_rate", "did you mean optimizer.lr?"),
+    ("+data.foo=1", "data.foo", "The keys of 'data' are: _target_, name, root"),
+    ("backbone.name=resnet_18", "backbone.name", "did you mean resnet18 or "),
+    ("method.temperature=abc", "method.temperature", "expected a number, got 'abc'"),
+    ("optimizer.momentum=fast", "optimizer.momentum", "expected a number or null"),
+    ("scheduler.warmup_epochs=soon", "scheduler.warmup_epochs", "expected a number or null"),
+    ("trainer.max_epochs=many", "trainer.max_epochs", "expected an integer or null"),
+    ("+trainer.limit_train_batches=all", "trainer.limit_train_batches", "expected an integer"),
+    ("progress_bar=yes", "progress_bar", "expected true or false, got 'yes'"),
+    ("online_eval.knn_k=1.5", "online_eval.knn_k", "expected an integer, got 1.5"),
+    ("+method.temprature=0.1", "method.temprature", "did you mean method.temperature?"),
+    ("+method.knn_k=20", "method.knn_k", "set online_eval.knn_k instead"),
+    ("+backbone.kwarg=1", "backbone.kwarg", "did you mean backbone.kwargs?"),
+    ("+scheduler.warmup=3", "scheduler.warmup", "did you mean scheduler.warmup_epochs"),
+    ("+trainer.limit_train_batche=2", "trainer.limit_train_batche", "trainer.limit_train_batches"),
+    ("+augmentation.view=[]", "augmentation.view", "did you mean augmentation.views?"),
+    (
+        "+augmentation.views.0.colour_jitter=1",
+        "augmentation.views[0].colour_jitter",
+        "color_jitter",
+    ),
+    ("+logger.wandb=1", "logger.wandb", "expected a mapping or null"),
+    ("+recipe.sources=x", "recipe.sources", "did you mean recipe.source?"),
+    ("+online_eval.knn=3", "online_eval.knn", "online_eval.knn_k?"),
+    ("+callbacks.throughput.every_n_step=3", "callbacks.throughput.every_n_step", "every_n_steps?"),
+    ("+data.palette=grey", "data.palette", "go under data.options"),
+    ("+data.options.pallete=grey", "data.options.pallete", "did you mean data.options.palette?"),
+    ("+seeed=1", "seeed", "did you mean seed?"),
+    ("data.root=???", "data.root", "has no value"),
+]
+
+
+@pytest.mark.parametrize("override,key,words", BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_a_wrong_type_or_an_unknown_key_is_one_message_naming_the_key(override, key, words):
+    """ssl_bench.compose runs the schema as the CLI does: one ConfigError naming the key and the
+    expected type or the closest valid keys (synthetic data: its options exist)."""
+    import ssl_bench
+    from ssl_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        ssl_bench.compose(["data=synthetic", override])
+    assert e.value.key == key and words in str(e.value), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_method_keys_are_those_of_the_method_class():
+    """The method group's schema is the class's constructor: a key of one method is unknown to
+    another, and each key's type is its annotation."""
+    import ssl_bench
+    from ssl_bench.errors import ConfigError
+
+    assert ssl_bench.compose(["method=moco_v2", "method.queue_size=4096"]).method.queue_size == 4096
+    with pytest.raises(
+        ConfigError, match="not an argument of SimCLR. Fix: The keys of 'method'"
+    ) as e:
+        ssl_bench.compose(["method=simclr", "+method.queue_size=4096"])
+    assert e.value.key == "method.queue_size"
+    with pytest.raises(ConfigError, match="expected an integer, got 1.5") as e:
+        ssl_bench.compose(["method=moco_v2", "method.queue_size=1.5"])
+    with pytest.raises(ConfigError, match="expected a list of 2 integers") as e:
+        ssl_bench.compose(["method=dim", "method.prior_hidden_dims=[1000]"])
+    assert e.value.key == "method.prior_hidden_dims"
+    # a class's keys over its MRO, a mixin before the method included (tests/fault_methods.py)
+    target = "method._target_=fault_methods.BYOLPreemptAt"
+    assert ssl_bench.compose(["method=byol", target, "+method.preempt_at=6"]).method.preempt_at == 6
+    # another method's recipe is named as such, before its keys are unknown to this method
+    with pytest.raises(
+        ConfigError, match="'amdim_cifar10' is a recipe of amdim, not of simclr"
+    ) as e:
+        ssl_bench.compose(["method=simclr", "recipe=amdim_cifar10"])
+    assert e.value.key == "recipe"
+
+
+def test_timm_names_are_ranked_by_closeness():
+    from ssl_bench.backbones import closest_timm_names
+
+    assert closest_timm_names("resnet_18")[0] == "resnet18"
+    assert closest_timm_names("resnet_50")[0] == "resnet50"
+    assert "vit_tiny_patch16_224" in closest_timm_names("vit_tiny_patch16")
+
+
+def test_the_schema_is_the_code_it_feeds():
+    """The dataclasses that are hand-written for a light import hold the keys of the code they
+    feed: data = SSLDataModule.from_config's arguments, optimizer / scheduler = every key of
+    ssl_bench.optim / ssl_bench.schedules, online_eval = SSLMethod's kNN and probe arguments."""
+    import dataclasses
+    import inspect
+    import typing
+
+    from ssl_bench.data.module import SSLDataModule
+    from ssl_bench.methods.base import SSLMethod
+    from ssl_bench.optim import ALL_OPTIMIZER_KEYS
+    from ssl_bench.schedules import ALL_SCHEDULER_KEYS
+    from ssl_bench.schema import DataSchema, OnlineEvalSchema, OptimizerSchema, SchedulerSchema
+
+    def names(schema):
+        return {f.name for f in dataclasses.fields(schema)}
+
+    init = inspect.signature(SSLDataModule.__init__).parameters
+    from_config = inspect.signature(SSLDataModule.from_config).parameters
+    settings = (set(init) | set(from_config)) - {"self", "cls", "pipelines", "seed", "views"}
+    settings -= {"channels_last", "settings"}
+    assert names(DataSchema) == settings | {"_target_"}
+    hints = typing.get_type_hints(DataSchema)
+    for name, hint in typing.get_type_hints(SSLDataModule.__init__).items():
+        if name in names(DataSchema) and name not in ("device_views", "on_bad_file"):
+            assert hints[name] == hint, name
+    assert names(OptimizerSchema) == {"name", "lr", "scale_lr", "weight_decay", *ALL_OPTIMIZER_KEYS}
+    assert names(SchedulerSchema) == {"name", *ALL_SCHEDULER_KEYS}
+    assert names(OnlineEvalSchema) - {"init_baseline"} <= set(
+        inspect.signature(SSLMethod.__init__).parameters
+    )
+
+
+def test_a_typo_ends_before_torch_is_imported(tmp_path):
+    """The first phase of the schema needs only OmegaConf: the CLI's most common errors end without
+    the ~10 s of torch / Lightning / timm imports. (A plain interpreter: the test zygote has torch
+    imported already.)"""
+    code = (
+        "import sys\n"
+        "from ssl_bench.api import compose\n"
+        "from ssl_bench.errors import ConfigError\n"
+        "try:\n"
+        "    compose(['data.batch_size=abc'])\n"
+        "except ConfigError as err:\n"
+        "    print(err.key, 'torch' in sys.modules, 'pytorch_lightning' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.split() == ["data.batch_size", "False", "False"], out.stderr[-2000:]
+
+
+def test_cli_refuses_a_bad_type_and_an_unknown_key_with_exit_2(tmp_path):
+    from conftest import run_cli
+
+    for override, says in (
+        ("data.batch_size=abc", "config key 'data.batch_size': expected an integer"),
+        ("+optimizer.learning_rate=0.1", "did you mean optimizer.lr?"),
+    ):
+        run = run_cli("data=synthetic", override, run_dir=tmp_path / "run")
+        assert run.returncode == 2, run.stderr[-2000:]
+        lines = [line for line in run.stderr.splitlines() if line.strip()]
+        assert lines == [lines[0]] and says in lines[0] and "Traceback" not in run.stderr, lines
+        assert not (tmp_path / "run" / "results.json").exists()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ssl_bench.errors import ConfigError
+from ssl_bench.schema import unknown_key
 
 VIEW_KEYS = (
     "num_crops",
@@ -237,13 +238,11 @@ def _to_plain(obj):
 
 
 def _check_keys(key: str, d: Mapping, valid: Sequence[str]) -> None:
-    unknown = [k for k in d if k not in valid]
-    if unknown:
-        raise ConfigError(
-            f"{key}.{unknown[0]}",
-            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(str, unknown))}.",
-            f"use only the valid keys: {', '.join(valid)}.",
-        )
+    """An unknown key: a ConfigError naming it and the closest valid keys
+    (ssl_bench.schema.unknown_key)."""
+    for name in d:
+        if name not in valid:
+            raise unknown_key(f"{key}.{name}", valid)
 
 
 def _section(key: str, value, valid: Sequence[str]) -> dict:

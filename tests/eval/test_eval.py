@@ -369,7 +369,6 @@ def test_finetune_trains_what_the_representation_reads():
 @pytest.mark.slow
 def test_embed_and_eval_logged_to_offline_wandb(tiny_run):
     from PIL import Image
-
     from wandb_records import read_wandb_records
 
     for args in (["mode=embed", "max_points=100", "perplexity=10"], ["mode=knn"]):
