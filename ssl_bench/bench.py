@@ -99,7 +99,7 @@ def matmul_peak_tflops(
 
 # ---- ssl_bench
 # --------------------------------------------------------------------------------------
-def compose(
+def bench_config(
     method: str,
     backbone: str,
     image_size: int,
@@ -194,7 +194,7 @@ def bench_method(method: str, args) -> Row:
     from ssl_bench.training import build_datamodule, build_method, resolve_precision
 
     steps = args.warmup + args.steps
-    cfg = compose(
+    cfg = bench_config(
         method,
         args.backbone,
         args.image_size,
@@ -250,7 +250,7 @@ def bench_lightly_simclr(args, bf16_channels_last: bool) -> float:
     from ssl_bench.backbones import create_backbone
     from ssl_bench.data.synthetic import make_synthetic
 
-    cfg = compose("simclr", args.backbone, args.image_size, args.batch_size, 1, "32-true", [])
+    cfg = bench_config("simclr", args.backbone, args.image_size, args.batch_size, 1, "32-true", [])
     b = cfg.backbone
     backbone = create_backbone(b.name, small_input=bool(b.small_input), **dict(b.kwargs))
     head = SimCLRProjectionHead(backbone.num_features, 512, 128)
