@@ -53,8 +53,7 @@ class Row:
     extra: dict = field(default_factory=dict)
 
 
-# ---- machine
-# ---------------------------------------------------------------------------------------
+# ---- machine -------------------------------------------------------------------------------------
 def machine() -> str:
     cpu = platform.processor() or "cpu"
     try:
@@ -97,8 +96,7 @@ def matmul_peak_tflops(
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
 
 
-# ---- ssl_bench
-# --------------------------------------------------------------------------------------
+# ---- ssl_bench -----------------------------------------------------------------------------------
 def bench_config(
     method: str,
     backbone: str,
@@ -226,8 +224,7 @@ def bench_method(method: str, args) -> Row:
     return row
 
 
-# ---- lightly, as its users write it
-# ------------------------------------------------------------------
+# ---- lightly, as its users write it --------------------------------------------------------------
 class _PILImages(torch.utils.data.Dataset):
     def __init__(self, images: torch.Tensor, transform):
         from torchvision.transforms.functional import to_pil_image
@@ -289,8 +286,7 @@ def bench_lightly_simclr(args, bf16_channels_last: bool) -> float:
     return seen / (time.perf_counter() - start) if start else 0.0
 
 
-# ---- output
-# ------------------------------------------------------------------------------------------
+# ---- output --------------------------------------------------------------------------------------
 COLUMNS = (
     "method",
     "backbone",

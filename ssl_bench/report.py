@@ -63,8 +63,7 @@ NOT_COMPARED = (
 _ABSENT = "<absent>"
 
 
-# ---- finding and reading runs
-# -------------------------------------------------------------------------
+# ---- finding and reading runs --------------------------------------------------------------------
 def find_run_dirs(roots: list[Path]) -> list[Path]:
     found: set[Path] = set()
     for root in roots:
@@ -254,8 +253,7 @@ def read_run(run: Path, root: Path | None = None) -> dict[str, Any]:
     }
 
 
-# ---- which configs differ
-# ------------------------------------------------------------------------------
+# ---- which configs differ ------------------------------------------------------------------------
 def _compared(key: str) -> bool:
     return key not in IDENTITY_KEYS and not any(
         key == p or key.startswith(p + ".") for p in NOT_COMPARED
@@ -348,8 +346,7 @@ class Labels:
         return " ".join(parts) if parts else " ".join(str(row[k]) for k in IDENTITY)
 
 
-# ---- tables
-# --------------------------------------------------------------------------------------------
+# ---- tables --------------------------------------------------------------------------------------
 def _fmt(v, digits: int = 2) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -549,8 +546,7 @@ def build_tables(rows: list[dict], show_all: bool = False) -> dict[str, Any]:
     }
 
 
-# ---- plots
-# ---------------------------------------------------------------------------------------------
+# ---- plots ---------------------------------------------------------------------------------------
 ACC_SERIES = [
     ("knn_top1_init", "kNN top-1 at random init (epoch 0)"),
     ("knn_top1_best", "kNN top-1 (best)"),
@@ -729,8 +725,7 @@ def plot_curves(data: dict[str, Any], path: Path) -> Path:
     return path
 
 
-# ---- entry points
-# --------------------------------------------------------------------------------------
+# ---- entry points --------------------------------------------------------------------------------
 def _collect_rows(dirs: list[str | Path]) -> tuple[list[Path], list[dict]]:
     """The roots given and one row per run found below them; a bad root or no run is a UserError."""
     roots = [Path(d).expanduser() for d in dirs]

@@ -218,8 +218,7 @@ def test_existing_run_dir_is_never_overwritten_silently(tmp_path):
     assert forced.results["seed"] == 1
 
 
-# ---- corrupt data, a full disk, through the CLI
-# -------------------------------------------------------
+# ---- corrupt data, a full disk, through the CLI --------------------------------------------------
 FOLDER = [
     "data=image_folder",
     "data.image_size=32",
