@@ -147,8 +147,8 @@ def _load_strict(model: nn.Module, sd: dict[str, torch.Tensor], source: Path) ->
 # ---- loading -------------------------------------------------------------------------------------
 def load_method(path: str | Path) -> pl.LightningModule:
     """The whole trained method (backbone, heads, target networks, online probe) of a run dir or
-    `.ckpt`, rebuilt from the checkpoint's own record by `training.build_method`, on the CPU, in eval
-    mode."""
+    `.ckpt`, rebuilt from the checkpoint's own record by `training.build_method`, on the CPU, in
+    eval mode."""
     ckpt = checkpoint_file(path)
     obj = read_checkpoint(ckpt)
     record = obj[RECORD_KEY]
@@ -158,7 +158,7 @@ def load_method(path: str | Path) -> pl.LightningModule:
 
     model = build_method(cfg, _data_info(record))
     _load_strict(model, _strip_compile(obj["state_dict"]), ckpt)
-    model.knn_init = (obj.get("ssl_bench") or {}).get("knn_init")
+    model.restore_run_state(obj, rng=False)  # knn_init; the caller's RNGs stay as they are
     return model.eval()
 
 

@@ -117,7 +117,13 @@ def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str):
     return loggers
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list) -> pl.Trainer:
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, callbacks: list, loggers: list, validate: bool = True
+) -> pl.Trainer:
+    """The Lightning Trainer of `cfg.trainer` with ssl_bench's fixed callbacks, `callbacks` and
+    `loggers` (build_loggers: the caller keeps the list, as fast_dev_run swaps the Trainer's for
+    dummies but a W&B run was started and must end). `validate=False` (the method has no online
+    evaluation) skips the validation loop."""
     from pytorch_lightning.callbacks import RichProgressBar
 
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -138,7 +144,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
     kwargs.setdefault("num_sanity_val_steps", 0)
     # the datamodule shards itself (resumable, see EpochSampler)
     kwargs.setdefault("use_distributed_sampler", False)
-    loggers = build_loggers(cfg, run_dir, run_name)
+    if not validate:  # nothing to measure: no pass over the train and test splits each epoch
+        kwargs["limit_val_batches"] = 0
     try:
         trainer = pl.Trainer(
             default_root_dir=str(run_dir),
@@ -148,9 +155,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
             enable_progress_bar=bool(cfg.get("progress_bar", True)),
             **kwargs,
         )
-        # the loggers we made (fast_dev_run swaps them for dummies, but a W&B run was started and
-        # must end)
-        trainer.ssl_bench_loggers = loggers
         return trainer
     except (TypeError, ValueError, pl.utilities.exceptions.MisconfigurationException) as err:
         raise ConfigError(
@@ -231,12 +235,11 @@ def build_method(cfg: DictConfig, data: DataInfo) -> SSLMethod:
     backbone = create_backbone(
         b["name"], small_input=b.get("small_input", False), **(b.get("kwargs") or {})
     )
-    online = OmegaConf.to_container(cfg.online_eval, resolve=True)
-    online.pop("init_baseline", None)
+    online = cfg.get("online_eval")
     extra = {}
     if "backbone_factory" in inspect.signature(cls.__init__).parameters:
-        # methods with more than one encoder (e.g. CMC: one per colour channel group) build the others
-        # from the same backbone config: backbone_factory(in_chans=1) -> a fresh model
+        # methods with more than one encoder (e.g. CMC: one per colour channel group) build the
+        # others from the same backbone config: backbone_factory(in_chans=1) -> a fresh model
         extra["backbone_factory"] = functools.partial(
             create_backbone,
             b["name"],
@@ -250,7 +253,8 @@ def build_method(cfg: DictConfig, data: DataInfo) -> SSLMethod:
             **extra,
             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
             scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-            **online,
+            online_eval=None if online is None else OmegaConf.to_container(online, resolve=True),
+            nan_tolerance=int(cfg.get("nan_tolerance", 0)),
             **method_kwargs(cfg),
         )
     except TypeError as err:
@@ -262,7 +266,7 @@ def build_method(cfg: DictConfig, data: DataInfo) -> SSLMethod:
     if cfg.get("channels_last", True):
         model = model.to(memory_format=torch.channels_last)
     if cfg.get("compile", False):
-        model.backbone = torch.compile(model.backbone)
+        model.compile_backbone()
     return model
 
 
@@ -451,13 +455,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     best = next((c for c in callbacks if isinstance(c, BestMetrics)), None)
     # every checkpoint records how to rebuild the method (not a config entry: it needs the data)
     callbacks.append(RunRecord(cfg, dm.data_info()))
-    trainer = build_trainer(cfg, run_dir, run_name, callbacks)
+    loggers = build_loggers(cfg, run_dir, run_name)
+    online = model.online_eval
+    trainer = build_trainer(cfg, run_dir, callbacks, loggers, validate=online is not None)
 
-    if resume_ckpt is None and dm.num_classes > 0 and cfg.online_eval.get("init_baseline", True):
-        model.metric_suffix = "_init"
-        trainer.validate(model, datamodule=dm, verbose=False)
-        model.metric_suffix = ""
-    model.nan_tolerance = int(cfg.get("nan_tolerance", 0))
+    if resume_ckpt is None and dm.num_classes > 0 and online is not None and online.init_baseline:
+        with online.as_init_baseline():
+            trainer.validate(model, datamodule=dm, verbose=False)
     preemption = next(c for c in trainer.callbacks if isinstance(c, Preemption))
     failure = None
     try:
@@ -502,7 +506,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     }
     if trainer.is_global_zero:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-        for lg in getattr(trainer, "ssl_bench_loggers", trainer.loggers):
+        for lg in loggers:
             if lg.__class__.__name__ == "WandbLogger":
                 from ssl_bench.wandb_utils import finish_wandb
 
