@@ -158,7 +158,7 @@ def load_method(path: str | Path) -> pl.LightningModule:
 
     model = build_method(cfg, _data_info(record))
     _load_strict(model, _strip_compile(obj["state_dict"]), ckpt)
-    model.knn_init = (obj.get("ssl_bench") or {}).get("knn_init")
+    model.restore_run_state(obj, rng=False)  # knn_init; the caller's RNGs stay as they are
     return model.eval()
 
 

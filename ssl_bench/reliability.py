@@ -36,7 +36,8 @@ class NonFiniteGuard(pl.Callback):
     the training step never waits for the GPU; a final blocking check runs before each epoch-end
     checkpoint, so a bad state is never saved. With `method` skipping (nan_tolerance > 0, see
     SSLMethod) bad steps are skipped inside the step instead and only `nan_tolerance` consecutive
-    ones stop the run.
+    ones stop the run. It reads only the training step's outputs: `loss`, and when the module
+    returns them (SSLMethod.training_step) `loss_terms` and `loss_step`.
     """
 
     def __init__(self):
@@ -65,13 +66,14 @@ class NonFiniteGuard(pl.Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is None:
             return
-        terms = dict(getattr(pl_module, "last_loss_terms", {}) or {"loss": loss})
+        # SSLMethod.training_step's outputs name the terms and the step that computed them; any
+        # other LightningModule: its loss, and the step Lightning counts
+        out = outputs if isinstance(outputs, dict) else {}
+        terms = dict(out.get("loss_terms") or {"loss": loss})
+        step = out.get("loss_step", trainer.global_step)
         flag = ~torch.isfinite(loss.detach())
         if flag.device.type == "cuda":
             flag = flag.to("cpu", non_blocking=True)
-        step = getattr(
-            pl_module, "last_loss_step", trainer.global_step
-        )  # the step that computed this loss
         self._pending = (
             flag,
             step,

@@ -104,7 +104,13 @@ def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str):
     return loggers
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list) -> pl.Trainer:
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, callbacks: list, loggers: list, validate: bool = True
+) -> pl.Trainer:
+    """The Lightning Trainer of `cfg.trainer` with ssl_bench's fixed callbacks, `callbacks` and
+    `loggers` (build_loggers: the caller keeps the list, as fast_dev_run swaps the Trainer's for
+    dummies but a W&B run was started and must end). `validate=False` (the method has no online
+    evaluation) skips the validation loop."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs["precision"] = resolve_precision(
         kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
@@ -126,7 +132,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
     kwargs.setdefault("enable_model_summary", False)
     # the datamodule shards itself (resumable, see EpochSampler)
     kwargs.setdefault("use_distributed_sampler", False)
-    loggers = build_loggers(cfg, run_dir, run_name)
+    if not validate:  # nothing to measure: no pass over the train and test splits each epoch
+        kwargs["limit_val_batches"] = 0
     try:
         trainer = pl.Trainer(
             default_root_dir=str(run_dir),
@@ -136,9 +143,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_name: str, callbacks: list
             enable_progress_bar=bool(cfg.get("progress_bar", True)),
             **kwargs,
         )
-        # the loggers we made (fast_dev_run swaps them for dummies, but a W&B run was started and
-        # must end)
-        trainer.ssl_bench_loggers = loggers
         return trainer
     except (TypeError, ValueError, pl.utilities.exceptions.MisconfigurationException) as err:
         raise ConfigError(
@@ -219,8 +223,7 @@ def build_method(cfg: DictConfig, data: DataInfo) -> SSLMethod:
     backbone = create_backbone(
         b["name"], small_input=b.get("small_input", False), **(b.get("kwargs") or {})
     )
-    online = OmegaConf.to_container(cfg.online_eval, resolve=True)
-    online.pop("init_baseline", None)
+    online = cfg.get("online_eval")
     extra = {}
     if "backbone_factory" in inspect.signature(cls.__init__).parameters:
         # methods with more than one encoder (e.g. CMC: one per colour channel group) build the
@@ -238,7 +241,8 @@ def build_method(cfg: DictConfig, data: DataInfo) -> SSLMethod:
             **extra,
             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
             scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-            **online,
+            online_eval=None if online is None else OmegaConf.to_container(online, resolve=True),
+            nan_tolerance=int(cfg.get("nan_tolerance", 0)),
             **method_kwargs(cfg),
         )
     except TypeError as err:
@@ -250,7 +254,7 @@ def build_method(cfg: DictConfig, data: DataInfo) -> SSLMethod:
     if cfg.get("channels_last", True):
         model = model.to(memory_format=torch.channels_last)
     if cfg.get("compile", False):
-        model.backbone = torch.compile(model.backbone)
+        model.compile_backbone()
     return model
 
 
@@ -496,13 +500,11 @@ def init_baseline(trainer: pl.Trainer, model: SSLMethod, dm: SSLDataModule) -> b
             f"{trainer.precision} ..."
         )
     started = time.perf_counter()
-    model.metric_suffix = "_init"
     try:
-        trainer.validate(model, datamodule=dm, verbose=False)
+        with model.online_eval.as_init_baseline():
+            trainer.validate(model, datamodule=dm, verbose=False)
     except PreemptedError:
         return False
-    finally:
-        model.metric_suffix = ""
     if trainer.is_global_zero and model.knn_init is not None:
         say(
             f"ssl_bench: kNN top-1 at random init: {model.knn_init:.2f}% "
@@ -521,12 +523,12 @@ def fit(
 ) -> str | None:
     """The random-init baseline (fresh runs on labelled data), then training; the error of a
     non-finite loss, else None. A pre-emption signal during the baseline skips training."""
-    if resume_ckpt is None and dm.num_classes > 0 and cfg.online_eval.get("init_baseline", True):
+    online = model.online_eval
+    if resume_ckpt is None and dm.num_classes > 0 and online is not None and online.init_baseline:
         if not init_baseline(trainer, model, dm):
             return None
     if preemption.received:
         return None
-    model.nan_tolerance = int(cfg.get("nan_tolerance", 0))
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
     except NonFiniteLossError as err:
@@ -564,8 +566,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     check_one_batch(cfg, dm)
     model = build_method(cfg, dm.data_info())
     callbacks = build_callbacks(cfg)
+    loggers = build_loggers(cfg, run_dir, run_name)
     # every checkpoint records how to rebuild the method (not a config entry: it needs the data)
-    trainer = build_trainer(cfg, run_dir, run_name, [*callbacks, RunRecord(cfg, dm.data_info())])
+    record = RunRecord(cfg, dm.data_info())
+    validate = model.online_eval is not None
+    trainer = build_trainer(cfg, run_dir, [*callbacks, record], loggers, validate=validate)
     fit_logging_interval(trainer, dm)
     describe_setup(cfg, dm, model, trainer)
     preemption = next(c for c in trainer.callbacks if isinstance(c, Preemption))
@@ -583,7 +588,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         run_dir=str(run_dir),
         config_hash=cfg_hash,
     )
-    finish(cfg, trainer, run_dir, results, overrides)
+    finish(cfg, trainer, run_dir, results, overrides, loggers)
     return results  # status "failed": the caller exits with EXIT_NONFINITE (a sweep goes on)
 
 
@@ -625,13 +630,16 @@ def collect_results(cfg, trainer, model, dm, callbacks, failure, preemption) -> 
     }
 
 
-def finish(cfg: DictConfig, trainer, run_dir: Path, results: dict, overrides: list[str]) -> None:
-    """results.json, the W&B run's summary, the error of a failed run, and the summary that ends
+def finish(
+    cfg: DictConfig, trainer, run_dir: Path, results: dict, overrides: list[str], loggers: list
+) -> None:
+    """results.json, the W&B run's summary (from `loggers`, the list build_loggers made: under
+    fast_dev_run the Trainer holds dummies), the error of a failed run, and the summary that ends
     every run - on rank zero."""
     if not trainer.is_global_zero:
         return
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    for lg in getattr(trainer, "ssl_bench_loggers", trainer.loggers):
+    for lg in loggers:
         if lg.__class__.__name__ == "WandbLogger":
             from ssl_bench.wandb_utils import finish_wandb
 

@@ -55,7 +55,7 @@ def test_lone_checkpoint_loads_the_trained_weights(run_dir, tmp_path):
     backbone = ssl_bench.load_backbone(lone)
     method = ssl_bench.load_method(lone)
     assert not backbone.training and not method.training
-    assert type(method).__name__ == "SimCLR" and method.probe is not None
+    assert type(method).__name__ == "SimCLR" and method.online_eval.probe is not None
     for key, value in backbone.state_dict().items():
         assert torch.equal(value, sd[f"backbone.{key}"]), key
     for key, value in method.state_dict().items():

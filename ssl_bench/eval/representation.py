@@ -25,8 +25,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ssl_bench.errors import ConfigError, UserError
+from ssl_bench.eval.online import LEGACY_PREFIX, PREFIX
 from ssl_bench.eval.splits import SplitBatches
 from ssl_bench.runs import load_state_dict, open_run
+
+#: the state-dict keys of the online evaluation (OnlineEval; `probe.*` in older checkpoints)
+ONLINE_KEYS = (PREFIX, LEGACY_PREFIX)
 
 
 # ---- the method of a run -------------------------------------------------------------------------
@@ -60,9 +64,9 @@ def build_for_eval(ckpt: str | Path, overrides: list[str] | None = None):
 
 def method_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A method's state dict as an uncompiled method names it: without torch.compile's `_orig_mod.`
-    and without the online probe (its width follows the labelled data, and no evaluation reads
-    it)."""
-    return {k.replace("_orig_mod.", ""): v for k, v in sd.items() if not k.startswith("probe.")}
+    and without the online evaluation's probe (its width follows the labelled data, and no
+    evaluation reads it)."""
+    return {k.replace("_orig_mod.", ""): v for k, v in sd.items() if not k.startswith(ONLINE_KEYS)}
 
 
 def load_method_into(
@@ -71,7 +75,7 @@ def load_method_into(
     """Every weight and buffer of the method (strict): the representation may read any of them
     (SimCLR v2's projector layer, CMC's Lab statistics, a ViT's position embedding), so none may
     silently stay random."""
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("probe.")}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(ONLINE_KEYS)}
     state = method_state(sd)
     problems = [f"missing {k}" for k in own if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in own]

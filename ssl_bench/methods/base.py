@@ -1,11 +1,17 @@
 """SSLMethod: the thin LightningModule every method extends.
 
-It owns the backbone, the online linear probe (trained on detached features, its own lr, no weight
-decay), optimizer and schedule building, the online kNN evaluation and the logging. A method adds
-its heads in `__init__` and implements `training_loss(views, labels, index)`, returning a dict with
-`loss`, `feats` (backbone features of the large crops, for the probe) and any loss terms to log. A
-method with momentum (EMA) targets declares them in `self.momentum_targets` (nn/ema.py); they are
-updated here after every real optimizer step, and their tau is logged as `train/tau`.
+It owns the backbone, the online evaluation (`self.online_eval`, an OnlineEval of
+ssl_bench.eval.online: linear probe on detached features and weighted kNN, or None when the run
+drops it), optimizer and schedule building and the logging. A method adds its heads in `__init__`
+and implements `training_loss(views, labels, index)`, returning a dict with `loss`, `feats`
+(backbone features of the large crops, for the probe) and any loss terms to log. A method with
+momentum (EMA) targets declares them in `self.momentum_targets` (nn/ema.py); they are updated here
+after every real optimizer step, and their tau is logged as `train/tau`.
+
+What crosses into the rest of ssl_bench is declared here: the constructor's arguments (data,
+optimizer, schedule, online_eval, bn_stats, nan_tolerance), the step outputs callbacks read
+(`training_step` returns `loss`, `loss_terms`, `loss_step`), `knn_init`, `compile_backbone()` and
+`restore_run_state()`.
 """
 
 from __future__ import annotations
@@ -20,11 +26,10 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
-from ssl_bench.eval.knn import WeightedKNN
+from ssl_bench.eval.online import LEGACY_PREFIX, PREFIX, OnlineEval
 from ssl_bench.nn.ema import MomentumTargets
 from ssl_bench.nn.multicrop import BN_STATS, forward_views
 from ssl_bench.optim import build_optimizer, optimizer_options, split_decay_groups
@@ -63,6 +68,19 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def _map_legacy_probe_keys(module, state_dict, prefix, *args) -> None:
+    """Load-state-dict pre-hook: the probe's keys of checkpoints written before OnlineEval existed
+    (`probe.weight`) under their present names (`online_eval.probe.weight`), so those runs still
+    resume, evaluate and load."""
+    old = prefix + LEGACY_PREFIX
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + PREFIX + key[len(prefix) :]] = state_dict.pop(key)
+
+
+#: online_eval's default: every option at OnlineEval's default (never mutated: options are copied)
+ONLINE_EVAL_DEFAULTS: dict[str, Any] = {}
+
+
 def embedding_std(z: torch.Tensor) -> torch.Tensor:
     """Mean per-dimension std of L2-normalised embeddings: ~1/sqrt(d) when healthy, 0 when
     collapsed."""
@@ -81,11 +99,14 @@ class SSLMethod(pl.LightningModule):
         data: DataInfo | None = None,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
-        probe_lr: float = 0.1,
-        knn_k: int = 200,
-        knn_t: float = 0.1,
+        online_eval: dict | None = ONLINE_EVAL_DEFAULTS,
         bn_stats: str = "per_view",
+        nan_tolerance: int = 0,
     ):
+        """`online_eval`: the options of OnlineEval (probe, probe_lr, knn, knn_k, knn_t,
+        init_baseline), None for no online evaluation. `nan_tolerance`: consecutive
+        non-finite-loss steps to skip before the run stops (0: stop at the first; see
+        reliability.NonFiniteGuard)."""
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "data"])
         self.backbone = backbone
@@ -109,14 +130,6 @@ class SSLMethod(pl.LightningModule):
             opt,
         )
         scheduler_options(self.sched_cfg)
-        if probe_lr <= 0:
-            raise ConfigError("online_eval.probe_lr", f"must be positive, got {probe_lr}.")
-        if knn_k < 1 or knn_t <= 0:
-            raise ConfigError(
-                "online_eval.knn_k" if knn_k < 1 else "online_eval.knn_t",
-                f"kNN needs k >= 1 and temperature > 0 (got k={knn_k}, t={knn_t}).",
-            )
-        self.probe_lr, self.knn_k, self.knn_t = probe_lr, knn_k, knn_t
         if bn_stats not in BN_STATS:
             raise ConfigError(
                 "method.bn_stats",
@@ -125,19 +138,29 @@ class SSLMethod(pl.LightningModule):
                 "views of one resolution in one call (BN over all of them).",
             )
         self.bn_stats = bn_stats
-        if self.num_classes > 0:
-            self.probe = nn.Linear(self.feat_dim, self.num_classes)
-            self.probe_top1 = MulticlassAccuracy(self.num_classes, top_k=1)
-        else:
-            self.probe = None
-        self.metric_suffix = ""  # "_init" while the random-init baseline is evaluated
-        self.nan_tolerance = (
-            0  # consecutive non-finite steps to skip before stopping (set by training.py)
-        )
+        self._online_eval_options = None if online_eval is None else dict(online_eval)
+        #: the online probe and kNN (None: dropped by the run, `online_eval=null`)
+        self.online_eval = self.build_online_eval(self.feat_dim)
+        self.register_load_state_dict_pre_hook(_map_legacy_probe_keys)
+        self.nan_tolerance = int(nan_tolerance)
         self._bad_steps = 0
-        self.last_loss_terms: dict[str, torch.Tensor] = {}
-        self.knn_init: float | None = None
-        self.knn = WeightedKNN(self.num_classes, knn_k, knn_t)  # bank: dataloader 0, queries: 1
+
+    def build_online_eval(self, dim: int) -> OnlineEval | None:
+        """The online evaluation of a `dim`-wide representation, from the constructor's
+        `online_eval` options. A method whose forward() is not `feat_dim` wide assigns
+        `self.online_eval = self.build_online_eval(<its width>)` (SimCLR v2)."""
+        return OnlineEval.from_options(dim, self.num_classes, self._online_eval_options)
+
+    @property
+    def knn_init(self) -> float | None:
+        """val/knn_top1_init of this run: the kNN top-1 of the random-init network (None when not
+        measured)."""
+        return None if self.online_eval is None else self.online_eval.knn_init
+
+    def compile_backbone(self) -> None:
+        """torch.compile the backbone (config `compile: true`); called once the method is built,
+        so target networks copied from the backbone stay plain modules."""
+        self.backbone = torch.compile(self.backbone)
 
     # ---- to implement -------------------------------------------------------------------------
     def training_loss(
@@ -172,17 +195,24 @@ class SSLMethod(pl.LightningModule):
 
     # ---- training ---------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
+        """{loss: the SSL loss + the probe's, loss_terms: the SSL loss and its terms (detached),
+        loss_step: the global step that computed them} - Lightning hands the dict to callbacks'
+        on_train_batch_end (reliability.NonFiniteGuard names the terms) - or None for a skipped
+        non-finite step."""
         views, labels, index = batch
         out = self.training_loss(views, labels, index)
         loss = out.pop("loss")
         feats = out.pop("feats")
-        self.last_loss_terms = {"loss": loss, **out}
-        self.last_loss_step = self.global_step
+        step = {
+            "loss_terms": {k: v.detach() for k, v in {"loss": loss, **out}.items()},
+            "loss_step": self.global_step,
+        }
         # a host sync, only when skipping is asked for
         if self.nan_tolerance > 0 and not torch.isfinite(loss):
             self._bad_steps += 1
             if self._bad_steps > self.nan_tolerance:
-                return loss  # NonFiniteGuard stops the run with the step, epoch and terms
+                # NonFiniteGuard stops the run with the step, epoch and terms
+                return {"loss": loss, **step}
             rank_zero_warn(
                 f"non-finite loss at step {self.global_step}: skipped "
                 f"({self._bad_steps}/{self.nan_tolerance} consecutive)"
@@ -190,14 +220,10 @@ class SSLMethod(pl.LightningModule):
             return None  # Lightning skips backward and the optimizer step
         self._bad_steps = 0
         total = loss
-        if self.probe is not None:
-            probe_labels = labels.repeat(feats.shape[0] // labels.shape[0])
-            logits = self.probe(feats.detach())
-            labelled = (probe_labels >= 0).sum().clamp(min=1)
-            probe_loss = (
-                F.cross_entropy(logits.float(), probe_labels, ignore_index=-1, reduction="sum")
-                / labelled
-            )
+        probe_loss = (
+            None if self.online_eval is None else self.online_eval.probe_loss(feats, labels)
+        )
+        if probe_loss is not None:
             total = loss + probe_loss
             self.log("train/probe_loss", probe_loss)
         self.log("train/loss", loss, prog_bar=True)
@@ -206,7 +232,7 @@ class SSLMethod(pl.LightningModule):
         if self.momentum_targets is not None:  # the tau of the update after this step
             self.log("train/tau", self.momentum_targets.tau_at(*self.optimizer_step_position()))
         self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=False)
-        return total
+        return {"loss": total, **step}
 
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)
@@ -232,39 +258,28 @@ class SSLMethod(pl.LightningModule):
 
     # ---- online evaluation ------------------------------------------------------------------
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        if self.online_eval is None:
+            return
         x, labels, _ = batch
         # forward(), the representation; under Lightning: eval mode, no grad, the run's precision
         # (autocast), channels_last inputs. Offline eval computes the very same
         # (ssl_bench.eval.representation).
-        feats = self(x).float()
-        self.knn.update(feats, labels, bank=dataloader_idx == 0)
-        if dataloader_idx == 1 and self.probe is not None:
-            self.probe_top1.update(self.probe(feats).float(), labels)
+        self.online_eval.update(self(x).float(), labels, dataloader_idx)
 
     def on_validation_epoch_end(self):
-        if self.num_classes == 0 or not self.knn.ready:
-            self.knn.reset()
+        if self.online_eval is None:
             return
-        top1, top5 = self.knn.compute()  # bank and queries gathered from every rank
-        self.knn.reset()
-        s = self.metric_suffix
-        self.log(f"val/knn_top1{s}", top1, prog_bar=True)
-        self.log(f"val/knn_top5{s}", top5)
-        if self.probe is not None:
-            self.log(f"val/probe_top1{s}", 100.0 * self.probe_top1.compute())
-            self.probe_top1.reset()
-        if s == "_init":
-            self.knn_init = top1
+        for name, value in self.online_eval.compute().items():
+            self.log(name, value, prog_bar=name.startswith("val/knn_top1"))
 
     # ---- optimisation -----------------------------------------------------------------------
     def parameter_groups(self, exclude_bias_and_norm: bool = False) -> list[dict]:
-        """Groups for every trainable module except the probe. Methods override to add special
-        groups (e.g. a predictor with a fixed lr: mark its group with `fixed_lr: True`).
-        configure_optimizers asks for unsplit groups: `optimizer.exclude_bias_n_norm` is applied by
-        build_optimizer, one rule per optimizer as its source has it."""
-        modules = nn.ModuleDict(
-            {n: m for n, m in self.named_children() if n not in ("probe", "probe_top1")}
-        )
+        """Groups for every trainable module except the online evaluation's probe. Methods
+        override to add special groups (e.g. a predictor with a fixed lr: mark its group with
+        `fixed_lr: True`). configure_optimizers asks for unsplit groups:
+        `optimizer.exclude_bias_n_norm` is applied by build_optimizer, one rule per optimizer as its
+        source has it."""
+        modules = nn.ModuleDict({n: m for n, m in self.named_children() if n != PREFIX.rstrip(".")})
         return split_decay_groups(modules, exclude_bias_and_norm)
 
     def configure_optimizers(self):
@@ -279,16 +294,9 @@ class SSLMethod(pl.LightningModule):
             )
             lr = lr * batch / 256
         groups = self.parameter_groups(False)  # exclude_bias_n_norm: build_optimizer applies it
-        if self.probe is not None:  # plain SGD step (LARS: no trust ratio), no weight decay
-            groups.append(
-                {
-                    "params": list(self.probe.parameters()),
-                    "lr": self.probe_lr,
-                    "weight_decay": 0.0,
-                    "lars_adapt": False,
-                    "is_probe": True,
-                }
-            )
+        probe = None if self.online_eval is None else self.online_eval.param_group()
+        if probe is not None:
+            groups.append(probe)
         optimizer = build_optimizer(groups, name, lr, **cfg)
         return {
             "optimizer": optimizer,
@@ -362,7 +370,14 @@ class SSLMethod(pl.LightningModule):
         checkpoint["ssl_bench"] = {"knn_init": self.knn_init, "rng": _rng_states()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        extra = checkpoint.get("ssl_bench", {})
-        self.knn_init = extra.get("knn_init")
-        if extra.get("rng") is not None:
+        self.restore_run_state(checkpoint, rng=True)
+
+    def restore_run_state(self, checkpoint: dict[str, Any], rng: bool) -> None:
+        """What on_save_checkpoint keeps beside the weights: `knn_init` and, with `rng`, the global
+        RNG states (a resumed run; ssl_bench.load_method passes rng=False: loading a model must not
+        reseed its caller)."""
+        extra = checkpoint.get("ssl_bench") or {}
+        if self.online_eval is not None:
+            self.online_eval.knn_init = extra.get("knn_init")
+        if rng and extra.get("rng") is not None:
             _restore_rng_states(extra["rng"])

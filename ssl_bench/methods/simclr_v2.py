@@ -78,9 +78,9 @@ class SimCLRv2(SSLMethod):
             bn=check_bn_placement(proj_bn, "method.proj_bn"),
             last_shift=False,
         )
-        # the probe reads the head's first layer
-        if self.probe_layer == 1 and self.probe is not None:
-            self.probe = nn.Linear(hidden, self.num_classes)
+        # the probe reads the head's first layer (a `hidden`-wide representation)
+        if self.probe_layer == 1:
+            self.online_eval = self.build_online_eval(hidden)
         self.use_memory = queue_size > 0
         if self.use_memory:  # MoCo's key encoder (the EMA of backbone + head) and queue
             self.target_backbone = make_target(self.backbone)

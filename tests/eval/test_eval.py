@@ -194,7 +194,7 @@ def test_linear_keeps_the_method_bit_identical(tiny_run):
     assert 0.0 <= res["top1"] <= 100.0 and res["top5"] >= res["top1"] and res["selection"] is None
     # the checkpoint file holds the same method (the online probe aside: no evaluation reads it)
     saved = method_state(load_state_dict(ref.ckpt))
-    assert saved.keys() == {k for k in before if not k.startswith("probe.")}
+    assert saved.keys() == {k for k in before if not k.startswith("online_eval.")}
     for k in saved:
         assert torch.equal(saved[k], before[k]), k
 

@@ -73,7 +73,7 @@ def test_one_encoder_per_view_and_forward_concatenates():
         num_negatives=4,
     )
     assert [e.conv1.in_channels for e in m.backbone.encoders] == [1, 2]
-    assert m.feat_dim == 128 and m.probe.in_features == 128
+    assert m.feat_dim == 128 and m.online_eval.probe.in_features == 128
     m.eval()
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():

@@ -17,7 +17,7 @@ def test_probe_reads_the_first_projector_layer():
         narrow(), data=DataInfo(num_classes=3), proj_hidden_dim=48, probe_from_projector_layer=1
     ).eval()
     x = torch.randn(4, 3, 16, 16)
-    assert m(x).shape == (4, 48) and m.probe.in_features == 48
+    assert m(x).shape == (4, 48) and m.online_eval.probe.in_features == 48
     assert sum(isinstance(layer, torch.nn.Linear) for layer in m.projector) == 3
     m0 = SimCLRv2(narrow(), data=DataInfo(num_classes=3), probe_from_projector_layer=0).eval()
     assert m0(x).shape == (4, 128)
