@@ -74,7 +74,7 @@ def test_fast_dev_run_through_cli_on_resnet18(tmp_path):
 
 # The learning recipe: the shared short run (conftest.LEARN: SimCLR's CIFAR views, 2 epochs, 62
 # steps) with LARS 0.3 and 512-512 heads (lambda 0.0051). kNN top-1 gains (best - random init) over
-# seeds 0-3 on the shared 2-core machine (~100 s alone, ~280 s beside 3-4 other runs):
+# seeds 0-3 on the shared 2-core machine (~35 s when quiet, ~280 s beside 3-4 other runs):
 #   +16.8 (22.2 -> 39.0), +6.8, +21.2, +15.2
 BARLOW_TWINS_LEARN = [
     "optimizer=lars",

@@ -75,7 +75,7 @@ def test_fast_dev_run_through_cli_on_resnet18(tmp_path):
 
 # The learning recipe: the shared short run (conftest.LEARN: SimCLR's CIFAR views, 2 epochs, 62
 # steps) with LARS 0.3 and 512-512 heads (coefficients 25 / 25 / 1). kNN top-1 gains (best - random
-# init) over seeds 0-3 on the shared 2-core machine (~90 s alone, ~280 s beside 3-4 other runs):
+# init) over seeds 0-3 on the shared 2-core machine (~35 s when quiet, ~280 s beside 3-4 others):
 #   +32.6 (22.2 -> 54.8), +21.2, +36.6, +30.8
 VICREG_LEARN = [
     "optimizer=lars",

@@ -1608,3 +1608,12 @@ SOURCES["vicreg_cifar10"] = {
         **_solo_run(),
     },
 }
+
+for _m, _script, _views in (
+    ("barlow_twins", "barlow", " + augmentations/asymmetric.yaml"),
+    ("vicreg", "vicreg", " (with its inline augmentations)"),
+):
+    SOURCES[f"{_m}_cifar100"] = {
+        "cite": f"{SOLO}/{_script}.yaml (data.dataset: cifar100){_views}",
+        "values": dict(SOURCES[f"{_m}_cifar10"]["values"]),
+    }
