@@ -1,7 +1,9 @@
 """Gradient parity under DDP (issue: sweeps and scale-out): for each loss that talks across ranks -
 MoCo's InfoNCE with its queue (keys gathered into the queue), SwAV's Sinkhorn (all-reduced
 marginals) and InstDisc's and CMC's memory banks (gathered row updates, an all-reduced Z), CMC's
-in-batch cross-view loss (candidates gathered with gradients) - the parameter gradients of 2 CPU
+in-batch cross-view loss (candidates gathered with gradients), Barlow Twins' cross-correlation
+(global standardisation, all-reduced matrix) and VICReg's variance and covariance (embeddings
+gathered with gradients) - the parameter gradients of 2 CPU
 processes with batch B each, averaged as DDP averages them, equal those of 1 process with batch 2B
 on the same samples. Two steps each, so what the first step wrote into the queue / bank is part of
 the second step's loss.
@@ -72,6 +74,15 @@ def _build(name):
             bank_size=3 * N,
             data=DataInfo(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
         )
+    if name == "barlow_twins":
+        from ssl_bench.methods.barlow_twins import BarlowTwins
+
+        # float64: the standardisation over the batch amplifies float32 round-off past the tolerance
+        return BarlowTwins(Tiny(), proj_hidden_dim=16, proj_output_dim=8, lambd=0.1).double()
+    if name == "vicreg":
+        from ssl_bench.methods.vicreg import VICReg
+
+        return VICReg(Tiny(), proj_hidden_dim=16, proj_output_dim=8).double()
     from ssl_bench.methods.instdisc import InstDisc
 
     return InstDisc(Tiny(), temperature=0.1, proj_output_dim=8, num_negatives=5, bank_size=3 * N)
@@ -106,7 +117,8 @@ def _train(name, rank=0, world=1):
         sl = slice(rank * n, (rank + 1) * n)
         torch.manual_seed(100)  # the same global RNG on every rank (negatives of InstDisc)
         model.zero_grad()
-        out = model.training_loss([v[sl] for v in views], labels[sl], index[sl])
+        dtype = next(model.parameters()).dtype
+        out = model.training_loss([v[sl].to(dtype) for v in views], labels[sl], index[sl])
         out["loss"].backward()
         g = {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
         if world > 1:
@@ -128,7 +140,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-NAMES = ["moco_v2", "swav", "instdisc", "cmc_bank", "cmc_batch"]
+NAMES = ["moco_v2", "swav", "instdisc", "cmc_bank", "cmc_batch", "barlow_twins", "vicreg"]
 
 
 def _worker(rank, world, port, out):

@@ -10,7 +10,9 @@ Each function names its paper and equation and follows its formula. By family:
 * `nce`: noise-contrastive estimation against a memory bank (InstDisc, with its normaliser Z; CMC's
   cross-view form);
 * `mi`: lower bounds on mutual information (JSD, DV, InfoNCE), AMDIM's and DIM's objectives built on
-  them.
+  them;
+* `redundancy`: statistics of the batch of embeddings, Barlow Twins' cross-correlation and VICReg's
+  variance / invariance / covariance terms.
 
 Import from the family module (`from ssl_bench.losses.contrastive import nt_xent`); tests/losses/
 checks each loss against a literal transcription of its formula.

@@ -36,3 +36,19 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     out = [torch.empty_like(x) for _ in range(size)]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out, dim=0)
+
+
+def all_reduce_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """The sum of `x` over every rank, keeping the autograd graph.
+
+    torch.distributed.nn's all_reduce sums the incoming gradients across ranks in backward: when
+    every rank computes the same loss from the summed tensor, each rank gets world_size x the
+    gradient of that loss for its own summand, and DDP's gradient averaging divides it back to the
+    single-process gradient of the loss over the global batch (Barlow Twins' cross-correlation).
+    """
+    rank, size = world()
+    if size == 1:
+        return x
+    from torch.distributed import nn as dist_nn
+
+    return dist_nn.functional.all_reduce(x)

@@ -1440,3 +1440,180 @@ SOURCES["cpc_v2"] = {
         "trainer.max_epochs": OWN_EPOCHS,
     },
 }
+
+
+# ---- redundancy reduction: Barlow Twins and VICReg ----------------------------------------------
+def _official_byol_views() -> dict:
+    # barlowtwins main.py Transform / vicreg augmentations.py TrainTransform: RandomResizedCrop(224)
+    # (scale (0.08, 1), ratio (3/4, 4/3): torchvision's defaults), flip 0.5, ColorJitter(0.4, 0.4,
+    # 0.2, 0.1) p 0.8, grayscale 0.2, GaussianBlur p 1.0 / 0.1 (sigma uniform in [0.1, 2.0]),
+    # Solarization p 0.0 / 0.2
+    common = dict(
+        num_crops=1,
+        crop_size=224,
+        scale=(0.08, 1.0),
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.2,
+        hue=0.1,
+        grayscale=0.2,
+    )
+    return {
+        **view(0, **common, blur_prob=1.0, solarize=0.0),
+        **view(1, **common, blur_prob=0.1, solarize=0.2),
+    }
+
+
+def _official_lars(lr: float) -> dict:
+    # main.py (both repos) LARS(..., weight_decay=1e-6 (--weight-decay / --wd), momentum=0.9,
+    # eta=0.001) with weight_decay_filter and lars_adaptation_filter on 1-D parameters (p.ndim ==
+    # 1); trust ratio eta ||w|| / ||g + wd w||, no epsilon, no clipping; adjust_learning_rate: lr x
+    # batch_size / 256
+    return {
+        "optimizer.name": "lars",
+        "optimizer.lr": lr,
+        "optimizer.scale_lr": True,
+        "optimizer.weight_decay": 1.0e-6,
+        "optimizer.momentum": 0.9,
+        "optimizer.nesterov": False,
+        "optimizer.eta": 1.0e-3,
+        "optimizer.eps": NotInSource("the official LARS divides by ||g + wd w|| with no epsilon"),
+        "optimizer.clip_lr": False,
+        "optimizer.betas": None,
+        "optimizer.exclude_bias_n_norm": True,
+    }
+
+
+def _official_warmup_cosine() -> dict:
+    # adjust_learning_rate (both repos): warmup_steps = 10 * len(loader), lr = base_lr * step /
+    # warmup_steps, then base_lr * q + end_lr * (1 - q) with end_lr = base_lr * 0.001: a floor
+    # relative to the peak, which ssl_bench's absolute min_lr cannot hold: left out here, stated as
+    # the recipes' departure
+    values = _warmup_from_zero_cosine(10)
+    del values["scheduler.min_lr"]
+    return values
+
+
+BARLOW = "facebookresearch/barlowtwins@8e8d284"
+SOURCES["barlow_twins"] = {
+    "cite": f"Zbontar et al. 2021 (Barlow Twins), official code {BARLOW} main.py argument defaults "
+    "+ Transform",
+    "values": {
+        # main.py: --projector 8192-8192-8192 (Linear-BN-ReLU twice, then Linear), --lambd 0.0051;
+        # forward: loss = on_diag + lambd * off_diag (no scale); projector(backbone(y1)),
+        # projector(backbone(y2))
+        "method.proj_hidden_dim": 8192,
+        "method.proj_output_dim": 8192,
+        "method.proj_layers": 3,
+        "method.lambd": 0.0051,
+        "method.scale_loss": 1.0,
+        "method.bn_stats": "per_view",
+        # --learning-rate-weights 0.2 (--learning-rate-biases 0.0048 has no key here),
+        # --weight-decay 1e-6
+        **_official_lars(0.2),
+        **_official_warmup_cosine(),
+        **_official_byol_views(),
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
+    },
+}
+
+VICREG = "facebookresearch/vicreg@4e12602"
+SOURCES["vicreg"] = {
+    "cite": f"Bardes et al. 2022 (VICReg), official code {VICREG} main_vicreg.py argument defaults "
+    "+ README.md 1000-epoch command + augmentations.py",
+    "values": {
+        # main_vicreg.py: --mlp 8192-8192-8192 (Projector: Linear-BN-ReLU twice, then Linear),
+        # --sim-coeff 25, --std-coeff 25 on std_loss = mean(relu(1 - std_x)) / 2 + mean(relu(1 -
+        # std_y)) / 2, i.e. 12.5 on the paper's sum v(Z) + v(Z'); --cov-coeff 1;
+        # torch.sqrt(x.var(dim=0) + 0.0001), relu(1 - std)
+        "method.proj_hidden_dim": 8192,
+        "method.proj_output_dim": 8192,
+        "method.proj_layers": 3,
+        "method.sim_loss_weight": 25.0,
+        "method.var_loss_weight": 12.5,
+        "method.cov_loss_weight": 1.0,
+        "method.gamma": 1.0,
+        "method.eps": 1.0e-4,
+        # forward: self.projector(self.backbone(x)), self.projector(self.backbone(y))
+        "method.bn_stats": "per_view",
+        # README: --base-lr 0.2 (--batch-size 2048, --epochs 1000); --wd 1e-6
+        **_official_lars(0.2),
+        **_official_warmup_cosine(),
+        **_official_byol_views(),
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
+    },
+}
+
+SOURCES["barlow_twins_cifar10"] = {
+    "cite": f"{SOLO}/barlow.yaml + augmentations/asymmetric.yaml",
+    "values": {
+        # barlow.yaml method_kwargs: proj_hidden_dim 2048, proj_output_dim 2048, scale_loss 0.1;
+        # lamb unset: solo/methods/barlow_twins.py add_and_assert_specific_cfg default 0.0051;
+        # projector Linear-BN-ReLU, Linear-BN-ReLU, Linear
+        "method.proj_hidden_dim": 2048,
+        "method.proj_output_dim": 2048,
+        "method.proj_layers": 3,
+        "method.lambd": 0.0051,
+        "method.scale_loss": 0.1,
+        "method.bn_stats": "per_view",
+        # optimizer: lars, lr 0.3, weight_decay 1e-4, kwargs clip_lr True, eta 0.02,
+        # exclude_bias_n_norm True
+        **_solo_lars(lr=0.3, weight_decay=1.0e-4),
+        **_solo_warmup_cosine(),
+        **_solo_asymmetric(),
+        **_solo_run(),
+    },
+}
+
+SOURCES["vicreg_cifar10"] = {
+    "cite": f"{SOLO}/vicreg.yaml (with its inline augmentations)",
+    "values": {
+        # vicreg.yaml method_kwargs: proj_hidden_dim 2048, proj_output_dim 2048, sim / var / cov
+        # loss weights 25 / 25 / 1; solo/losses/vicreg.py variance_loss: eps 1e-4, relu(1 - std),
+        # both views summed; solo/methods/vicreg.py projector Linear-BN-ReLU, Linear-BN-ReLU, Linear
+        "method.proj_hidden_dim": 2048,
+        "method.proj_output_dim": 2048,
+        "method.proj_layers": 3,
+        "method.sim_loss_weight": 25.0,
+        "method.var_loss_weight": 25.0,
+        "method.cov_loss_weight": 1.0,
+        "method.gamma": 1.0,
+        "method.eps": 1.0e-4,
+        "method.bn_stats": "per_view",
+        # optimizer: lars, lr 0.3, weight_decay 1e-4, kwargs clip_lr True, eta 0.02,
+        # exclude_bias_n_norm True
+        **_solo_lars(lr=0.3, weight_decay=1.0e-4),
+        **_solo_warmup_cosine(),
+        # augmentations (inline): rrc (0.2, 1.0), colour jitter 0.4 / 0.4 / 0.2 / 0.1 p 0.8,
+        # grayscale 0.2, gaussian_blur enabled False (prob 0), solarization 0.1, horizontal_flip
+        # 0.5, crop_size 32, 2 crops
+        **view(
+            0,
+            num_crops=2,
+            crop_size=32,
+            scale=(0.2, 1.0),
+            brightness=0.4,
+            contrast=0.4,
+            saturation=0.2,
+            hue=0.1,
+            grayscale=0.2,
+            blur_prob=0.0,
+            blur_kernel_size=PIL_KERNEL,
+            solarize=0.1,
+        ),
+        **_solo_run(),
+    },
+}
+
+for _m, _script, _views in (
+    ("barlow_twins", "barlow", " + augmentations/asymmetric.yaml"),
+    ("vicreg", "vicreg", " (with its inline augmentations)"),
+):
+    SOURCES[f"{_m}_cifar100"] = {
+        "cite": f"{SOLO}/{_script}.yaml (data.dataset: cifar100){_views}",
+        "values": dict(SOURCES[f"{_m}_cifar10"]["values"]),
+    }
