@@ -50,8 +50,11 @@ def _aliases(*names: str) -> dict:
 # ---- the groups ------------------------------------------------------------------------------
 @dataclass
 class OnlineEvalSchema:
-    """online_eval: the online probe and kNN (SSLMethod arguments) and the random-init baseline."""
+    """online_eval: the online probe and kNN and the random-init baseline (the arguments of
+    ssl_bench.eval.online.OnlineEval); null drops the online evaluation."""
 
+    probe: bool = True
+    knn: bool = True
     probe_lr: float = 0.1
     knn_k: int = 200
     knn_t: float = 0.1
@@ -196,7 +199,7 @@ class RunSchema:
     optimizer: OptimizerSchema
     scheduler: SchedulerSchema
     augmentation: AugmentationSchema
-    online_eval: OnlineEvalSchema = field(default_factory=OnlineEvalSchema)
+    online_eval: OnlineEvalSchema | None = field(default_factory=OnlineEvalSchema)
     logger: LoggerSchema | None = None
     callbacks: dict[str, Any] | None = None
     recipe: RecipeSchema | None = None
