@@ -309,7 +309,7 @@ BAD_VALUES = [
     ),
     ("+logger.wandb=1", "logger.wandb", "expected a mapping or null"),
     ("+recipe.sources=x", "recipe.sources", "did you mean recipe.source?"),
-    ("+online_eval.knn_kk=3", "online_eval.knn_kk", "online_eval.knn_k?"),
+    ("+online_eval.knn_kk=3", "online_eval.knn_kk", "did you mean online_eval.knn_k"),
     ("+callbacks.throughput.every_n_step=3", "callbacks.throughput.every_n_step", "every_n_steps?"),
     ("+data.palette=grey", "data.palette", "go under data.options"),
     ("+data.options.pallete=grey", "data.options.pallete", "did you mean data.options.palette?"),
