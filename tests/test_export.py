@@ -67,6 +67,15 @@ def test_lone_checkpoint_loads_the_trained_weights(run_dir, tmp_path):
     untrained.load_state_dict({k[9:]: v for k, v in sd.items() if k.startswith("backbone.")})
     assert torch.equal(backbone(x), untrained(x))
     assert torch.equal(ssl_bench.load_backbone(run_dir)(x), backbone(x))  # the run dir: the same
+    from ssl_bench.errors import ConfigError
+    from ssl_bench.methods.byol import BYOL
+    from ssl_bench.methods.simclr import SimCLR
+
+    # Lightning's classmethod works too (it used to fail: "missing 'backbone'")
+    same = SimCLR.load_from_checkpoint(lone)
+    assert all(torch.equal(v, sd[k]) for k, v in same.state_dict().items())
+    with pytest.raises(ConfigError, match="holds a SimCLR, not a BYOL"):
+        BYOL.load_from_checkpoint(lone)
 
 
 @torch.no_grad()

@@ -369,6 +369,24 @@ class SSLMethod(pl.LightningModule):
         # stream
         checkpoint["ssl_bench"] = {"knn_init": self.knn_init, "rng": _rng_states()}
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, **kwargs):
+        """The trained method of a `.ckpt` or run dir (ssl_bench.load_method: rebuilt from the
+        record the checkpoint holds, weights loaded strictly, eval mode, CPU; `map_location` and
+        Lightning's hparams overrides do not apply). Lightning's own version cannot rebuild an
+        ssl_bench method: the backbone is a constructor argument, not a hyperparameter."""
+        from ssl_bench.errors import ConfigError
+        from ssl_bench.loading import load_method
+
+        model = load_method(checkpoint_path)
+        if not isinstance(model, cls):
+            raise ConfigError(
+                "checkpoint",
+                f"'{checkpoint_path}' holds a {type(model).__name__}, not a {cls.__name__}.",
+                f"use {type(model).__name__}.load_from_checkpoint or ssl_bench.load_method.",
+            )
+        return model
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.restore_run_state(checkpoint, rng=True)
 
