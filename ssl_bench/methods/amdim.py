@@ -107,7 +107,7 @@ class AMDIM(SSLMethod):
         terms = {k: v.detach() for k, v in out.items()}
         return {
             "loss": loss,
-            "feats": torch.cat([f_a, f_b]),
+            "representation": torch.cat([f_a, f_b]),
             "z_std": embedding_std(torch.cat(r1)),
             **terms,
         }

@@ -68,7 +68,7 @@ class BarlowTwins(SSLMethod):
         loss, terms = barlow_twins_loss(z1, z2, self.lambd, self.scale_loss, return_terms=True)
         return {
             "loss": loss,
-            "feats": torch.cat(feats),
+            "representation": torch.cat(feats),
             "z_std": embedding_std(torch.cat([z1, z2])),
             **terms,
         }

@@ -3,8 +3,9 @@
 It owns the backbone, the online evaluation (`self.online_eval`, an OnlineEval of
 ssl_bench.eval.online: linear probe on detached features and weighted kNN, or None when the run
 drops it), optimizer and schedule building and the logging. A method adds its heads in `__init__`
-and implements `training_loss(views, labels, index)`, returning a dict with `loss`, `feats`
-(backbone features of the large crops, for the probe) and any loss terms to log. A method with
+and implements `training_loss(views, labels, index)`, returning a dict with `loss`,
+`representation` (what `forward` gives, here for the large crops of the batch: the online probe
+trains on it, detached) and any loss terms to log. A method with
 momentum (EMA) targets declares them in `self.momentum_targets` (nn/ema.py); they are updated here
 after every real optimizer step, and their tau is logged as `train/tau`.
 
@@ -202,7 +203,7 @@ class SSLMethod(pl.LightningModule):
         views, labels, index = batch
         out = self.training_loss(views, labels, index)
         loss = out.pop("loss")
-        feats = out.pop("feats")
+        representation = out.pop("representation")
         step = {
             "loss_terms": {k: v.detach() for k, v in {"loss": loss, **out}.items()},
             "loss_step": self.global_step,
@@ -221,7 +222,9 @@ class SSLMethod(pl.LightningModule):
         self._bad_steps = 0
         total = loss
         probe_loss = (
-            None if self.online_eval is None else self.online_eval.probe_loss(feats, labels)
+            None
+            if self.online_eval is None
+            else self.online_eval.probe_loss(representation, labels)
         )
         if probe_loss is not None:
             total = loss + probe_loss

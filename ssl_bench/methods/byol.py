@@ -76,4 +76,8 @@ class BYOL(SSLMethod):
         # the paper's symmetrised loss: the SUM of both directions, each 2 - 2 cos averaged over the
         # batch
         loss = byol_loss(p1, t2) + byol_loss(p2, t1)
-        return {"loss": loss, "feats": torch.cat(feats), "z_std": embedding_std(torch.cat(z))}
+        return {
+            "loss": loss,
+            "representation": torch.cat(feats),
+            "z_std": embedding_std(torch.cat(z)),
+        }

@@ -157,7 +157,7 @@ class CMC(SSLMethod):
 
     def training_loss(self, views, labels, index):
         feats, f = self.embed(views)  # per view: N x F_v, N x D
-        out = {"feats": torch.cat(feats, dim=1), "z_std": embedding_std(f[0])}
+        out = {"representation": torch.cat(feats, dim=1), "z_std": embedding_std(f[0])}
         if self.negatives == "batch":
             out["loss"] = cross_view_batch_loss(f, self.temperature, self.pairs)
             return out

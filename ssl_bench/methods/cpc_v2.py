@@ -218,7 +218,7 @@ class CPCv2(SSLMethod):
         z_flat = z.permute(0, 2, 3, 1).reshape(-1, D)
         return {
             "loss": loss,
-            "feats": feats,
+            "representation": feats,
             "z_std": embedding_std(z_flat),
             "cpc_acc": 100.0 * torch.cat(correct).float().mean(),
         }

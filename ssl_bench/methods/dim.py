@@ -154,7 +154,7 @@ class DIM(SSLMethod):
         out = dim_loss(
             self.estimator, local_scores, global_scores, prior, self.alpha, self.beta, self.gamma
         )
-        return {**out, "feats": pooled, "z_std": embedding_std(g)}
+        return {**out, "representation": pooled, "z_std": embedding_std(g)}
 
     def prior_losses(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(encoder's non-saturating loss -log D(q), discriminator's loss -log D(v) - log(1 - D(q)))

@@ -109,4 +109,4 @@ class InstDisc(SSLMethod):
             positive_mask=seen,
         )
         self.memory.write(index, [f])  # only the batch's rows move
-        return {"loss": loss, "feats": feats, "z_std": embedding_std(f), **terms}
+        return {"loss": loss, "representation": feats, "z_std": embedding_std(f), **terms}

@@ -123,4 +123,9 @@ class MoCo(SSLMethod):
             (k,) = self.encode_keys(views[1:2])  # keys: N x D
             loss, terms = info_nce(q, k, negatives, self.temperature, return_terms=True)
         self.queue.enqueue(F.normalize(k.float(), dim=1))  # newest keys replace the oldest
-        return {"loss": loss, "feats": torch.cat(feats), "z_std": embedding_std(q), **terms}
+        return {
+            "loss": loss,
+            "representation": torch.cat(feats),
+            "z_std": embedding_std(q),
+            **terms,
+        }

@@ -59,6 +59,6 @@ class SimCLR(SSLMethod):
         loss = nt_xent(z1, z2, self.temperature)
         return {
             "loss": loss,
-            "feats": torch.cat(feats),
+            "representation": torch.cat(feats),
             "z_std": embedding_std(torch.cat([z1, z2])),
         }

@@ -124,7 +124,7 @@ class SimCLRv2(SSLMethod):
         if not self.use_memory:
             return {
                 "loss": nt_xent(z1, z2, self.temperature),
-                "feats": h,
+                "representation": h,
                 "z_std": embedding_std(z),
             }
         # MoCo-style memory: keys of the other view from the momentum encoder, negatives from the
@@ -139,4 +139,9 @@ class SimCLRv2(SSLMethod):
         loss21, t21 = info_nce(z2, k1, negatives, self.temperature, return_terms=True)
         self.queue.enqueue(F.normalize(k.float(), dim=1))
         terms = {name: (t12[name] + t21[name]) / 2 for name in t12}
-        return {"loss": (loss12 + loss21) / 2, "feats": h, "z_std": embedding_std(z), **terms}
+        return {
+            "loss": (loss12 + loss21) / 2,
+            "representation": h,
+            "z_std": embedding_std(z),
+            **terms,
+        }

@@ -75,7 +75,11 @@ class SimSiam(SSLMethod):
         # the stop-gradient of the paper
         z1, z2 = (t.detach() if self.stop_gradient else t for t in z)
         loss = 0.5 * negative_cosine(p1, z2) + 0.5 * negative_cosine(p2, z1)
-        return {"loss": loss, "feats": torch.cat(feats), "z_std": embedding_std(torch.cat(z))}
+        return {
+            "loss": loss,
+            "representation": torch.cat(feats),
+            "z_std": embedding_std(torch.cat(z)),
+        }
 
     def parameter_groups(self, exclude_bias_and_norm: bool) -> list[dict]:
         groups = super().parameter_groups(exclude_bias_and_norm)

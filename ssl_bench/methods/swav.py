@@ -122,7 +122,7 @@ class SwAV(SSLMethod):
         self.enqueue(z[: large * n].detach())
         return {
             "loss": loss,
-            "feats": torch.cat(feats[:large]),
+            "representation": torch.cat(feats[:large]),
             "z_std": embedding_std(z[: large * n]),
         }
 

@@ -88,7 +88,7 @@ class VICReg(SSLMethod):
         )
         return {
             "loss": loss,
-            "feats": torch.cat(feats),
+            "representation": torch.cat(feats),
             "z_std": embedding_std(torch.cat([z1, z2])),
             **terms,
         }

@@ -41,7 +41,7 @@ def test_thirty_steps_on_a_fixed_batch_lower_the_loss():
     losses, out = train_fixed_batch(m, views, steps=30, lr=0.01)
     assert {"nce_1t5", "nce_1t7", "nce_5t5", "score_penalty"} <= set(out)
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
-    assert out["feats"].shape == (32, 128) and out["z_std"] > 0
+    assert out["representation"].shape == (32, 128) and out["z_std"] > 0
 
 
 def amdim_by_hand(m, views, joint):

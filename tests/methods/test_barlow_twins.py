@@ -44,7 +44,7 @@ def test_training_loss_is_the_loss_of_the_two_views_projections():
     ref = barlow_twins_loss(z1, z2, 0.02, 0.1)
     assert torch.allclose(out["loss"], ref, atol=1e-5)
     assert torch.allclose(out["loss"], 0.1 * (out["on_diag"] + 0.02 * out["off_diag"]), atol=1e-5)
-    assert out["feats"].shape == (16, m.feat_dim)
+    assert out["representation"].shape == (16, m.feat_dim)
 
 
 def test_thirty_steps_lower_the_loss():

@@ -101,7 +101,10 @@ def test_bank_rows_move_only_at_the_batch_indices():
     before = [b.bank.clone() for b in m.banks]
     index = torch.tensor([2, 5, 9, 11])
     out = m.training_loss([torch.randn(4, 3, 16, 16)], torch.zeros(4, dtype=torch.long), index)
-    assert {"loss", "feats", "z_std"} == set(out) and out["feats"].shape == (4, 192)
+    assert {"loss", "representation", "z_std"} == set(out) and out["representation"].shape == (
+        4,
+        192,
+    )
     for bank, old in zip(m.banks, before):
         changed = (bank.bank != old).any(dim=1).nonzero().flatten()
         assert changed.tolist() == index.tolist()

@@ -345,8 +345,8 @@ def test_forty_steps_on_a_fixed_batch_lower_the_loss():
     )
     x = (make_synthetic(12, 10, 32, seed=0)[0].float() / 255 - 0.5) / 0.25
     losses, out = train_fixed_batch(m, [x], steps=40, lr=0.3)
-    assert {"loss", "feats", "z_std", "cpc_acc"} == set(out)
-    assert out["feats"].shape == (12, 64)
+    assert {"loss", "representation", "z_std", "cpc_acc"} == set(out)
+    assert out["representation"].shape == (12, 64)
     assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, losses
 
 

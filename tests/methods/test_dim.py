@@ -86,7 +86,7 @@ def test_thirty_steps_on_a_fixed_batch_lower_the_loss(estimator):
     losses, out = train_fixed_batch(m, views, steps=30, lr=0.01)
     assert {"local_mi", "global_mi", "prior_encoder", "prior_disc"} <= set(out)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1 * abs(sum(losses[:5]) / 5), losses
-    assert out["feats"].shape == (16, 128) and out["z_std"] > 0
+    assert out["representation"].shape == (16, 128) and out["z_std"] > 0
 
 
 def test_prior_discriminator_and_encoder_get_only_their_own_gradients():

@@ -17,7 +17,7 @@ def test_training_writes_first_visits_and_freezes_z_once_every_row_is_written():
     x = torch.randn(4, 3, 16, 16)
     out = m.training_loss([x], torch.zeros(4, dtype=torch.long), a)
     # logged as train/<name>
-    assert {"loss", "feats", "z_std", "nce_pos", "nce_neg", "pos_sim"} == set(out)
+    assert {"loss", "representation", "z_std", "nce_pos", "nce_neg", "pos_sim"} == set(out)
     assert out["nce_pos"] == 0 and out["pos_sim"] == 0  # no row held a feature yet: no positives
     changed = (m.bank.bank != before).any(dim=1).nonzero().flatten()
     assert (
@@ -25,7 +25,7 @@ def test_training_writes_first_visits_and_freezes_z_once_every_row_is_written():
     )
     # a first visit stores the feature itself, not a mix with the random init
     with torch.no_grad():
-        f = F.normalize(m.head(out["feats"]), dim=1)
+        f = F.normalize(m.head(out["representation"]), dim=1)
     assert torch.allclose(m.bank.bank[a], f, atol=1e-5)
     z1 = m.nce_z.item()
     assert z1 > 0

@@ -41,9 +41,9 @@ def test_keys_are_enqueued_and_the_queue_wraps():
     assert int(m.queue.ptr) == 24 % 20
     sym = MoCo(narrow(), queue_size=20, symmetric=True, bn_splits=2)
     out = sym.training_loss(views, torch.zeros(8, dtype=torch.long), torch.arange(8))
-    assert int(sym.queue.ptr) == 16 and out["feats"].shape[0] == 16
+    assert int(sym.queue.ptr) == 16 and out["representation"].shape[0] == 16
     # logged as train/<name>
-    assert {"loss", "feats", "z_std", "pos_sim", "neg_sim", "acc"} == set(out)
+    assert {"loss", "representation", "z_std", "pos_sim", "neg_sim", "acc"} == set(out)
 
 
 def test_queries_use_the_same_bn_splits_as_the_keys():
@@ -68,7 +68,7 @@ def test_queries_use_the_same_bn_splits_as_the_keys():
         if mode == "joint":  # back in view order: a1, b1, a2, b2
             feats = [f.chunk(2)[i] for i in (0, 1) for f in feats]
         expected = torch.cat(feats)
-        assert torch.allclose(out["feats"], expected, atol=1e-5), (symmetric, mode)
+        assert torch.allclose(out["representation"], expected, atol=1e-5), (symmetric, mode)
         # v1 head: fc + BN
         assert sum(isinstance(layer, torch.nn.BatchNorm1d) for layer in m.projector) == 1
 

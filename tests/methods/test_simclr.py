@@ -35,7 +35,7 @@ def test_thirty_steps_on_a_fixed_batch_lower_the_loss():
         opt.step()
         losses.append(out["loss"].item())
     assert losses[-1] < 0.7 * losses[0], losses
-    assert out["feats"].shape == (32, 128) and 0 < out["z_std"] < 1
+    assert out["representation"].shape == (32, 128) and 0 < out["z_std"] < 1
 
 
 def test_temperature_must_be_positive():

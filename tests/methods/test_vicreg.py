@@ -45,7 +45,7 @@ def test_training_loss_is_the_loss_of_the_two_views_projections():
     assert torch.allclose(out["loss"], vicreg_loss(z1, z2, 2.0, 3.0, 0.5), atol=1e-5)
     total = 2.0 * out["invariance"] + 3.0 * out["variance"] + 0.5 * out["covariance"]
     assert torch.allclose(out["loss"], total, atol=1e-5)
-    assert out["feats"].shape == (16, m.feat_dim)
+    assert out["representation"].shape == (16, m.feat_dim)
 
 
 def test_thirty_steps_lower_the_loss():
