@@ -3,12 +3,12 @@
 Each invocation of `python -m ssl_bench.eval` leaves:
 
 * one entry appended to the list `evals` of the run's results.json (see eval_entry): mode, time
-  (when it started, UTC), settings (the resolved eval config without paths, plus the run-config overrides), the headline
-  metrics, the checkpoint (path, Lightning's epoch and global_step), how a list of values was chosen
-  (`selection`), the W&B keys, and the file below. The read-modify-write holds an exclusive lock on
-  <run dir>/.results.json.lock (fcntl.flock), so evaluations of one run running at once keep every
-  entry, and results.json is replaced atomically (temp file + fsync + os.replace), so a crash never
-  leaves it truncated. A run without results.json (its training did not finish) gets no entry: the
+  (when it started, UTC), settings (the resolved eval config without paths, plus the run-config
+  overrides), the headline metrics, the checkpoint (path, Lightning's epoch and global_step), how a
+  list of values was chosen (`selection`), the W&B keys, and the file below. The read-modify-write
+  holds an exclusive lock on <run dir>/.results.json.lock (fcntl.flock), so evaluations of one run
+  running at once keep every entry, and results.json is replaced atomically (temp file + fsync +
+  os.replace), so a crash never leaves it truncated. A run without results.json (its training did not finish) gets no entry: the
   files below still hold the eval.
 * `<out>/evals/<time>_<mode>.json`: everything the evaluation returns, one file per invocation,
   never overwritten (out= defaults to the run dir).
@@ -93,9 +93,9 @@ def settings_tag(mode: str, settings: dict[str, Any]) -> str:
 
 def checkpoint_info(ckpt: Path) -> dict[str, Any]:
     """The checkpoint an eval read: its path and Lightning's counters in it (None when the file has
-    none, e.g. a bare state dict): `global_step`, the optimizer steps taken, and `epoch`, Lightning's
-    current_epoch when it saved (counted from 0: the checkpoint written at the end of the first
-    epoch says 0). Memory-mapped, so the weights are not read a second time."""
+    none, e.g. a bare state dict): `global_step`, the optimizer steps taken, and `epoch`,
+    Lightning's current_epoch when it saved (counted from 0: the checkpoint written at the end of
+    the first epoch says 0). Memory-mapped, so the weights are not read a second time."""
     import torch
 
     info: dict[str, Any] = {"path": str(ckpt), "epoch": None, "global_step": None}
