@@ -8,8 +8,8 @@ Each invocation of `python -m ssl_bench.eval` leaves:
   list of values was chosen (`selection`), the W&B keys, and the file below. The read-modify-write
   holds an exclusive lock on <run dir>/.results.json.lock (fcntl.flock), so evaluations of one run
   running at once keep every entry, and results.json is replaced atomically (temp file + fsync +
-  os.replace), so a crash never leaves it truncated. A run without results.json (its training did not finish) gets no entry: the
-  files below still hold the eval.
+  os.replace), so a crash never leaves it truncated. A run without results.json (its training did
+  not finish) gets no entry: the files below still hold the eval.
 * `<out>/evals/<time>_<mode>.json`: everything the evaluation returns, one file per invocation,
   never overwritten (out= defaults to the run dir).
 * `<out>/eval_<mode>.json`: a copy of the newest one of each mode, as before, for scripts that read
