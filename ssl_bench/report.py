@@ -172,20 +172,31 @@ def _log_error(run: Path) -> str | None:
 
 
 def _offline_eval(run: Path, res: dict, mode: str) -> dict | None:
-    """The newest offline eval of `mode`: the last such entry of results.json's "evals" list (each a
-    dict with at least mode, top1, settings; entries are appended, so the last is the newest), else
-    <run>/eval_<mode>.json (its top1, as ssl_bench.eval writes it)."""
+    """The newest offline eval of `mode`, as {top1, top5, settings, time, count}: the last such
+    entry of results.json's `evals` list (ssl_bench.eval appends one per invocation, so the last is
+    the newest; its numbers under `metrics`), else <run>/eval_<mode>.json (runs evaluated before
+    that list existed). `count`: how many evals of the mode the run has."""
     evals = res.get("evals")
+    found = []
     if isinstance(evals, list):
-        for entry in reversed(evals):
-            if (
-                isinstance(entry, dict)
-                and entry.get("mode") == mode
-                and entry.get("top1") is not None
-            ):
-                return entry
+        for entry in evals:
+            metrics = entry.get("metrics") if isinstance(entry, dict) else None
+            if entry.get("mode") == mode and isinstance(metrics, dict) and "top1" in metrics:
+                found.append(entry)
+    if found:
+        newest = found[-1]
+        return {
+            "top1": newest["metrics"].get("top1"),
+            "top5": newest["metrics"].get("top5"),
+            "settings": newest.get("settings"),
+            "time": newest.get("time"),
+            "count": len(found),
+        }
     single = _read_json(run / f"eval_{mode}.json")
-    return single if single and single.get("top1") is not None else None
+    if not single or single.get("top1") is None:
+        return None
+    keys = ("top1", "top5", "settings", "time")
+    return {**{k: single.get(k) for k in keys}, "count": 1}
 
 
 def _status(run: Path, res: dict | None, curve: list) -> tuple[str, str | None]:
@@ -245,6 +256,8 @@ def read_run(run: Path, root: Path | None = None) -> dict[str, Any]:
         "linear_top1": linear.get("top1"),
         "linear_top5": linear.get("top5"),
         "linear_settings": linear.get("settings"),
+        "linear_time": linear.get("time"),
+        "linear_evals": linear.get("count", 0),
         "knn_eval_top1": knn_eval.get("top1"),
         "wall_time_s": res.get("wall_time_s"),
         "images_per_sec": res.get("images_per_sec"),
@@ -490,6 +503,17 @@ def _notes(shown: list[dict], hidden: list[dict], by_identity: list[str]) -> lis
     if shown and not any(r["linear_top1"] is not None for r in shown):
         notes.append(
             "No offline linear eval yet (python -m ssl_bench.eval mode=linear ckpt=<run dir>)."
+        )
+    elif shown:
+        several = [r for r in shown if r["linear_evals"] > 1]
+        notes.append(
+            "linear: each run's newest offline linear eval (report.csv: its time and settings)"
+            + (
+                f"; {_names(several)} {'has' if len(several) == 1 else 'have'} several, all "
+                "listed in the run's results.json `evals`."
+                if several
+                else "."
+            )
         )
     return notes
 
@@ -778,7 +802,8 @@ def _write_csv(path: Path, shown: list[dict], columns: list[str]) -> None:
     """report.csv: one row per run shown, every metric, the differing keys and the linear
     settings."""
     fields = ["run", "path", "status", "error", *IDENTITY, "seed", "epochs", *columns]
-    fields += [*(k for k, _ in METRIC_COLS), "linear_top5", "linear_settings"]
+    fields += [*(k for k, _ in METRIC_COLS), "linear_top5", "linear_settings", "linear_time"]
+    fields += ["linear_evals"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(fields)))
         w.writeheader()

@@ -460,25 +460,40 @@ def test_a_sweep_without_finished_epochs_writes_no_curves_png_and_says_why(tmp_p
 
 
 def test_offline_linear_from_results_evals_or_eval_linear_json(tmp_path):
+    """The newest linear eval of results.json's `evals` (entries as
+    ssl_bench.eval.results.eval_entry writes them: numbers under `metrics`), else eval_linear.json;
+    the notes say which one is shown."""
     evals = [
-        {"mode": "linear", "top1": 51.0, "settings": {"lr": 0.1}},
-        {"mode": "knn", "top1": 40.0, "settings": {"k": 20}},
-        {"mode": "linear", "top1": 55.5, "top5": 90.0, "settings": {"lr": 0.3, "epochs": 100}},
+        {"mode": "linear", "time": "t1", "metrics": {"top1": 51.0}, "settings": {"lr": 0.1}},
+        {"mode": "knn", "time": "t2", "metrics": {"top1": 40.0}, "settings": {"k": 20}},
+        {
+            "mode": "linear",
+            "time": "t3",
+            "metrics": {"top1": 55.5, "top5": 90.0},
+            "settings": {"lr": 0.3, "epochs": 100},
+        },
     ]
     fake_run(tmp_path / "a", "simclr", 0, knn=30.0, results_extra={"evals": evals}, linear=10.0)
-    fake_run(tmp_path / "b", "simclr", 1, knn=31.0, linear=47.0)  # eval_linear.json only, as today
+    fake_run(tmp_path / "b", "simclr", 1, knn=31.0, linear=47.0)  # eval_linear.json only
     rep = make_report([tmp_path], out=tmp_path / "r", quiet=True)
     rows = {r["run"]: r for r in rep["rows"]}
     assert rows["a"]["linear_top1"] == 55.5 and rows["a"]["linear_settings"] == {
         "lr": 0.3,
         "epochs": 100,
     }
+    assert (rows["a"]["linear_time"], rows["a"]["linear_evals"], rows["b"]["linear_evals"]) == (
+        "t3",
+        2,
+        1,
+    )
     assert rows["a"]["knn_eval_top1"] == 40.0 and rows["b"]["linear_top1"] == 47.0
     _, table = _table(rep["text"].split("## Mean")[0])
     assert {r["run"]: r["linear"] for r in table} == {"a": "55.50", "b": "47.00"}
+    assert "newest offline linear eval" in rep["text"] and "`a` has several" in rep["text"]
     with open(tmp_path / "r" / "report.csv") as f:
         csv_rows = {r["run"]: r for r in csv.DictReader(f)}
     assert json.loads(csv_rows["a"]["linear_settings"]) == {"epochs": 100, "lr": 0.3}
+    assert (csv_rows["a"]["linear_time"], csv_rows["a"]["linear_evals"]) == ("t3", "2")
 
 
 def test_write_sweep_report_returns_paths(sweep):

@@ -8,12 +8,17 @@ ssl_bench.eval.knn.WeightedKNN), and a (k, T) grid or an lr list is decided on a
 the train split.
 
 Options and defaults: conf/eval/eval.yaml. A key that is not an eval option but a key of the run's
-own config (data.limit=500, data.test_limit=200, ...) overrides that config. Results go to
-<run dir>/eval_<mode>.json (and embed.png), and to the run's W&B run when it has one.
+own config (data.limit=500, data.test_limit=200, ...) overrides that config. Every invocation keeps
+its result: an entry (mode, settings, metrics, checkpoint, time) appended to the `evals` list of the
+run's results.json, <out>/evals/<time>_<mode>.json (out= defaults to the run dir), a copy as
+<out>/eval_<mode>.json (the newest of its mode), embed.png, and the run's W&B run when it has one
+(ssl_bench.eval.results). Linear and fine-tune show their progress with an ETA
+(ssl_bench.eval.progress).
 
 The package, by job: representation.py (rebuild the run's method, compute its representation),
 splits.py (batches of a split, held-out parts), knn.py (the kNN metric and the (k, T) choice),
-linear.py (linear protocol, fine-tuning), embed.py (2-D map), results.py (eval_<mode>.json, W&B).
+linear.py (linear protocol, fine-tuning), progress.py (their progress and ETA), embed.py (2-D map),
+results.py (where results are kept: results.json's evals, the eval files, W&B).
 """
 
 from __future__ import annotations
@@ -153,16 +158,63 @@ def _as_list(value) -> list:
 
 
 # ---- the evaluation ------------------------------------------------------------------------------
+#: the eval options each mode reads (its `settings` in results.json's `evals`); besides these every
+#: mode records seed, device, precision, eval_batch_size and the run-config overrides
+MODE_KEYS = {
+    "linear": (
+        "epochs",
+        "lr",
+        "optimizer",
+        "momentum",
+        "weight_decay",
+        "batch_size",
+        "feature_norm",
+        "cache_features",
+        "crop_scale",
+        "hflip",
+        "select_fraction",
+    ),
+    "finetune": (
+        "epochs",
+        "lr",
+        "optimizer",
+        "momentum",
+        "weight_decay",
+        "batch_size",
+        "crop_scale",
+        "hflip",
+    ),
+    "knn": ("k", "t", "grid_k", "grid_t", "select_fraction"),
+    "embed": ("k", "t", "method", "max_points", "perplexity"),
+}
+
+
+def eval_settings(cfg: DictConfig, rep, run_overrides: list[str] | None) -> dict[str, Any]:
+    """What an evaluation's numbers depend on: the mode's options (resolved: defaults filled in),
+    seed, the device, precision and feature batch actually used, and the overrides of the run's
+    config. Paths (ckpt, out) and where it logs (wandb) are not settings."""
+    opts = OmegaConf.to_container(cfg, resolve=True)
+    settings = {k: opts[k] for k in ("seed", *MODE_KEYS[cfg.mode])}
+    settings.update(
+        device=str(rep.device),
+        precision=rep.precision,
+        eval_batch_size=rep.batch_size,
+        run_overrides=list(run_overrides or []),
+    )
+    return settings
+
+
 def evaluate(
     cfg: DictConfig, run, dm, model, device, run_overrides: list[str] | None = None, log=print
 ) -> dict[str, Any]:
-    """The evaluation of a rebuilt run (see run_eval); writes eval_<mode>.json and returns its
-    content."""
+    """The evaluation of a rebuilt run (see run_eval); keeps its result (ssl_bench.eval.results:
+    an entry of results.json's `evals`, evals/<time>_<mode>.json, eval_<mode>.json, W&B) and
+    returns it."""
     from ssl_bench.eval.representation import Representation, resolve_eval_precision
-    from ssl_bench.eval.results import wandb_log, write_results
+    from ssl_bench.eval.results import checkpoint_info, now
 
     mode = cfg.mode
-    started = time.time()
+    started, t0 = now(), time.time()
     torch.manual_seed(int(cfg.seed))
     rc = run.cfg
     rep = Representation(
@@ -174,8 +226,10 @@ def evaluate(
     )
     result: dict[str, Any] = {
         "mode": mode,
+        "time": started.isoformat(timespec="seconds"),
         "run_dir": str(run.run_dir),
         "ckpt": str(run.ckpt),
+        "checkpoint": checkpoint_info(run.ckpt),
         "method": rc.method.name,
         "data": rc.data.name,
         "backbone": str(rc.backbone.tag),
@@ -190,15 +244,41 @@ def evaluate(
     result.update(res)
     result["representation"] = rep.info()
     result["eval_config"] = OmegaConf.to_container(cfg, resolve=True)
-    result["wall_time_s"] = round(time.time() - started, 2)
-    result["wandb_run_id"] = wandb_log(run, mode, summary, images, setting=cfg.wandb)
-    path = write_results(run, mode, result, cfg.out)
-    logged = (f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items())
-    log(f"{mode} eval of {run.run_dir.name}: " + ", ".join(logged) + f" -> {path}")
+    result["settings"] = eval_settings(cfg, rep, run_overrides)
+    result["wall_time_s"] = round(time.time() - t0, 2)
+    _keep(cfg, run, result, summary, images, started, log)
     return result
 
 
-#: what each mode returns: (its part of eval_<mode>.json, the W&B summary, the W&B images)
+def _keep(cfg: DictConfig, run, result: dict, summary: dict, images: dict, started, log) -> None:
+    """Log to W&B, write the eval files and append the entry to the run's results.json."""
+    from ssl_bench.eval.results import (
+        append_eval,
+        eval_entry,
+        settings_tag,
+        wandb_log,
+        write_eval_files,
+    )
+
+    mode, settings = cfg.mode, result["settings"]
+    tag = settings_tag(mode, settings)
+    wb = wandb_log(run, summary, images, setting=cfg.wandb, tag=tag, settings=settings)
+    result["wandb_run_id"] = wb["run_id"] if wb else None
+    result["wandb_keys"] = wb["keys"] if wb else []
+    path = write_eval_files(run, mode, started, result, cfg.out)
+    metrics = {k.removeprefix(f"eval/{mode}_"): v for k, v in summary.items()}
+    entry = eval_entry(result, settings, metrics, started, path, {"tag": tag, **(wb or {})})
+    kept = append_eval(run.run_dir, entry)
+    logged = (f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items())
+    log(f"{mode} eval of {run.run_dir.name}: " + ", ".join(logged) + f" -> {path}")
+    if kept is None:
+        log(
+            f"(not listed in {run.run_dir / 'results.json'}: the run has none, or it cannot be "
+            f"written; the result is in {path})"
+        )
+
+
+#: what each mode returns: (its part of the eval's result, the W&B summary, the W&B images)
 JobResult = tuple[dict[str, Any], dict[str, Any], dict[str, Path]]
 
 

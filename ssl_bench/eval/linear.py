@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench.eval.knn import topk_hits
+from ssl_bench.eval.progress import EpochProgress
 from ssl_bench.eval.representation import Representation, representation_parameters
 from ssl_bench.eval.splits import SplitBatches, augment_pipeline, stratified_holdout
 from ssl_bench.optim import build_optimizer
@@ -173,19 +174,25 @@ def train_head_on_views(
     head = LinearHead(rep.dim(dm), num_classes, feature_norm).to(rep.device)
     params = [{"params": list(head.parameters())}]
     opt = build_optimizer(params, optimizer, lr, weight_decay=weight_decay, momentum=momentum)
-    total, step = epochs * max(1, train.num_batches(drop_last=True)), 0
-    for epoch in range(epochs):
-        head.train()
-        for x, y in train(shuffle=True, drop_last=True):
-            feats = rep(x)
-            set_cosine_lr(opt, step, total, lr)
-            loss = F.cross_entropy(head(feats), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-        if epoch == epochs - 1 or (epoch + 1) % max(1, epochs // 5) == 0:
-            log(f"linear lr={lr:g} epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}")
+    per_epoch = max(1, train.num_batches(drop_last=True))
+    total, step = epochs * per_epoch, 0
+    part = "" if indices is None else f" (fit part, {len(indices)} images)"
+    progress = EpochProgress(f"linear lr={lr:g}{part}", epochs, per_epoch, log)
+    try:
+        for epoch in range(epochs):
+            head.train()
+            for x, y in train(shuffle=True, drop_last=True):
+                feats = rep(x)
+                set_cosine_lr(opt, step, total, lr)
+                loss = F.cross_entropy(head(feats), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                progress.step()
+            progress.epoch_end(epoch, loss.item())
+    finally:
+        progress.close()
     return head.eval()
 
 
@@ -366,24 +373,30 @@ def finetune_eval(
     scaler = (
         torch.amp.GradScaler(rep.device.type) if tuned.autocast_dtype == torch.float16 else None
     )
-    total, step = epochs * max(1, train.num_batches(drop_last=True)), 0
-    for epoch in range(epochs):
-        model.train()
-        for x, y in train(shuffle=True, drop_last=True):
-            set_cosine_lr(opt, step, total, float(lr))
-            with tuned.autocast():
-                logits = head(model(tuned.prepare(x)))
-            loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            step += 1
-        log(f"finetune epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}")
+    per_epoch = max(1, train.num_batches(drop_last=True))
+    total, step = epochs * per_epoch, 0
+    progress = EpochProgress(f"finetune lr={float(lr):g}", epochs, per_epoch, log)
+    try:
+        for epoch in range(epochs):
+            model.train()
+            for x, y in train(shuffle=True, drop_last=True):
+                set_cosine_lr(opt, step, total, float(lr))
+                with tuned.autocast():
+                    logits = head(model(tuned.prepare(x)))
+                loss = F.cross_entropy(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                step += 1
+                progress.step()
+            progress.epoch_end(epoch, loss.item())
+    finally:
+        progress.close()
     model.eval()
     res = head_accuracy(head.float(), *tuned.features(dm, "test"))
     log(f"finetune: top1 {res['top1']:.2f} top5 {res['top5']:.2f}")

@@ -121,6 +121,105 @@ def test_wandb_run_id_is_the_training_runs(tmp_path):
     assert find_wandb_run_id(tmp_path) == "train01"
 
 
+# ---- keeping every result ------------------------------------------------------------------------
+def test_a_crash_while_writing_results_json_leaves_the_old_file(tmp_path):
+    """A process that dies in the middle of writing results.json (here: after half of the new text
+    reached the disk, as a kill -9 or a full disk would leave it) leaves the previous file whole,
+    and the next write succeeds."""
+    import builtins
+    import io
+    import os
+
+    from ssl_bench.eval.results import atomic_write_text
+
+    path = tmp_path / "results.json"
+    old = json.dumps({"status": "completed", "evals": [{"mode": "knn"}]})
+    path.write_text(old)
+    pid = os.fork()
+    if pid == 0:  # the child: every file it opens dies half-way through its first write
+        real_open = io.open
+
+        class HalfWrite:
+            def __init__(self, f):
+                self.f = f
+
+            def write(self, text):
+                self.f.write(text[: len(text) // 2])
+                self.f.flush()
+                os._exit(7)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.f.close()
+
+            def __getattr__(self, name):
+                return getattr(self.f, name)
+
+        def dying_open(file, mode="r", *args, **kwargs):
+            f = real_open(file, mode, *args, **kwargs)
+            return HalfWrite(f) if "w" in mode else f
+
+        builtins.open = io.open = dying_open
+        atomic_write_text(path, json.dumps({"status": "completed", "evals": []}))
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 7  # it did die while writing
+    assert path.read_text() == old
+    atomic_write_text(path, '{"new": 1}')
+    assert json.loads(path.read_text()) == {"new": 1}
+
+
+def _append_many(run_dir, worker, n):
+    from ssl_bench.eval.results import append_eval
+
+    for i in range(n):
+        assert append_eval(run_dir, {"mode": "knn", "worker": worker, "i": i}) is not None
+
+
+def test_concurrent_evals_of_one_run_keep_every_entry(tmp_path):
+    """Four processes appending to one results.json at once: every entry stays (the lock), the
+    file stays valid JSON, and what was there before is untouched."""
+    import multiprocessing
+
+    (tmp_path / "results.json").write_text(json.dumps({"status": "completed", "seed": 3}))
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_many, args=(tmp_path, w, 15)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert (res["status"], res["seed"]) == ("completed", 3)
+    assert sorted((e["worker"], e["i"]) for e in res["evals"]) == [
+        (w, i) for w in range(4) for i in range(15)
+    ]
+    for w in range(4):  # each process's entries in its own order
+        assert [e["i"] for e in res["evals"] if e["worker"] == w] == list(range(15))
+
+
+def test_progress_bar_on_a_terminal_shows_the_eta():
+    import io
+
+    from rich.console import Console
+
+    from ssl_bench.eval.progress import EpochProgress
+
+    out, lines = io.StringIO(), []
+    console = Console(file=out, force_terminal=True, width=120)
+    progress = EpochProgress("linear lr=0.1", 2, 3, log=lines.append, live=True, console=console)
+    for epoch in range(2):
+        for _ in range(3):
+            progress.step()
+        progress.epoch_end(epoch, 0.5)
+    progress.close()
+    text = out.getvalue()
+    assert "linear lr=0.1 epoch 2/2" in text and "ETA" in text and "6/6" in text
+    assert lines == []  # the bar replaces the per-epoch lines
+
+
 # ---- choosing on held-out training images --------------------------------------------------------
 def test_stratified_holdout_is_seeded_balanced_and_disjoint():
     from ssl_bench.eval.splits import stratified_holdout
@@ -222,6 +321,23 @@ def test_linear_cli_writes_results(tiny_run):
         "batch_size": 256,
         "dim": 128,
     }
+    # progress of the head's training, one line per epoch with the ETA (stdout is not a terminal)
+    epochs = [ln for ln in run.stdout.splitlines() if ln.startswith("linear lr=0.1 epoch ")]
+    assert [ln.split(":")[0] for ln in epochs] == [
+        "linear lr=0.1 epoch 1/2",
+        "linear lr=0.1 epoch 2/2",
+    ]
+    assert all(" elapsed, ETA " in ln for ln in epochs) and epochs[-1].endswith("ETA 0:00:00")
+    # the checkpoint it read, and its entry in the run's results.json
+    assert res["checkpoint"]["path"] == str(tiny_run / "checkpoints" / "last.ckpt")
+    assert (
+        res["checkpoint"]["global_step"]
+        == json.loads((tiny_run / "results.json").read_text())["global_step"]
+    )
+    entries = json.loads((tiny_run / "results.json").read_text())["evals"]
+    mine = [e for e in entries if e["time"] == res["time"] and e["mode"] == "linear"]
+    assert mine and mine[-1]["metrics"]["top1"] == res["top1"]
+    assert mine[-1]["settings"]["epochs"] == 2 and mine[-1]["settings"]["batch_size"] == 64
 
 
 def test_knn_headline_is_the_online_protocol_and_grids_choose_on_train(tiny_run, tmp_path):
@@ -278,6 +394,41 @@ def test_knn_headline_is_the_online_protocol_and_grids_choose_on_train(tiny_run,
     assert "held-out" in run.stdout and "whole train split" in run.stdout
 
 
+def test_two_evals_with_different_settings_are_both_kept(tiny_run, tmp_path):
+    """Two linear evals of one run with different lrs: both entries in results.json (settings,
+    metrics, checkpoint), both eval files, eval_linear.json the newest, and the report shows the
+    newest with its settings."""
+    from ssl_bench.eval.__main__ import parse_args, run_eval
+    from ssl_bench.report import read_run
+
+    before = json.loads((tiny_run / "results.json").read_text())
+    out = tmp_path / "out"
+    results = []
+    for lr in ("0.1", "0.3"):
+        args = ["mode=linear", "cache_features=true", "epochs=1", f"lr={lr}", f"out={out}"]
+        cfg, overrides = parse_args([*args, f"ckpt={tiny_run}", *EVAL_FAST])
+        results.append(run_eval(cfg, overrides, log=lambda *_: None))
+    after = json.loads((tiny_run / "results.json").read_text())
+    assert {k: v for k, v in after.items() if k != "evals"} == {
+        k: v for k, v in before.items() if k != "evals"
+    }
+    old, new = before.get("evals", []), after["evals"]
+    assert new[: len(old)] == old and len(new) == len(old) + 2
+    for entry, res, lr in zip(new[-2:], results, (0.1, 0.3)):
+        assert entry["mode"] == "linear" and entry["settings"]["lr"] == lr
+        assert entry["settings"]["cache_features"] and entry["settings"]["epochs"] == 1
+        assert "ckpt" not in entry["settings"] and "out" not in entry["settings"]
+        assert entry["metrics"] == {"top1": res["top1"], "top5": res["top5"], "lr": lr}
+        assert entry["checkpoint"] == res["checkpoint"] and entry["selection"] is None
+        assert json.loads(open(entry["file"]).read())["settings"] == entry["settings"]
+    assert new[-1]["wandb"]["tag"] != new[-2]["wandb"]["tag"]
+    assert len(list((out / "evals").glob("*_linear.json"))) == 2
+    assert json.loads((out / "eval_linear.json").read_text())["lr"] == 0.3
+    row = read_run(tiny_run)
+    assert row["linear_top1"] == results[1]["top1"] and row["linear_settings"]["lr"] == 0.3
+    assert row["linear_evals"] >= 2 and row["linear_time"] == new[-1]["time"]
+
+
 def _evaluate_with_test_labels(tiny_run, out, args, permute: bool) -> dict:
     """One in-process evaluation; `permute` shuffles the test split's labels first (a fixed
     permutation)."""
@@ -330,6 +481,10 @@ def test_finetune_runs(tiny_run, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     res = json.loads((tmp_path / "eval_finetune.json").read_text())
     assert res["num_train"] == 128 and 0.0 <= res["top1"] <= 100.0
+    assert any(
+        ln.startswith("finetune lr=0.05 epoch 1/1: loss ") and ln.endswith("elapsed, ETA 0:00:00")
+        for ln in run.stdout.splitlines()
+    ), run.stdout[-2000:]
     assert res["trained_modules"] == [
         "backbone"
     ]  # SimCLR's representation: the backbone, not the projector
@@ -404,6 +559,12 @@ def test_embed_and_eval_logged_to_offline_wandb(tiny_run):
                     ):
                         image_rows += 1
     for key in ("val/knn_top1", "eval/knn_top1", "eval/embed_knn_top1"):
+        assert key in summary, (key, sorted(summary))
+    # each eval also under keys of its own settings, which a later eval with other settings keeps
+    knn = json.loads((tiny_run / "eval_knn.json").read_text())
+    assert knn["wandb_keys"] and all(k.startswith("eval/knn@") for k in knn["wandb_keys"])
+    assert f"eval/{knn['wandb_keys'][0].split('/')[1]}/top1" in knn["wandb_keys"]
+    for key in knn["wandb_keys"] + res["wandb_keys"]:
         assert key in summary, (key, sorted(summary))
     assert image_rows == 1
     assert any("media" in p.parts for p in (tiny_run / "wandb").rglob("*.png"))
