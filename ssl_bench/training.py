@@ -34,6 +34,7 @@ from ssl_bench.console import (
 from ssl_bench.data.info import DataInfo
 from ssl_bench.data.module import SSLDataModule
 from ssl_bench.errors import ConfigError, UserError
+from ssl_bench.eval.results import write_run_results
 from ssl_bench.hydra_callbacks import ensure_writable
 from ssl_bench.loading import RunRecord
 from ssl_bench.methods.base import SSLMethod
@@ -638,7 +639,7 @@ def finish(
     every run - on rank zero."""
     if not trainer.is_global_zero:
         return
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    write_run_results(run_dir, results)  # keeps the run's earlier offline evals
     for lg in loggers:
         if lg.__class__.__name__ == "WandbLogger":
             from ssl_bench.wandb_utils import finish_wandb

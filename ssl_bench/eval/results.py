@@ -185,6 +185,19 @@ def append_eval(run_dir: Path, entry: dict[str, Any]) -> Path | None:
     return path
 
 
+def write_run_results(run_dir: Path, results: dict[str, Any]) -> None:
+    """Write training's results.json (locked, atomic), keeping the `evals` an earlier results.json
+    of the run held: a resumed run rewrites its results but not the evaluations made before."""
+    path = run_dir / RESULTS
+    with locked(run_dir / LOCK):
+        try:
+            evals = json.loads(path.read_text()).get("evals")
+        except (OSError, ValueError, AttributeError):
+            evals = None
+        out = dict(results, evals=evals) if isinstance(evals, list) and evals else results
+        atomic_write_text(path, json.dumps(out, indent=2, default=str))
+
+
 def find_wandb_run_id(run_dir: Path) -> str | None:
     """The id of the run's W&B run: the suffix of
     <run_dir>/wandb/(offline-)run-<date>_<time>-<id>."""

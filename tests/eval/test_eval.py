@@ -200,6 +200,18 @@ def test_concurrent_evals_of_one_run_keep_every_entry(tmp_path):
         assert [e["i"] for e in res["evals"] if e["worker"] == w] == list(range(15))
 
 
+def test_training_results_keep_the_runs_earlier_evals(tmp_path):
+    """A resumed run rewrites results.json (training.finish -> write_run_results); the evaluations
+    appended to it before stay."""
+    from ssl_bench.eval.results import append_eval, write_run_results
+
+    write_run_results(tmp_path, {"status": "completed", "global_step": 4})
+    append_eval(tmp_path, {"mode": "linear", "metrics": {"top1": 50.0}})
+    write_run_results(tmp_path, {"status": "completed", "global_step": 8})  # the resumed run
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["global_step"] == 8 and [e["mode"] for e in res["evals"]] == ["linear"]
+
+
 def test_progress_bar_on_a_terminal_shows_the_eta():
     import io
 
