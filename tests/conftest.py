@@ -37,6 +37,15 @@ FAST = [
     "data.eval_batch_size=256",
     "online_eval.knn_k=20",
 ]
+# appended to FAST: the full-width ResNet-18 on a tiny synthetic set (one step, one evaluation, no
+# random-init baseline), for the fast_dev_runs the issues ask for on `backbone=resnet18`
+RESNET18_TINY = [
+    "backbone=resnet18",
+    "data.options.n_train=64",
+    "data.options.n_test=32",
+    "data.batch_size=32",
+    "online_eval.init_baseline=false",
+]
 
 
 @dataclass

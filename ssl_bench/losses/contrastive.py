@@ -1,9 +1,9 @@
 """Contrastive losses: a positive scored against negatives by a softmax cross-entropy (InfoNCE
 family).
 
-NT-Xent (SimCLR), InfoNCE against a queue of keys (MoCo), CMC's cross-view loss with in-batch
-candidates and CPC v2's InfoNCE over a grid of patch predictions. All compute in float32 whatever
-the input dtype.
+NT-Xent (SimCLR), InfoNCE against a queue of keys (MoCo), MoCo v3's InfoNCE against the keys of
+the batch, CMC's cross-view loss with in-batch candidates and CPC v2's InfoNCE over a grid of patch
+predictions. All compute in float32 whatever the input dtype.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ssl_bench.nn.dist import gather_with_grad, world
+from ssl_bench.nn.dist import gather_no_grad, gather_with_grad, world
 
 
 def nt_xent(
@@ -142,3 +142,40 @@ def grid_info_nce(
     with torch.no_grad():
         correct = logits.argmax(dim=1) == labels
     return F.cross_entropy(logits, labels, reduction="none"), correct
+
+
+def moco_v3_loss(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    temperature: float = 1.0,
+    return_terms: bool = False,
+):
+    """MoCo v3's contrastive loss `ctr(q, k)` (Chen, Xie, He 2021, Algorithm 1): InfoNCE of each
+    query against the keys of the whole (global) batch, its own key the positive, scaled by 2 tau:
+        ctr(q, k) = 2 tau * CrossEntropy(q k^T / tau, range(N)).
+
+    q: NxD predictions (gradients flow), k: NxD momentum-encoder keys of the same N images
+    (constants). Both are L2-normalised here (the official code, facebookresearch/moco-v3@c349e6e
+    moco/builder.py `contrastive_loss`). Under DDP the keys of every rank are gathered without
+    gradient, so the candidates are the global batch, and the loss is the mean over this rank's
+    queries: DDP's gradient averaging then gives the single-process gradient of the global batch.
+    The method sums ctr(q1, k2) + ctr(q2, k1). With `return_terms` also returns {pos_sim, neg_sim,
+    acc}.
+    """
+    q = F.normalize(q.float(), dim=1)  # NxD
+    k = F.normalize(k.detach().float(), dim=1)  # NxD
+    rank, size = world()
+    keys = gather_no_grad(k) if size > 1 else k  # (W*N) x D, this rank's rows at rank * N
+    logits = q @ keys.T  # N x WN cosines
+    labels = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
+    loss = F.cross_entropy(logits / temperature, labels) * (2 * temperature)
+    if not return_terms:
+        return loss
+    with torch.no_grad():
+        pos = logits.gather(1, labels[:, None])
+        terms = {
+            "pos_sim": pos.mean(),
+            "neg_sim": (logits.sum() - pos.sum()) / max(1, logits.numel() - pos.numel()),
+            "acc": 100.0 * (logits.argmax(dim=1) == labels).float().mean(),
+        }
+    return loss, terms
