@@ -1,10 +1,10 @@
 """Gradient parity under DDP (issue: sweeps and scale-out): for each loss that talks across ranks -
 MoCo's InfoNCE with its queue (keys gathered into the queue), SwAV's Sinkhorn (all-reduced
 marginals) and InstDisc's and CMC's memory banks (gathered row updates, an all-reduced Z), CMC's
-in-batch cross-view loss (candidates gathered with gradients) - the parameter gradients of 2 CPU
-processes with batch B each, averaged as DDP averages them, equal those of 1 process with batch 2B
-on the same samples. Two steps each, so what the first step wrote into the queue / bank is part of
-the second step's loss.
+in-batch cross-view loss (candidates gathered with gradients), MoCo v3's in-batch keys (gathered
+without gradient) - the parameter gradients of 2 CPU processes with batch B each, averaged as DDP
+averages them, equal those of 1 process with batch 2B on the same samples. Two steps each, so what
+the first step wrote into the queue / bank is part of the second step's loss.
 
 BatchNorm layers are put in eval mode: per-rank batch statistics are what `trainer.sync_batchnorm`
 is for, not what this test is about (MoCo's shuffled BN is tested in test_queue.py)."""
@@ -72,6 +72,12 @@ def _build(name):
             bank_size=3 * N,
             data=DataInfo(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
         )
+    if name == "moco_v3":
+        from ssl_bench.methods.moco_v3 import MoCoV3
+
+        return MoCoV3(
+            Tiny(), temperature=0.2, proj_hidden_dim=16, proj_output_dim=8, pred_hidden_dim=16
+        )
     from ssl_bench.methods.instdisc import InstDisc
 
     return InstDisc(Tiny(), temperature=0.1, proj_output_dim=8, num_negatives=5, bank_size=3 * N)
@@ -128,7 +134,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-NAMES = ["moco_v2", "swav", "instdisc", "cmc_bank", "cmc_batch"]
+NAMES = ["moco_v2", "swav", "instdisc", "cmc_bank", "cmc_batch", "moco_v3"]
 
 
 def _worker(rank, world, port, out):

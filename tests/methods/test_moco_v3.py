@@ -5,7 +5,7 @@ learning."""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, RESNET18_TINY, learning_run, run_cli, train_fixed_batch
+from conftest import FAST, RESNET18_TINY, run_cli, train_fixed_batch
 from conftest import narrow_backbone as narrow
 
 from ssl_bench.backbones import create_backbone

@@ -552,7 +552,7 @@ SOURCES["moco_v2"] = {
     },
 }
 
-# ---- MoCo v3: the official code's ResNet-50 recipe and solo-learn's CIFAR one -----------------------
+# ---- MoCo v3: the official code's ResNet-50 recipe and solo-learn's CIFAR one ------------------
 MOCO_V3 = "facebookresearch/moco-v3@c349e6e"
 
 
