@@ -2,8 +2,9 @@
 family).
 
 NT-Xent (SimCLR), InfoNCE against a queue of keys (MoCo), MoCo v3's InfoNCE against the keys of
-the batch, CMC's cross-view loss with in-batch candidates and CPC v2's InfoNCE over a grid of patch
-predictions. All compute in float32 whatever the input dtype.
+the batch, NNCLR's with a support-set neighbour as the anchor, CMC's cross-view loss with in-batch
+candidates and CPC v2's InfoNCE over a grid of patch predictions. All compute in float32 whatever
+the input dtype.
 """
 
 from __future__ import annotations
@@ -179,3 +180,32 @@ def moco_v3_loss(
             "acc": 100.0 * (logits.argmax(dim=1) == labels).float().mean(),
         }
     return loss, terms
+
+
+@torch.no_grad()
+def nearest_neighbour(z: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """NNCLR's NN(z, Q) = argmin_{q in Q} ||z - q||_2 (Dwibedi et al. 2021, eq. 2) for unit-norm
+    rows: the support row of the highest cosine. z: NxD (normalised here), support: KxD unit rows.
+    Returns (the neighbours, N x D, no gradient; their rows in `support`)."""
+    idx = (F.normalize(z.float(), dim=1) @ support.float().T).argmax(dim=1)
+    return support[idx], idx
+
+
+def nnclr_loss(nn: torch.Tensor, p: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """NNCLR's loss (Dwibedi et al. 2021, eq. 2, with the prediction head of sec. 3.2):
+        L_i = -log exp(NN(z_i, Q) . p_i^+ / T) / sum_k exp(NN(z_i, Q) . p_k^+ / T),
+    the support-set neighbour of view 1's embedding as the anchor, the predictions of view 2 of the
+    batch as candidates (its own the positive), cosines; the mean over this rank's anchors.
+
+    nn: NxD neighbours (constants), p: NxD predictions of the other view (gradients flow). Under DDP
+    the candidates p_k^+ come from every rank with gradients (as nt_xent), so DDP's gradient
+    averaging gives the single-process gradient of the global batch (solo-learn@9187ea39
+    solo/losses/nnclr.py gathers them the same way).
+    """
+    nn = F.normalize(nn.detach().float(), dim=1)
+    p = F.normalize(p.float(), dim=1)
+    rank, _ = world()
+    candidates = gather_with_grad(p)  # (W*N) x D
+    logits = nn @ candidates.T / temperature
+    labels = torch.arange(nn.shape[0], device=nn.device) + rank * nn.shape[0]
+    return F.cross_entropy(logits, labels)

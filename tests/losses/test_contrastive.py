@@ -17,6 +17,8 @@ from ssl_bench.losses.contrastive import (
     grid_info_nce,
     info_nce,
     moco_v3_loss,
+    nearest_neighbour,
+    nnclr_loss,
     nt_xent,
 )
 from ssl_bench.methods.cmc import view_pairs
@@ -244,3 +246,44 @@ def test_moco_v3_loss_terms_and_scale():
     logits = F.normalize(z, dim=1) @ F.normalize(z, dim=1).T / 0.2
     assert torch.allclose(loss, 0.4 * F.cross_entropy(logits, torch.arange(8)))
     assert moco_v3_loss(z, z, 0.2) < moco_v3_loss(z, z.roll(1, 0), 0.2)
+
+
+# ---- NNCLR: the support-set neighbour as the anchor ---------------------------------------------
+def nnclr_eq_2(z1, p2, support, t):
+    """NNCLR's eq. 2 (Dwibedi et al. 2021) with the predictions of sec. 3.2, as loops:
+        NN(z, Q) = argmin_{q in Q} ||z - q||_2,
+        L_i = -log exp(NN(z_i, Q) . p_i^+ / t) / sum_{k=1..n} exp(NN(z_i, Q) . p_k^+ / t),
+    on L2-normalised z and p, the mean over i."""
+    z1, p2 = F.normalize(z1, dim=1), F.normalize(p2, dim=1)
+    total = 0.0
+    for i in range(z1.shape[0]):
+        dists = [torch.linalg.norm(z1[i] - q) for q in support]
+        nn_i = support[int(torch.stack(dists).argmin())].detach()
+        num = torch.exp(nn_i @ p2[i] / t)
+        den = sum(torch.exp(nn_i @ p2[k] / t) for k in range(p2.shape[0]))
+        total = total - torch.log(num / den)
+    return total / z1.shape[0]
+
+
+def test_nnclr_loss_matches_eq_2_value_and_gradient():
+    torch.manual_seed(0)
+    z1 = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    p2 = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    support = F.normalize(torch.randn(9, 5, dtype=torch.float64), dim=1)
+    for t in (0.1, 0.5):
+        nn1, idx = nearest_neighbour(z1, support)
+        ours = nnclr_loss(nn1, p2, t)
+        ref = nnclr_eq_2(z1, p2, support, t)
+        assert math.isclose(ours.item(), ref.item(), rel_tol=1e-6), (ours, ref)
+        g_ours = torch.autograd.grad(ours, (z1, p2), allow_unused=True)
+        g_ref = torch.autograd.grad(ref, (p2,))
+        assert torch.allclose(g_ours[1], g_ref[0], atol=1e-6)
+        assert g_ours[0] is None  # the neighbour is a constant: no gradient into z1 through it
+        assert torch.equal(nn1, support[idx])
+
+
+def test_nearest_neighbour_is_the_closest_support_row():
+    support = F.normalize(torch.randn(50, 8), dim=1)
+    z = 3.0 * support[[7, 30, 7]] + 0.01 * torch.randn(3, 8)  # scaled: the cosine decides
+    nn, idx = nearest_neighbour(z, support)
+    assert idx.tolist() == [7, 30, 7] and torch.equal(nn, support[idx])
