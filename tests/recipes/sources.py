@@ -647,6 +647,65 @@ SOURCES["moco_v3_cifar10"] = {
     },
 }
 
+# ---- NNCLR: the paper's ImageNet recipe (no official code) and solo-learn's CIFAR one ------------
+SOURCES["nnclr"] = {
+    "cite": "Dwibedi et al. 2021 (NNCLR), arXiv:2104.14548 sec. 4.1 implementation details",
+    "values": {
+        # projection MLP [2048, 2048, d], BN after every layer, ReLU after all but the last;
+        # d = 256; prediction MLP [4096, d]; temperature 0.1; support set 98,304
+        "method.temperature": 0.1,
+        "method.queue_size": 98304,
+        "method.proj_layers": 3,
+        "method.proj_hidden_dim": 2048,
+        "method.proj_output_dim": 256,
+        "method.pred_hidden_dim": 4096,
+        "method.bn_stats": NotInSource("the paper does not say how the views are batched"),
+        # LARS, learning rate 4.8 at batch 4096 (0.3 per 256 images), weight decay 1e-6, 10 warm-up
+        # epochs, cosine decay; LARS's own settings are not stated (BYOL's stand in, as the recipe
+        # says)
+        "optimizer.name": "lars",
+        "optimizer.lr": 0.3,
+        "optimizer.scale_lr": True,
+        "optimizer.weight_decay": 1.0e-6,
+        "optimizer.momentum": NotInSource("LARS momentum not stated (BYOL's 0.9)"),
+        "optimizer.nesterov": NotInSource("not stated"),
+        "optimizer.eta": NotInSource("LARS trust coefficient not stated (BYOL's 1e-3)"),
+        "optimizer.eps": NotInSource("not stated"),
+        "optimizer.clip_lr": NotInSource("not stated"),
+        "optimizer.betas": None,
+        "optimizer.exclude_bias_n_norm": NotInSource("not stated (BYOL's exclusion)"),
+        **_warmup_from_zero_cosine(10),
+        # "the same data augmentation as BYOL": BYOL's table 6
+        **_moco_v3_views(224, (0.08, 1.0), blur=(1.0, 0.1)),
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
+    },
+}
+
+SOURCES["nnclr_cifar10"] = {
+    "cite": f"{SOLO}/nnclr.yaml + augmentations/asymmetric.yaml",
+    "values": {
+        # nnclr.yaml method_kwargs: temperature 0.2, proj_hidden_dim 2048, pred_hidden_dim 4096,
+        # proj_output_dim 256, queue_size 65536; solo/methods/nnclr.py: projector Linear-BN-ReLU
+        # x 2, Linear-BN; predictor Linear-BN-ReLU, Linear; training_step: find_nn(z1),
+        # find_nn(z2), loss (nn1 vs p2) / 2 + (nn2 vs p1) / 2, then dequeue_and_enqueue(z1)
+        "method.temperature": 0.2,
+        "method.queue_size": 65536,
+        "method.proj_layers": 3,
+        "method.proj_hidden_dim": 2048,
+        "method.proj_output_dim": 256,
+        "method.pred_hidden_dim": 4096,
+        "method.bn_stats": "per_view",
+        # optimizer: lars, lr 0.4, weight_decay 1e-5, kwargs clip_lr True, eta 0.02,
+        # exclude_bias_n_norm True
+        **_solo_lars(lr=0.4, weight_decay=1.0e-5),
+        **_solo_warmup_cosine(),
+        **_solo_asymmetric(),
+        **_solo_run(),
+    },
+}
+
 SOURCES["byol"] = {
     "cite": "Grill et al. 2020 (BYOL), official code deepmind/deepmind-research@d8df415 "
     "byol/configs/byol.py "
