@@ -706,6 +706,13 @@ SOURCES["nnclr_cifar10"] = {
     },
 }
 
+# the CIFAR-100 recipes of the same scripts ("change here for cifar100"): same values
+for _m, _script in (("moco_v3", "mocov3"), ("nnclr", "nnclr")):
+    SOURCES[f"{_m}_cifar100"] = {
+        "cite": f"{SOLO}/{_script}.yaml (data.dataset: cifar100) + augmentations/asymmetric.yaml",
+        "values": dict(SOURCES[f"{_m}_cifar10"]["values"]),
+    }
+
 SOURCES["byol"] = {
     "cite": "Grill et al. 2020 (BYOL), official code deepmind/deepmind-research@d8df415 "
     "byol/configs/byol.py "
