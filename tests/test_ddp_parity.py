@@ -2,11 +2,12 @@
 MoCo's InfoNCE with its queue (keys gathered into the queue), SwAV's Sinkhorn (all-reduced
 marginals) and InstDisc's and CMC's memory banks (gathered row updates, an all-reduced Z), CMC's
 in-batch cross-view loss (candidates gathered with gradients), Barlow Twins' cross-correlation
-(global standardisation, all-reduced matrix) and VICReg's variance and covariance (embeddings
-gathered with gradients) - the parameter gradients of 2 CPU
-processes with batch B each, averaged as DDP averages them, equal those of 1 process with batch 2B
-on the same samples. Two steps each, so what the first step wrote into the queue / bank is part of
-the second step's loss.
+(global standardisation, all-reduced matrix), VICReg's variance and covariance (embeddings gathered
+with gradients), MoCo v3's in-batch keys (gathered without gradient), NNCLR's support set (every
+rank's embeddings written) and its candidate predictions (gathered with gradients) - the parameter
+gradients of 2 CPU processes with batch B each, averaged as DDP averages them, equal those of 1
+process with batch 2B on the same samples. Two steps each, so what the first step wrote into the
+queue / bank / support set is part of the second step's loss.
 
 BatchNorm layers are put in eval mode: per-rank batch statistics are what `trainer.sync_batchnorm`
 is for, not what this test is about (MoCo's shuffled BN is tested in test_queue.py)."""
@@ -83,6 +84,24 @@ def _build(name):
         from ssl_bench.methods.vicreg import VICReg
 
         return VICReg(Tiny(), proj_hidden_dim=16, proj_output_dim=8).double()
+    if name == "moco_v3":
+        from ssl_bench.methods.moco_v3 import MoCoV3
+
+        return MoCoV3(
+            Tiny(), temperature=0.2, proj_hidden_dim=16, proj_output_dim=8, pred_hidden_dim=16
+        )
+    if name == "nnclr":
+        from ssl_bench.methods.nnclr import NNCLR
+
+        # a support set smaller than two global batches: step 2 reads step 1's embeddings
+        return NNCLR(
+            Tiny(),
+            temperature=0.2,
+            queue_size=12,
+            proj_hidden_dim=16,
+            proj_output_dim=8,
+            pred_hidden_dim=16,
+        )
     from ssl_bench.methods.instdisc import InstDisc
 
     return InstDisc(Tiny(), temperature=0.1, proj_output_dim=8, num_negatives=5, bank_size=3 * N)
@@ -141,6 +160,7 @@ def _free_port() -> int:
 
 
 NAMES = ["moco_v2", "swav", "instdisc", "cmc_bank", "cmc_batch", "barlow_twins", "vicreg"]
+NAMES += ["moco_v3", "nnclr"]
 
 
 def _worker(rank, world, port, out):

@@ -1,7 +1,8 @@
 """Contrastive losses: a positive scored against negatives by a softmax cross-entropy (InfoNCE
 family).
 
-NT-Xent (SimCLR), InfoNCE against a queue of keys (MoCo), CMC's cross-view loss with in-batch
+NT-Xent (SimCLR), InfoNCE against a queue of keys (MoCo), MoCo v3's InfoNCE against the keys of
+the batch, NNCLR's with a support-set neighbour as the anchor, CMC's cross-view loss with in-batch
 candidates and CPC v2's InfoNCE over a grid of patch predictions. All compute in float32 whatever
 the input dtype.
 """
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ssl_bench.nn.dist import gather_with_grad, world
+from ssl_bench.nn.dist import gather_no_grad, gather_with_grad, world
 
 
 def nt_xent(
@@ -142,3 +143,69 @@ def grid_info_nce(
     with torch.no_grad():
         correct = logits.argmax(dim=1) == labels
     return F.cross_entropy(logits, labels, reduction="none"), correct
+
+
+def moco_v3_loss(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    temperature: float = 1.0,
+    return_terms: bool = False,
+):
+    """MoCo v3's contrastive loss `ctr(q, k)` (Chen, Xie, He 2021, Algorithm 1): InfoNCE of each
+    query against the keys of the whole (global) batch, its own key the positive, scaled by 2 tau:
+        ctr(q, k) = 2 tau * CrossEntropy(q k^T / tau, range(N)).
+
+    q: NxD predictions (gradients flow), k: NxD momentum-encoder keys of the same N images
+    (constants). Both are L2-normalised here (the official code, facebookresearch/moco-v3@c349e6e
+    moco/builder.py `contrastive_loss`). Under DDP the keys of every rank are gathered without
+    gradient, so the candidates are the global batch, and the loss is the mean over this rank's
+    queries: DDP's gradient averaging then gives the single-process gradient of the global batch.
+    The method sums ctr(q1, k2) + ctr(q2, k1). With `return_terms` also returns {pos_sim, neg_sim,
+    acc}.
+    """
+    q = F.normalize(q.float(), dim=1)  # NxD
+    k = F.normalize(k.detach().float(), dim=1)  # NxD
+    rank, size = world()
+    keys = gather_no_grad(k) if size > 1 else k  # (W*N) x D, this rank's rows at rank * N
+    logits = q @ keys.T  # N x WN cosines
+    labels = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
+    loss = F.cross_entropy(logits / temperature, labels) * (2 * temperature)
+    if not return_terms:
+        return loss
+    with torch.no_grad():
+        pos = logits.gather(1, labels[:, None])
+        terms = {
+            "pos_sim": pos.mean(),
+            "neg_sim": (logits.sum() - pos.sum()) / max(1, logits.numel() - pos.numel()),
+            "acc": 100.0 * (logits.argmax(dim=1) == labels).float().mean(),
+        }
+    return loss, terms
+
+
+@torch.no_grad()
+def nearest_neighbour(z: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """NNCLR's NN(z, Q) = argmin_{q in Q} ||z - q||_2 (Dwibedi et al. 2021, eq. 2) for unit-norm
+    rows: the support row of the highest cosine. z: NxD (normalised here), support: KxD unit rows.
+    Returns (the neighbours, N x D, no gradient; their rows in `support`)."""
+    idx = (F.normalize(z.float(), dim=1) @ support.float().T).argmax(dim=1)
+    return support[idx], idx
+
+
+def nnclr_loss(nn: torch.Tensor, p: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """NNCLR's loss (Dwibedi et al. 2021, eq. 2, with the prediction head of sec. 3.2):
+        L_i = -log exp(NN(z_i, Q) . p_i^+ / T) / sum_k exp(NN(z_i, Q) . p_k^+ / T),
+    the support-set neighbour of view 1's embedding as the anchor, the predictions of view 2 of the
+    batch as candidates (its own the positive), cosines; the mean over this rank's anchors.
+
+    nn: NxD neighbours (constants), p: NxD predictions of the other view (gradients flow). Under DDP
+    the candidates p_k^+ come from every rank with gradients (as nt_xent), so DDP's gradient
+    averaging gives the single-process gradient of the global batch (solo-learn@9187ea39
+    solo/losses/nnclr.py gathers them the same way).
+    """
+    nn = F.normalize(nn.detach().float(), dim=1)
+    p = F.normalize(p.float(), dim=1)
+    rank, _ = world()
+    candidates = gather_with_grad(p)  # (W*N) x D
+    logits = nn @ candidates.T / temperature
+    labels = torch.arange(nn.shape[0], device=nn.device) + rank * nn.shape[0]
+    return F.cross_entropy(logits, labels)

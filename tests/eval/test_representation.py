@@ -40,6 +40,10 @@ METHODS = [
     "amdim",
     "cpc_v2",
     "cmc",
+    "barlow_twins",
+    "vicreg",
+    "moco_v3",
+    "nnclr",
 ]
 # cpc_v2: a small context network (its 13M-parameter default only costs time; forward does not read
 # it)

@@ -12,7 +12,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from ssl_bench.losses.contrastive import cross_view_batch_loss, grid_info_nce, info_nce, nt_xent
+from ssl_bench.losses.contrastive import (
+    cross_view_batch_loss,
+    grid_info_nce,
+    info_nce,
+    moco_v3_loss,
+    nearest_neighbour,
+    nnclr_loss,
+    nt_xent,
+)
 from ssl_bench.methods.cmc import view_pairs
 
 
@@ -193,3 +201,89 @@ def test_grid_info_nce_matches_the_literal_formula_value_and_gradient(k, sampled
     g_ref = torch.autograd.grad(ref.sum(), (pred, z))
     for a, b in zip(g_ours, g_ref):
         assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-6)
+
+
+# ---- MoCo v3: InfoNCE against the keys of the batch ---------------------------------------------
+def moco_v3_algorithm_1(q1, q2, k1, k2, tau):
+    """MoCo v3's Algorithm 1 (Chen, Xie, He 2021), transcribed: `loss = ctr(q1, k2) + ctr(q2, k1)`
+    with
+        def ctr(q, k):
+            logits = mm(q, k.t())  # [N, N] pairs
+            labels = range(N)  # positives are in diagonal
+            loss = CrossEntropyLoss(logits/tau, labels)
+            return 2 * tau * loss
+    on L2-normalised q and k (the official code normalises them first, builder.py
+    contrastive_loss), the keys constants (computed under no_grad)."""
+
+    def ctr(q, k):
+        q, k = F.normalize(q, dim=1), F.normalize(k.detach(), dim=1)
+        logits = torch.mm(q, k.t())
+        labels = torch.arange(q.shape[0])
+        loss = torch.nn.CrossEntropyLoss()(logits / tau, labels)
+        return 2 * tau * loss
+
+    return ctr(q1, k2) + ctr(q2, k1)
+
+
+def test_moco_v3_loss_matches_algorithm_1_value_and_gradient():
+    torch.manual_seed(0)
+    q1, q2, k1, k2 = (torch.randn(6, 5, dtype=torch.float64, requires_grad=True) for _ in range(4))
+    for tau in (1.0, 0.2):
+        ours = moco_v3_loss(q1, k2, tau) + moco_v3_loss(q2, k1, tau)
+        ref = moco_v3_algorithm_1(q1, q2, k1, k2, tau)
+        assert math.isclose(ours.item(), ref.item(), rel_tol=1e-6), (ours, ref)
+        g_ours = torch.autograd.grad(ours, (q1, q2, k1, k2), allow_unused=True)
+        g_ref = torch.autograd.grad(ref, (q1, q2))
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g_ours[:2], g_ref))
+        assert g_ours[2] is None and g_ours[3] is None  # keys are constants
+
+
+def test_moco_v3_loss_terms_and_scale():
+    z = torch.randn(8, 16)
+    loss, terms = moco_v3_loss(z, z, 0.2, return_terms=True)
+    assert terms["acc"] == 100.0 and math.isclose(terms["pos_sim"].item(), 1.0, rel_tol=1e-5)
+    # the 2 tau scale: the loss at tau is 2 tau x the cross-entropy at tau
+    logits = F.normalize(z, dim=1) @ F.normalize(z, dim=1).T / 0.2
+    assert torch.allclose(loss, 0.4 * F.cross_entropy(logits, torch.arange(8)))
+    assert moco_v3_loss(z, z, 0.2) < moco_v3_loss(z, z.roll(1, 0), 0.2)
+
+
+# ---- NNCLR: the support-set neighbour as the anchor ---------------------------------------------
+def nnclr_eq_2(z1, p2, support, t):
+    """NNCLR's eq. 2 (Dwibedi et al. 2021) with the predictions of sec. 3.2, as loops:
+        NN(z, Q) = argmin_{q in Q} ||z - q||_2,
+        L_i = -log exp(NN(z_i, Q) . p_i^+ / t) / sum_{k=1..n} exp(NN(z_i, Q) . p_k^+ / t),
+    on L2-normalised z and p, the mean over i."""
+    z1, p2 = F.normalize(z1, dim=1), F.normalize(p2, dim=1)
+    total = 0.0
+    for i in range(z1.shape[0]):
+        dists = [torch.linalg.norm(z1[i] - q) for q in support]
+        nn_i = support[int(torch.stack(dists).argmin())].detach()
+        num = torch.exp(nn_i @ p2[i] / t)
+        den = sum(torch.exp(nn_i @ p2[k] / t) for k in range(p2.shape[0]))
+        total = total - torch.log(num / den)
+    return total / z1.shape[0]
+
+
+def test_nnclr_loss_matches_eq_2_value_and_gradient():
+    torch.manual_seed(0)
+    z1 = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    p2 = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    support = F.normalize(torch.randn(9, 5, dtype=torch.float64), dim=1)
+    for t in (0.1, 0.5):
+        nn1, idx = nearest_neighbour(z1, support)
+        ours = nnclr_loss(nn1, p2, t)
+        ref = nnclr_eq_2(z1, p2, support, t)
+        assert math.isclose(ours.item(), ref.item(), rel_tol=1e-6), (ours, ref)
+        g_ours = torch.autograd.grad(ours, (z1, p2), allow_unused=True)
+        g_ref = torch.autograd.grad(ref, (p2,))
+        assert torch.allclose(g_ours[1], g_ref[0], atol=1e-6)
+        assert g_ours[0] is None  # the neighbour is a constant: no gradient into z1 through it
+        assert torch.equal(nn1, support[idx])
+
+
+def test_nearest_neighbour_is_the_closest_support_row():
+    support = F.normalize(torch.randn(50, 8), dim=1)
+    z = 3.0 * support[[7, 30, 7]] + 0.01 * torch.randn(3, 8)  # scaled: the cosine decides
+    nn, idx = nearest_neighbour(z, support)
+    assert idx.tolist() == [7, 30, 7] and torch.equal(nn, support[idx])

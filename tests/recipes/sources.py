@@ -552,6 +552,167 @@ SOURCES["moco_v2"] = {
     },
 }
 
+# ---- MoCo v3: the official code's ResNet-50 recipe and solo-learn's CIFAR one ------------------
+MOCO_V3 = "facebookresearch/moco-v3@c349e6e"
+
+
+def _moco_v3_views(crop_size: int, scale, blur: tuple[float, float], **kw) -> dict:
+    # BYOL's asymmetric pipelines: colour jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale 0.2, blur
+    # view 1 / view 2, solarize 0.0 / 0.2, flip 0.5
+    common = dict(
+        num_crops=1,
+        crop_size=crop_size,
+        scale=scale,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.2,
+        hue=0.1,
+        grayscale=0.2,
+        **kw,
+    )
+    return {
+        **view(0, **common, blur_prob=blur[0], solarize=0.0),
+        **view(1, **common, blur_prob=blur[1], solarize=0.2),
+    }
+
+
+SOURCES["moco_v3"] = {
+    "cite": f"Chen, Xie, He 2021 (MoCo v3), official code {MOCO_V3} main_moco.py argument defaults "
+    "+ CONFIG.md ResNet-50 100-epoch command",
+    "values": {
+        # main_moco.py: --moco-t 1.0, --moco-dim 256, --moco-mlp-dim 4096, --moco-m 0.99 with
+        # --moco-m-cos (CONFIG.md: adjust_moco_momentum, 1 - (1 - m) (1 + cos(pi t / T)) / 2, to 1);
+        # builder.py MoCo_ResNet: projector _build_mlp(2, ...) with its output BN (affine=False),
+        # predictor _build_mlp(2, ..., last_bn=False); forward: base_encoder(x1), base_encoder(x2)
+        "method.temperature": 1.0,
+        "method.proj_layers": 2,
+        "method.proj_hidden_dim": 4096,
+        "method.proj_output_dim": 256,
+        "method.pred_hidden_dim": 4096,
+        "method.pred_last_bn": False,
+        "method.base_tau": 0.99,
+        "method.final_tau": 1.0,
+        # --stop-grad-conv1 is off by default and absent from the ResNet commands
+        "method.freeze_patch_embed": False,
+        "method.bn_stats": "per_view",
+        # --optimizer lars: moco/optimizer.py LARS(lr, weight_decay=1e-6 (--wd), momentum=0.9,
+        # trust_coefficient=0.001); 1-D parameters get neither weight decay nor the trust ratio;
+        # ratio eta ||w|| / ||g + wd w||, no epsilon, no clipping; args.lr = 0.6 * batch_size / 256
+        "optimizer.name": "lars",
+        "optimizer.lr": 0.6,
+        "optimizer.scale_lr": True,
+        "optimizer.weight_decay": 1.0e-6,
+        "optimizer.momentum": 0.9,
+        "optimizer.nesterov": False,
+        "optimizer.eta": 1.0e-3,
+        "optimizer.eps": NotInSource("the official LARS divides by ||g + wd w|| with no epsilon"),
+        "optimizer.clip_lr": False,
+        "optimizer.betas": None,
+        "optimizer.exclude_bias_n_norm": True,
+        # adjust_learning_rate, per iteration: lr * epoch / warmup_epochs (--warmup-epochs 10) from
+        # 0, then a half-cycle cosine to 0
+        **_warmup_from_zero_cosine(10),
+        # augmentation1 / augmentation2: RandomResizedCrop(224, scale=(args.crop_min, 1.)) with
+        # CONFIG.md's --crop-min=.2, GaussianBlur([.1, 2.]) p 1.0 / 0.1, Solarize p 0 / 0.2
+        **_moco_v3_views(224, (0.2, 1.0), blur=(1.0, 0.1)),
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
+    },
+}
+
+SOURCES["moco_v3_cifar10"] = {
+    "cite": f"{SOLO}/mocov3.yaml + augmentations/asymmetric.yaml",
+    "values": {
+        # mocov3.yaml method_kwargs: proj_hidden_dim 4096, proj_output_dim 256, pred_hidden_dim
+        # 4096, temperature 0.2; momentum: base_tau 0.99, final_tau 1.0 (solo/utils/momentum.py:
+        # cosine over the steps). solo/methods/mocov3.py, "resnet" in the backbone name: projector
+        # _build_mlp(2, ...) (output BN without affine), predictor _build_mlp(2, ..., last_bn=False)
+        "method.temperature": 0.2,
+        "method.proj_layers": 2,
+        "method.proj_hidden_dim": 4096,
+        "method.proj_output_dim": 256,
+        "method.pred_hidden_dim": 4096,
+        "method.pred_last_bn": False,
+        "method.base_tau": 0.99,
+        "method.final_tau": 1.0,
+        "method.freeze_patch_embed": NotInSource("solo-learn has no frozen patch projection"),
+        "method.bn_stats": "per_view",
+        # optimizer: lars, lr 0.3, weight_decay 1e-6, kwargs clip_lr True, eta 0.02,
+        # exclude_bias_n_norm True
+        **_solo_lars(lr=0.3, weight_decay=1.0e-6),
+        **_solo_warmup_cosine(),
+        **_solo_asymmetric(),
+        **_solo_run(),
+    },
+}
+
+# ---- NNCLR: the paper's ImageNet recipe (no official code) and solo-learn's CIFAR one ------------
+SOURCES["nnclr"] = {
+    "cite": "Dwibedi et al. 2021 (NNCLR), arXiv:2104.14548 sec. 4.1 implementation details",
+    "values": {
+        # projection MLP [2048, 2048, d], BN after every layer, ReLU after all but the last;
+        # d = 256; prediction MLP [4096, d]; temperature 0.1; support set 98,304
+        "method.temperature": 0.1,
+        "method.queue_size": 98304,
+        "method.proj_layers": 3,
+        "method.proj_hidden_dim": 2048,
+        "method.proj_output_dim": 256,
+        "method.pred_hidden_dim": 4096,
+        "method.bn_stats": NotInSource("the paper does not say how the views are batched"),
+        # LARS, learning rate 4.8 at batch 4096 (0.3 per 256 images), weight decay 1e-6, 10 warm-up
+        # epochs, cosine decay; LARS's own settings are not stated (BYOL's stand in, as the recipe
+        # says)
+        "optimizer.name": "lars",
+        "optimizer.lr": 0.3,
+        "optimizer.scale_lr": True,
+        "optimizer.weight_decay": 1.0e-6,
+        "optimizer.momentum": NotInSource("LARS momentum not stated (BYOL's 0.9)"),
+        "optimizer.nesterov": NotInSource("not stated"),
+        "optimizer.eta": NotInSource("LARS trust coefficient not stated (BYOL's 1e-3)"),
+        "optimizer.eps": NotInSource("not stated"),
+        "optimizer.clip_lr": NotInSource("not stated"),
+        "optimizer.betas": None,
+        "optimizer.exclude_bias_n_norm": NotInSource("not stated (BYOL's exclusion)"),
+        **_warmup_from_zero_cosine(10),
+        # "the same data augmentation as BYOL": BYOL's table 6
+        **_moco_v3_views(224, (0.08, 1.0), blur=(1.0, 0.1)),
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
+    },
+}
+
+SOURCES["nnclr_cifar10"] = {
+    "cite": f"{SOLO}/nnclr.yaml + augmentations/asymmetric.yaml",
+    "values": {
+        # nnclr.yaml method_kwargs: temperature 0.2, proj_hidden_dim 2048, pred_hidden_dim 4096,
+        # proj_output_dim 256, queue_size 65536; solo/methods/nnclr.py: projector Linear-BN-ReLU
+        # x 2, Linear-BN; predictor Linear-BN-ReLU, Linear; training_step: find_nn(z1),
+        # find_nn(z2), loss (nn1 vs p2) / 2 + (nn2 vs p1) / 2, then dequeue_and_enqueue(z1)
+        "method.temperature": 0.2,
+        "method.queue_size": 65536,
+        "method.proj_layers": 3,
+        "method.proj_hidden_dim": 2048,
+        "method.proj_output_dim": 256,
+        "method.pred_hidden_dim": 4096,
+        "method.bn_stats": "per_view",
+        # optimizer: lars, lr 0.4, weight_decay 1e-5, kwargs clip_lr True, eta 0.02,
+        # exclude_bias_n_norm True
+        **_solo_lars(lr=0.4, weight_decay=1.0e-5),
+        **_solo_warmup_cosine(),
+        **_solo_asymmetric(),
+        **_solo_run(),
+    },
+}
+
+# the CIFAR-100 recipes of the same scripts ("change here for cifar100"): same values
+for _m, _script in (("moco_v3", "mocov3"), ("nnclr", "nnclr")):
+    SOURCES[f"{_m}_cifar100"] = {
+        "cite": f"{SOLO}/{_script}.yaml (data.dataset: cifar100) + augmentations/asymmetric.yaml",
+        "values": dict(SOURCES[f"{_m}_cifar10"]["values"]),
+    }
+
 SOURCES["byol"] = {
     "cite": "Grill et al. 2020 (BYOL), official code deepmind/deepmind-research@d8df415 "
     "byol/configs/byol.py "
