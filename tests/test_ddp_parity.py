@@ -1,7 +1,8 @@
 """Gradient parity under DDP (issue: sweeps and scale-out): for each loss that talks across ranks -
 MoCo's InfoNCE with its queue (keys gathered into the queue), SwAV's Sinkhorn (all-reduced
 marginals) and InstDisc's and CMC's memory banks (gathered row updates, an all-reduced Z), CMC's
-in-batch cross-view loss (candidates gathered with gradients) - the parameter gradients of 2 CPU
+in-batch cross-view loss (candidates gathered with gradients), DINO's centre (the teacher's batch
+mean all-reduced) - the parameter gradients of 2 CPU
 processes with batch B each, averaged as DDP averages them, equal those of 1 process with batch 2B
 on the same samples. Two steps each, so what the first step wrote into the queue / bank is part of
 the second step's loss.
@@ -59,6 +60,20 @@ def _build(name):
             num_prototypes=6,
             freeze_prototypes_epochs=0,
         )
+    if name == "dino":
+        from ssl_bench.methods.dino import DINO
+
+        # the centre written by step 1 (from both ranks' teacher outputs) centres step 2's teacher;
+        # center_momentum 0: the centre is that batch mean alone, so a rank's own mean stands out
+        return DINO(
+            Tiny(),
+            proj_hidden_dim=16,
+            proj_output_dim=8,
+            num_prototypes=12,
+            freeze_last_layer=0,
+            center_momentum=0.0,
+            base_tau=0.9,
+        )
     if name.startswith("cmc"):
         from ssl_bench.methods.cmc import CMC
 
@@ -82,7 +97,7 @@ def _batches(name):
     out = []
     for step in range(STEPS):
         views = [torch.randn(N, 3, 12, 12, generator=g) for _ in range(2)]
-        if name == "swav":
+        if name in ("swav", "dino"):
             views += [
                 torch.randn(N, 3, 8, 8, generator=g) for _ in range(2)
             ]  # 2 large + 2 small crops
@@ -128,7 +143,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-NAMES = ["moco_v2", "swav", "instdisc", "cmc_bank", "cmc_batch"]
+NAMES = ["moco_v2", "swav", "instdisc", "cmc_bank", "cmc_batch", "dino"]
 
 
 def _worker(rank, world, port, out):
