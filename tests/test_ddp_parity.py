@@ -4,7 +4,8 @@ marginals) and InstDisc's and CMC's memory banks (gathered row updates, an all-r
 in-batch cross-view loss (candidates gathered with gradients), Barlow Twins' cross-correlation
 (global standardisation, all-reduced matrix), VICReg's variance and covariance (embeddings gathered
 with gradients), MoCo v3's in-batch keys (gathered without gradient), NNCLR's support set (every
-rank's embeddings written) and its candidate predictions (gathered with gradients) - the parameter
+rank's embeddings written) and its candidate predictions (gathered with gradients), DINO's centre
+(the teacher's batch mean all-reduced) - the parameter
 gradients of 2 CPU processes with batch B each, averaged as DDP averages them, equal those of 1
 process with batch 2B on the same samples. Two steps each, so what the first step wrote into the
 queue / bank / support set is part of the second step's loss.
@@ -62,6 +63,20 @@ def _build(name):
             num_prototypes=6,
             freeze_prototypes_epochs=0,
         )
+    if name == "dino":
+        from ssl_bench.methods.dino import DINO
+
+        # the centre written by step 1 (from both ranks' teacher outputs) centres step 2's teacher;
+        # center_momentum 0: the centre is that batch mean alone, so a rank's own mean stands out
+        return DINO(
+            Tiny(),
+            proj_hidden_dim=16,
+            proj_output_dim=8,
+            num_prototypes=12,
+            freeze_last_layer=0,
+            center_momentum=0.0,
+            base_tau=0.9,
+        )
     if name.startswith("cmc"):
         from ssl_bench.methods.cmc import CMC
 
@@ -112,7 +127,7 @@ def _batches(name):
     out = []
     for step in range(STEPS):
         views = [torch.randn(N, 3, 12, 12, generator=g) for _ in range(2)]
-        if name == "swav":
+        if name in ("swav", "dino"):
             views += [
                 torch.randn(N, 3, 8, 8, generator=g) for _ in range(2)
             ]  # 2 large + 2 small crops
@@ -161,6 +176,7 @@ def _free_port() -> int:
 
 NAMES = ["moco_v2", "swav", "instdisc", "cmc_bank", "cmc_batch", "barlow_twins", "vicreg"]
 NAMES += ["moco_v3", "nnclr"]
+NAMES += ["dino"]
 
 
 def _worker(rank, world, port, out):

@@ -7,6 +7,7 @@ Each function names its paper and equation and follows its formula. By family:
   CPC v2's InfoNCE over a grid of patches;
 * `bootstrap`: BYOL's regression loss, SimSiam's negative cosine;
 * `clustering`: Sinkhorn-Knopp codes and SwAV's swapped prediction;
+* `distillation`: DINO's cross-entropy of a centred, sharpened teacher and its centre update;
 * `nce`: noise-contrastive estimation against a memory bank (InstDisc, with its normaliser Z; CMC's
   cross-view form);
 * `mi`: lower bounds on mutual information (JSD, DV, InfoNCE), AMDIM's and DIM's objectives built on

@@ -44,6 +44,7 @@ METHODS = [
     "vicreg",
     "moco_v3",
     "nnclr",
+    "dino",
 ]
 # cpc_v2: a small context network (its 13M-parameter default only costs time; forward does not read
 # it)

@@ -1778,3 +1778,126 @@ for _m, _script, _views in (
         "cite": f"{SOLO}/{_script}.yaml (data.dataset: cifar100){_views}",
         "values": dict(SOURCES[f"{_m}_cifar10"]["values"]),
     }
+
+
+# ---- DINO (Caron et al. 2021)
+DINO_CODE = "facebookresearch/dino@cc72fe9"
+
+
+def _dino_crops(
+    i: int, num_crops: int, crop_size, scale, blur_prob: float, solarize: float
+) -> dict:
+    # main_dino.py DataAugmentationDINO: RandomResizedCrop(size, scale=...) with torchvision's
+    # ratio, RandomHorizontalFlip(p=0.5), RandomApply([ColorJitter(brightness=0.4, contrast=0.4,
+    # saturation=0.2, hue=0.1)], p=0.8), RandomGrayscale(p=0.2), utils.GaussianBlur(p) (PIL
+    # radius uniform in [0.1, 2.0]: 13 px at sigma 2, PIL_KERNEL), utils.Solarization(0.2) on the
+    # second global crop only
+    return view(
+        i,
+        num_crops=num_crops,
+        crop_size=crop_size,
+        scale=scale,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.2,
+        hue=0.1,
+        grayscale=0.2,
+        blur_prob=blur_prob,
+        blur_sigma=(0.1, 2.0),
+        blur_kernel_size=PIL_KERNEL,
+        solarize=solarize,
+    )
+
+
+SOURCES["dino"] = {
+    "cite": f"Caron et al. 2021 (DINO), official code {DINO_CODE} main_dino.py defaults "
+    "(+ utils.py, vision_transformer.py DINOHead)",
+    "values": {
+        # get_args_parser: --out_dim 65536, --norm_last_layer True, --use_bn_in_head False; DINOHead
+        # defaults nlayers=3, hidden_dim=2048, bottleneck_dim=256
+        "method.num_prototypes": 65536,
+        "method.proj_hidden_dim": 2048,
+        "method.proj_output_dim": 256,
+        "method.proj_layers": 3,
+        "method.use_bn_in_head": False,
+        "method.norm_last_layer": True,
+        # --warmup_teacher_temp 0.04, --teacher_temp 0.04, --warmup_teacher_temp_epochs 0; DINOLoss
+        # student_temp=0.1, center_momentum=0.9
+        "method.student_temp": 0.1,
+        "method.teacher_temp": 0.04,
+        "method.warmup_teacher_temp": 0.04,
+        "method.warmup_teacher_temp_epochs": 0,
+        "method.center_momentum": 0.9,
+        # --freeze_last_layer 1; --momentum_teacher 0.996, raised to 1 by utils.cosine_scheduler
+        "method.freeze_last_layer": 1,
+        "method.base_tau": 0.996,
+        "method.final_tau": 1.0,
+        # utils.MultiCropWrapper: the backbone on torch.cat of the crops of one resolution
+        "method.bn_stats": "joint",
+        # --optimizer adamw: torch.optim.AdamW(params_groups) with torch's betas and eps;
+        # --weight_decay 0.04 (its cosine to --weight_decay_end 0.4 has no key here);
+        # utils.get_params_groups: biases and 1-D parameters in a group without weight decay;
+        # --lr 0.0005 scaled by batch_size_per_gpu * world_size / 256
+        "optimizer.name": "adamw",
+        "optimizer.lr": 5.0e-4,
+        "optimizer.scale_lr": True,
+        "optimizer.weight_decay": 0.04,
+        "optimizer.betas": [0.9, 0.999],
+        "optimizer.eps": 1.0e-8,
+        "optimizer.exclude_bias_n_norm": True,
+        "optimizer.momentum": None,
+        "optimizer.nesterov": None,
+        "optimizer.eta": None,
+        "optimizer.clip_lr": None,
+        # utils.cosine_scheduler(base, --min_lr 1e-6, epochs, iters, --warmup_epochs 10,
+        # start_warmup_value=0): a linear warm-up from 0, then a cosine to min_lr, per iteration
+        "scheduler.name": "warmup_cosine",
+        "scheduler.warmup_epochs": 10,
+        "scheduler.warmup_steps": None,
+        "scheduler.warmup_start_lr": 0.0,
+        "scheduler.min_lr": 1.0e-6,
+        "scheduler.milestones": None,
+        "scheduler.gamma": None,
+        # --global_crops_scale 0.4 1. (224 px), --local_crops_number 8 --local_crops_scale 0.05 0.4
+        # (96 px); GaussianBlur(1.0) / GaussianBlur(0.1) + Solarization(0.2) / GaussianBlur(p=0.5)
+        **_dino_crops(0, 1, 224, (0.4, 1.0), blur_prob=1.0, solarize=0.0),
+        **_dino_crops(1, 1, 224, (0.4, 1.0), blur_prob=0.1, solarize=0.2),
+        **_dino_crops(2, 8, 96 / 224, (0.05, 0.4), blur_prob=0.5, solarize=0.0),
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
+    },
+}
+
+SOURCES["dino_cifar10"] = {
+    "cite": f"{SOLO}/dino.yaml + augmentations/asymmetric.yaml",
+    "values": {
+        # dino.yaml method_kwargs: proj_hidden_dim 2048, proj_output_dim 256, num_prototypes 4096;
+        # momentum: base_tau 0.9995, final_tau 1.0
+        "method.proj_hidden_dim": 2048,
+        "method.proj_output_dim": 256,
+        "method.num_prototypes": 4096,
+        "method.base_tau": 0.9995,
+        "method.final_tau": 1.0,
+        # solo/methods/dino.py add_and_assert_specific_cfg defaults: freeze_last_layer 1,
+        # norm_last_layer True, use_bn_in_head False, student_temperature 0.1, teacher_temperature
+        # 0.07, warmup_teacher_temperature 0.04, warmup_teacher_temperature_epochs 0 (clip_grad 0:
+        # off); DINOHead num_layers=3; solo/losses/dino.py DINOLoss center_momentum=0.9
+        "method.freeze_last_layer": 1,
+        "method.norm_last_layer": True,
+        "method.use_bn_in_head": False,
+        "method.proj_layers": 3,
+        "method.student_temp": 0.1,
+        "method.teacher_temp": 0.07,
+        "method.warmup_teacher_temp": 0.04,
+        "method.warmup_teacher_temp_epochs": 0,
+        "method.center_momentum": 0.9,
+        "method.bn_stats": "per_view",
+        # optimizer: lars, lr 0.3, weight_decay 1e-6, kwargs clip_lr True, eta 0.02,
+        # exclude_bias_n_norm True
+        **_solo_lars(lr=0.3, weight_decay=1.0e-6),
+        **_solo_warmup_cosine(),
+        **_solo_asymmetric(),
+        **_solo_run(),
+    },
+}
