@@ -7,11 +7,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ssl_bench.errors import ConfigError
 from ssl_bench.losses.bootstrap import byol_loss
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.nn.ema import MomentumTargets, make_target
-from ssl_bench.nn.heads import MLP
+from ssl_bench.nn.heads import MLP, check_head_sizes
 
 
 class BYOL(SSLMethod):
@@ -40,13 +39,11 @@ class BYOL(SSLMethod):
         **kwargs,
     ):
         super().__init__(backbone, bn_stats=bn_stats, **kwargs)
-        for key, dim in (
-            ("proj_hidden_dim", proj_hidden_dim),
-            ("proj_output_dim", proj_output_dim),
-            ("pred_hidden_dim", pred_hidden_dim),
-        ):
-            if dim < 1:
-                raise ConfigError(f"method.{key}", f"must be a positive width, got {dim}.")
+        check_head_sizes(
+            proj_hidden_dim=proj_hidden_dim,
+            proj_output_dim=proj_output_dim,
+            pred_hidden_dim=pred_hidden_dim,
+        )
         # online: f -> g (projector) -> q (predictor); both MLPs with one hidden layer, BN + ReLU
         # (paper, 3.3)
         self.projector = MLP(self.feat_dim, proj_hidden_dim, proj_output_dim)

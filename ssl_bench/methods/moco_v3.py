@@ -30,7 +30,7 @@ from ssl_bench.errors import ConfigError
 from ssl_bench.losses.contrastive import moco_v3_loss
 from ssl_bench.methods.base import SSLMethod, embedding_std
 from ssl_bench.nn.ema import MomentumTargets, make_target
-from ssl_bench.nn.heads import MLP
+from ssl_bench.nn.heads import MLP, check_head_sizes
 
 
 def freeze_patch_embedding(backbone: nn.Module) -> list[nn.Parameter]:
@@ -74,15 +74,12 @@ class MoCoV3(SSLMethod):
                 f"must be positive, got {temperature}.",
                 "use MoCo v3's 1.0 (ResNet) or 0.2 (ViT).",
             )
-        if proj_layers < 1:
-            raise ConfigError("method.proj_layers", f"needs at least 1 layer, got {proj_layers}.")
-        for key, dim in (
-            ("proj_hidden_dim", proj_hidden_dim),
-            ("proj_output_dim", proj_output_dim),
-            ("pred_hidden_dim", pred_hidden_dim),
-        ):
-            if dim < 1:
-                raise ConfigError(f"method.{key}", f"must be a positive width, got {dim}.")
+        check_head_sizes(
+            proj_hidden_dim=proj_hidden_dim,
+            proj_output_dim=proj_output_dim,
+            pred_hidden_dim=pred_hidden_dim,
+            proj_layers=proj_layers,
+        )
         self.temperature = float(temperature)
         if freeze_patch_embed:  # before the copy: the target's patch projection is the same one
             freeze_patch_embedding(self.backbone)

@@ -23,7 +23,7 @@ from torch import nn
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses.contrastive import nearest_neighbour, nnclr_loss
 from ssl_bench.methods.base import SSLMethod, embedding_std
-from ssl_bench.nn.heads import MLP
+from ssl_bench.nn.heads import MLP, check_head_sizes
 from ssl_bench.nn.queue import FeatureQueue
 
 
@@ -53,15 +53,12 @@ class NNCLR(SSLMethod):
                 f"must be a positive number of embeddings, got {queue_size}.",
                 "use NNCLR's 98304 (ImageNet) or a CIFAR-sized one (solo-learn: 65536).",
             )
-        if proj_layers < 1:
-            raise ConfigError("method.proj_layers", f"needs at least 1 layer, got {proj_layers}.")
-        for key, dim in (
-            ("proj_hidden_dim", proj_hidden_dim),
-            ("proj_output_dim", proj_output_dim),
-            ("pred_hidden_dim", pred_hidden_dim),
-        ):
-            if dim < 1:
-                raise ConfigError(f"method.{key}", f"must be a positive width, got {dim}.")
+        check_head_sizes(
+            proj_hidden_dim=proj_hidden_dim,
+            proj_output_dim=proj_output_dim,
+            pred_hidden_dim=pred_hidden_dim,
+            proj_layers=proj_layers,
+        )
         self.temperature = float(temperature)
         self.projector = MLP(
             self.feat_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers, bn="all"

@@ -10,7 +10,7 @@ from torch import nn
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses.bootstrap import negative_cosine
 from ssl_bench.methods.base import SSLMethod, embedding_std
-from ssl_bench.nn.heads import MLP
+from ssl_bench.nn.heads import MLP, check_head_sizes
 from ssl_bench.optim import split_decay_groups
 
 
@@ -40,13 +40,11 @@ class SimSiam(SSLMethod):
         **kwargs,
     ):
         super().__init__(backbone, bn_stats=bn_stats, **kwargs)
-        for key, dim in (
-            ("proj_hidden_dim", proj_hidden_dim),
-            ("proj_output_dim", proj_output_dim),
-            ("pred_hidden_dim", pred_hidden_dim),
-        ):
-            if dim < 1:
-                raise ConfigError(f"method.{key}", f"must be a positive width, got {dim}.")
+        check_head_sizes(
+            proj_hidden_dim=proj_hidden_dim,
+            proj_output_dim=proj_output_dim,
+            pred_hidden_dim=pred_hidden_dim,
+        )
         if proj_layers < 1:
             raise ConfigError(
                 "method.proj_layers",

@@ -10,7 +10,7 @@ from torch import nn
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses.redundancy import vicreg_loss
 from ssl_bench.methods.base import SSLMethod, embedding_std
-from ssl_bench.nn.heads import MLP
+from ssl_bench.nn.heads import MLP, check_head_sizes
 
 
 class VICReg(SSLMethod):
@@ -43,14 +43,11 @@ class VICReg(SSLMethod):
         **kwargs,
     ):
         super().__init__(backbone, bn_stats=bn_stats, **kwargs)
-        for key, dim in (
-            ("proj_hidden_dim", proj_hidden_dim),
-            ("proj_output_dim", proj_output_dim),
-        ):
-            if dim < 1:
-                raise ConfigError(f"method.{key}", f"must be a positive width, got {dim}.")
-        if proj_layers < 1:
-            raise ConfigError("method.proj_layers", f"needs at least 1 layer, got {proj_layers}.")
+        check_head_sizes(
+            proj_hidden_dim=proj_hidden_dim,
+            proj_output_dim=proj_output_dim,
+            proj_layers=proj_layers,
+        )
         weights = {
             "sim_loss_weight": sim_loss_weight,
             "var_loss_weight": var_loss_weight,

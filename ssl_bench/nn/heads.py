@@ -11,6 +11,16 @@ from ssl_bench.errors import ConfigError
 BN_PLACEMENTS = ("none", "hidden", "all")
 
 
+def check_head_sizes(**sizes: int) -> None:
+    """A ConfigError naming `method.<key>` for a head width below 1 or a `*_layers` count below 1
+    (the checks every method with MLP heads makes on its constructor's arguments)."""
+    for key, value in sizes.items():
+        if key.endswith("_layers") and value < 1:
+            raise ConfigError(f"method.{key}", f"needs at least 1 layer, got {value}.")
+        if not key.endswith("_layers") and value < 1:
+            raise ConfigError(f"method.{key}", f"must be a positive width, got {value}.")
+
+
 def check_bn_placement(value: str, key: str) -> str:
     """`value` if it names a BN placement, else a ConfigError naming the config `key`."""
     if value not in BN_PLACEMENTS:
