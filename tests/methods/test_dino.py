@@ -7,7 +7,9 @@ import pytest
 import torch
 from conftest import FAST, learning_run, run_cli
 from conftest import narrow_backbone as narrow
+from omegaconf import OmegaConf
 
+from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses.distillation import dino_center, dino_loss
 from ssl_bench.methods.dino import DINO
@@ -48,6 +50,7 @@ def test_head_follows_the_official_dino_head():
         ({"freeze_last_layer": -1}, "method.freeze_last_layer"),
         ({"num_prototypes": 1}, "method.num_prototypes"),
         ({"base_tau": 1.2}, "method.base_tau"),
+        ({"eval_network": "both"}, "method.eval_network"),
     ],
 )
 def test_bad_values_name_the_key(kwargs, key):
@@ -74,6 +77,51 @@ def test_training_loss_is_dino_loss_over_all_crops_with_the_teacher_on_the_globa
     assert out["representation"].shape == (16, m.feat_dim) and out["teacher_temp"] == pytest.approx(
         0.04
     )
+
+
+@pytest.mark.parametrize("network", ["teacher", "student"])
+def test_the_evaluated_network_is_the_teacher_by_default(tmp_path, network):
+    """The official evaluation takes the teacher (eval_knn.py `--checkpoint_key teacher`): forward,
+    the probe's representation and load_backbone's weights all come from the network chosen."""
+    from ssl_bench.loading import RECORD_KEY, RunRecord, plain_backbone
+
+    torch.manual_seed(0)
+    m = DINO(narrow(), **SMALL, bn_stats="per_view", eval_network=network)
+    with torch.no_grad():  # a teacher unlike the student
+        for p in m.teacher_backbone.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    chosen = m.teacher_backbone if network == "teacher" else m.backbone
+    views = multicrop_views()
+    rep = m.training_loss(views, None, None)["representation"]
+    m.eval()
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(m(x), chosen(x))
+        other = m.backbone if network == "teacher" else m.teacher_backbone
+        assert not torch.allclose(m(x), other(x), atol=1e-3)
+    m.train()
+    with torch.no_grad():
+        assert torch.allclose(rep, torch.cat([chosen(v) for v in views[:2]]), atol=1e-5)
+    # the checkpoint's record names the evaluated module; load_backbone/export take its weights
+    cfg = OmegaConf.create(
+        {
+            "backbone": {
+                "name": "resnet18",
+                "small_input": True,
+                "kwargs": {"channels": [16, 32, 64, 128]},
+            }
+        }
+    )
+    ckpt = {"state_dict": m.state_dict()}
+    RunRecord(cfg, DataInfo(num_samples=8)).on_save_checkpoint(None, m, ckpt)
+    assert ckpt[RECORD_KEY]["backbone"]["module"] == chosen_name(network)
+    loaded = plain_backbone(ckpt, tmp_path / "last.ckpt")
+    with torch.no_grad():
+        assert torch.equal(loaded(x), chosen.eval()(x))
+
+
+def chosen_name(network: str) -> str:
+    return "teacher_backbone" if network == "teacher" else "backbone"
 
 
 def test_no_gradient_reaches_the_teacher_and_the_optimizer_skips_it():
