@@ -235,8 +235,9 @@ def test_fast_dev_run_through_cli(tmp_path, backbone):
 # teacher temperature 0.04, tau from 0.9, the last layer learning from the first step. kNN top-1
 # gains (best - random init) on the shared 2-core machine (one thread each, beside other jobs: 108
 # s for seed 0, 270-380 s for seeds 1-3 beside the fmnist_dino run):
-#   this recipe, evaluating the student, seeds 0-3: +14.6 (22.2 -> 36.8), +3.0 (28.6 -> 31.6), +18.0, +13.0 (min train/z_std
-#   0.024-0.039; seed 1 rises late: 28.8 after epoch 1, 23.6, 24.0, 29.0, 31.6)
+#   this recipe, evaluating the student, seeds 0-3: +14.6 (22.2 -> 36.8), +3.0 (28.6 -> 31.6),
+#   +18.0, +13.0 (min train/z_std 0.024-0.039; seed 1 rises late: 28.8 after epoch 1, 23.6, 24.0,
+#   29.0, 31.6)
 #   evaluating the teacher (method.eval_network=teacher, the default since; 2026-11-30, load ~6 on
 #   the 2 cores): +12.8 (22.2 -> 35.0), +5.8 (28.6 -> 34.4), +14.6 (26.8 -> 41.4), +11.8
 #   seed 0, no BN in the head, 3 epochs: +4.6 (train/z_std 0.0004: every image picks one prototype)
