@@ -15,7 +15,7 @@ lightly (the CPU comparison preset of issue 17)
     Every method lightly 1.6.0 also implements and this checkout has (simclr, moco_v2, byol,
     simsiam, swav, barlow_twins, vicreg, dino, nnclr, mae), each at ResNet-18 / 32 px and again as
     a small-model row (the narrow ResNet-18 of the Fashion-MNIST experiments at 28 px, with the
-    method's experiment=fmnist_<method> heads, views and optimizer); batch 128, 2 warm-up + 3
+    method's experiment=fmnist_<method> heads, views and optimizer); batch 128, 1 warm-up + 3
     timed steps, no FLOP count. Beside each row, in the same process: lightly's loop of the method
     as its users write it (bench.lightly_specs, bench.lightly_loop: its heads, losses, transforms
     on PIL images in 2 DataLoader workers, momentum helpers, memory bank) with the row's

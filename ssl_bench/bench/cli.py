@@ -25,7 +25,7 @@ SUITES = {
     "lightly": {
         "methods": "all",
         "batch_size": 128,
-        "warmup": 2,
+        "warmup": 1,
         "steps": 3,
         "lightly": True,
         "small": True,
@@ -117,9 +117,19 @@ def cpu_suites(args, argv: list[str]) -> tuple[str, list[dict]]:
     return to_markdown(rows, header), rows_json(rows)
 
 
+def quiet_lightning() -> None:
+    """Lightning's per-fit INFO lines (precision, devices, tips) said once per measurement would
+    bury the bench's own progress lines."""
+    import logging
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
+    quiet_lightning()
     try:
         check_methods(args.methods_list)
         if args.lightly and args.suite != "gpu":

@@ -19,6 +19,7 @@ What the momentum teacher encodes is part of each spec (`bound_views`), for the 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -329,28 +330,32 @@ def _normalize_prototypes(model, ctx):
 
 def _dino_model(backbone, dim, m):
     """lightly's DINO example: the teacher's head is a second DINOProjectionHead (its weight-normed
-    last layer cannot be deep-copied), both with the row's widths."""
+    last layer cannot be deep-copied) with the row's widths, here loaded with the student's
+    weights so the EMA starts where the student does."""
     from lightly.models.modules import DINOProjectionHead
     from lightly.models.utils import deactivate_requires_grad
 
     check_layers(m, 3, "DINOProjectionHead")
 
     def head(freeze_last_layer: int) -> nn.Module:
-        return DINOProjectionHead(
-            dim,
-            m["proj_hidden_dim"],
-            m["proj_output_dim"],
-            m["num_prototypes"],
-            batch_norm=bool(m.get("use_bn_in_head", False)),
-            freeze_last_layer=freeze_last_layer,
-            norm_last_layer=bool(m.get("norm_last_layer", True)),
-        )
+        with warnings.catch_warnings():  # lightly's head uses torch's deprecated weight_norm
+            warnings.filterwarnings("ignore", "`torch.nn.utils.weight_norm` is deprecated")
+            return DINOProjectionHead(
+                dim,
+                m["proj_hidden_dim"],
+                m["proj_output_dim"],
+                m["num_prototypes"],
+                batch_norm=bool(m.get("use_bn_in_head", False)),
+                freeze_last_layer=freeze_last_layer,
+                norm_last_layer=bool(m.get("norm_last_layer", True)),
+            )
 
-    teacher_head = head(-1)
+    student_head, teacher_head = head(m.get("freeze_last_layer", -1)), head(-1)
+    teacher_head.load_state_dict(student_head.state_dict())
     deactivate_requires_grad(teacher_head)
     return {
         "student_backbone": backbone,
-        "student_head": head(m.get("freeze_last_layer", -1)),
+        "student_head": student_head,
         "teacher_backbone": teacher_copy(backbone),
         "teacher_head": teacher_head,
     }
