@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from ssl_bench.bench import COLUMNS, main
-from ssl_bench.bench.bound import bound_views
+from ssl_bench.bench.bound import bound_views, groupings
 from ssl_bench.bench.gpu import checks, timed_steps
 from ssl_bench.bench.lightly_loop import VARIANTS, make_transform, run_lightly
 from ssl_bench.bench.lightly_specs import SPECS
@@ -88,6 +88,16 @@ def test_lightly_mae_loop_runs():
     assert bound_views(cfg) is None  # a bare ViT on whole images bounds nothing for MAE
 
 
+def test_the_bound_times_both_sides_backbone_calls():
+    """The bound groups the views as ssl_bench's method does (bn_stats) and as lightly's loop does
+    (one call per view; per resolution for DINO): both where they differ."""
+    expected = {"simclr": [False, True], "byol": [False], "dino": [True], "swav": [False, True]}
+    for method, calls in expected.items():
+        assert groupings(bench_config(Setting(method, "resnet18", 32, 8), 16, "auto", [])) == calls
+    cfg = bench_config(Setting("byol", "resnet18", 32, 8), 16, "auto", [])
+    assert bound_views(cfg) == ([32, 32], 2, 2)  # two views trained, two through the teacher
+
+
 def test_lightly_comparison_each_kind(tmp_path):
     """The lightly suite on one method of each kind (contrastive: SimCLR; momentum and memory bank:
     MoCo v2, lightly's NTXentLoss with its memory bank; multi-crop: SwAV): every row has
@@ -104,6 +114,7 @@ def test_lightly_comparison_each_kind(tmp_path):
         assert x["lightly_fast"] == ("bf16_cl" if x["cpu_bf16"] == "native" else "fp32_cl")
         for key in ("lightly_fast_img_s", "lightly_fp32_img_s", "bound_img_s"):
             assert x[key] > 0, (r["method"], key)
+        assert x["bound_calls"] in ("per_view", "joint")
         assert x["ratio_vs_lightly_fast"] == pytest.approx(
             r["train_img_s"] / x["lightly_fast_img_s"]
         )

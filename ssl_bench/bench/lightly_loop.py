@@ -15,8 +15,9 @@ and batches channels_last) and `bf16_cl` (bf16 autocast around forward and loss,
 `fast_variant` is the fastest a user would pick on the device: bf16_cl on a CPU with native bf16
 and on CUDA with bf16, else fp32_cl.
 
-Timing matches ssl_bench's ThroughputMonitor: from the end of the last warm-up step to the end of
-the last timed step, every batch's wait for the loader included. The dataset holds the images of
+Timing matches ssl_bench's rows (bench.ours.Clock): from the end of the last warm-up step to the end
+of the last timed step, the device synchronised at both ends, every batch's wait for the loader
+included. The dataset holds the images of
 the warm-up and timed steps plus the batches the workers prefetch (2 per worker), so the workers
 keep transforming during the timed steps as in a long run, instead of idling at the end of a
 dataset they had already finished.

@@ -67,6 +67,7 @@ class Spec:
     before_forward: Callable[[nn.ModuleDict, Ctx], None] | None = None
     after_backward: Callable[[nn.ModuleDict, Ctx], None] | None = None
     bound_views: Callable[[dict, int], tuple[int, int] | None] = field(default=all_views)
+    joint: bool = False
 
 
 # ---- shared pieces ---------------------------------------------------------------------------
@@ -505,6 +506,7 @@ SPECS: dict[str, Spec] = {
         momentum=(("student_backbone", "teacher_backbone"), ("student_head", "teacher_head")),
         after_backward=_cancel_last_layer,
         bound_views=lambda m, n: (n, 2),
+        joint=True,
     ),
     "nnclr": Spec(_nnclr_model, _ntxent, _nnclr_loss),
     "mae": Spec(_mae_model, _mse, _mae_loss, views="mae", bound_views=lambda m, n: None),

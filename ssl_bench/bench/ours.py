@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import pytorch_lightning as pl
 import torch
 
 from ssl_bench.bench.machine import peak_memory_mib, reset_peak_memory, sync
@@ -125,30 +126,49 @@ def view_throughput(dm, device: torch.device, batch_size: int, reps: int):
     return batch_size * reps / (time.perf_counter() - t), views_fn
 
 
-def train_throughput(model, dm, precision, accelerator: str, warmup: int, steps: int) -> float:
-    """End-to-end training images per second with Lightning, timed between batches after
-    `warmup` steps (callbacks.ThroughputMonitor, the figure results.json reports)."""
-    import pytorch_lightning as pl
+class Clock(pl.Callback):
+    """Dataset images per second from the end of the warm-up's last optimizer step to the end of
+    training: the interval callbacks.ThroughputMonitor averages (every batch's wait for the loader
+    included), with the device synchronised at both ends, so a GPU's queued work falls inside it
+    (the monitor itself never synchronises: it must not slow a run)."""
 
-    from ssl_bench.callbacks import ThroughputMonitor
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.images, self.rate = warmup, None, 0, 0.0
 
-    clock = ThroughputMonitor(every_n_steps=10**9, warmup_steps=warmup)
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.warmup and self.start is None:
+            sync(pl_module.device)
+            self.start = time.perf_counter()
+        elif self.start is not None:
+            self.images += int(batch[2].shape[0])
+
+    def on_train_end(self, trainer, pl_module):
+        sync(pl_module.device)
+        if self.start is not None and self.images:
+            self.rate = self.images / (time.perf_counter() - self.start)
+
+
+def train_throughput(model, dm, precision, accelerator: str, warmup: int, steps: int, benchmark):
+    """End-to-end training images per second with Lightning over `steps` batches after `warmup`
+    (Clock). `benchmark`: trainer.benchmark of the row (cuDNN's autotuner)."""
+    clock = Clock(warmup)
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=1,
         precision=precision,
         max_steps=warmup + steps,
-        max_epochs=1,
+        max_epochs=-1,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
+        benchmark=benchmark,
         callbacks=[clock],
     )
     trainer.fit(model, datamodule=dm)
-    return clock.average or 0.0
+    return clock.rate
 
 
 def step_flops(model, dm, views_fn, device: torch.device, amp: bool, batch_size: int) -> float:
@@ -182,7 +202,10 @@ def measure_ours(cfg, accelerator: str, warmup: int, steps: int, flops: bool) ->
     reset_peak_memory(device)
     out = {"precision": precision, "device": device.type}
     out["views_img_s"], views_fn = view_throughput(dm, device, batch_size, max(steps, 3))
-    out["train_img_s"] = train_throughput(model, dm, precision, accelerator, warmup, steps)
+    benchmark = cfg.trainer.get("benchmark")
+    out["train_img_s"] = train_throughput(
+        model, dm, precision, accelerator, warmup, steps, benchmark
+    )
     out["peak_mem_mib"] = peak_memory_mib(device)
     if flops:
         n = step_flops(model, dm, views_fn, device, "bf16" in precision, batch_size)
