@@ -19,6 +19,7 @@ Lightning's loop, the kNN), so the comparison is strict against the baseline. Th
 training passes are the un-augmented eval views of the train split: the same images and size as the
 bank, without the cost of augmentation. Each of the three is timed `--repeats` times, alternating;
 the fastest of each is reported (the machine may be shared), every time is kept in `--json`.
+`--no-backward` skips the forward + backward epoch (the slowest part, context only).
 
 Defaults: SimCLR's method (its `forward` is the backbone's pooled features), the narrow ResNet-18 of
 the Fashion-MNIST experiments (conf/experiment/fmnist_base.yaml), all 60k train and 10k test images,
@@ -184,43 +185,58 @@ def with_defaults(overrides: list[str]) -> list[str]:
     return [d for d in DEFAULTS if d.split("=", 1)[0] not in own] + list(overrides)
 
 
-def measure(overrides: list[str], repeats: int = 1, log=print) -> dict[str, Any]:
-    """Every timing of the module docstring, `repeats` times alternating; the fastest of each, and
-    `ratio` = baseline / train_forward (the target: <= 1)."""
-    from ssl_bench.api import compose
-
-    overrides = with_defaults(overrides)
-    cfg = compose(overrides)
-    keys = ("baseline_s", "knn_s", "train_forward_s", "train_forward_backward_s")
-    times: dict[str, list[float]] = {k: [] for k in keys}
-    with tempfile.TemporaryDirectory(prefix="ssl_bench_speed_") as tmp:
-        for i in range(repeats):
-            dm, model, trainer = build(cfg, Path(tmp))
-            run = f"[{i + 1}/{repeats}]"
-            base = time_baseline(trainer, model, dm)
-            log(f"{run} baseline {base['baseline_s']:.1f} s (kNN {base['knn_s']:.1f} s)")
-            batches = training_batches(dm, next(model.parameters()).device)
-            trained = copy.deepcopy(model)  # train-mode BN must not move the baseline's model
-            precision = str(trainer.precision)
-            fwd = time_training_passes(trained, batches, precision, backward=False)
-            log(f"{run} one epoch of training forward passes {fwd:.1f} s")
-            both = time_training_passes(trained, batches, precision, backward=True)
-            log(f"{run} one epoch of training forward + backward passes {both:.1f} s")
-            for key, value in zip(keys, (base["baseline_s"], base["knn_s"], fwd, both)):
-                times[key].append(value)
-    best = {k: min(v) for k, v in times.items()}
-    return {
-        "machine": machine_line(),
-        "overrides": overrides,
+def one_repeat(cfg, run_dir: Path, backward: bool, tag: str, log=print) -> dict[str, Any]:
+    """One baseline on a freshly built method and Trainer, then the training passes over the same
+    train images (forward; forward + backward with `backward`), on a copy of the method."""
+    dm, model, trainer = build(cfg, run_dir)
+    base = time_baseline(trainer, model, dm)
+    log(f"{tag} baseline {base['baseline_s']:.1f} s (kNN {base['knn_s']:.1f} s)")
+    batches = training_batches(dm, next(model.parameters()).device)
+    trained = copy.deepcopy(model)  # train-mode BN must not move the baseline's model
+    precision = str(trainer.precision)
+    res = {
+        **base,
         "precision": precision,
         "bank": len(dm.splits["train"]),
         "queries": len(dm.splits["test"]),
         "eval_batch_size": dm.eval_batch_size,
         "train_images": sum(int(x.shape[0]) for x in batches),
         "batch_size": dm.batch_size,
-        "knn_top1_init": base["knn_top1_init"],
+        "train_forward_s": time_training_passes(trained, batches, precision, backward=False),
+        "train_forward_backward_s": None,
+    }
+    log(f"{tag} one epoch of training forward passes {res['train_forward_s']:.1f} s")
+    if backward:
+        both = time_training_passes(trained, batches, precision, backward=True)
+        res["train_forward_backward_s"] = both
+        log(f"{tag} one epoch of training forward + backward passes {both:.1f} s")
+    return res
+
+
+def measure(
+    overrides: list[str], repeats: int = 1, backward: bool = True, log=print
+) -> dict[str, Any]:
+    """Every timing of the module docstring, `repeats` times alternating; the fastest of each,
+    `ratio` = fastest baseline / fastest training forward (the target: <= 1) and each repeat's own
+    ratio."""
+    from ssl_bench.api import compose
+
+    overrides = with_defaults(overrides)
+    cfg = compose(overrides)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="ssl_bench_speed_") as tmp:
+        for i in range(repeats):
+            runs.append(one_repeat(cfg, Path(tmp), backward, f"[{i + 1}/{repeats}]", log))
+    keys = ("baseline_s", "knn_s", "train_forward_s", "train_forward_backward_s")
+    times = {k: [r[k] for r in runs] for k in keys}
+    best = {k: (min(v) if None not in v else None) for k, v in times.items()}
+    return {
+        "machine": machine_line(),
+        "overrides": overrides,
+        **{k: v for k, v in runs[-1].items() if k not in keys},
         **best,
         "ratio": best["baseline_s"] / best["train_forward_s"],
+        "ratios": [r["baseline_s"] / r["train_forward_s"] for r in runs],
         "times": times,
         "load_average": list(os.getloadavg()),
     }
@@ -236,9 +252,15 @@ def report(res: dict[str, Any]) -> str:
             f"{res['train_images']:,} images in batches of {res['batch_size']}",
             f"random-init kNN baseline: {res['baseline_s']:.1f} s (of which kNN scoring "
             f"{res['knn_s']:.1f} s; top-1 {res['knn_top1_init']:.2f}%)",
-            f"one epoch of training forward passes: {res['train_forward_s']:.1f} s "
-            f"(forward + backward: {res['train_forward_backward_s']:.1f} s)",
-            f"ratio baseline / training forward: {res['ratio']:.2f} (target <= 1)",
+            f"one epoch of training forward passes: {res['train_forward_s']:.1f} s"
+            + (
+                f" (forward + backward: {res['train_forward_backward_s']:.1f} s)"
+                if res["train_forward_backward_s"] is not None
+                else ""
+            ),
+            f"ratio baseline / training forward: {res['ratio']:.2f} (target <= 1; per repeat: "
+            + ", ".join(f"{r:.2f}" for r in res["ratios"])
+            + ")",
         ]
     )
 
@@ -250,13 +272,16 @@ def main(argv: list[str] | None = None) -> int:
         "passes of the same images (issue 17, item 3).",
     )
     parser.add_argument("--repeats", type=int, default=1, help="alternating repeats (fastest kept)")
+    parser.add_argument(
+        "--no-backward", action="store_true", help="skip the forward + backward epoch (context)"
+    )
     parser.add_argument("--json", default=None, help="also write every timing to this file")
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.repeats < 1:
             raise UserError(f"--repeats must be >= 1, got {args.repeats}.")
-        res = measure(args.overrides, args.repeats)
+        res = measure(args.overrides, args.repeats, backward=not args.no_backward)
     except UserError as err:
         report_user_error(err)
     print(report(res))
