@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.overrides import TorchFunctionMode
 
 from ssl_bench.eval.knn import WeightedKNN, knn_accuracy, knn_predict, select_knn
 
@@ -50,6 +51,42 @@ def test_knn_matches_brute_force(k, t):
     top1, top5 = knn_accuracy(test, test_y, bank, bank_y, 4, k, t)
     assert top1 == pytest.approx(100.0 * (ref.argmax(1) == test_y).float().mean().item())
     assert top5 == 100.0  # 4 classes: the top-5 holds every class
+
+
+class _TopkInputs(TorchFunctionMode):
+    """Records the shape of every similarity matrix knn_predict ranks (the input of its topk)."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.topk:
+            self.shapes.append(tuple(args[0].shape))
+        return func(*args, **(kwargs or {}))
+
+
+def test_similarity_blocks_stay_within_the_budget_and_score_as_one_block(monkeypatch):
+    """By default the queries are scored in blocks of SIMILARITY_BLOCK // bank rows (a 1.28M bank
+    must not hold 512 x 1.28M similarities at once, a 60k one gains from blocks over 512 rows); the
+    blocks give the scores of a single block and of the brute-force transcription."""
+    import ssl_bench.eval.knn as knn_module
+
+    g = torch.Generator().manual_seed(3)
+    bank, test = torch.randn(50, 8, generator=g), torch.randn(23, 8, generator=g)
+    bank_y = torch.randint(0, 4, (50,), generator=g)
+    whole = knn_predict(test, bank, bank_y, 4, k=6, temperature=0.1, chunk=23)
+    monkeypatch.setattr(knn_module, "SIMILARITY_BLOCK", 50 * 5)  # 5 queries per block
+    with _TopkInputs() as seen:
+        blocks = knn_predict(test, bank, bank_y, 4, k=6, temperature=0.1)
+    assert seen.shapes == [(5, 50)] * 4 + [(3, 50)]
+    assert torch.allclose(blocks, whole, rtol=1e-6, atol=0)
+    assert torch.equal(blocks.argmax(1), whole.argmax(1))
+    assert torch.allclose(blocks, brute_force_knn(test, bank, bank_y, 4, 6, 0.1), rtol=1e-4)
+    monkeypatch.setattr(knn_module, "SIMILARITY_BLOCK", 10)  # fewer entries than one bank row
+    with _TopkInputs() as seen:
+        knn_predict(test[:2], bank, bank_y, 4, k=6)
+    assert seen.shapes == [(1, 50), (1, 50)]
 
 
 def test_knn_accuracy_on_separable_clusters():
