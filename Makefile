@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo lint format test test-fast test-long bench clean
+.PHONY: help install demo lint format test test-fast test-long bench bench-lightly bench-gpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,12 @@ test-fast: $(STAMP)  ## tests without the slower learning runs
 
 bench: $(STAMP)  ## throughput benchmark; appends to BENCHMARKS.md
 	$(PY) -m ssl_bench.bench
+
+bench-lightly: $(STAMP)  ## every method beside lightly's loop on this CPU (~20 min on 2 cores; extra [bench])
+	$(PY) -m ssl_bench.bench --suite lightly
+
+bench-gpu: $(STAMP)  ## issue 17's GPU targets (SimCLR/BYOL epoch, views, memory, lightly ratio; < 8 min)
+	$(PY) -m ssl_bench.bench --suite gpu
 
 clean:  ## remove run outputs and caches
 	rm -rf outputs multirun .pytest_cache

@@ -60,7 +60,12 @@ class RunRecord(pl.Callback):
         }
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        checkpoint[RECORD_KEY] = self.record
+        # `module`: whose weights are THE backbone (SSLMethod.eval_backbone; DINO's teacher)
+        module = getattr(pl_module, "eval_backbone", "backbone")
+        checkpoint[RECORD_KEY] = {
+            **self.record,
+            "backbone": {**self.record["backbone"], "module": module},
+        }
 
 
 def _plain(value: Any) -> Any:
@@ -176,7 +181,10 @@ def load_backbone(path: str | Path) -> nn.Module:
     ckpt = checkpoint_file(p)
     obj = read_checkpoint(ckpt)
     model = plain_backbone(obj, ckpt)
-    return model if model is not None else load_method(ckpt).backbone
+    if model is not None:
+        return model
+    method = load_method(ckpt)
+    return getattr(method, method.eval_backbone)
 
 
 def plain_backbone(obj: dict[str, Any], ckpt: Path) -> nn.Module | None:
@@ -187,17 +195,20 @@ def plain_backbone(obj: dict[str, Any], ckpt: Path) -> nn.Module | None:
 
     spec = obj[RECORD_KEY]["backbone"]
     model = create_backbone(spec["name"], small_input=spec["small_input"], **spec["kwargs"])
-    state = backbone_weights(obj["state_dict"])
+    state = backbone_weights(obj["state_dict"], spec.get("module", "backbone"))
     if set(state) != set(model.state_dict()):
         return None
     _load_strict(model, state, ckpt)
     return model.eval()
 
 
-def backbone_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The `backbone.*` entries of a method's state dict under timm's own key names."""
-    sd = _strip_compile(state_dict)
-    return {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+def backbone_weights(
+    state_dict: dict[str, torch.Tensor], module: str = "backbone"
+) -> dict[str, torch.Tensor]:
+    """The `<module>.*` entries of a method's state dict (the evaluated backbone's) under timm's
+    own key names."""
+    sd, prefix = _strip_compile(state_dict), module + "."
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
 def _load_export(export_dir: Path) -> nn.Module:

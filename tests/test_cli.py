@@ -154,6 +154,7 @@ BAD_INPUTS = {
     ),
     "unknown_key": (["method.temprature=0.1"], 1, ["temprature"]),
     "tau_outside_0_1": (["method=byol", "method.base_tau=1.5"], 2, ["method.base_tau", "[0, 1]"]),
+    "mae_without_a_vit": (["method=mae"], 2, ["backbone", "Vision Transformer", "vit_tiny"]),
     "more_gpus_than_available": (
         ["trainer.accelerator=gpu", "trainer.devices=64"],
         2,

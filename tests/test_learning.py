@@ -61,7 +61,7 @@ FMNIST_EXPERIMENTS = {
     "fmnist_vicreg": "53.15 -> 69.3",
     "fmnist_moco_v3": "53.15 -> 69.15",
     "fmnist_nnclr": "53.15 -> 70.75",
-    "fmnist_dino": "53.15 -> 62.35",
+    "fmnist_dino": "53.15 -> 59.9",  # the teacher evaluated (the student: 62.35)
 }
 
 

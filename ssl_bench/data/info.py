@@ -16,12 +16,12 @@ class DataInfo:
     num_samples: int = 0
     #: classes of the labelled splits; 0: no labels, so no online probe or kNN
     num_classes: int = 0
-    # : the normalisation the views come with; methods that work in pixel space (Lab colours, patch
-    # colour ops) : undo it
+    #: the normalisation the views come with; methods that work in pixel space (Lab colours,
+    #: patch colour ops) undo it
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     #: side of the evaluation images (and of the large views by default)
     image_size: int = 32
-    # : images per device in a training batch; the global batch is this x devices x gradient
-    # accumulation
+    #: images per device in a training batch; the global batch is this x devices x gradient
+    #: accumulation
     batch_size: int = 256

@@ -14,6 +14,8 @@ Each function names its paper and equation and follows its formula. By family:
   them;
 * `redundancy`: statistics of the batch of embeddings, Barlow Twins' cross-correlation and VICReg's
   variance / invariance / covariance terms.
+* `reconstruction`: MAE's mean squared error on the masked patches, with per-patch normalised
+  targets as an option.
 
 Import from the family module (`from ssl_bench.losses.contrastive import nt_xent`); tests/losses/
 checks each loss against a literal transcription of its formula.

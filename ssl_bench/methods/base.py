@@ -93,6 +93,10 @@ class SSLMethod(pl.LightningModule):
     min_batch_size: int = 1
     #: the (online, target) pairs a momentum method declares and their tau schedule (nn/ema.py)
     momentum_targets: MomentumTargets | None = None
+    #: the attribute naming the network whose pooled features `forward` gives: what the online
+    #: and offline evaluations measure, and whose weights `load_backbone` and the export take
+    #: (DINO evaluates its teacher: "teacher_backbone")
+    eval_backbone: str = "backbone"
 
     def __init__(
         self,
@@ -174,18 +178,18 @@ class SSLMethod(pl.LightningModule):
 
         This one method is what every evaluation measures: the online kNN and probe
         (validation_step), and offline `python -m ssl_bench.eval` (knn, linear, finetune, embed),
-        which rebuilds the whole method from the run and calls it
-        (ssl_bench.eval.representation). Default: the backbone's pooled features. A method
-        whose paper evaluates something else overrides this (CPC v2: the patch grid mean-pooled;
-        SimCLR v2: the projector's first layer; CMC: its colour-view encoders concatenated), and `D`
-        may then differ from `self.feat_dim`. It must be deterministic in eval mode (no
-        augmentation, no sampling), or online and offline numbers cannot agree. Fine-tuning trains
-        exactly the parameters it reaches. (DESIGN.md suggests a separate `representation(x)`;
-        `forward` is kept as that one definition because Lightning's `self(x)` and predict,
-        torch.jit.trace and ONNX export call it: a second name would be a second definition that
-        could drift from it.)
+        which rebuilds the whole method from the run and calls it (ssl_bench.eval.representation).
+        Default: the pooled features of the network `eval_backbone` names (the online backbone
+        unless the method says otherwise). A method whose paper evaluates something else overrides
+        this (CPC v2: the patch grid mean-pooled; SimCLR v2: the projector's first layer; CMC: its
+        colour-view encoders concatenated), and `D` may then differ from `self.feat_dim`. It must be
+        deterministic in eval mode (no augmentation, no sampling), or online and offline numbers
+        cannot agree. Fine-tuning trains exactly the parameters it reaches. (DESIGN.md suggests a
+        separate `representation(x)`; `forward` is kept as that one definition because Lightning's
+        `self(x)` and predict, torch.jit.trace and ONNX export call it: a second name would be a
+        second definition that could drift from it.)
         """
-        return self.backbone(x)
+        return getattr(self, self.eval_backbone)(x)
 
     def forward_views(self, fn, views: list[torch.Tensor], splits: int = 1) -> list:
         """`fn` (a network with BatchNorm: backbone, head) over every view, one output per view,

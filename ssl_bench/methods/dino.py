@@ -28,6 +28,11 @@ class DINO(SSLMethod):
       weight-normalised last layer of `num_prototypes` outputs, its norm frozen at 1 with
       `norm_last_layer`); the last layer gets no update in the first `freeze_last_layer` epochs.
 
+    Evaluation (`eval_network`): the teacher's backbone, as the official code evaluates it
+    (eval_knn.py and eval_linear.py: `--checkpoint_key teacher` by default; paper, sec. 5.3: the
+    teacher outperforms the student throughout training); `student` evaluates the online backbone.
+    `forward`, the online kNN/probe, `load_backbone` and the export all take the one chosen.
+
     Views arrive large crops first (the global ones: `num_large_crops`). As the official
     MultiCropWrapper (facebookresearch/dino@cc72fe9 utils.py) the backbone runs once per crop
     resolution (`bn_stats: joint`) and the head once on all features. The centre is a buffer, so
@@ -57,10 +62,12 @@ class DINO(SSLMethod):
         base_tau: float = 0.996,
         final_tau: float = 1.0,
         bn_stats: str = "joint",
+        eval_network: str = "teacher",
         **kwargs,
     ):
         super().__init__(backbone, bn_stats=bn_stats, **kwargs)
         _check(locals())
+        self.eval_backbone = "teacher_backbone" if eval_network == "teacher" else "backbone"
         self.student_temp, self.teacher_temp = student_temp, teacher_temp
         self.warmup_teacher_temp = warmup_teacher_temp
         self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
@@ -92,9 +99,10 @@ class DINO(SSLMethod):
         )
 
     @torch.no_grad()
-    def teacher_logits(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+    def teacher_forward(self, views: list[torch.Tensor]) -> tuple[list, list]:
+        """The teacher's pooled features and logits of the global crops (no gradient)."""
         feats = self.forward_views(self.teacher_backbone, views[: self.num_large_crops])
-        return self.forward_views(self.teacher_head, feats)
+        return feats, self.forward_views(self.teacher_head, feats)
 
     def training_loss(self, views, labels, index):
         if len(views) < self.num_large_crops:
@@ -116,15 +124,16 @@ class DINO(SSLMethod):
         feats = self.forward_views(self.backbone, views)  # V x (N x F), a call per resolution
         z = self.forward_views(self.head.bottleneck, feats)  # V x (N x D), L2-normalised
         student = self.forward_views(self.head.last_layer, z)  # V x (N x K)
-        teacher = self.teacher_logits(views)  # 2 x (N x K), no grad
+        teacher_feats, teacher = self.teacher_forward(views)  # 2 x (N x K), no grad
         temp = self.current_teacher_temp()
         loss = dino_loss(student, teacher, self.center, self.student_temp, temp)
         if self.training:  # eq. 4: after the loss, from this batch's raw teacher outputs
             self.center.copy_(dino_center(self.center, teacher, self.center_momentum))
         large = self.num_large_crops
+        evaluated = teacher_feats if self.eval_backbone == "teacher_backbone" else feats[:large]
         return {
             "loss": loss,
-            "representation": torch.cat(feats[:large]),
+            "representation": torch.cat(evaluated),  # what forward gives: the probe's input
             "z_std": embedding_std(torch.cat(z[:large])),
             "teacher_temp": loss.new_tensor(temp),  # a tensor, as every logged term
         }
@@ -151,6 +160,12 @@ def _check(args: dict) -> None:
         ("proj_output_dim", args["proj_output_dim"] >= 1, ">= 1", "use 256."),
         ("proj_layers", args["proj_layers"] >= 1, ">= 1", "use 3."),
     )
+    if args["eval_network"] not in ("teacher", "student"):
+        raise ConfigError(
+            "method.eval_network",
+            f"must be teacher or student, got {args['eval_network']!r}.",
+            "use teacher (the official evaluation) or student.",
+        )
     for key, ok, need, fix in checks:
         if not ok:
             raise ConfigError(f"method.{key}", f"must be {need}, got {args[key]}.", fix)

@@ -45,12 +45,17 @@ METHODS = [
     "moco_v3",
     "nnclr",
     "dino",
+    "mae",
 ]
 # cpc_v2: a small context network (its 13M-parameter default only costs time; forward does not read
 # it)
 EXTRA = {
     "simclr_v2": ["method.probe_from_projector_layer=1"],
     "cpc_v2": ["method.context_blocks=1", "method.context_hidden=32"],
+    # mae: a ViT (ViT-Tiny's width, 2 blocks, patch 4 at 32 px) and its own single view; a small
+    # decoder (forward does not read it)
+    "mae": ["backbone=vit_tiny", "+backbone.kwargs.depth=2", "augmentation=mae"]
+    + ["method.decoder_embed_dim=32", "method.decoder_depth=1", "method.decoder_num_heads=4"],
 }
 
 

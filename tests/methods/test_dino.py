@@ -7,7 +7,9 @@ import pytest
 import torch
 from conftest import FAST, learning_run, run_cli
 from conftest import narrow_backbone as narrow
+from omegaconf import OmegaConf
 
+from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses.distillation import dino_center, dino_loss
 from ssl_bench.methods.dino import DINO
@@ -48,6 +50,7 @@ def test_head_follows_the_official_dino_head():
         ({"freeze_last_layer": -1}, "method.freeze_last_layer"),
         ({"num_prototypes": 1}, "method.num_prototypes"),
         ({"base_tau": 1.2}, "method.base_tau"),
+        ({"eval_network": "both"}, "method.eval_network"),
     ],
 )
 def test_bad_values_name_the_key(kwargs, key):
@@ -74,6 +77,51 @@ def test_training_loss_is_dino_loss_over_all_crops_with_the_teacher_on_the_globa
     assert out["representation"].shape == (16, m.feat_dim) and out["teacher_temp"] == pytest.approx(
         0.04
     )
+
+
+@pytest.mark.parametrize("network", ["teacher", "student"])
+def test_the_evaluated_network_is_the_teacher_by_default(tmp_path, network):
+    """The official evaluation takes the teacher (eval_knn.py `--checkpoint_key teacher`): forward,
+    the probe's representation and load_backbone's weights all come from the network chosen."""
+    from ssl_bench.loading import RECORD_KEY, RunRecord, plain_backbone
+
+    torch.manual_seed(0)
+    m = DINO(narrow(), **SMALL, bn_stats="per_view", eval_network=network)
+    with torch.no_grad():  # a teacher unlike the student
+        for p in m.teacher_backbone.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    chosen = m.teacher_backbone if network == "teacher" else m.backbone
+    views = multicrop_views()
+    rep = m.training_loss(views, None, None)["representation"]
+    m.eval()
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(m(x), chosen(x))
+        other = m.backbone if network == "teacher" else m.teacher_backbone
+        assert not torch.allclose(m(x), other(x), atol=1e-3)
+    m.train()
+    with torch.no_grad():
+        assert torch.allclose(rep, torch.cat([chosen(v) for v in views[:2]]), atol=1e-5)
+    # the checkpoint's record names the evaluated module; load_backbone/export take its weights
+    cfg = OmegaConf.create(
+        {
+            "backbone": {
+                "name": "resnet18",
+                "small_input": True,
+                "kwargs": {"channels": [16, 32, 64, 128]},
+            }
+        }
+    )
+    ckpt = {"state_dict": m.state_dict()}
+    RunRecord(cfg, DataInfo(num_samples=8)).on_save_checkpoint(None, m, ckpt)
+    assert ckpt[RECORD_KEY]["backbone"]["module"] == chosen_name(network)
+    loaded = plain_backbone(ckpt, tmp_path / "last.ckpt")
+    with torch.no_grad():
+        assert torch.equal(loaded(x), chosen.eval()(x))
+
+
+def chosen_name(network: str) -> str:
+    return "teacher_backbone" if network == "teacher" else "backbone"
 
 
 def test_no_gradient_reaches_the_teacher_and_the_optimizer_skips_it():
@@ -187,8 +235,11 @@ def test_fast_dev_run_through_cli(tmp_path, backbone):
 # teacher temperature 0.04, tau from 0.9, the last layer learning from the first step. kNN top-1
 # gains (best - random init) on the shared 2-core machine (one thread each, beside other jobs: 108
 # s for seed 0, 270-380 s for seeds 1-3 beside the fmnist_dino run):
-#   this recipe, seeds 0-3: +14.6 (22.2 -> 36.8), +3.0 (28.6 -> 31.6), +18.0, +13.0 (min train/z_std
-#   0.024-0.039; seed 1 rises late: 28.8 after epoch 1, 23.6, 24.0, 29.0, 31.6)
+#   this recipe, evaluating the student, seeds 0-3: +14.6 (22.2 -> 36.8), +3.0 (28.6 -> 31.6),
+#   +18.0, +13.0 (min train/z_std 0.024-0.039; seed 1 rises late: 28.8 after epoch 1, 23.6, 24.0,
+#   29.0, 31.6)
+#   evaluating the teacher (method.eval_network=teacher, the default since; 2026-11-30, load ~6 on
+#   the 2 cores): +12.8 (22.2 -> 35.0), +5.8 (28.6 -> 34.4), +14.6 (26.8 -> 41.4), +11.8
 #   seed 0, no BN in the head, 3 epochs: +4.6 (train/z_std 0.0004: every image picks one prototype)
 #   seed 0, BN in the head, 3 epochs: +5.4; the same with teacher 0.07 and tau from 0.99: +1.6
 #   (the loss stays at log K: a teacher this soft and this slow gives the student nothing to match)
@@ -207,7 +258,7 @@ DINO_LEARN = [
 
 def check_learning(tmp_path, seed: int) -> None:
     init, best, z_std = learning_run("dino", tmp_path, [*DINO_LEARN, f"seed={seed}"])
-    assert best >= init + 2, (seed, init, best)  # the lowest of 4 seeds +3.0
+    assert best >= init + 4, (seed, init, best)  # the lowest of 4 seeds (teacher) +5.8
     assert min(z_std) > 0.1 / 128**0.5, (seed, z_std)  # collapsed (no BN in the head): 0.0004
 
 

@@ -1901,3 +1901,100 @@ SOURCES["dino_cifar10"] = {
         **_solo_run(),
     },
 }
+
+
+# ---- MAE (He et al. 2022)
+MAE_CODE = "facebookresearch/mae@efb2a80"
+
+
+def _mae_views(crop_size: int, scale) -> dict:
+    # one RandomResizedCrop (torchvision's ratio) + RandomHorizontalFlip (p 0.5), nothing else: no
+    # colour jitter (its preset lists no amounts), grayscale, blur or solarization
+    return _no_jitter(
+        view(
+            0,
+            num_crops=1,
+            crop_size=crop_size,
+            scale=scale,
+            jitter_prob=0.0,
+            grayscale=0.0,
+            blur_prob=0.0,
+            blur_sigma=NO_BLUR,
+            solarize=0.0,
+        )
+    )
+
+
+SOURCES["mae"] = {
+    "cite": f"He et al. 2022 (MAE) appendix A.1 Table 8, official code {MAE_CODE} PRETRAIN.md "
+    "command (+ main_pretrain.py, models_mae.py)",
+    "values": {
+        # PRETRAIN.md: --mask_ratio 0.75 --norm_pix_loss; models_mae.py mae_vit_*_dec512d8b:
+        # decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16; pos_embed "fixed sin-cos
+        # embedding" (requires_grad=False)
+        "method.mask_ratio": 0.75,
+        "method.decoder_embed_dim": 512,
+        "method.decoder_depth": 8,
+        "method.decoder_num_heads": 16,
+        "method.norm_pix_loss": True,
+        "method.fixed_pos_embed": True,
+        # main_pretrain.py: torch.optim.AdamW(param_groups, lr=args.lr, betas=(0.9, 0.95)) with
+        # torch's eps; optim_factory.add_weight_decay(model, 0.05): 1-D parameters and biases
+        # without weight decay; PRETRAIN.md --blr 1.5e-4 --weight_decay 0.05, lr = blr x effective
+        # batch / 256 (Table 8: base lr 1.5e-4, weight decay 0.05, betas 0.9, 0.95)
+        "optimizer.name": "adamw",
+        "optimizer.lr": 1.5e-4,
+        "optimizer.scale_lr": True,
+        "optimizer.weight_decay": 0.05,
+        "optimizer.betas": [0.9, 0.95],
+        "optimizer.eps": 1.0e-8,
+        "optimizer.exclude_bias_n_norm": True,
+        "optimizer.momentum": None,
+        "optimizer.nesterov": None,
+        "optimizer.eta": None,
+        "optimizer.clip_lr": None,
+        # util/lr_sched.py adjust_learning_rate, per iteration: lr x epoch / warmup_epochs, then a
+        # half-cycle cosine to --min_lr 0; PRETRAIN.md --warmup_epochs 40
+        **_warmup_from_zero_cosine(40),
+        # main_pretrain.py transform_train: RandomResizedCrop(input_size, scale=(0.2, 1.0),
+        # interpolation=3), RandomHorizontalFlip(); --input_size 224
+        **_mae_views(224, (0.2, 1.0)),
+        "data.image_size": 224,
+        "data.batch_size": OWN_BATCH,
+        "trainer.max_epochs": OWN_EPOCHS,
+    },
+}
+
+SOURCES["mae_cifar10"] = {
+    "cite": f"{SOLO}/mae.yaml + augmentations/reconstruction.yaml",
+    "values": {
+        # mae.yaml method_kwargs: decoder_embed_dim 512, decoder_depth 8, decoder_num_heads 16,
+        # mask_ratio 0.75, norm_pix_loss True; solo/backbones/vit/vit_mae.py MaskedAutoencoderViT:
+        # pos_embed "fixed sin-cos embedding" (requires_grad=False)
+        "method.mask_ratio": 0.75,
+        "method.decoder_embed_dim": 512,
+        "method.decoder_depth": 8,
+        "method.decoder_num_heads": 16,
+        "method.norm_pix_loss": True,
+        "method.fixed_pos_embed": True,
+        # optimizer: adamw, lr 2e-4 (scaled by batch / 256 in parse_cfg), weight_decay 0.05, kwargs
+        # betas [0.9, 0.95]; torch.optim.AdamW's eps; exclude_bias_n_norm_wd default False
+        "optimizer.name": "adamw",
+        "optimizer.lr": 2.0e-4,
+        "optimizer.scale_lr": True,
+        "optimizer.weight_decay": 0.05,
+        "optimizer.betas": [0.9, 0.95],
+        "optimizer.eps": 1.0e-8,
+        "optimizer.exclude_bias_n_norm": False,
+        "optimizer.momentum": None,
+        "optimizer.nesterov": None,
+        "optimizer.eta": None,
+        "optimizer.clip_lr": None,
+        # scheduler: name warmup_cosine with solo-learn's defaults
+        **_solo_warmup_cosine(),
+        # augmentations/reconstruction.yaml: rrc crop_min_scale 0.08, crop_max_scale 1.0; every
+        # colour op at prob 0.0; horizontal_flip 0.5; crop_size 32, num_crops 1
+        **_mae_views(32, (0.08, 1.0)),
+        **_solo_run(),
+    },
+}

@@ -1,0 +1,164 @@
+"""MAE: the ViT encoder on the visible patches only, the decoder's mask tokens, the loss on the
+masked patches only, forward = the encoder on all patches, the fixed sin-cos positional embeddings,
+bad keys and a non-ViT backbone, the CLI on ViT-Tiny, learning."""
+
+import pytest
+import torch
+from conftest import FAST, run_cli
+from conftest import narrow_backbone as narrow
+
+import ssl_bench.methods.mae as mae_module
+from ssl_bench.backbones import create_backbone
+from ssl_bench.errors import ConfigError
+from ssl_bench.methods.mae import MAE
+from ssl_bench.nn.masking import sincos_pos_embed_2d
+
+SMALL = dict(decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4)
+
+
+def tiny_vit(**kwargs):
+    """ViT-Tiny's width (192, 3 heads) with 2 blocks, 16 px images in 4 px patches: a 4x4 grid."""
+    return create_backbone("vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, **kwargs)
+
+
+def images(n=4, seed=0):
+    return torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def recorded_masks(monkeypatch, m):
+    """Every TokenMask that m.encode_visible draws, appended to the returned list."""
+    masks, encode = [], m.encode_visible
+
+    def recording(x):
+        latent, mask = encode(x)
+        masks.append(mask)
+        return latent, mask
+
+    monkeypatch.setattr(m, "encode_visible", recording)
+    return masks
+
+
+def test_the_encoder_sees_only_the_visible_patches():
+    torch.manual_seed(0)
+    m = MAE(tiny_vit(), **SMALL)
+    seen = []
+    m.backbone.blocks[0].register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape))
+    latent, mask = m.encode_visible(images())
+    # 16 patches, int(16 * 0.25) = 4 visible, plus the class token
+    assert seen == [torch.Size([4, 5, 192])] and latent.shape == (4, 5, 192)
+    assert mask.keep.shape == (4, 4) and torch.equal(mask.mask.sum(1), torch.full((4,), 12.0))
+
+
+def test_the_decoder_sees_mask_tokens_at_the_masked_positions():
+    torch.manual_seed(0)
+    m = MAE(tiny_vit(), **SMALL)
+    latent, mask = m.encode_visible(images())
+    inputs = []
+    m.decoder.blocks.register_forward_hook(lambda mod, inp, out: inputs.append(inp[0]))
+    pred = m.decoder(latent, mask.restore)
+    assert pred.shape == (4, 16, 4 * 4 * 3)
+    tokens = (inputs[0] - m.decoder.pos_embed)[:, 1:]  # grid order, class token dropped
+    masked = mask.mask.bool()
+    assert torch.allclose(tokens[masked], m.decoder.mask_token[0, 0].expand(48, -1), atol=1e-6)
+    embedded = m.decoder.embed(latent[:, 1:])  # the visible tokens, in the shuffled order
+    for i in range(4):
+        assert torch.allclose(tokens[i, mask.keep[i]], embedded[i], atol=1e-6)
+    assert not torch.allclose(tokens[~masked], m.decoder.mask_token[0, 0].expand(16, -1))
+
+
+def test_the_loss_counts_only_masked_patches(monkeypatch):
+    """With the same masks, changing the target pixels of a visible patch leaves training_loss
+    unchanged; changing those of a masked patch does not."""
+    torch.manual_seed(0)
+    m = MAE(tiny_vit(), **SMALL)
+    masks = recorded_masks(monkeypatch, m)
+    patchify = mae_module.patchify
+
+    def loss_with(change):
+        def changed(x, p):
+            target = patchify(x, p).clone()
+            pick = (masks[-1].mask[0] == change).nonzero()[0, 0]
+            target[0, pick] += 1.0 + torch.arange(target.shape[-1]) / 10
+            return target
+
+        monkeypatch.setattr(mae_module, "patchify", changed)
+        torch.manual_seed(1)
+        return m.training_loss([images()], torch.zeros(4, dtype=torch.long), None)["loss"]
+
+    monkeypatch.setattr(mae_module, "patchify", patchify)
+    torch.manual_seed(1)
+    base = m.training_loss([images()], torch.zeros(4, dtype=torch.long), None)["loss"]
+    assert torch.equal(loss_with(change=0), base)  # a visible patch: the same loss
+    assert not torch.allclose(loss_with(change=1), base)  # a masked patch: another one
+
+
+def test_forward_is_the_encoder_on_all_patches():
+    torch.manual_seed(0)
+    m = MAE(tiny_vit(), **SMALL).eval()
+    x = images()
+    with torch.no_grad():
+        out = m(x)
+        assert torch.equal(out, m.backbone(x)) and torch.equal(out, m(x))  # deterministic
+        # the masked path with nothing masked (all tokens, shuffled) pools to the same features:
+        # the encoder of training runs the very modules and positional embeddings forward runs
+        m.mask_ratio = 0.0
+        latent, _ = m.encode_visible(x)
+        pooled = m.backbone.forward_head(latent, pre_logits=True)
+    assert out.shape == (4, 192) and torch.allclose(pooled, out, atol=1e-5)
+
+
+def test_the_encoder_positional_embeddings_are_fixed_sincos():
+    m = MAE(tiny_vit(), **SMALL)
+    pos = m.backbone.pos_embed
+    assert torch.equal(pos[0], sincos_pos_embed_2d(192, (4, 4), prefix_tokens=1))
+    assert not pos.requires_grad
+    assert all(p is not pos for g in m.parameter_groups(True) for p in g["params"])
+    assert torch.equal(m.decoder.pos_embed[0], sincos_pos_embed_2d(32, (4, 4), prefix_tokens=1))
+    learned = MAE(tiny_vit(), **SMALL, fixed_pos_embed=False).backbone.pos_embed
+    assert learned.requires_grad and not torch.equal(learned, pos)
+
+
+@pytest.mark.parametrize(
+    "kwargs,key",
+    [
+        ({"mask_ratio": 1.0}, "method.mask_ratio"),
+        ({"mask_ratio": 0.95}, "method.mask_ratio"),  # int(16 * 0.05) = 0 patches left
+        ({"decoder_depth": 0}, "method.decoder_depth"),
+        ({"decoder_embed_dim": 30}, "method.decoder_embed_dim"),  # not a multiple of 4 heads
+    ],
+)
+def test_bad_values_name_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        MAE(tiny_vit(), **{**SMALL, **kwargs})
+
+
+def test_a_backbone_without_patches_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match="backbone") as err:
+        MAE(narrow(), **SMALL)
+    assert "backbone=vit_tiny" in str(err.value)
+    with pytest.raises(ConfigError, match="dynamic_img_size"):
+        MAE(tiny_vit(dynamic_img_size=True), **SMALL)
+    with pytest.raises(ConfigError, match="augmentation.views"):  # multi-crop: views of 2 sizes
+        MAE(tiny_vit(), **SMALL).training_loss([images(), torch.randn(4, 3, 8, 8)], None, None)
+
+
+def test_fast_dev_run_through_cli_on_vit_tiny(tmp_path):
+    run = run_cli(
+        "method=mae",
+        "trainer.fast_dev_run=true",
+        *FAST,
+        "backbone=vit_tiny",
+        "augmentation=mae",
+        "optimizer=adamw",
+        "data.options.n_train=64",
+        "data.options.n_test=32",
+        "data.batch_size=32",
+        "online_eval.init_baseline=false",
+        "method.decoder_embed_dim=128",
+        "method.decoder_depth=2",
+        run_dir=tmp_path / "run",
+        check=True,
+    )
+    res = run.results
+    assert res["status"] == "completed" and res["method"] == "mae" and res["global_step"] == 1
+    assert res["backbone"].startswith("vit_tiny_patch16_224")
