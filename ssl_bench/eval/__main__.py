@@ -18,7 +18,9 @@ run's results.json, <out>/evals/<time>_<mode>.json (out= defaults to the run dir
 The package, by job: representation.py (rebuild the run's method, compute its representation),
 splits.py (batches of a split, held-out parts), knn.py (the kNN metric and the (k, T) choice),
 linear.py (linear protocol, fine-tuning), progress.py (their progress and ETA), embed.py (2-D map),
-results.py (where results are kept: results.json's evals, the eval files, W&B).
+results.py (where results are kept: results.json's evals, the eval files, W&B), speed.py
+(`python -m ssl_bench.eval.speed`: does evaluation run at inference speed - the random-init kNN
+baseline timed against a training epoch's forward passes).
 """
 
 from __future__ import annotations
