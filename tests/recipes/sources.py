@@ -1821,7 +1821,7 @@ SOURCES["dino"] = {
         "method.proj_layers": 3,
         "method.use_bn_in_head": False,
         "method.norm_last_layer": True,
-        # eval_knn.py, eval_linear.py: --checkpoint_key defaults to teacher (the teacher is evaluated)
+        # eval_knn.py, eval_linear.py: --checkpoint_key defaults to teacher (evaluated)
         "method.eval_network": "teacher",
         # --warmup_teacher_temp 0.04, --teacher_temp 0.04, --warmup_teacher_temp_epochs 0; DINOLoss
         # student_temp=0.1, center_momentum=0.9
