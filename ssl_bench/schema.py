@@ -55,7 +55,7 @@ class OnlineEvalSchema:
 
     probe: bool = True
     knn: bool = True
-    probe_lr: float = 0.1
+    probe_lr: float | None = None
     knn_k: int = 200
     knn_t: float = 0.1
     init_baseline: bool = True

@@ -31,6 +31,12 @@ from ssl_bench.eval.knn import WeightedKNN
 PREFIX = "online_eval."
 #: the prefix of the probe's keys in checkpoints written before OnlineEval existed
 LEGACY_PREFIX = "probe."
+#: the probe's lr when `online_eval.probe_lr` is null, by the run's optimizer. The probe shares the
+#: method's optimizer (and its schedule), so its step is that optimizer's: SGD's 0.1 (solo-learn's
+#: classifier_lr of its SGD/LARS CIFAR recipes) taken by Adam(W), whose step is ~lr per weight
+#: whatever the gradient, throws a linear layer around and left the probe near chance on MAE runs;
+#: 1e-3 is Adam's own default and a common linear-probe lr.
+DEFAULT_PROBE_LR = {"sgd": 0.1, "lars": 0.1, "adam": 1.0e-3, "adamw": 1.0e-3}
 
 
 class OnlineEval(nn.Module):
@@ -46,14 +52,14 @@ class OnlineEval(nn.Module):
         feat_dim: int,
         num_classes: int,
         probe: bool = True,
-        probe_lr: float = 0.1,
+        probe_lr: float | None = None,
         knn: bool = True,
         knn_k: int = 200,
         knn_t: float = 0.1,
         init_baseline: bool = True,
     ):
         super().__init__()
-        if probe_lr <= 0:
+        if probe_lr is not None and probe_lr <= 0:
             raise ConfigError("online_eval.probe_lr", f"must be positive, got {probe_lr}.")
         if knn_k < 1 or knn_t <= 0:
             raise ConfigError(
@@ -122,14 +128,27 @@ class OnlineEval(nn.Module):
         loss = F.cross_entropy(logits.float(), probe_labels, ignore_index=-1, reduction="sum")
         return loss / labelled
 
-    def param_group(self) -> dict | None:
-        """The probe's optimizer group: plain SGD step (LARS: no trust ratio), its own lr, no weight
-        decay; None without a probe."""
+    def resolved_probe_lr(self, optimizer: str) -> float:
+        """`probe_lr`, or when it is None the default of the run's `optimizer` (DEFAULT_PROBE_LR)."""
+        if self.probe_lr is not None:
+            return float(self.probe_lr)
+        if optimizer not in DEFAULT_PROBE_LR:
+            raise ConfigError(
+                "online_eval.probe_lr",
+                f"has no default for optimizer {optimizer!r}.",
+                "set online_eval.probe_lr to a positive lr.",
+            )
+        return DEFAULT_PROBE_LR[optimizer]
+
+    def param_group(self, optimizer: str = "sgd") -> dict | None:
+        """The probe's optimizer group under the run's `optimizer` (its name in conf/optimizer):
+        plain SGD step (LARS: no trust ratio), its own lr (`resolved_probe_lr`), no weight decay;
+        None without a probe."""
         if self.probe is None:
             return None
         return {
             "params": list(self.probe.parameters()),
-            "lr": self.probe_lr,
+            "lr": self.resolved_probe_lr(optimizer),
             "weight_decay": 0.0,
             "lars_adapt": False,
             "is_probe": True,

@@ -301,7 +301,7 @@ class SSLMethod(pl.LightningModule):
             )
             lr = lr * batch / 256
         groups = self.parameter_groups(False)  # exclude_bias_n_norm: build_optimizer applies it
-        probe = None if self.online_eval is None else self.online_eval.param_group()
+        probe = None if self.online_eval is None else self.online_eval.param_group(name)
         if probe is not None:
             groups.append(probe)
         optimizer = build_optimizer(groups, name, lr, **cfg)

@@ -75,6 +75,24 @@ def test_from_options_null_both_off_and_unknown_key():
         OnlineEval.from_options(8, 4, {"probe_lr": 0.0})
 
 
+@pytest.mark.parametrize(
+    "optimizer, lr", [("sgd", 0.1), ("lars", 0.1), ("adam", 1e-3), ("adamw", 1e-3)]
+)
+def test_probe_lr_default_follows_the_optimizer(optimizer, lr, monkeypatch):
+    """online_eval.probe_lr null: the probe group the method's optimizer gets has the default of
+    that optimizer (Adam(W) at SGD's 0.1 left the probe near chance); a value given wins."""
+    m = SimCLR(
+        narrow_backbone(), data=DataInfo(num_classes=3), optimizer={"name": optimizer, "lr": 0.05}
+    )
+    monkeypatch.setattr(m, "_build_scheduler", lambda opt: None)
+    groups = m.configure_optimizers()["optimizer"].param_groups
+    assert [g["lr"] for g in groups if g.get("is_probe")] == [lr]
+    assert all(g["lr"] == 0.05 for g in groups if not g.get("is_probe"))
+    assert OnlineEval(8, 4, probe_lr=0.02).param_group(optimizer)["lr"] == 0.02
+    with pytest.raises(ConfigError, match=r"online_eval\.probe_lr.*'rmsprop'"):
+        OnlineEval(8, 4).param_group("rmsprop")
+
+
 def test_method_owns_it_and_a_run_can_drop_it():
     data = DataInfo(num_classes=3)
     m = SimCLR(narrow_backbone(), data=data)
