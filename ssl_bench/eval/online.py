@@ -129,7 +129,7 @@ class OnlineEval(nn.Module):
         return loss / labelled
 
     def resolved_probe_lr(self, optimizer: str) -> float:
-        """`probe_lr`, or when it is None the default of the run's `optimizer` (DEFAULT_PROBE_LR)."""
+        """`probe_lr`, or when None the default of the run's `optimizer` (DEFAULT_PROBE_LR)."""
         if self.probe_lr is not None:
             return float(self.probe_lr)
         if optimizer not in DEFAULT_PROBE_LR:
