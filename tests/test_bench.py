@@ -17,12 +17,12 @@ from ssl_bench.bench.bound import bound_views, groupings
 from ssl_bench.bench.gpu import checks, timed_steps
 from ssl_bench.bench.lightly_loop import VARIANTS, make_transform, run_lightly
 from ssl_bench.bench.lightly_specs import SPECS
-from ssl_bench.bench.ours import Setting, bench_config
+from ssl_bench.bench.ours import Setting, bench_config, row_backbone
 from ssl_bench.views.config import parse_pipelines
 
 TINY = ["--backbone", "resnet18_narrow", "--image-size", "16", "--batch-size", "8"]
 TINY += ["--warmup", "1", "--steps", "1", "--accelerator", "cpu"]
-METHODS = [m for m in SPECS if m != "mae"]  # ssl_bench's MAE is merged from another branch
+METHODS = [m for m in SPECS if m != "mae"]  # MAE needs a ViT: test_mae_rows_...
 
 
 def test_bench_tiny_configuration(tmp_path):
@@ -86,6 +86,41 @@ def test_lightly_mae_loop_runs():
         out = run_lightly(cfg, VARIANTS[variant], torch.device("cpu"), 1, 1, 0)
         assert math.isfinite(out["loss"]) and out["view_shapes"] == [(4, 3, 16, 16)]
     assert bound_views(cfg) is None  # a bare ViT on whole images bounds nothing for MAE
+
+
+def test_mae_rows_take_a_vit_and_a_failing_row_spares_the_others(tmp_path, monkeypatch):
+    """MAE masks patch tokens: where the suite's backbone is a ResNet its rows take ViT-Tiny (the
+    small row: fmnist_mae's, patch 7 at 28 px) and run beside lightly's MAE loop. A row that fails
+    is reported in the table's header, the other rows are still written, and the exit status is 1
+    (a bench that stopped at its 10th method lost 20 minutes of measurements)."""
+    from ssl_bench.bench import compare
+
+    assert row_backbone("mae", "resnet18") == "vit_tiny"
+    assert row_backbone("simclr", "resnet18") == "resnet18"
+    small = bench_config(Setting.small_row("mae", 8), 16, "auto", [])
+    assert small.backbone.name.startswith("vit_tiny") and small.data.image_size == 28
+    assert small.backbone.kwargs.patch_size == 7
+
+    real = compare.bench_row
+
+    def failing_simclr(setting, args):
+        if setting.method == "simclr":
+            raise RuntimeError("simulated failure")
+        return real(setting, args)
+
+    monkeypatch.setattr(compare, "bench_row", failing_simclr)
+    out_md, out_json = tmp_path / "BENCH.md", tmp_path / "rows.json"
+    argv = ["--suite", "lightly", "--methods", "simclr,mae", "--no-small", *TINY]
+    argv += ["--override", "method.decoder_embed_dim=32", "--override", "method.decoder_depth=1"]
+    argv += ["--override", "method.decoder_num_heads=2", "--lightly-workers", "1"]
+    assert main([*argv, "--out", str(out_md), "--json", str(out_json)]) == 1
+    rows = json.loads(out_json.read_text())
+    assert [(r["method"], r["backbone"]) for r in rows] == [("mae", "vit_tiny")]
+    x = rows[0]["extra"]
+    assert rows[0]["train_img_s"] > 0
+    assert x["lightly_fast_img_s"] > 0 and x["lightly_fp32_img_s"] > 0
+    text = out_md.read_text()
+    assert "Not measured (the row failed): simclr (resnet18_narrow, 16 px): simulated" in text
 
 
 def test_the_bound_times_both_sides_backbone_calls():

@@ -24,6 +24,17 @@ AUGMENTATION_OF = {"byol": "byol", "swav": "swav", "moco_v1": "moco_v1", "moco_v
 #: the small-model row: the narrow ResNet-18 (channels 16-128) of the Fashion-MNIST experiments
 #: (conf/experiment/fmnist_base.yaml) at Fashion-MNIST's 28 px
 SMALL_BACKBONE, SMALL_IMAGE_SIZE = "resnet18_narrow", 28
+#: methods that mask patch tokens, so need a ViT: where a suite's backbone is a ResNet their rows
+#: take this one (at 32 px with the data's vit_patch_size, 4: CIFAR's 8 x 8 grid; the small row
+#: is conf/experiment/fmnist_mae.yaml's ViT-Tiny with patch 7 at 28 px)
+PATCH_METHODS = {"mae": "vit_tiny"}
+
+
+def row_backbone(method: str, backbone: str) -> str:
+    """The backbone of `method`'s rows when the suite asks for `backbone` (PATCH_METHODS)."""
+    if method in PATCH_METHODS and backbone.startswith("resnet"):
+        return PATCH_METHODS[method]
+    return backbone
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,8 @@ class Setting:
 
     @classmethod
     def small_row(cls, method: str, batch_size: int) -> Setting:
-        return cls(method, SMALL_BACKBONE, SMALL_IMAGE_SIZE, batch_size, small=True)
+        backbone = row_backbone(method, SMALL_BACKBONE)
+        return cls(method, backbone, SMALL_IMAGE_SIZE, batch_size, small=True)
 
 
 def available_methods() -> list[str]:
