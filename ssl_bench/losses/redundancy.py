@@ -5,10 +5,11 @@ Both are functions of whole-batch statistics (a cross-correlation, variances, co
 under DDP they are computed over the global batch, as their papers do: Barlow Twins sums the
 per-rank cross-correlation matrices (an all-reduce), VICReg gathers the embeddings of every rank.
 Both with gradients (nn/dist.py), so that DDP's gradient averaging gives exactly the gradient of
-one process holding the whole batch. The means, variances and the element-wise terms are computed
-in float32 at least (bf16 embeddings are promoted; float64 stays float64); under bf16 autocast the
-D x D matrix products run in bf16, as the official Barlow Twins code runs its whole loss under fp16
-AMP (facebookresearch/barlowtwins@8e8d284 main.py: `torch.cuda.amp.autocast()`).
+one process holding the whole batch. The embeddings' means and variances are computed in float32
+at least (bf16 embeddings are promoted; float64 stays float64); under bf16 autocast the D x D
+matrix products, and so the sums over their entries, are bf16, as the official Barlow Twins code
+runs its whole loss under fp16 AMP (facebookresearch/barlowtwins@8e8d284 main.py:
+`torch.cuda.amp.autocast()`).
 """
 
 from __future__ import annotations
