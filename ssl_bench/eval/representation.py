@@ -208,10 +208,13 @@ class Representation:
         order."""
         was_training = self.model.training
         self.model.eval()
+        # the validation pass's network: BN folded for the default forward (inference_forward)
+        folded = getattr(self.model, "inference_forward", lambda: self.model)()
         feats, labels = [], []
         batches = SplitBatches(dm, split, self.batch_size, self.device, indices=indices)
         for x, y in batches(shuffle=False):
-            feats.append(self(x))
+            with self.autocast():
+                feats.append(folded(self.prepare(x)).float())
             labels.append(y)
         self.model.train(was_training)
         out = torch.cat(feats), torch.cat(labels)

@@ -32,6 +32,7 @@ from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
 from ssl_bench.eval.online import LEGACY_PREFIX, PREFIX, OnlineEval
 from ssl_bench.nn.ema import MomentumTargets
+from ssl_bench.nn.inference import folded_for_inference
 from ssl_bench.nn.multicrop import BN_STATS, forward_views
 from ssl_bench.optim import build_optimizer, optimizer_options, split_decay_groups
 from ssl_bench.schedules import (
@@ -264,16 +265,35 @@ class SSLMethod(pl.LightningModule):
         return trainer.global_step, int(total) if math.isfinite(total) else 0
 
     # ---- online evaluation ------------------------------------------------------------------
+    def inference_forward(self):
+        """`forward` for a no-grad evaluation pass in eval mode: with the default forward, the
+        network `eval_backbone` names with its BatchNorm folded into its convolutions
+        (nn.inference.folded_for_inference: the same function, faster); a method that defines
+        its own forward keeps it. Built afresh for every pass: the copy does not follow training.
+        """
+        if type(self).forward is not SSLMethod.forward:
+            return self
+        return folded_for_inference(getattr(self, self.eval_backbone))
+
+    def on_validation_epoch_start(self):
+        # a plain attribute, not a registered submodule: never in the state dict or a checkpoint
+        self.__dict__["_inference_net"] = (
+            self.inference_forward() if self.online_eval is not None else None
+        )
+
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         if self.online_eval is None:
             return
         x, labels, _ = batch
         # forward(), the representation; under Lightning: eval mode, no grad, the run's precision
-        # (autocast), channels_last inputs. Offline eval computes the very same
-        # (ssl_bench.eval.representation).
-        self.online_eval.update(self(x).float(), labels, dataloader_idx)
+        # (autocast), channels_last inputs, BN folded (inference_forward). Offline eval computes
+        # the very same (ssl_bench.eval.representation).
+        net = self.__dict__.get("_inference_net")
+        net = self if net is None else net
+        self.online_eval.update(net(x).float(), labels, dataloader_idx)
 
     def on_validation_epoch_end(self):
+        self.__dict__.pop("_inference_net", None)
         if self.online_eval is None:
             return
         for name, value in self.online_eval.compute().items():

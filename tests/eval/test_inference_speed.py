@@ -13,20 +13,30 @@ from conftest import FAST, narrow_backbone
 from ssl_bench.data.info import DataInfo
 from ssl_bench.eval.representation import Representation
 from ssl_bench.methods.simclr import SimCLR
+from ssl_bench.nn.inference import has_batchnorm
 
 #: a bf16 run whatever the CPU (precision=auto would pick fp32 where bf16 is not native)
 TINY = [*FAST, "trainer.precision=bf16-mixed", "logger=csv"]
 
 
 class Spy:
-    """Records, at each call of the wrapped forward, the state the representation is computed in."""
+    """Records, at each call of the network an evaluation pass runs - the method's forward, or the
+    copy with BatchNorm folded that SSLMethod.inference_forward builds for a validation pass - the
+    state the representation is computed in."""
 
     def __init__(self, model):
-        self.model, self.forward, self.calls = model, model.forward, []
-        model.forward = self
+        self.model, self.calls = model, []
+        forward, build = model.forward, model.inference_forward
+        model.forward = lambda x: self.record(x, model.backbone, forward)
 
-    def __call__(self, x):
-        conv = next(m for m in self.model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+        def spied_build():
+            net = build()
+            return lambda x: self.record(x, net, net)
+
+        model.inference_forward = spied_build
+
+    def record(self, x, net, fn):
+        conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
         self.calls.append(
             {
                 "grad": torch.is_grad_enabled(),
@@ -36,17 +46,19 @@ class Spy:
                 "weights_channels_last": conv.weight.is_contiguous(
                     memory_format=torch.channels_last
                 ),
-                "eval_mode": not self.model.training,
+                "eval_mode": not net.training,
+                "bn_folded": not has_batchnorm(net),
                 "batch": int(x.shape[0]),
             }
         )
-        return self.forward(x)
+        return fn(x)
 
 
 def test_the_online_pass_runs_at_inference_settings(tmp_path):
     """The random-init baseline, as a run calls it (training.init_baseline: Lightning's validate):
     every forward without grad, under bf16 autocast, channels_last, eval mode, in batches of
-    data.eval_batch_size (256 train + 128 test images: one batch each)."""
+    data.eval_batch_size (256 train + 128 test images: one batch each), on the network with its
+    BatchNorm folded into its convolutions."""
     from ssl_bench.api import compose
     from ssl_bench.eval.speed import build
     from ssl_bench.training import init_baseline
@@ -61,6 +73,7 @@ def test_the_online_pass_runs_at_inference_settings(tmp_path):
         "input_channels_last": True,
         "weights_channels_last": True,
         "eval_mode": True,
+        "bn_folded": True,
     }
     assert [{k: c[k] for k in want} for c in spy.calls] == [want, want]
     assert [c["batch"] for c in spy.calls] == [256, 128]
@@ -81,6 +94,7 @@ def test_the_offline_representation_runs_at_inference_settings():
             "input_channels_last": True,
             "weights_channels_last": True,
             "eval_mode": True,
+            "bn_folded": False,
             "batch": 3,
         }
     ]
@@ -108,12 +122,3 @@ def test_speed_measures_the_baseline_and_a_training_epoch(tmp_path, capsys):
     assert 0 < res["train_forward_s"] < res["train_forward_backward_s"]
     assert res["ratio"] == pytest.approx(res["baseline_s"] / res["train_forward_s"])
     assert "ratio baseline / training forward" in capsys.readouterr().out
-
-
-def test_fashion_mnist_scores_its_knn_in_large_batches():
-    """conf/data/fashion_mnist.yaml: the online kNN pass in batches of 4096 - the random-init
-    baseline over all of Fashion-MNIST took ~7% less time than in batches of 1024, the same
-    top-1, alternating in one process (BENCHMARKS.md, "Evaluation at inference speed")."""
-    from ssl_bench.api import compose
-
-    assert compose(["data=fashion_mnist"]).data.eval_batch_size == 4096
