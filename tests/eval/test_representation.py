@@ -52,6 +52,9 @@ METHODS = [
 EXTRA = {
     "simclr_v2": ["method.probe_from_projector_layer=1"],
     "cpc_v2": ["method.context_blocks=1", "method.context_hidden=32"],
+    # 8192-wide projectors (their defaults) cost seconds of matmuls; forward does not read them
+    "barlow_twins": ["method.proj_hidden_dim=256", "method.proj_output_dim=256"],
+    "vicreg": ["method.proj_hidden_dim=256", "method.proj_output_dim=256"],
     # mae: a ViT (ViT-Tiny's width, 2 blocks, patch 4 at 32 px) and its own single view; a small
     # decoder (forward does not read it)
     "mae": ["backbone=vit_tiny", "+backbone.kwargs.depth=2", "augmentation=mae"]
