@@ -18,6 +18,9 @@ import warnings
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+#: the network types whose graph did not trace (CMC's MultiViewEncoder, for one)
+_UNTRACEABLE: set[str] = set()
+
 
 def has_batchnorm(module: nn.Module) -> bool:
     return any(isinstance(m, _BatchNorm) for m in module.modules())
@@ -38,10 +41,13 @@ def folded_for_inference(module: nn.Module) -> nn.Module:
     try:
         folded = fuse(module, inplace=False)
     except Exception as err:  # noqa: BLE001 - any tracing failure: evaluate the network as it is
-        warnings.warn(
-            f"evaluation runs {type(module).__name__} without BatchNorm folding: its graph did "
-            f"not trace ({type(err).__name__}: {err})",
-            stacklevel=2,
-        )
+        name = type(module).__name__
+        if name not in _UNTRACEABLE:  # said once per network type, not at every validation epoch
+            _UNTRACEABLE.add(name)
+            warnings.warn(
+                f"evaluation runs {name} without BatchNorm folding: its graph did not trace "
+                f"({type(err).__name__}: {err})",
+                stacklevel=2,
+            )
         return module
     return folded.eval()

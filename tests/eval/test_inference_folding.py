@@ -4,6 +4,8 @@ pass."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from conftest import narrow_backbone
@@ -55,7 +57,10 @@ def test_what_is_not_folded():
             return self.bn(self.conv(x))
 
     odd = DataDependent().eval()
-    with pytest.warns(UserWarning, match="without BatchNorm folding"):
+    with pytest.warns(UserWarning, match="DataDependent without BatchNorm folding"):
+        assert folded_for_inference(odd) is odd
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per network type, not at every epoch
         assert folded_for_inference(odd) is odd
 
 
