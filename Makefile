@@ -43,7 +43,7 @@ test-fast: $(STAMP)  ## tests without the slower learning runs
 bench: $(STAMP)  ## throughput benchmark; appends to BENCHMARKS.md
 	$(PY) -m ssl_bench.bench
 
-bench-lightly: $(STAMP)  ## every method beside lightly's loop on this CPU (~20 min on 2 cores; extra [bench])
+bench-lightly: $(STAMP)  ## every method beside lightly's loop on this CPU (~25 min on 2 cores; extra [bench])
 	$(PY) -m ssl_bench.bench --suite lightly
 
 bench-gpu: $(STAMP)  ## issue 17's GPU targets (SimCLR/BYOL epoch, views, memory, lightly ratio; < 8 min)
