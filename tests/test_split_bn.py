@@ -13,7 +13,7 @@ from conftest import narrow_backbone
 from torch import nn
 
 from ssl_bench.nn.heads import MLP
-from ssl_bench.nn.multicrop import chunk_sizes, forward_views, grouped_batchnorm, split_forward
+from ssl_bench.nn.multicrop import forward_views, grouped_batchnorm, split_forward, split_sizes
 
 
 def encoder() -> nn.Module:
@@ -27,13 +27,16 @@ def encoder() -> nn.Module:
 
 
 def chunked(net: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
-    """The reference: one call per consecutive sub-batch (the code before the one-call path)."""
-    return torch.cat([net(c) for c in x.chunk(k)])
+    """The reference: one call per consecutive sub-batch (the code before the one-call path, its
+    sub-batches those of torch.tensor_split)."""
+    return torch.cat([net(c) for c in x.tensor_split(k)])
 
 
 def close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal up to fp32 rounding, relative to the tensor's scale (gradients reach ~1e2)."""
-    return bool((a - b).abs().max() <= 1e-5 * b.abs().max() + 1e-7)
+    """Equal up to fp32 rounding relative to the tensor's scale: the convs round differently at
+    another batch size, and BN over 3-row groups amplifies it (measured: 1.2e-5 of the largest
+    gradient at 14 rows in 4 groups; one BN over the whole batch instead differs by > 1e-2)."""
+    return bool((a - b).abs().max() <= 5e-5 * b.abs().max() + 1e-7)
 
 
 def outputs_and_grads(run, net: nn.Module, x: torch.Tensor):
@@ -46,7 +49,7 @@ def outputs_and_grads(run, net: nn.Module, x: torch.Tensor):
     return out.detach(), grads
 
 
-@pytest.mark.parametrize("batch, k", [(16, 4), (14, 4), (32, 8)])  # 14: chunks of 4, 4, 4, 2
+@pytest.mark.parametrize("batch, k", [(16, 4), (14, 4), (32, 8)])  # 14: 4, 4, 3, 3
 def test_one_call_equals_the_chunked_calls_in_outputs_and_gradients(batch, k):
     net = encoder().train()
     ref_net = copy.deepcopy(net)
@@ -84,10 +87,10 @@ def test_running_statistics_take_one_update_from_the_mean_of_the_groups():
     for bn, shape in ((nn.BatchNorm2d(5), (12, 5, 3, 3)), (nn.BatchNorm1d(5), (12, 5))):
         x = torch.randn(shape, generator=torch.Generator().manual_seed(4)) * 3 + 1
         dims = [0, *range(2, x.dim())]
-        groups = x.split(chunk_sizes(12, 3))
+        groups = x.split(split_sizes(12, 3))
         mean = torch.stack([p.mean(dims) for p in groups]).mean(0)
         var = torch.stack([p.var(dims, unbiased=True) for p in groups]).mean(0)
-        with grouped_batchnorm([bn], chunk_sizes(12, 3)):
+        with grouped_batchnorm([bn], split_sizes(12, 3)):
             bn(x)
             assert torch.allclose(bn.running_mean, 0.1 * mean, atol=1e-6)
             assert torch.allclose(bn.running_var, 0.9 + 0.1 * var, atol=1e-6)
@@ -100,10 +103,16 @@ def test_running_statistics_take_one_update_from_the_mean_of_the_groups():
         bn.train()
 
 
-def test_chunk_sizes_are_torch_chunks_and_a_wrong_batch_is_refused():
+def test_sub_batches_are_near_equal_never_below_two_and_a_wrong_batch_is_refused():
     for n in range(2, 40):
-        for k in range(1, n // 2 + 1):
-            assert chunk_sizes(n, k) == [c.shape[0] for c in torch.empty(n).chunk(k)]
+        for k in range(1, n // 2 + 1):  # num_splits keeps k <= n // 2
+            sizes = split_sizes(n, k)
+            assert sizes == [c.shape[0] for c in torch.empty(n).tensor_split(k)]
+            assert len(sizes) == k and min(sizes) >= 2 and max(sizes) - min(sizes) <= 1
+    # 10 rows in 4 sub-batches with BN in the head: torch.chunk's last sub-batch had 1 row
+    net = encoder().train()
+    assert split_forward(net, torch.randn(10, 3, 16, 16), 4).shape == (10, 16)
+    assert split_forward(lambda v: net(v), torch.randn(10, 3, 16, 16), 4).shape == (10, 16)
     bn = nn.BatchNorm1d(3)
     with grouped_batchnorm([bn], [4, 4]), pytest.raises(RuntimeError, match="batch of 8 rows"):
         bn(torch.randn(6, 3))

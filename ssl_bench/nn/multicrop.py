@@ -11,7 +11,7 @@ grouped into calls is part of a method's math, and must not depend on the device
   code, which concatenates its two views.
 
 `splits` simulates that many devices on one, as the MoCo CIFAR demo's SplitBatchNorm: each view is
-cut into `splits` sub-batches (never fewer than 2 images each, `torch.chunk`'s sizes). Per view,
+cut into `splits` sub-batches (never fewer than 2 images each, `split_sizes`). Per view,
 every sub-batch is a virtual device of its own; joint, device s takes the s-th sub-batch of every
 view of a group, as each device of a DDP run concatenates its share of the views. When the modules
 that `fn` runs are known (`fn` is an nn.Module, or `modules` names them), all the devices go through
@@ -79,11 +79,12 @@ def num_splits(batch: int, splits: int) -> int:
     return max(1, min(int(splits), batch // 2))
 
 
-def chunk_sizes(batch: int, k: int) -> list[int]:
-    """The sizes of `torch.chunk(x, k)` for `batch` rows: ceil(batch / k) each, the last the
-    rest (so possibly fewer than k chunks): the sub-batches of the virtual devices."""
-    size = -(-batch // k)
-    return [size] * (batch // size) + ([batch % size] if batch % size else [])
+def split_sizes(batch: int, k: int) -> list[int]:
+    """The sizes of the k consecutive sub-batches of the virtual devices, those of
+    `torch.tensor_split(x, k)`: batch // k rows each, one more for the first batch % k. (Not
+    `torch.chunk`'s, which cuts ceil(batch / k) rows and leaves the rest to the last: 10 rows in 4
+    gave 3, 3, 3, 1, and a BatchNorm1d in training mode fails on 1 row.)"""
+    return [batch // k + (i < batch % k) for i in range(k)]
 
 
 def _grouped_bn_forward(bn: _BatchNorm, sizes: list[int], x: torch.Tensor) -> torch.Tensor:
@@ -175,8 +176,8 @@ def split_forward(
         return fn(x)
     groupable = _groupable(fn, modules)
     if groupable is None:
-        return _cat([fn(c) for c in x.chunk(k)])
-    with grouped_batchnorm(groupable, chunk_sizes(x.shape[0], k)):
+        return _cat([fn(c) for c in x.split(split_sizes(x.shape[0], k))])
+    with grouped_batchnorm(groupable, split_sizes(x.shape[0], k)):
         return fn(x)
 
 
@@ -188,8 +189,8 @@ def _joint_devices(
 ) -> list[Any]:
     """`fn` over views of one shape, virtual device s holding the s-th sub-batch of every view;
     one output per view."""
-    chunks = [v.chunk(k) for v in views]
-    devices = [[c[s] for c in chunks] for s in range(len(chunks[0]))]  # device s: its share
+    chunks = [v.split(split_sizes(v.shape[0], k)) for v in views]
+    devices = [[c[s] for c in chunks] for s in range(k)]  # device s: its share of each view
     sizes = [p.shape[0] for parts in devices for p in parts]
     groupable = _groupable(fn, modules) if len(devices) > 1 else None
     if groupable is not None:  # one call: the devices one after the other, BN grouped by device
