@@ -98,12 +98,16 @@ class MoCo(SSLMethod):
         over bn_splits virtual devices; grouped into calls by bn_stats (per_view: each crop shuffled
         alone)."""
         encoder = lambda b: self.target_projector(self.target_backbone(b))  # noqa: E731
-        return self.forward_views(lambda x: shuffled_key_forward(encoder, x, self.bn_splits), views)
+        modules = (self.target_backbone, self.target_projector)  # one call, BN grouped by split
+        return self.forward_views(
+            lambda x: shuffled_key_forward(encoder, x, self.bn_splits, modules), views
+        )
 
     def encode_queries(
         self, views: list[torch.Tensor]
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(backbone features, queries) of the views, over bn_splits unshuffled virtual devices."""
+        """(backbone features, queries) of the views, over bn_splits unshuffled virtual devices
+        (each module one call on the whole batch, its BN grouped by device: nn/multicrop.py)."""
         feats = self.forward_views(self.backbone, views, self.bn_splits)  # N x F each
         return feats, self.forward_views(self.projector, feats, self.bn_splits)  # N x D each
 
