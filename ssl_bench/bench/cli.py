@@ -103,8 +103,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def cpu_suites(args, argv: list[str]) -> tuple[str, list[dict]]:
-    """The methods and lightly suites: rows, then the small-model rows."""
+def cpu_suites(args, argv: list[str]) -> tuple[str, list[dict], list[str]]:
+    """The methods and lightly suites: rows, then the small-model rows; and the failed rows."""
     from ssl_bench.bench.compare import bench_row
 
     load_before = load_average()
@@ -123,7 +123,6 @@ def cpu_suites(args, argv: list[str]) -> tuple[str, list[dict]]:
         except Exception as err:  # noqa: BLE001 - reported below, and the exit status says so
             traceback.print_exc()
             failed.append(f"{setting.method} ({setting.backbone}, {setting.image_size} px): {err}")
-    args.failed_rows = failed
     command = " ".join(["python -m ssl_bench.bench", *argv])
     info = machine_info(resolve_device(args.accelerator))
     header = (
@@ -133,7 +132,7 @@ def cpu_suites(args, argv: list[str]) -> tuple[str, list[dict]]:
     )
     if failed:
         header += "\n\nNot measured (the row failed): " + "; ".join(failed) + "."
-    return to_markdown(rows, header), rows_json(rows)
+    return to_markdown(rows, header), rows_json(rows), failed
 
 
 def quiet_lightning() -> None:
@@ -161,14 +160,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.suite == "gpu":
             from ssl_bench.bench.gpu import gpu_suite
 
-            text, payload = gpu_suite(args)
+            (text, payload), failed = gpu_suite(args), []
         else:
-            text, payload = cpu_suites(args, argv)
+            text, payload, failed = cpu_suites(args, argv)
     except UserError as err:
         print(f"ssl_bench: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     write(text, args.out, args.json, payload)
-    if getattr(args, "failed_rows", None):
-        print(f"ssl_bench.bench: {len(args.failed_rows)} row(s) failed (above)", file=sys.stderr)
+    if failed:
+        print(f"ssl_bench.bench: {len(failed)} row(s) failed (above)", file=sys.stderr)
         return 1
     return 0

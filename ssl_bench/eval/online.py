@@ -34,7 +34,7 @@ LEGACY_PREFIX = "probe."
 #: the probe's lr when `online_eval.probe_lr` is null, by the run's optimizer. The probe shares the
 #: method's optimizer (and its schedule), so its step is that optimizer's: SGD's 0.1 (solo-learn's
 #: classifier_lr of its SGD/LARS CIFAR recipes) taken by Adam(W), whose step is ~lr per weight
-#: whatever the gradient, throws a linear layer around and left the probe near chance on MAE runs;
+#: whatever the gradient, made the probe's loss diverge on fmnist_mae (2.4 -> 6.9 in 30 steps);
 #: 1e-3 is Adam's own default and a common linear-probe lr.
 DEFAULT_PROBE_LR = {"sgd": 0.1, "lars": 0.1, "adam": 1.0e-3, "adamw": 1.0e-3}
 

@@ -195,10 +195,11 @@ class Representation:
         return x
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Features [B, D] float32 of one batch (the model must be in eval mode: see `features`)."""
+    def __call__(self, x: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        """Features [B, D] float32 of one batch (the model must be in eval mode: see `features`);
+        `net`: the network computing them in place of the model (its BN-folded copy)."""
         with self.autocast():
-            return self.model(self.prepare(x)).float()
+            return (self.model if net is None else net)(self.prepare(x)).float()
 
     @torch.no_grad()
     def features(
@@ -213,8 +214,7 @@ class Representation:
         feats, labels = [], []
         batches = SplitBatches(dm, split, self.batch_size, self.device, indices=indices)
         for x, y in batches(shuffle=False):
-            with self.autocast():
-                feats.append(folded(self.prepare(x)).float())
+            feats.append(self(x, folded))
             labels.append(y)
         self.model.train(was_training)
         out = torch.cat(feats), torch.cat(labels)

@@ -5,10 +5,10 @@ In eval mode a BatchNorm is an affine map per channel with fixed statistics, so 
 the weights and bias of the convolution that feeds it. The evaluation passes (the random-init kNN
 baseline, the online kNN and probe, offline `python -m ssl_bench.eval`) run on such a copy: on the
 narrow ResNet-18 of the Fashion-MNIST experiments the BatchNorm calls took about a quarter of an
-eval forward pass on a 2-core CPU (bf16), and the folded copy ran about 1.35x faster (BENCHMARKS.md,
-issue 17). The folding is torch.fx's (`torch.fx.experimental.optimization.fuse`), which traces the
-network and folds every Conv-BatchNorm pair it finds; the copy computes the same function up to
-floating-point rounding.
+eval forward pass on a 2-core CPU (bf16); with the folded copy the random-init kNN baseline over
+Fashion-MNIST took 19.4 s instead of 25.2 (BENCHMARKS.md, issue 17). The folding is torch.fx's
+(`torch.fx.experimental.optimization.fuse`), which traces the network and folds every
+Conv-BatchNorm pair it finds; the copy computes the same function up to floating-point rounding.
 """
 
 from __future__ import annotations
