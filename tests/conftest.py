@@ -86,33 +86,20 @@ class _Zygote:
     def run(self, module: str, args: list[str], env: dict, cwd: Path, timeout: float):
         """(exit status, stdout, stderr) of `python -m <module> <args>`; a zygote left in an unknown
         state by an error here is killed, never reused."""
+        call = self.start(module, args, env, cwd)
+        return call.wait(timeout)
+
+    def start(self, module: str, args: list[str], env: dict, cwd: Path) -> _ZygoteCall:
+        """Fork the child of `python -m <module> <args>` and return at once (its pid known)."""
         try:
-            return self._run(module, args, env, cwd, timeout)
+            return _ZygoteCall(self, module, args, env, cwd)
         except BaseException:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()
             raise
 
-    def _run(self, module: str, args: list[str], env: dict, cwd: Path, timeout: float):
-        import select
-        import signal
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-            req = dict(
-                module=module, args=args, env=env, cwd=str(cwd), stdout=str(out), stderr=str(err)
-            )
-            self.proc.stdin.write(json.dumps(req) + "\n")
-            self.proc.stdin.flush()
-            pid = json.loads(self.proc.stdout.readline())["pid"]
-            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                self.proc.stdout.readline()
-                raise subprocess.TimeoutExpired([module, *args], timeout)
-            status = json.loads(self.proc.stdout.readline())["status"]
-            return status, out.read_text(errors="replace"), err.read_text(errors="replace")
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -120,7 +107,65 @@ class _Zygote:
             self.proc.wait(timeout=30)
 
 
-_IDLE_ZYGOTES: list[_Zygote] = []  # one per concurrent caller (tests run CLI calls in threads too)
+class _ZygoteCall:
+    """One call running in a child of a zygote: `pid` at once, `wait` for its end. The zygote serves
+    nothing else until the call has been waited for."""
+
+    def __init__(self, zygote: _Zygote, module: str, args: list[str], env: dict, cwd: Path):
+        import tempfile
+
+        self.zygote, self.command, self.done = zygote, [module, *args], False
+        self._tmp = tempfile.TemporaryDirectory()
+        self.out, self.err = Path(self._tmp.name) / "stdout", Path(self._tmp.name) / "stderr"
+        req = dict(
+            module=module,
+            args=args,
+            env=env,
+            cwd=str(cwd),
+            stdout=str(self.out),
+            stderr=str(self.err),
+        )
+        zygote.proc.stdin.write(json.dumps(req) + "\n")
+        zygote.proc.stdin.flush()
+        self.pid = json.loads(zygote.proc.stdout.readline())["pid"]
+
+    def wait(self, timeout: float) -> tuple[int, str, str]:
+        """(exit status, stdout, stderr); on a timeout or any error the child and the zygote are
+        killed (a zygote left in an unknown state is never reused)."""
+        import select
+        import signal
+
+        try:
+            ready, _, _ = select.select([self.zygote.proc.stdout], [], [], timeout)
+            if not ready:
+                os.kill(self.pid, signal.SIGKILL)
+                self.zygote.proc.stdout.readline()
+                raise subprocess.TimeoutExpired(self.command, timeout)
+            status = json.loads(self.zygote.proc.stdout.readline())["status"]
+            self.done = True
+            return (
+                status,
+                self.out.read_text(errors="replace"),
+                self.err.read_text(errors="replace"),
+            )
+        except BaseException:
+            self.abandon()
+            raise
+        finally:
+            self._tmp.cleanup()
+
+    def abandon(self) -> None:
+        """Kill the child (when still running) and its zygote."""
+        import signal
+
+        if not self.done:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        self.zygote.kill()
+        self._tmp.cleanup()
+
+
+_IDLE_ZYGOTES: list[_Zygote] = []  # one per concurrent caller (a test may run CLI calls in threads)
 _ZYGOTE_LOCK = threading.Lock()
 
 
@@ -143,16 +188,7 @@ def _zygote():
                 _IDLE_ZYGOTES.append(zygote)
 
 
-def run_cli(
-    *overrides: str,
-    run_dir: Path,
-    env: dict | None = None,
-    timeout: int = 600,
-    module: str = "ssl_bench",
-    check: bool = False,
-) -> CliRun:
-    """`python -m ssl_bench <overrides> hydra.run.dir=<run_dir>` in a child process (forked from the
-    pre-imported zygote, or a plain subprocess with SSL_BENCH_TEST_ZYGOTE=0)."""
+def _cli_env_args(overrides, run_dir: Path, env: dict | None, module: str):
     full_env = {
         **os.environ,
         "WANDB_MODE": "offline",
@@ -163,6 +199,20 @@ def run_cli(
     args = list(overrides)
     if module == "ssl_bench" and not any(o.startswith("hydra.run.dir=") for o in overrides):
         args.append(f"hydra.run.dir={run_dir}")
+    return full_env, args
+
+
+def run_cli(
+    *overrides: str,
+    run_dir: Path,
+    env: dict | None = None,
+    timeout: int = 600,
+    module: str = "ssl_bench",
+    check: bool = False,
+) -> CliRun:
+    """`python -m ssl_bench <overrides> hydra.run.dir=<run_dir>` in a child process (forked from the
+    pre-imported zygote, or a plain subprocess with SSL_BENCH_TEST_ZYGOTE=0)."""
+    full_env, args = _cli_env_args(overrides, run_dir, env, module)
     with _zygote() as zygote:
         if zygote is not None:
             result = zygote.run(module, args, full_env, run_dir.parent, timeout)
@@ -183,6 +233,42 @@ def run_cli(
             f"CLI failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
         )
     return run
+
+
+@contextlib.contextmanager
+def started_cli(*overrides: str, run_dir: Path, env: dict | None = None):
+    """run_cli's call, started and left running, for tests that signal it from outside: yields
+    (pid, finish), finish(timeout) waiting for its end and returning its CliRun. A call not
+    finished when the block ends is killed."""
+    full_env, args = _cli_env_args(overrides, run_dir, env, "ssl_bench")
+    with _zygote() as zygote:
+        if zygote is None:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ssl_bench", *args],
+                cwd=run_dir.parent,
+                env=full_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+
+            def finish(timeout: float = 600) -> CliRun:
+                out, err = proc.communicate(timeout=timeout)
+                return CliRun(proc.returncode, out, err, run_dir)
+
+            try:
+                yield proc.pid, finish
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+            return
+        call = zygote.start("ssl_bench", args, full_env, run_dir.parent)
+        try:
+            yield call.pid, lambda timeout=600: CliRun(*call.wait(timeout), run_dir)
+        finally:
+            if not call.done:
+                call.abandon()
 
 
 # The shared recipe of the learning tests: a short SSL run on synthetic data that must lift kNN

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, REPO, run_cli
+from conftest import FAST, REPO, run_cli, started_cli
 
 from ssl_bench.errors import EXIT_NONFINITE
 from ssl_bench.reliability import AtomicCheckpointIO
@@ -69,44 +67,26 @@ def test_nan_tolerance_skips_bad_steps(tmp_path):
 
 def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path):
     run_dir = tmp_path / "run"
-    args = [
-        sys.executable,
-        "-m",
-        "ssl_bench",
-        *FAST,
-        *FAULT,
-        "+method.step_delay=0.3",
-        "trainer.max_epochs=50",
-        f"hydra.run.dir={run_dir}",
-        f"output_root={tmp_path}",
-    ]
-    env = {**os.environ, **ENV, "WANDB_MODE": "offline"}
-    proc = subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.time() + 240
-    while (
-        time.time() < deadline
-    ):  # wait until training is under way (after the first epoch's checkpoint)
-        if (run_dir / "checkpoints" / "last.ckpt").exists():
-            break
-        time.sleep(0.5)
-    time.sleep(1.0)  # mid-epoch
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=240)
-    assert proc.returncode == 0, err[-3000:]
-    assert "received SIGTERM" in err
+    args = [*FAST, *FAULT, "+method.step_delay=0.3", "trainer.max_epochs=50"]
+    # the run (forked from the test zygote) is signalled from outside, as a scheduler would
+    with started_cli(*args, f"output_root={tmp_path}", run_dir=run_dir, env=ENV) as (pid, finish):
+        deadline = time.time() + 240
+        # wait until training is under way (after the first epoch's checkpoint)
+        while time.time() < deadline and not (run_dir / "checkpoints" / "last.ckpt").exists():
+            time.sleep(0.5)
+        time.sleep(1.0)  # mid-epoch
+        os.kill(pid, signal.SIGTERM)
+        run = finish(240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "received SIGTERM" in run.stderr
 
-    res = json.loads((run_dir / "results.json").read_text())
+    res = run.results
     assert res["status"] == "preempted"
     saved = _global_step(run_dir / "checkpoints" / "last.ckpt")
     assert saved == res["global_step"] and saved > STEPS_PER_EPOCH and saved % STEPS_PER_EPOCH != 0
     # resume=auto picks it up and continues from the saved step
     again = run_cli(
-        *FAST,
-        *FAULT,
-        "+method.step_delay=0.3",
-        "trainer.max_epochs=50",
+        *args,
         "resume=auto",
         "trainer.max_steps=" + str(saved + 2),
         f"output_root={tmp_path}",
@@ -116,10 +96,7 @@ def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path):
     # max_steps changes the config hash, so auto-resume must not match: it starts fresh
     assert again.returncode == 0 and again.results["resumed_from"] is None
     resumed = run_cli(
-        *FAST,
-        *FAULT,
-        "+method.step_delay=0.3",
-        "trainer.max_epochs=50",
+        *args,
         f"resume={run_dir}",
         "trainer.max_steps=" + str(saved + 2),
         run_dir=tmp_path / "resumed",
