@@ -252,9 +252,11 @@ def test_cli_rejects_a_bad_queue_size(tmp_path):
 #   2).
 # * seeds 0-3 (init -> best), after split BN went into one call per encoder (nn/multicrop.py
 #   grouped_batchnorm: one running-stats update per call from the mean of the splits' statistics,
-#   where the chunked calls made one per split): v1 22.6 -> 42.2, 28.6 -> 60.8, 26.6 -> 56.0,
-#   22.8 -> 46.0; v2 22.6 -> 47.4, 28.6 -> 62.0, 26.6 -> 57.8, 22.8 -> 51.6. The chunked calls, same
-#   seeds: v1 47.2, 54.6, 52.4, 50.0; v2 41.6, 62.4, 55.6, 46.6.
+#   where the chunked calls made one per split), 3 epochs (~48 s each): v1 +19.6, +32.2, +29.4,
+#   +23.2; v2 +24.8, +33.4, +31.2, +28.8.
+# * the same, 2 epochs (this test since 2026-11-30, ~35 s each, 2 shared cores): v1 +13.8 (22.6 ->
+#   36.4), +22.0 (28.6 -> 50.6), +26.6 (26.6 -> 53.2), +22.4 (22.8 -> 45.2); v2 +20.6 (22.6 ->
+#   43.2), +27.6, +29.6, +23.4 (min train/z_std 0.084-0.088).
 MOCO_LEARN = [
     "optimizer=lars",
     "optimizer.lr=1.0",
@@ -264,24 +266,24 @@ MOCO_LEARN = [
     "method.symmetric=true",
     "method.bn_splits=2",
     "method.proj_norm=true",
-    "trainer.max_epochs=3",
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "method, extra", [("moco_v1", []), ("moco_v2", ["method.proj_hidden_dim=512"])]
+    "method, extra, margin",
+    [("moco_v1", [], 10), ("moco_v2", ["method.proj_hidden_dim=512"], 15)],
 )
-def test_moco_learns_on_synthetic(tmp_path, method, extra):
-    """The shared short run (conftest.LEARN) plus a third epoch: MoCo's gradient reaches only the
-    queries, and its positives come from a lagging key encoder, so it learns more slowly per step
-    than SimCLR. Queue 256 = the keys of the last 2 steps (symmetric: 128 keys a step); 32 images
-    per BN split."""
+def test_moco_learns_on_synthetic(tmp_path, method, extra, margin):
+    """The shared short run (conftest.LEARN, 2 epochs). MoCo's gradient reaches only the queries,
+    and its positives come from a lagging key encoder, so it learns more slowly per step than
+    SimCLR. Queue 256 = the keys of the last 2 steps (symmetric: 128 keys a step); 32 images per BN
+    split."""
     run = run_cli(
         *LEARN, f"method={method}", *MOCO_LEARN, *extra, run_dir=tmp_path / "run", check=True
     )
     init, after = knn_gain(run)
-    # seeds 0-3: +20 to +32 (v1), +25 to +33 (v2); chunked calls: +25 to +27, +19 to +34
-    assert after >= init + 15, (init, after)
+    # the lowest of seeds 0-3 (2 epochs): v1 +13.8, v2 +20.6
+    assert after >= init + margin, (init, after)
     z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     assert min(z_std) > 0.02, z_std
