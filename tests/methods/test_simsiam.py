@@ -67,8 +67,7 @@ def test_fast_dev_run_through_cli(tmp_path):
     assert res["status"] == "completed" and res["method"] == "simsiam" and res["global_step"] == 1
 
 
-# the collapse demonstration (2 epochs, LARS 1.0: without the stop-gradient it collapses within
-# them)
+# the collapse demonstration (LARS 1.0; one epoch in test_simsiam_without_stop_gradient_collapses)
 SIMSIAM_RUN = [
     "optimizer=lars",
     "optimizer.lr=1.0",
@@ -106,13 +105,19 @@ def test_simsiam_learns_without_collapse(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1300)  # ~45 s on 2 quiet cores; minutes when shared
+@pytest.mark.timeout(1300)  # ~15 s on 2 quiet cores; minutes when shared
 def test_simsiam_without_stop_gradient_collapses(tmp_path):
+    """One epoch (31 steps) of SIMSIAM_RUN: without the stop-gradient the spread of the normalised
+    embeddings falls from its maximum 1/sqrt(512) = 0.044 within the epoch; with it, it stays
+    there. Seeds 0-3 (2026-11-30, 2 shared cores): last train/z_std 0.0175, 0.0272, 0.0189, 0.0254
+    and kNN gains -4.4, -11.6, -7.0, -1.6 without it; with it (seeds 0-1) 0.0435, 0.0433, kNN +2.8,
+    +1.6 - so the kNN alone cannot tell them apart after one epoch (nor after two: -1.6 for seed 0
+    with the stop-gradient), the spread can. The earlier 2-epoch form took ~26 s of CI."""
     init, best, z_std = learning_run(
-        "simsiam", tmp_path, [*SIMSIAM_RUN, "method.stop_gradient=false"]
+        "simsiam", tmp_path, [*SIMSIAM_RUN, "method.stop_gradient=false", "trainer.max_epochs=1"]
     )
-    collapsed = z_std[-1] < 0.25 / 512**0.5
-    assert collapsed or best <= init + 3, (init, best, z_std)
+    assert z_std[-1] < 0.75 / 512**0.5, (init, best, z_std)  # collapsing: 0.033
+    assert best <= init + 3, (init, best, z_std)  # and not learning
 
 
 def simsiam_by_hand(m, views, joint):
