@@ -29,16 +29,19 @@ format: $(STAMP)  ## ruff: fix what can be fixed and format in place
 
 # Two pytest workers with one OpenMP thread each keep both cores busy (CLI tests spend seconds in
 # start-up); more threads per process only make OpenMP's spinning threads fight over the 2 cores.
+# --dist loadgroup hands out single tests (whole files under loadfile left one worker alone with a
+# file's learning runs at the end); tests/conftest.py keeps the tests sharing a module-scoped
+# fixture on one worker and sends the slow learning runs out first.
 TEST_ENV := WANDB_MODE=offline OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 test: $(STAMP)  ## the offline CPU test suite of CI (slow learning tests included, `long` ones not)
-	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile -q -ra --durations=20 -m "not long"
+	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadgroup -q -ra --durations=20 -m "not long"
 
 test-long: $(STAMP)  ## the whole Fashion-MNIST experiments of every method (minutes each)
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist load -q -ra -m long
 
 test-fast: $(STAMP)  ## tests without the slower learning runs
-	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadfile -q -ra -m "not slow and not long"
+	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadgroup -q -ra -m "not slow and not long"
 
 bench: $(STAMP)  ## throughput benchmark; appends to BENCHMARKS.md
 	$(PY) -m ssl_bench.bench

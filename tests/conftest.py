@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -298,6 +300,47 @@ def knn_gain(run: CliRun) -> tuple[float, float]:
     """(kNN top-1 at random init, best kNN top-1 after SSL) of a finished run."""
     res = run.results
     return res["knn_top1_init"], res["best"]["val/knn_top1"]
+
+
+# `make test` runs `pytest -n 2 --dist loadgroup`: xdist hands out single tests, not whole files
+# (under loadfile the learning runs of a file travel together and can leave one worker alone at
+# the end), except that the tests of a file with a module- or class-scoped fixture stay on one
+# worker, so that the fixture (a trained run, 15 bad-input runs, ...) is built once. The grouping
+# is done here, in the scheduler, from the files' text: xdist 3.8 would group by `xdist_group`
+# marks by renaming the items' node ids, which pytest 9 ignores (Node.nodeid is read from
+# Node._id), so marks do not work.
+_SHARED_FIXTURE = re.compile(r"@pytest\.fixture\([^)]*scope=[\"'](module|class|package)[\"']")
+
+
+@functools.cache
+def _shares_a_fixture(path: Path) -> bool:
+    return path.suffix == ".py" and bool(_SHARED_FIXTURE.search(path.read_text()))
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: without xdist, no hook
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class FilesWithSharedFixturesOnOneWorker(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)  # a group of `xdist_group`, where that works
+            path = nodeid.split("::", 1)[0]
+            if scope == nodeid and _shares_a_fixture(config.rootpath / path):
+                return path
+            return scope
+
+    return FilesWithSharedFixturesOnOneWorker(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under --dist loadgroup the `slow` learning runs (25-85 s each) are handed out first, so that
+    the workers end on short tests (xdist keeps the collection order apart from putting larger
+    groups first)."""
+    if getattr(config.option, "loadgroup", False):  # set on xdist's workers
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
 @pytest.fixture(autouse=True)
