@@ -7,6 +7,10 @@ from conftest import LEARN, knn_gain, needs_fmnist, run_cli
 
 @pytest.mark.slow
 def test_simclr_learns_on_synthetic(tmp_path):
+    """The shared short run (conftest.LEARN) cut to one epoch (31 steps, ~14 s instead of ~25 s).
+    kNN top-1 gains (best - random init) over seeds 0-3 (2026-11-30, 2 shared cores): +21.8 (22.6
+    -> 44.4), +18.2 (28.6 -> 46.8), +21.2 (26.6 -> 47.8), +12.4 (22.8 -> 35.2); two epochs gave
+    22 -> 47 (seed 0)."""
     run = run_cli(
         *LEARN,
         "method=simclr",
@@ -14,12 +18,12 @@ def test_simclr_learns_on_synthetic(tmp_path):
         "method.proj_hidden_dim=512",
         "optimizer=lars",
         "optimizer.lr=1.0",
+        "trainer.max_epochs=1",
         run_dir=tmp_path / "run",
         check=True,
     )
     init, after = knn_gain(run)
-    # measured: 22 -> 47 after two epochs; 15 points is far outside run-to-run noise (a few points)
-    assert after >= init + 15, (init, after)
+    assert after >= init + 9, (init, after)  # the lowest of 4 seeds +12.4
     z_std = [float(r["train/z_std"]) for r in run.metrics() if r.get("train/z_std")]
     assert min(z_std) > 0.02
 
