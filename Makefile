@@ -29,9 +29,9 @@ format: $(STAMP)  ## ruff: fix what can be fixed and format in place
 
 # Two pytest workers with one OpenMP thread each keep both cores busy (CLI tests spend seconds in
 # start-up); more threads per process only make OpenMP's spinning threads fight over the 2 cores.
-# --dist loadgroup hands out single tests (whole files under loadfile left one worker alone with a
-# file's learning runs at the end); tests/conftest.py keeps the tests sharing a module-scoped
-# fixture on one worker and sends the slow learning runs out first.
+# --dist loadgroup hands out single tests (under loadfile a file's learning runs travel together and
+# can leave one worker alone at the end); tests/conftest.py keeps the tests of a file with a
+# module-scoped fixture on one worker and sends the slow learning runs out first.
 TEST_ENV := WANDB_MODE=offline OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 test: $(STAMP)  ## the offline CPU test suite of CI (slow learning tests included, `long` ones not)

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import FAST, REPO
+from conftest import FAST, REPO, run_cli
 
 TINY = [
     *FAST,
@@ -51,17 +51,14 @@ def test_import_is_cheap():
     "overrides",
     [["method=byol", "data=cifar10"], [*FAST, "method=moco_v2", "optimizer.lr=0.5", "seed=3"]],
 )
-def test_compose_is_the_cli_config(overrides):
+def test_compose_is_the_cli_config(overrides, tmp_path):
     from omegaconf import OmegaConf
 
     import ssl_bench
 
-    cli = subprocess.run(
-        [sys.executable, "-m", "ssl_bench", *overrides, "--cfg", "job"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
+    run_dir = tmp_path / "unused"  # `--cfg job` prints the config and runs nothing
+    cli = run_cli(
+        *overrides, f"hydra.run.dir={run_dir}", "--cfg", "job", run_dir=run_dir, check=True
     )
     cfg = ssl_bench.compose(overrides)
     assert OmegaConf.to_container(cfg) == yaml.safe_load(cli.stdout)
