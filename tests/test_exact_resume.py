@@ -11,6 +11,7 @@ from conftest import FAST, REPO, run_cli
 ENV = {"PYTHONPATH": str(REPO / "tests")}
 COMMON = [
     *FAST,
+    "data.options.n_train=128",  # 2 steps an epoch: 6 in all, enough for a cut mid-epoch 1
     "trainer.max_epochs=3",
     "trainer.deterministic=true",
     "trainer.log_every_n_steps=1",
@@ -59,16 +60,17 @@ def test_preempted_and_resumed_run_is_bit_identical(tmp_path, method):
     target, extra = CASES[method]
     args = [*COMMON, f"method={method}", f"method._target_={target}", *extra]
     whole = run_cli(*args, run_dir=tmp_path / "whole", env=ENV, check=True)
-    # pre-empted during step 6: the second batch ... of epoch 1 (4 steps per epoch), i.e. mid-epoch
-    cut = run_cli(*args, "+method.preempt_at=6", run_dir=tmp_path / "cut", env=ENV, check=True)
-    assert cut.results["status"] == "preempted" and cut.results["global_step"] == 7
+    # pre-empted during step 2, the first batch of epoch 1 (2 steps per epoch): the resumed run
+    # starts mid-epoch, in epoch 1, and goes on into epoch 2
+    cut = run_cli(*args, "+method.preempt_at=2", run_dir=tmp_path / "cut", env=ENV, check=True)
+    assert cut.results["status"] == "preempted" and cut.results["global_step"] == 3
     resumed = run_cli(
         *args, f"resume={tmp_path / 'cut'}", run_dir=tmp_path / "resumed", env=ENV, check=True
     )
     assert resumed.results["status"] == "completed"
     a = _state(tmp_path / "whole" / "checkpoints" / "last.ckpt")
     b = _state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
-    assert a[0] == b[0] == 12
+    assert a[0] == b[0] == 6
     _assert_same(a, b, "checkpoint")
     assert whole.results["final"] == resumed.results["final"]  # the same kNN / probe figures
     # the loss curve after the cut matches step by step
