@@ -80,6 +80,9 @@ def test_fast_dev_run_through_cli(tmp_path):
 # cores:
 #   SimCLR views, LARS 0.3, tau 0.9, 5 epochs (this test, ~66 s):
 #       +14.6 (22.2 -> 36.8), +4.8, +14.8, +8.8
+#     re-measured 2026-11-30 (the code of then): +10.8 (22.6 -> 33.4), +7.6, +8.4, +7.6; the same
+#     recipe cut to 4 epochs +8.4, +4.0 (seeds 0-1), to 3 epochs +8.0, +4.6, +4.2, +6.4 - too
+#     little slack over the margin to save the time
 #   the same, 4 epochs: +14.2, +2.6, +9.4, +7.8 (LARS 0.2: +7.4, +2.4, +14.2, +8.2)
 #   the same, 4 epochs, tau from 0.99: +5.8, -3.6, +9.8, +2.6
 #   BYOL's views (blur 1.0 / 0.1, strength 1.0), LARS 1.0, 3 epochs: +4.4, -2.8, +8.6, +0.4
@@ -102,7 +105,7 @@ BYOL_LEARN = [
 @pytest.mark.timeout(1300)  # ~66 s on 2 quiet cores; minutes when shared
 def test_byol_learns_without_collapse(tmp_path):
     init, best, z_std = learning_run("byol", tmp_path, BYOL_LEARN)
-    assert best >= init + 4, (init, best)  # the lowest of 4 seeds +4.8
+    assert best >= init + 4, (init, best)  # the lowest of 4 seeds +4.8 (re-measured: +7.6)
     assert min(z_std) > 0.25 / 128**0.5, z_std
 
 
