@@ -77,6 +77,10 @@ def check_vit(backbone: nn.Module) -> None:
 
 
 class MAE(SSLMethod):
+    #: the online probe reads BatchNorm-ed features (no affine): the paper's linear probing
+    #: (He et al. 2022, appendix A.2: a BatchNorm without affine parameters before the classifier)
+    probe_norm = True
+
     def __init__(
         self,
         backbone: nn.Module,
