@@ -73,9 +73,10 @@ class OnlineEval(nn.Module):
         self.init_baseline = bool(init_baseline)
         if probe and self.num_classes > 0:
             self.probe = nn.Linear(feat_dim, self.num_classes)
-            #: BatchNorm without affine parameters before the probe (`probe_norm`): MAE's linear
-            #: probing (He et al. 2022, appendix A.2), which normalises features whose scale
-            #: differs per dimension and drifts under training; a linear map of the features still
+            #: BatchNorm without affine parameters before the probe (`probe_norm`), as MAE's
+            #: linear probing (facebookresearch/mae@efb2a80 main_linprobe.py, eps 1e-6): each
+            #: feature standardised by the batch's statistics in training, by the running ones in
+            #: evaluation; still a linear map of the features
             self.probe_norm = (
                 nn.BatchNorm1d(feat_dim, affine=False, eps=1e-6) if probe_norm else None
             )
