@@ -56,6 +56,7 @@ class OnlineEvalSchema:
     probe: bool = True
     knn: bool = True
     probe_lr: float | None = None
+    probe_norm: bool | None = None
     knn_k: int = 200
     knn_t: float = 0.1
     init_baseline: bool = True

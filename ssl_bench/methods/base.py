@@ -73,10 +73,17 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
 def _map_legacy_probe_keys(module, state_dict, prefix, *args) -> None:
     """Load-state-dict pre-hook: the probe's keys of checkpoints written before OnlineEval existed
     (`probe.weight`) under their present names (`online_eval.probe.weight`), so those runs still
-    resume, evaluate and load."""
+    resume, evaluate and load; and the statistics of a `probe_norm` the checkpoint predates."""
     old = prefix + LEGACY_PREFIX
     for key in [k for k in state_dict if k.startswith(old)]:
         state_dict[prefix + PREFIX + key[len(prefix) :]] = state_dict.pop(key)
+    # a probe trained before `probe_norm` existed read the features as they are: its norm's
+    # fresh statistics (mean 0, variance 1) keep it so in eval mode, and the run loads strictly
+    online = getattr(module, "online_eval", None)
+    norm = None if online is None else getattr(online, "probe_norm", None)
+    if norm is not None and prefix + PREFIX + "probe.weight" in state_dict:
+        for name, value in norm.state_dict().items():
+            state_dict.setdefault(prefix + PREFIX + "probe_norm." + name, value.clone())
 
 
 #: online_eval's default: every option at OnlineEval's default (never mutated: options are copied)
@@ -98,6 +105,9 @@ class SSLMethod(pl.LightningModule):
     #: and offline evaluations measure, and whose weights `load_backbone` and the export take
     #: (DINO evaluates its teacher: "teacher_backbone")
     eval_backbone: str = "backbone"
+    #: `online_eval.probe_norm` when it is null: whether the online probe reads BatchNorm-ed
+    #: features (no affine), as the method's paper probes them (MAE: True)
+    probe_norm: bool = False
 
     def __init__(
         self,
@@ -109,8 +119,8 @@ class SSLMethod(pl.LightningModule):
         bn_stats: str = "per_view",
         nan_tolerance: int = 0,
     ):
-        """`online_eval`: the options of OnlineEval (probe, probe_lr, knn, knn_k, knn_t,
-        init_baseline), None for no online evaluation. `nan_tolerance`: consecutive
+        """`online_eval`: the options of OnlineEval (probe, probe_lr, probe_norm, knn, knn_k,
+        knn_t, init_baseline), None for no online evaluation. `nan_tolerance`: consecutive
         non-finite-loss steps to skip before the run stops (0: stop at the first; see
         reliability.NonFiniteGuard)."""
         super().__init__()
@@ -155,7 +165,10 @@ class SSLMethod(pl.LightningModule):
         """The online evaluation of a `dim`-wide representation, from the constructor's
         `online_eval` options. A method whose forward() is not `feat_dim` wide assigns
         `self.online_eval = self.build_online_eval(<its width>)` (SimCLR v2)."""
-        return OnlineEval.from_options(dim, self.num_classes, self._online_eval_options)
+        options = self._online_eval_options
+        if options is not None and options.get("probe_norm") is None:
+            options = {**options, "probe_norm": self.probe_norm}
+        return OnlineEval.from_options(dim, self.num_classes, options)
 
     @property
     def knn_init(self) -> float | None:

@@ -77,6 +77,11 @@ def check_vit(backbone: nn.Module) -> None:
 
 
 class MAE(SSLMethod):
+    #: the online probe reads BatchNorm-ed features (no affine): the paper's linear probing
+    #: (He et al. 2022, appendix, linear probing; facebookresearch/mae@efb2a80 main_linprobe.py:
+    #: BatchNorm1d(affine=False, eps=1e-6) before the head)
+    probe_norm = True
+
     def __init__(
         self,
         backbone: nn.Module,

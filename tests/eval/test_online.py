@@ -93,6 +93,75 @@ def test_probe_lr_default_follows_the_optimizer(optimizer, lr, monkeypatch):
         OnlineEval(8, 4).param_group("rmsprop")
 
 
+def test_probe_norm_standardises_each_feature_before_the_probe():
+    """probe_norm: BatchNorm without affine parameters before the probe (MAE's linear probing). In
+    train mode the probe's logits are blind to a per-feature scale and shift (batch statistics);
+    in eval mode the running statistics stand in; it adds buffers, no parameters."""
+    torch.manual_seed(0)
+    normed, plain = OnlineEval(8, 4, probe_norm=True), OnlineEval(8, 4)
+    plain.probe.load_state_dict(normed.probe.state_dict())
+    x = torch.randn(64, 8)
+    scale, shift = torch.rand(8) * 50 + 0.5, torch.randn(8) * 20
+    with torch.no_grad():
+        assert torch.allclose(
+            normed.probe_logits(x * scale + shift), normed.probe_logits(x), atol=1e-3
+        )
+        assert not torch.allclose(
+            plain.probe_logits(x * scale + shift), plain.probe_logits(x), atol=1
+        )
+        normed.eval()
+        bn = normed.probe_norm
+        expected = normed.probe((x - bn.running_mean) / (bn.running_var + bn.eps).sqrt())
+        assert torch.allclose(normed.probe_logits(x), expected, atol=1e-5)
+    assert bn.running_var.max() > 10  # the batches' statistics were tracked
+    assert [id(p) for p in normed.param_group()["params"]] == [
+        id(p) for p in normed.probe.parameters()
+    ]
+    assert {k for k in normed.state_dict() if k.startswith("probe_norm.")} == {
+        "probe_norm.running_mean",
+        "probe_norm.running_var",
+        "probe_norm.num_batches_tracked",
+    }
+    assert (
+        plain.probe_norm is None
+        and OnlineEval(8, 4, probe=False, probe_norm=True).probe_norm is None
+    )
+
+
+def test_probe_norm_null_is_the_method_s_and_old_checkpoints_load():
+    """online_eval.probe_norm null takes the method's default (MAE's paper probes BatchNorm-ed
+    features; SimCLR's plain ones); a value given wins. A checkpoint written before the norm existed
+    loads strictly and its probe scores as it did (fresh statistics: the identity)."""
+    from ssl_bench.backbones import create_backbone
+    from ssl_bench.methods.mae import MAE
+
+    def vit():
+        return create_backbone("vit_tiny_patch16_224", img_size=16, patch_size=4, depth=1)
+
+    data, small = (
+        DataInfo(num_classes=3),
+        dict(decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4),
+    )
+    assert MAE(vit(), data=data, **small).online_eval.probe_norm is not None
+    assert (
+        MAE(vit(), data=data, online_eval={"probe_norm": False}, **small).online_eval.probe_norm
+        is None
+    )
+    assert SimCLR(narrow_backbone(), data=data).online_eval.probe_norm is None
+    assert SimCLR(
+        narrow_backbone(), data=data, online_eval={"probe_norm": True}
+    ).online_eval.probe_norm
+    torch.manual_seed(0)
+    before = MAE(vit(), data=data, online_eval={"probe_norm": False}, **small)
+    after = MAE(vit(), data=data, **small)
+    after.load_state_dict(before.state_dict(), strict=True)
+    feats = torch.randn(5, 192)
+    with torch.no_grad():
+        assert torch.allclose(
+            after.eval().online_eval.probe_logits(feats), before.online_eval.probe(feats), atol=1e-4
+        )
+
+
 def test_method_owns_it_and_a_run_can_drop_it():
     data = DataInfo(num_classes=3)
     m = SimCLR(narrow_backbone(), data=data)
