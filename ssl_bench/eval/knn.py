@@ -44,9 +44,14 @@ def knn_predict(
     k = min(k, bank.shape[0])
     rows = int(chunk) if chunk else max(1, SIMILARITY_BLOCK // max(1, bank.shape[0]))
     scores = torch.zeros(test_feats.shape[0], num_classes, device=bank.device)
+    # one similarity block, written over for every block of queries: a fresh one a block cost as
+    # much as the product itself on a 2-core CPU (the OS maps and zeroes its pages each time:
+    # 10k queries x 60k bank, 2.6 s -> 1.9 s)
+    block = torch.empty(min(rows, test_feats.shape[0]), bank.shape[0], device=bank.device)
     for start in range(0, test_feats.shape[0], rows):
         q = F.normalize(test_feats[start : start + rows].float(), dim=1)
-        sim, idx = (q @ bank.T).topk(k, dim=1)  # rows x k
+        sim = torch.mm(q, bank.T, out=block[: q.shape[0]])
+        sim, idx = sim.topk(k, dim=1)  # rows x k
         scores[start : start + rows].scatter_add_(1, bank_labels[idx], sim.div_(temperature).exp_())
     return scores
 
