@@ -43,6 +43,8 @@ class OnlineEval(nn.Module):
     """Online linear probe + weighted kNN over a `feat_dim`-wide representation.
 
     `probe` / `knn` switch either part off (`online_eval.probe=false`, `online_eval.knn=false`);
+    `probe_norm` puts a BatchNorm without affine parameters before the probe (the config's null,
+    the method's choice, is resolved by SSLMethod.build_online_eval);
     `init_baseline` asks the run to evaluate the random-init network before training
     (`val/<metric>_init`). Without labels (`num_classes` 0) nothing is measured.
     """
@@ -53,7 +55,7 @@ class OnlineEval(nn.Module):
         num_classes: int,
         probe: bool = True,
         probe_lr: float | None = None,
-        probe_norm: bool | None = False,
+        probe_norm: bool = False,
         knn: bool = True,
         knn_k: int = 200,
         knn_t: float = 0.1,
