@@ -212,3 +212,33 @@ def test_unknown_method_is_one_clear_error(capsys):
     assert main(["--methods", "simclr,nosuch", "--out", ""]) == 2
     err = capsys.readouterr().err
     assert "nosuch" in err and "conf/method" in err and "Traceback" not in err
+
+
+def test_attention_kernel_bench_tiny(tmp_path):
+    """python -m ssl_bench.bench.attention on one tiny shape: both kernels timed in both passes and
+    dtypes, the table appended to --out; a bad shape or dtype is one clear message."""
+    from ssl_bench.bench import attention
+
+    out = tmp_path / "b.md"
+    lines = attention.main(["--shapes", "2x2x5x8", "--reps", "1", "--out", str(out)])
+    assert [line[1:3] for line in lines] == [
+        ["bf16", "forward + backward"],
+        ["bf16", "forward (no grad)"],
+        ["fp32", "forward + backward"],
+        ["fp32", "forward (no grad)"],
+    ]
+    for line in lines:
+        assert line[0] == "2x2x5x8" and line[3] > 0 and line[4] > 0
+        assert line[5] > 0  # fused / explicit, from the unrounded times
+    text = out.read_text()
+    assert "### Attention kernels on" in text and "| shape | dtype | pass | fused_ms |" in text
+    with pytest.raises(SystemExit, match="--shapes: '2x2x5'"):
+        attention.main(["--shapes", "2x2x5"])
+    with pytest.raises(SystemExit, match="--dtypes: fp8"):
+        attention.main(["--dtypes", "fp8"])
+    # the two kernels compute the same attention
+    q, k, v = (
+        torch.randn(2, 2, 5, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)
+    )
+    explicit, fused = (attention.attention(q, k, v, e) for e in (True, False))
+    assert torch.allclose(explicit, fused, atol=1e-5)

@@ -31,6 +31,7 @@ from torch import nn
 from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
 from ssl_bench.eval.online import LEGACY_PREFIX, PREFIX, OnlineEval
+from ssl_bench.nn.attention import prefer_explicit_cpu_bf16_attention
 from ssl_bench.nn.ema import MomentumTargets
 from ssl_bench.nn.inference import folded_for_inference
 from ssl_bench.nn.multicrop import BN_STATS, forward_views
@@ -126,6 +127,9 @@ class SSLMethod(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "data"])
         self.backbone = backbone
+        # a ViT's attention: the explicit kernel for bf16 on a CPU (nn/attention.py); setup() adds
+        # the hook to attention the subclass builds afterwards (MAE's decoder, ...)
+        prefer_explicit_cpu_bf16_attention(backbone)
         self.feat_dim = int(backbone.num_features)
         #: what the method knows about its data (sample count, classes, normalisation, batch): given
         #: here, never read from trainer.datamodule
@@ -160,6 +164,10 @@ class SSLMethod(pl.LightningModule):
         self.register_load_state_dict_pre_hook(_map_legacy_probe_keys)
         self.nan_tolerance = int(nan_tolerance)
         self._bad_steps = 0
+
+    def setup(self, stage: str) -> None:
+        # Lightning calls it before fit / validate / test / predict, when every submodule exists
+        prefer_explicit_cpu_bf16_attention(self)
 
     def build_online_eval(self, dim: int) -> OnlineEval | None:
         """The online evaluation of a `dim`-wide representation, from the constructor's

@@ -11,6 +11,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from ssl_bench.nn.attention import prefer_explicit_cpu_bf16_attention
 from ssl_bench.nn.masking import gather_tokens, sincos_pos_embed_2d
 
 
@@ -58,6 +59,7 @@ class MAEDecoder(nn.Module):
         self.pred = nn.Linear(embed_dim, patch * patch * in_chans)
         self.apply(_init_weights)
         nn.init.normal_(self.mask_token, std=0.02)
+        prefer_explicit_cpu_bf16_attention(self)  # timm's attention, explicit in bf16 on a CPU
 
     def forward(self, latent: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
         x = self.embed(latent)  # N x (prefix + K) x E
