@@ -92,36 +92,41 @@ class LARS(torch.optim.Optimizer):
             ),
         )
 
-    def _directions(self, group: dict, params: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The step direction d of every parameter of `group` (before momentum)."""
+    def _coefficients(self, group: dict, params: list[torch.Tensor]) -> list[tuple]:
+        """(a, b) for every parameter of `group`, with the step direction d = a * g + b * p:
+        a = ratio, b = ratio * weight_decay for an adapted parameter with non-zero norms; a = 1,
+        b = 0 for an excluded one or a zero norm (d = g); a = 1, b = weight_decay in a group
+        without adaptation. Adapted parameters get 0-d tensors (computed on the device: no host
+        synchronisation), the others Python floats."""
         wd = group["weight_decay"]
-        grads = [p.grad for p in params]
         if not group["lars_adapt"]:
-            return torch._foreach_add(grads, params, alpha=wd) if wd else grads
+            return [(1.0, wd)] * len(params)
         adapt = [not (group["exclude_bias_n_norm"] and p.ndim == 1) for p in params]
         a_params = [p for p, a in zip(params, adapt) if a]
         if not a_params:
-            return grads
-        a_grads = [p.grad for p in a_params]
+            return [(1.0, 0.0)] * len(params)
         p_norms = torch._foreach_norm(a_params)
-        g_norms = torch._foreach_norm(a_grads)
-        decayed = torch._foreach_add(a_grads, a_params, alpha=wd) if wd else a_grads
-        scaled = iter(decayed)
+        g_norms = torch._foreach_norm([p.grad for p in a_params])
         out, k = [], 0
-        for p, a in zip(params, adapt):
+        for a in adapt:
             if not a:
-                out.append(p.grad)
+                out.append((1.0, 0.0))
                 continue
-            pn, gn, d = p_norms[k], g_norms[k], next(scaled)
+            pn, gn = p_norms[k], g_norms[k]
             k += 1
             ratio = pn / (gn + pn * wd + group["eps"]) * group["eta"]
             if group["clip_lr"]:
                 ratio = torch.clamp(ratio / group["lr"], max=1.0)
-            out.append(torch.where((pn != 0) & (gn != 0), d * ratio, p.grad))
+            valid = (pn != 0) & (gn != 0)
+            out.append((torch.where(valid, ratio, 1.0), torch.where(valid, ratio * wd, 0.0)))
         return out
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One step, parameter by parameter in place: the momentum buffer takes m * buf + a * g +
+        b * p and the parameter its update, each in one pass over memory, with no temporary the
+        size of a parameter (a step over Barlow Twins' 150M weights made three such temporaries
+        and took twice as long; BENCHMARKS.md)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -130,20 +135,43 @@ class LARS(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            dirs = self._directions(group, params)
-            momentum = group["momentum"]
-            if momentum != 0:
-                bufs = []
-                for p, d in zip(params, dirs):
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.clone(d).detach()
-                    else:
-                        state["momentum_buffer"].mul_(momentum).add_(d)
-                    bufs.append(state["momentum_buffer"])
-                dirs = torch._foreach_add(dirs, bufs, alpha=momentum) if group["nesterov"] else bufs
-            torch._foreach_add_(params, dirs, alpha=-group["lr"])
+            lr, momentum = group["lr"], group["momentum"]
+            for p, (a, b) in zip(params, self._coefficients(group, params)):
+                g = p.grad
+                if momentum == 0:  # p -= lr * (a g + b p)
+                    _scale(p, b, -lr)
+                    _add_scaled(p, g, a, -lr)
+                    continue
+                state = self.state[p]
+                buf = state.get("momentum_buffer")
+                if buf is None:  # the first buffer is d itself
+                    buf = state["momentum_buffer"] = torch.mul(g, a).detach()
+                    _add_scaled(buf, p, b, 1.0)
+                else:  # buf = m buf + a g + b p
+                    buf.mul_(momentum)
+                    _add_scaled(buf, g, a, 1.0)
+                    _add_scaled(buf, p, b, 1.0)
+                if group["nesterov"]:  # p -= lr * (a g + b p + m buf)
+                    _scale(p, b, -lr)
+                    _add_scaled(p, g, a, -lr)
+                    p.add_(buf, alpha=-lr * momentum)
+                else:  # p -= lr * buf
+                    p.add_(buf, alpha=-lr)
         return loss
+
+
+def _add_scaled(x: torch.Tensor, y: torch.Tensor, c, value: float) -> None:
+    """x += value * c * y in place, c a Python number or a 0-d tensor; nothing when c is 0."""
+    if isinstance(c, torch.Tensor):
+        x.addcmul_(y, c, value=value)
+    elif c:
+        x.add_(y, alpha=value * c)
+
+
+def _scale(x: torch.Tensor, c, value: float) -> None:
+    """x *= 1 + value * c in place (x += value * c * x, from x's old value); nothing when c is 0."""
+    if isinstance(c, torch.Tensor) or c:
+        x.mul_(1 + value * c)
 
 
 def split_decay_groups(module: nn.Module, exclude_bias_and_norm: bool = True) -> list[dict]:
