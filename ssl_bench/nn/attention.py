@@ -13,8 +13,8 @@ kernel).
 `prefer_explicit_cpu_bf16_attention(module)` puts a forward pre-hook on every such attention module
 inside `module`: before each call it sets `fused_attn` to False when the call runs in bf16 on a CPU
 (bf16 input, or CPU autocast to bf16) and back to True otherwise. The flag is only written when it
-changes, so a compiled graph sees a constant. The hook travels with deepcopy (momentum teachers, the
-evaluation copy) and is not part of any state dict."""
+changes (torch.compile with this hook is untested: `compile` is off by default). The hook travels
+with deepcopy (momentum teachers, the evaluation copy) and is not part of any state dict."""
 
 from __future__ import annotations
 
