@@ -7,7 +7,9 @@ and implements `training_loss(views, labels, index)`, returning a dict with `los
 `representation` (what `forward` gives, here for the large crops of the batch: the online probe
 trains on it, detached) and any loss terms to log. A method with
 momentum (EMA) targets declares them in `self.momentum_targets` (nn/ema.py); they are updated here
-after every real optimizer step, and their tau is logged as `train/tau`.
+after every real optimizer step, and their tau is logged as `train/tau`. The common case, an EMA
+copy of backbone + projector (BYOL's target network, MoCo's key encoder), is
+`add_momentum_encoder`.
 
 What crosses into the rest of ssl_bench is declared here: the constructor's arguments (data,
 optimizer, schedule, online_eval, bn_stats, nan_tolerance), the step outputs callbacks read
@@ -32,7 +34,7 @@ from ssl_bench.data.info import DataInfo
 from ssl_bench.errors import ConfigError
 from ssl_bench.eval.online import LEGACY_PREFIX, PREFIX, OnlineEval
 from ssl_bench.nn.attention import prefer_explicit_cpu_bf16_attention
-from ssl_bench.nn.ema import MomentumTargets
+from ssl_bench.nn.ema import MomentumTargets, make_target
 from ssl_bench.nn.inference import folded_for_inference
 from ssl_bench.nn.multicrop import BN_STATS, forward_views
 from ssl_bench.optim import build_optimizer, optimizer_options, split_decay_groups
@@ -219,6 +221,26 @@ class SSLMethod(pl.LightningModule):
         resolution (nn/multicrop.py). The same grouping on every device. `splits` > 1 simulates that
         many devices (SplitBatchNorm)."""
         return forward_views(fn, views, joint=self.bn_stats == "joint", splits=splits)
+
+    def add_momentum_encoder(self, base_tau: float, final_tau: float | None) -> None:
+        """The EMA copy of `backbone` + `projector` as `target_backbone` + `target_projector` (never
+        trained by gradients), declared as the method's momentum targets with tau from `base_tau`
+        (constant, or on a cosine to `final_tau`): BYOL's target network, MoCo's key encoder."""
+        self.target_backbone = make_target(self.backbone)
+        self.target_projector = make_target(self.projector)
+        self.momentum_targets = MomentumTargets(
+            [(self.backbone, self.target_backbone), (self.projector, self.target_projector)],
+            base_tau,
+            final_tau,
+        )
+
+    @torch.no_grad()
+    def target_projections(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The momentum encoder's projections of the views (N x D each, no gradient), its calls
+        grouped by `bn_stats` as the online network's."""
+        return self.forward_views(
+            self.target_projector, self.forward_views(self.target_backbone, views)
+        )
 
     # ---- training ---------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

@@ -9,7 +9,6 @@ from torch import nn
 
 from ssl_bench.losses.bootstrap import byol_loss
 from ssl_bench.methods.base import SSLMethod, embedding_std
-from ssl_bench.nn.ema import MomentumTargets, make_target
 from ssl_bench.nn.heads import MLP, check_head_sizes
 
 
@@ -49,21 +48,9 @@ class BYOL(SSLMethod):
         self.projector = MLP(self.feat_dim, proj_hidden_dim, proj_output_dim)
         self.predictor = MLP(proj_output_dim, pred_hidden_dim, proj_output_dim)
         # target: f' -> g', never trained by gradients; the EMA of f -> g
-        self.target_backbone = make_target(self.backbone)
-        self.target_projector = make_target(self.projector)
-        self.momentum_targets = MomentumTargets(
-            [(self.backbone, self.target_backbone), (self.projector, self.target_projector)],
-            base_tau,
-            final_tau,
-        )
+        self.add_momentum_encoder(base_tau, final_tau)
 
     # ---- the loss on two views -------------------------------------------------------------------
-    @torch.no_grad()
-    def target_projections(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        return self.forward_views(
-            self.target_projector, self.forward_views(self.target_backbone, views)
-        )
-
     def training_loss(self, views, labels, index):
         # 2 x (N x F); calls grouped by bn_stats
         feats = self.forward_views(self.backbone, views[:2])

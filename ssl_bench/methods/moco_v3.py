@@ -29,7 +29,6 @@ from torch import nn
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses.contrastive import moco_v3_loss
 from ssl_bench.methods.base import SSLMethod, embedding_std
-from ssl_bench.nn.ema import MomentumTargets, make_target
 from ssl_bench.nn.heads import MLP, check_head_sizes
 
 
@@ -105,27 +104,14 @@ class MoCoV3(SSLMethod):
         if not pred_last_bn:  # the official Linear(..., bias=False) (MLP gives a plain output one)
             self.predictor[-1].register_parameter("bias", None)
         # the momentum encoder: backbone + projector (the predictor is excluded, Algorithm 1 notes)
-        self.target_backbone = make_target(self.backbone)
-        self.target_projector = make_target(self.projector)
-        self.momentum_targets = MomentumTargets(
-            [(self.backbone, self.target_backbone), (self.projector, self.target_projector)],
-            base_tau,
-            final_tau,
-        )
-
-    @torch.no_grad()
-    def momentum_keys(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        """k1, k2 = f_k(x1), f_k(x2): the momentum encoder's keys (N x D each, no gradient)."""
-        return self.forward_views(
-            self.target_projector, self.forward_views(self.target_backbone, views)
-        )
+        self.add_momentum_encoder(base_tau, final_tau)
 
     def training_loss(self, views, labels, index):
         # q1, q2 = f_q(x1), f_q(x2); one call per view (builder.py forward), grouped by bn_stats
         feats = self.forward_views(self.backbone, views[:2])
         z = self.forward_views(self.projector, feats)
         q1, q2 = self.forward_views(self.predictor, z)
-        k1, k2 = self.momentum_keys(views[:2])
+        k1, k2 = self.target_projections(views[:2])  # k = f_k(x): the momentum encoder's keys
         loss12, t12 = moco_v3_loss(q1, k2, self.temperature, return_terms=True)
         loss21, t21 = moco_v3_loss(q2, k1, self.temperature, return_terms=True)
         terms = {name: (t12[name] + t21[name]) / 2 for name in t12}  # logged: the mean of both

@@ -22,7 +22,6 @@ from torch import nn
 from ssl_bench.errors import ConfigError
 from ssl_bench.losses.contrastive import info_nce, nt_xent
 from ssl_bench.methods.base import SSLMethod, embedding_std
-from ssl_bench.nn.ema import MomentumTargets, make_target
 from ssl_bench.nn.heads import MLP, check_bn_placement
 from ssl_bench.nn.multicrop import shuffled_key_forward
 from ssl_bench.nn.queue import FeatureQueue
@@ -83,13 +82,7 @@ class SimCLRv2(SSLMethod):
             self.online_eval = self.build_online_eval(hidden)
         self.use_memory = queue_size > 0
         if self.use_memory:  # MoCo's key encoder (the EMA of backbone + head) and queue
-            self.target_backbone = make_target(self.backbone)
-            self.target_projector = make_target(self.projector)
-            self.momentum_targets = MomentumTargets(
-                [(self.backbone, self.target_backbone), (self.projector, self.target_projector)],
-                base_tau,
-                final_tau,
-            )
+            self.add_momentum_encoder(base_tau, final_tau)
             self.queue = FeatureQueue(queue_size, proj_output_dim)
 
     # ---- forward pieces ------------------------------------------------------------------------
