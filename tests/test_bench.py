@@ -242,3 +242,29 @@ def test_attention_kernel_bench_tiny(tmp_path):
     )
     explicit, fused = (attention.attention(q, k, v, e) for e in (True, False))
     assert torch.allclose(explicit, fused, atol=1e-5)
+
+
+def test_phases_bench_tiny(tmp_path):
+    """python -m ssl_bench.bench.phases on a tiny config: one line a method with every part of both
+    steps timed (the momentum update only where the method has one), the ratio lightly / ours, the
+    table appended to --out; a method without a lightly loop is one clear message."""
+    from ssl_bench.bench import phases
+
+    out = tmp_path / "p.md"
+    args = ["--methods", "byol,simclr", "--backbone", "resnet18_narrow", "--image-size", "16"]
+    lines = phases.main([*args, "--batch-size", "8", "--steps", "1", "--out", str(out)])
+    assert [line[0] for line in lines] == ["byol", "simclr"]
+    for line in lines:
+        row = dict(zip(phases.COLUMNS, line))
+        for side in ("ours", "lightly"):
+            for part in ("forward", "backward", "optimizer"):
+                assert row[f"{side}_{part}_s"] > 0, (line, side, part)
+            assert row[f"{side}_step_s"] > 0
+        ratio = row["lightly_step_s"] / row["ours_step_s"]
+        assert math.isclose(row["ratio_vs_lightly"], ratio, rel_tol=0.2, abs_tol=0.02)
+    byol, simclr = (dict(zip(phases.COLUMNS, line)) for line in lines)
+    assert byol["ours_momentum_s"] > 0 and byol["lightly_momentum_s"] > 0  # EMA targets
+    text = out.read_text()
+    assert "### One step split into its parts" in text and "| method | variant |" in text
+    with pytest.raises(SystemExit, match="--methods: cpc_v2 has no lightly loop"):
+        phases.main(["--methods", "cpc_v2"])

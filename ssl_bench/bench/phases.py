@@ -1,0 +1,199 @@
+"""One training step of ssl_bench's method and of lightly's loop of it, split into its parts.
+
+    python -m ssl_bench.bench.phases [--methods moco_v2,simsiam] [--backbone resnet18]
+        [--image-size 32] [--batch-size 256] [--steps 5] [--out BENCHMARKS.md] [override ...]
+
+For each method, in one process and on the same views (one batch of synthetic images through
+ssl_bench's view path, made once): ssl_bench's `training_loss` plus its online probe's loss, then
+backward, the optimizer step and the momentum update, against lightly 1.6.0's loop of the method
+as the lightly suite builds it (bench/lightly_specs.py: its modules, losses, momentum helpers and
+optimizer family). Both run in the precision the lightly suite calls fastest on this machine (bf16
+autocast + channels_last where the CPU's bf16 is native, else fp32 + channels_last). After two
+warm-up steps each, `--steps` steps of each side alternate; the table gives the median seconds of
+every part and `ratio_vs_lightly` = lightly's median step / ssl_bench's (> 1: ssl_bench faster, as the
+suite's ratios).
+The views, data loading and Lightning's loop are left out on purpose: what this measures is the
+step around the backbone (the lightly suite, `python -m ssl_bench.bench --suite lightly`, measures
+the whole loop). Extra arguments are Hydra overrides of ssl_bench's side (`method.bn_splits=1`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from contextlib import nullcontext
+
+import torch
+
+from ssl_bench.bench.machine import describe, load_average, machine_info
+from ssl_bench.bench.table import markdown, write
+
+PARTS = ("forward", "backward", "optimizer", "momentum")
+COLUMNS = [
+    "method",
+    "variant",
+    *(f"ours_{p}_s" for p in PARTS),
+    "ours_step_s",
+    *(f"lightly_{p}_s" for p in PARTS),
+    "lightly_step_s",
+    "ratio_vs_lightly",
+]
+
+
+def our_optimizer(method, batch_size: int) -> torch.optim.Optimizer:
+    """The optimizer `configure_optimizers` builds on one device (lr scaled by the batch where
+    the recipe says so), without the schedule."""
+    from ssl_bench.optim import build_optimizer
+
+    cfg = dict(method.optim_cfg)
+    name, lr = cfg.pop("name"), float(cfg.pop("lr"))
+    if cfg.pop("scale_lr", False):
+        lr = lr * batch_size / 256
+    groups = method.parameter_groups(False)
+    probe = None if method.online_eval is None else method.online_eval.param_group(name)
+    if probe is not None:
+        groups.append(probe)
+    return build_optimizer(groups, name, lr, **cfg)
+
+
+def _timed(parts: dict[str, float], name: str, start: float) -> float:
+    now = time.perf_counter()
+    parts[name] = now - start
+    return now
+
+
+def measure(
+    method_name: str, backbone: str, image_size: int, batch_size: int, steps: int, extra: list[str]
+) -> list:
+    """One table line: the median parts of `steps` alternating steps of each side."""
+    from lightly.models.utils import update_momentum
+
+    from ssl_bench.bench import lightly_loop as L
+    from ssl_bench.bench.lightly_specs import Ctx
+    from ssl_bench.bench.ours import Setting, bench_config, row_backbone
+    from ssl_bench.training import build_datamodule, build_method
+
+    device = torch.device("cpu")
+    variant = L.fast_variant(device)
+    setting = Setting(method_name, row_backbone(method_name, backbone), image_size, batch_size)
+    cfg = bench_config(setting, batch_size, "bf16-mixed" if variant.bf16 else "32-true", extra)
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    ours = build_method(cfg, dm.data_info()).train()
+    spec, mcfg, lmodel, criterion = L.build(cfg, device, variant)
+    lmodel.train()
+    fmt = torch.channels_last if variant.channels_last else torch.contiguous_format
+    ours = ours.to(memory_format=fmt)
+    opt_ours = our_optimizer(ours, batch_size)
+    opt_lightly = L.make_optimizer(lmodel, spec, cfg, batch_size)
+    images = dm.splits["pretrain"].images[:batch_size]
+    views = [v.contiguous(memory_format=fmt) for v in dm.batch_views(images)]
+    labels = dm.splits["pretrain"].labels[:batch_size]
+    index = torch.arange(batch_size)
+    ctx = Ctx(step=0, total_steps=100, method=mcfg)
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if variant.bf16 else nullcontext()
+
+    def ours_step() -> dict[str, float]:
+        parts: dict[str, float] = {}
+        t = time.perf_counter()
+        with autocast():
+            out = ours.training_loss(views, labels, index)
+            loss = out["loss"]
+            if ours.online_eval is not None:
+                probe = ours.online_eval.probe_loss(out["representation"].detach(), labels)
+                loss = loss if probe is None else loss + probe
+        t = _timed(parts, "forward", t)
+        loss.backward()
+        t = _timed(parts, "backward", t)
+        ours.on_before_optimizer_step(opt_ours)
+        opt_ours.step()
+        opt_ours.zero_grad(set_to_none=True)
+        t = _timed(parts, "optimizer", t)
+        if ours.momentum_targets is not None:
+            ours.momentum_targets.update(1, 100)
+        _timed(parts, "momentum", t)
+        return parts
+
+    def lightly_step() -> dict[str, float]:
+        parts: dict[str, float] = {}
+        t = time.perf_counter()
+        for online, target in spec.momentum:
+            update_momentum(lmodel[online], lmodel[target], m=0.99)
+        t = _timed(parts, "momentum", t)
+        if spec.before_forward is not None:
+            spec.before_forward(lmodel, ctx)
+        with autocast():
+            loss = spec.loss(lmodel, views, criterion, ctx)
+        t = _timed(parts, "forward", t)
+        loss.backward()
+        t = _timed(parts, "backward", t)
+        if spec.after_backward is not None:
+            spec.after_backward(lmodel, ctx)
+        opt_lightly.step()
+        opt_lightly.zero_grad()
+        _timed(parts, "optimizer", t)
+        return parts
+
+    runs: dict[str, list[dict[str, float]]] = {"ours": [], "lightly": []}
+    for step in (ours_step, lightly_step, ours_step, lightly_step):  # warm-up
+        step()
+    for _ in range(steps):
+        runs["ours"].append(ours_step())
+        runs["lightly"].append(lightly_step())
+    line: list = [method_name, variant.name]
+    totals = {}
+    for side in ("ours", "lightly"):
+        medians = [statistics.median(r[p] for r in runs[side]) for p in PARTS]
+        totals[side] = statistics.median(sum(r.values()) for r in runs[side])
+        line += [round(m, 3) for m in medians] + [round(totals[side], 3)]
+    line.append(round(totals["lightly"] / totals["ours"], 2))
+    return line
+
+
+def main(argv: list[str] | None = None) -> list[list]:
+    from ssl_bench.bench.lightly_specs import SPECS
+
+    ap = argparse.ArgumentParser(
+        prog="python -m ssl_bench.bench.phases",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--methods", default="simclr,moco_v2,byol,simsiam,dino,nnclr")
+    ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--out", default="", help="a markdown file to append the table to")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides of ssl_bench's side")
+    args = ap.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in SPECS]
+    if unknown:
+        raise SystemExit(
+            f"--methods: {', '.join(unknown)} has no lightly loop; choose from "
+            f"{', '.join(sorted(SPECS))}"
+        )
+    before = load_average()
+    lines = [
+        measure(
+            m, args.backbone, args.image_size, args.batch_size, max(1, args.steps), args.overrides
+        )
+        for m in methods
+    ]
+    header = (
+        f"### One step split into its parts, ssl_bench vs lightly, on {describe(machine_info())}\n\n"
+        f"`python -m ssl_bench.bench.phases --methods {','.join(methods)} --backbone "
+        f"{args.backbone} --image-size {args.image_size} --batch-size {args.batch_size} --steps "
+        f"{args.steps}{''.join(' ' + o for o in args.overrides)}` (medians of {args.steps} "
+        f"alternating steps after 2 warm-up steps each, seconds); load average before {before}, "
+        f"after {load_average()}."
+    )
+    write(markdown(header, COLUMNS, lines), args.out, None, None)
+    return lines
+
+
+if __name__ == "__main__":
+    main()
