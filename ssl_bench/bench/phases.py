@@ -10,11 +10,11 @@ as the lightly suite builds it (bench/lightly_specs.py: its modules, losses, mom
 optimizer family). Both run in the precision the lightly suite calls fastest on this machine (bf16
 autocast + channels_last where the CPU's bf16 is native, else fp32 + channels_last). After two
 warm-up steps each, `--steps` steps of each side alternate; the table gives the median seconds of
-every part and `ratio_vs_lightly` = lightly's median step / ssl_bench's (> 1: ssl_bench faster, as the
-suite's ratios).
-The views, data loading and Lightning's loop are left out on purpose: what this measures is the
-step around the backbone (the lightly suite, `python -m ssl_bench.bench --suite lightly`, measures
-the whole loop). Extra arguments are Hydra overrides of ssl_bench's side (`method.bn_splits=1`).
+every part and `ratio_vs_lightly` = lightly's median step / ssl_bench's (> 1: ssl_bench faster,
+as the suite's ratios). The views, data loading and Lightning's loop are left out on purpose: what
+this measures is the step around the backbone (the lightly suite, `python -m ssl_bench.bench
+--suite lightly`, measures the whole loop). Extra arguments are Hydra overrides of ssl_bench's
+side (`method.bn_splits=1`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import argparse
 import statistics
 import time
 from contextlib import nullcontext
+from types import SimpleNamespace
 
 import torch
 
@@ -63,12 +64,8 @@ def _timed(parts: dict[str, float], name: str, start: float) -> float:
     return now
 
 
-def measure(
-    method_name: str, backbone: str, image_size: int, batch_size: int, steps: int, extra: list[str]
-) -> list:
-    """One table line: the median parts of `steps` alternating steps of each side."""
-    from lightly.models.utils import update_momentum
-
+def setup(method_name: str, backbone: str, image_size: int, batch_size: int, extra: list[str]):
+    """Both sides of one method, their optimizers and one batch of views, as a namespace."""
     from ssl_bench.bench import lightly_loop as L
     from ssl_bench.bench.lightly_specs import Ctx
     from ssl_bench.bench.ours import Setting, bench_config, row_backbone
@@ -80,72 +77,95 @@ def measure(
     cfg = bench_config(setting, batch_size, "bf16-mixed" if variant.bf16 else "32-true", extra)
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    ours = build_method(cfg, dm.data_info()).train()
+    fmt = torch.channels_last if variant.channels_last else torch.contiguous_format
+    ours = build_method(cfg, dm.data_info()).train().to(memory_format=fmt)
     spec, mcfg, lmodel, criterion = L.build(cfg, device, variant)
     lmodel.train()
-    fmt = torch.channels_last if variant.channels_last else torch.contiguous_format
-    ours = ours.to(memory_format=fmt)
-    opt_ours = our_optimizer(ours, batch_size)
-    opt_lightly = L.make_optimizer(lmodel, spec, cfg, batch_size)
     images = dm.splits["pretrain"].images[:batch_size]
-    views = [v.contiguous(memory_format=fmt) for v in dm.batch_views(images)]
-    labels = dm.splits["pretrain"].labels[:batch_size]
-    index = torch.arange(batch_size)
-    ctx = Ctx(step=0, total_steps=100, method=mcfg)
+    return SimpleNamespace(
+        variant=variant,
+        ours=ours,
+        opt_ours=our_optimizer(ours, batch_size),
+        spec=spec,
+        lmodel=lmodel,
+        criterion=criterion,
+        opt_lightly=L.make_optimizer(lmodel, spec, cfg, batch_size),
+        ctx=Ctx(step=0, total_steps=100, method=mcfg),
+        views=[v.contiguous(memory_format=fmt) for v in dm.batch_views(images)],
+        labels=dm.splits["pretrain"].labels[:batch_size],
+        index=torch.arange(batch_size),
+    )
 
-    def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16) if variant.bf16 else nullcontext()
 
-    def ours_step() -> dict[str, float]:
-        parts: dict[str, float] = {}
-        t = time.perf_counter()
-        with autocast():
-            out = ours.training_loss(views, labels, index)
-            loss = out["loss"]
-            if ours.online_eval is not None:
-                probe = ours.online_eval.probe_loss(out["representation"].detach(), labels)
-                loss = loss if probe is None else loss + probe
-        t = _timed(parts, "forward", t)
-        loss.backward()
-        t = _timed(parts, "backward", t)
-        ours.on_before_optimizer_step(opt_ours)
-        opt_ours.step()
-        opt_ours.zero_grad(set_to_none=True)
-        t = _timed(parts, "optimizer", t)
-        if ours.momentum_targets is not None:
-            ours.momentum_targets.update(1, 100)
-        _timed(parts, "momentum", t)
-        return parts
+def _autocast(ns):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if ns.variant.bf16 else nullcontext()
 
-    def lightly_step() -> dict[str, float]:
-        parts: dict[str, float] = {}
-        t = time.perf_counter()
-        for online, target in spec.momentum:
-            update_momentum(lmodel[online], lmodel[target], m=0.99)
-        t = _timed(parts, "momentum", t)
-        if spec.before_forward is not None:
-            spec.before_forward(lmodel, ctx)
-        with autocast():
-            loss = spec.loss(lmodel, views, criterion, ctx)
-        t = _timed(parts, "forward", t)
-        loss.backward()
-        t = _timed(parts, "backward", t)
-        if spec.after_backward is not None:
-            spec.after_backward(lmodel, ctx)
-        opt_lightly.step()
-        opt_lightly.zero_grad()
-        _timed(parts, "optimizer", t)
-        return parts
 
-    runs: dict[str, list[dict[str, float]]] = {"ours": [], "lightly": []}
-    for step in (ours_step, lightly_step, ours_step, lightly_step):  # warm-up
-        step()
+def ours_step(ns) -> dict[str, float]:
+    """ssl_bench's step, as training_step + Lightning's optimizer step + the momentum update."""
+    parts: dict[str, float] = {}
+    m, opt = ns.ours, ns.opt_ours
+    t = time.perf_counter()
+    with _autocast(ns):
+        out = m.training_loss(ns.views, ns.labels, ns.index)
+        loss = out["loss"]
+        if m.online_eval is not None:
+            probe = m.online_eval.probe_loss(out["representation"].detach(), ns.labels)
+            loss = loss if probe is None else loss + probe
+    t = _timed(parts, "forward", t)
+    loss.backward()
+    t = _timed(parts, "backward", t)
+    m.on_before_optimizer_step(opt)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    t = _timed(parts, "optimizer", t)
+    if m.momentum_targets is not None:
+        m.momentum_targets.update(1, 100)
+    _timed(parts, "momentum", t)
+    return parts
+
+
+def lightly_step(ns) -> dict[str, float]:
+    """lightly's step as bench/lightly_loop.py runs it."""
+    from lightly.models.utils import update_momentum
+
+    parts: dict[str, float] = {}
+    spec, model = ns.spec, ns.lmodel
+    t = time.perf_counter()
+    for online, target in spec.momentum:
+        update_momentum(model[online], model[target], m=0.99)
+    t = _timed(parts, "momentum", t)
+    if spec.before_forward is not None:
+        spec.before_forward(model, ns.ctx)
+    with _autocast(ns):
+        loss = spec.loss(model, ns.views, ns.criterion, ns.ctx)
+    t = _timed(parts, "forward", t)
+    loss.backward()
+    t = _timed(parts, "backward", t)
+    if spec.after_backward is not None:
+        spec.after_backward(model, ns.ctx)
+    ns.opt_lightly.step()
+    ns.opt_lightly.zero_grad()
+    _timed(parts, "optimizer", t)
+    return parts
+
+
+def measure(
+    method_name: str, backbone: str, image_size: int, batch_size: int, steps: int, extra: list[str]
+) -> list:
+    """One table line: the median parts of `steps` alternating steps of each side."""
+    ns = setup(method_name, backbone, image_size, batch_size, extra)
+    sides = {"ours": ours_step, "lightly": lightly_step}
+    for _ in range(2):  # warm-up
+        for step in sides.values():
+            step(ns)
+    runs: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
     for _ in range(steps):
-        runs["ours"].append(ours_step())
-        runs["lightly"].append(lightly_step())
-    line: list = [method_name, variant.name]
+        for side, step in sides.items():
+            runs[side].append(step(ns))
+    line: list = [method_name, ns.variant.name]
     totals = {}
-    for side in ("ours", "lightly"):
+    for side in sides:
         medians = [statistics.median(r[p] for r in runs[side]) for p in PARTS]
         totals[side] = statistics.median(sum(r.values()) for r in runs[side])
         line += [round(m, 3) for m in medians] + [round(totals[side], 3)]
@@ -184,7 +204,8 @@ def main(argv: list[str] | None = None) -> list[list]:
         for m in methods
     ]
     header = (
-        f"### One step split into its parts, ssl_bench vs lightly, on {describe(machine_info())}\n\n"
+        "### One step split into its parts, ssl_bench vs lightly, on "
+        f"{describe(machine_info())}\n\n"
         f"`python -m ssl_bench.bench.phases --methods {','.join(methods)} --backbone "
         f"{args.backbone} --image-size {args.image_size} --batch-size {args.batch_size} --steps "
         f"{args.steps}{''.join(' ' + o for o in args.overrides)}` (medians of {args.steps} "
