@@ -14,6 +14,7 @@ import ssl_bench.methods.simsiam as simsiam_mod
 from ssl_bench.errors import ConfigError
 from ssl_bench.methods.byol import BYOL
 from ssl_bench.methods.moco import MoCo
+from ssl_bench.methods.moco_v3 import MoCoV3
 from ssl_bench.methods.simclr_v2 import SimCLRv2
 from ssl_bench.methods.simsiam import SimSiam
 from ssl_bench.nn.ema import MomentumTargets, cosine_tau, ema_update, make_target
@@ -155,10 +156,13 @@ def _momentum_methods():
         "byol": lambda: BYOL(narrow(), proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32),
         "moco": lambda: MoCo(narrow(), queue_size=16, bn_splits=2, base_tau=0.9, final_tau=0.99),
         "simclr_v2": lambda: SimCLRv2(narrow(), queue_size=16, bn_splits=2, base_tau=0.9),
+        "moco_v3": lambda: MoCoV3(
+            narrow(), proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32, base_tau=0.9
+        ),
     }
 
 
-@pytest.mark.parametrize("name", ["byol", "moco", "simclr_v2"])
+@pytest.mark.parametrize("name", ["byol", "moco", "simclr_v2", "moco_v3"])
 def test_every_momentum_method_declares_each_target_once(name):
     """Every frozen `target_*` module of a momentum method is in its pairs, opposite the online
     module of the same name, and after_optimizer_step moves all of them (and nothing else)."""
@@ -184,6 +188,19 @@ def test_every_momentum_method_declares_each_target_once(name):
     assert all(
         torch.equal(p, p0) for p, p0 in zip(online, [p for p in m.parameters() if p.requires_grad])
     )
+
+
+@pytest.mark.parametrize("name", ["byol", "moco_v3"])
+def test_target_projections_are_the_momentum_encoder_per_view_without_grad(name):
+    """SSLMethod.target_projections: target_projector(target_backbone(view)) for each view, one
+    call per view (bn_stats per_view: each view's own BN statistics), no graph."""
+    torch.manual_seed(0)
+    m = _momentum_methods()[name]()
+    views = [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)]
+    outs = m.target_projections(views)
+    assert len(outs) == 2 and all(not o.requires_grad for o in outs)
+    for v, o in zip(views, outs):
+        assert torch.allclose(o, m.target_projector(m.target_backbone(v)), atol=1e-6)
 
 
 def test_methods_without_a_momentum_target_declare_none():
