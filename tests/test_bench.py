@@ -268,3 +268,8 @@ def test_phases_bench_tiny(tmp_path):
     assert "### One step split into its parts" in text and "| method | variant |" in text
     with pytest.raises(SystemExit, match="--methods: cpc_v2 has no lightly loop"):
         phases.main(["--methods", "cpc_v2"])
+    # --small: the suite's small row (the Fashion-MNIST experiment's settings, 28 px)
+    small = phases.setup("simclr", "resnet18", 32, 8, [], small=True)
+    assert small.views[0].shape[-1] == 28
+    (line,) = phases.main(["--methods", "simclr", "--small", "--batch-size", "8", "--steps", "1"])
+    assert line[0] == "simclr" and line[-1] > 0

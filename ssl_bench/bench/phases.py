@@ -1,7 +1,8 @@
 """One training step of ssl_bench's method and of lightly's loop of it, split into its parts.
 
     python -m ssl_bench.bench.phases [--methods moco_v2,simsiam] [--backbone resnet18]
-        [--image-size 32] [--batch-size 256] [--steps 5] [--out BENCHMARKS.md] [override ...]
+        [--image-size 32] [--small] [--batch-size 256] [--steps 5] [--out BENCHMARKS.md]
+        [override ...]
 
 For each method, in one process and on the same views (one batch of synthetic images through
 ssl_bench's view path, made once): ssl_bench's `training_loss` plus its online probe's loss, then
@@ -64,8 +65,17 @@ def _timed(parts: dict[str, float], name: str, start: float) -> float:
     return now
 
 
-def setup(method_name: str, backbone: str, image_size: int, batch_size: int, extra: list[str]):
-    """Both sides of one method, their optimizers and one batch of views, as a namespace."""
+def setup(
+    method_name: str,
+    backbone: str,
+    image_size: int,
+    batch_size: int,
+    extra: list[str],
+    small: bool = False,
+):
+    """Both sides of one method, their optimizers and one batch of views, as a namespace. `small`:
+    the lightly suite's small row of the method (its Fashion-MNIST experiment's settings, the
+    narrow ResNet-18 at 28 px; `backbone` and `image_size` are then ignored)."""
     from ssl_bench.bench import lightly_loop as L
     from ssl_bench.bench.lightly_specs import Ctx
     from ssl_bench.bench.ours import Setting, bench_config, row_backbone
@@ -73,7 +83,10 @@ def setup(method_name: str, backbone: str, image_size: int, batch_size: int, ext
 
     device = torch.device("cpu")
     variant = L.fast_variant(device)
-    setting = Setting(method_name, row_backbone(method_name, backbone), image_size, batch_size)
+    if small:
+        setting = Setting.small_row(method_name, batch_size)
+    else:
+        setting = Setting(method_name, row_backbone(method_name, backbone), image_size, batch_size)
     cfg = bench_config(setting, batch_size, "bf16-mixed" if variant.bf16 else "32-true", extra)
     dm = build_datamodule(cfg)
     dm.setup("fit")
@@ -151,10 +164,16 @@ def lightly_step(ns) -> dict[str, float]:
 
 
 def measure(
-    method_name: str, backbone: str, image_size: int, batch_size: int, steps: int, extra: list[str]
+    method_name: str,
+    backbone: str,
+    image_size: int,
+    batch_size: int,
+    steps: int,
+    extra: list[str],
+    small: bool = False,
 ) -> list:
     """One table line: the median parts of `steps` alternating steps of each side."""
-    ns = setup(method_name, backbone, image_size, batch_size, extra)
+    ns = setup(method_name, backbone, image_size, batch_size, extra, small)
     sides = {"ours": ours_step, "lightly": lightly_step}
     for _ in range(2):  # warm-up
         for step in sides.values():
@@ -186,6 +205,11 @@ def main(argv: list[str] | None = None) -> list[list]:
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument(
+        "--small",
+        action="store_true",
+        help="the suite's small rows (Fashion-MNIST experiment settings, narrow ResNet-18, 28 px)",
+    )
     ap.add_argument("--out", default="", help="a markdown file to append the table to")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of ssl_bench's side")
     args = ap.parse_args(argv)
@@ -199,16 +223,25 @@ def main(argv: list[str] | None = None) -> list[list]:
     before = load_average()
     lines = [
         measure(
-            m, args.backbone, args.image_size, args.batch_size, max(1, args.steps), args.overrides
+            m,
+            args.backbone,
+            args.image_size,
+            args.batch_size,
+            max(1, args.steps),
+            args.overrides,
+            args.small,
         )
         for m in methods
     ]
+    shape = (
+        "--small" if args.small else f"--backbone {args.backbone} --image-size {args.image_size}"
+    )
     header = (
         "### One step split into its parts, ssl_bench vs lightly, on "
         f"{describe(machine_info())}\n\n"
-        f"`python -m ssl_bench.bench.phases --methods {','.join(methods)} --backbone "
-        f"{args.backbone} --image-size {args.image_size} --batch-size {args.batch_size} --steps "
-        f"{args.steps}{''.join(' ' + o for o in args.overrides)}` (medians of {args.steps} "
+        f"`python -m ssl_bench.bench.phases --methods {','.join(methods)} {shape} --batch-size "
+        f"{args.batch_size} --steps {args.steps}{''.join(' ' + o for o in args.overrides)}` "
+        f"(medians of {args.steps} "
         f"alternating steps after 2 warm-up steps each, seconds); load average before {before}, "
         f"after {load_average()}."
     )
