@@ -252,8 +252,12 @@ def build(cfg, device: torch.device, variant: Variant):
 
 
 # ---- the loop ---------------------------------------------------------------------------------
-def _step(spec, model, criterion, optimizer, views, ctx: Ctx, variant, device) -> torch.Tensor:
-    """One training step of the loop, as lightly's examples write it."""
+def _step(
+    spec, model, criterion, optimizer, views, ctx: Ctx, variant, device, mark=None
+) -> torch.Tensor:
+    """One training step of the loop, as lightly's examples write it. `mark(part)`, if given, is
+    called as each part ends: "momentum", "forward", "backward", "optimizer" (bench/phases.py)."""
+    mark = mark or (lambda part: None)
     from lightly.models.utils import update_momentum
     from lightly.utils.scheduler import cosine_schedule
 
@@ -266,15 +270,19 @@ def _step(spec, model, criterion, optimizer, views, ctx: Ctx, variant, device) -
         tau = cosine_schedule(ctx.step, ctx.total_steps, base, base if final is None else final)
         for online, target in spec.momentum:
             update_momentum(model[online], model[target], m=tau)
+    mark("momentum")
     if spec.before_forward is not None:
         spec.before_forward(model, ctx)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant.bf16):
         loss = spec.loss(model, views, criterion, ctx)
+    mark("forward")
     loss.backward()
+    mark("backward")
     if spec.after_backward is not None:
         spec.after_backward(model, ctx)
     optimizer.step()
     optimizer.zero_grad()
+    mark("optimizer")
     return loss.detach()
 
 

@@ -6,10 +6,12 @@
 
 For each method, in one process and on the same views (one batch of synthetic images through
 ssl_bench's view path, made once): ssl_bench's `training_loss` plus its online probe's loss, then
-backward, the optimizer step and the momentum update, against lightly 1.6.0's loop of the method
-as the lightly suite builds it (bench/lightly_specs.py: its modules, losses, momentum helpers and
-optimizer family). Both run in the precision the lightly suite calls fastest on this machine (bf16
-autocast + channels_last where the CPU's bf16 is native, else fp32 + channels_last). After two
+backward, the optimizer step and what follows it (`after_optimizer_step`: the momentum update,
+SwAV's prototype normalisation), against lightly 1.6.0's loop of the method as the lightly suite
+builds and steps it (bench/lightly_specs.py: its modules, losses, momentum helpers and optimizer
+family; lightly_loop._step). Both run in the precision the lightly suite calls fastest on this
+machine (bf16 autocast + channels_last where the CPU's bf16 is native, else fp32 +
+channels_last). After two
 warm-up steps each, `--steps` steps of each side alternate; the table gives the median seconds of
 every part and `ratio_vs_lightly` = lightly's median step / ssl_bench's (> 1: ssl_bench faster,
 as the suite's ratios). The views, data loading and Lightning's loop are left out on purpose: what
@@ -41,22 +43,6 @@ COLUMNS = [
     "lightly_step_s",
     "ratio_vs_lightly",
 ]
-
-
-def our_optimizer(method, batch_size: int) -> torch.optim.Optimizer:
-    """The optimizer `configure_optimizers` builds on one device (lr scaled by the batch where
-    the recipe says so), without the schedule."""
-    from ssl_bench.optim import build_optimizer
-
-    cfg = dict(method.optim_cfg)
-    name, lr = cfg.pop("name"), float(cfg.pop("lr"))
-    if cfg.pop("scale_lr", False):
-        lr = lr * batch_size / 256
-    groups = method.parameter_groups(False)
-    probe = None if method.online_eval is None else method.online_eval.param_group(name)
-    if probe is not None:
-        groups.append(probe)
-    return build_optimizer(groups, name, lr, **cfg)
 
 
 def _timed(parts: dict[str, float], name: str, start: float) -> float:
@@ -98,7 +84,7 @@ def setup(
     return SimpleNamespace(
         variant=variant,
         ours=ours,
-        opt_ours=our_optimizer(ours, batch_size),
+        opt_ours=ours.build_optimizer_for(batch_size),
         spec=spec,
         lmodel=lmodel,
         criterion=criterion,
@@ -132,34 +118,32 @@ def ours_step(ns) -> dict[str, float]:
     opt.step()
     opt.zero_grad(set_to_none=True)
     t = _timed(parts, "optimizer", t)
-    if m.momentum_targets is not None:
-        m.momentum_targets.update(1, 100)
+    m.after_optimizer_step()  # the momentum update and any method's own (SwAV's prototypes)
     _timed(parts, "momentum", t)
     return parts
 
 
 def lightly_step(ns) -> dict[str, float]:
-    """lightly's step as bench/lightly_loop.py runs it."""
-    from lightly.models.utils import update_momentum
+    """lightly's step as the lightly suite runs it (lightly_loop._step), its parts timed."""
+    from ssl_bench.bench.lightly_loop import _step
 
     parts: dict[str, float] = {}
-    spec, model = ns.spec, ns.lmodel
-    t = time.perf_counter()
-    for online, target in spec.momentum:
-        update_momentum(model[online], model[target], m=0.99)
-    t = _timed(parts, "momentum", t)
-    if spec.before_forward is not None:
-        spec.before_forward(model, ns.ctx)
-    with _autocast(ns):
-        loss = spec.loss(model, ns.views, ns.criterion, ns.ctx)
-    t = _timed(parts, "forward", t)
-    loss.backward()
-    t = _timed(parts, "backward", t)
-    if spec.after_backward is not None:
-        spec.after_backward(model, ns.ctx)
-    ns.opt_lightly.step()
-    ns.opt_lightly.zero_grad()
-    _timed(parts, "optimizer", t)
+    last = [time.perf_counter()]
+
+    def mark(part: str) -> None:
+        last[0] = _timed(parts, part, last[0])
+
+    _step(
+        ns.spec,
+        ns.lmodel,
+        ns.criterion,
+        ns.opt_lightly,
+        ns.views,
+        ns.ctx,
+        ns.variant,
+        torch.device("cpu"),
+        mark,
+    )
     return parts
 
 

@@ -352,22 +352,25 @@ class SSLMethod(pl.LightningModule):
         modules = nn.ModuleDict({n: m for n, m in self.named_children() if n != PREFIX.rstrip(".")})
         return split_decay_groups(modules, exclude_bias_and_norm)
 
-    def configure_optimizers(self):
+    def build_optimizer_for(self, global_batch: int) -> torch.optim.Optimizer:
+        """The run's optimizer over the method's parameter groups and the online probe's, its lr
+        scaled linearly by `global_batch` / 256 where `optimizer.scale_lr` says so (Goyal et al.
+        2017); no schedule."""
         cfg = dict(self.optim_cfg)
         name, lr = cfg.pop("name"), float(cfg.pop("lr"))
-        # linear scaling (Goyal et al. 2017): lr x global batch / 256
         if cfg.pop("scale_lr", False):
-            batch = (
-                self.data.batch_size
-                * self.trainer.world_size
-                * self.trainer.accumulate_grad_batches
-            )
-            lr = lr * batch / 256
+            lr = lr * global_batch / 256
         groups = self.parameter_groups(False)  # exclude_bias_n_norm: build_optimizer applies it
         probe = None if self.online_eval is None else self.online_eval.param_group(name)
         if probe is not None:
             groups.append(probe)
-        optimizer = build_optimizer(groups, name, lr, **cfg)
+        return build_optimizer(groups, name, lr, **cfg)
+
+    def configure_optimizers(self):
+        batch = (
+            self.data.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        )
+        optimizer = self.build_optimizer_for(batch)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": self._build_scheduler(optimizer), "interval": "step"},
