@@ -352,13 +352,15 @@ class SSLMethod(pl.LightningModule):
         modules = nn.ModuleDict({n: m for n, m in self.named_children() if n != PREFIX.rstrip(".")})
         return split_decay_groups(modules, exclude_bias_and_norm)
 
-    def build_optimizer_for(self, global_batch: int) -> torch.optim.Optimizer:
+    def build_optimizer_for(self, global_batch: int | None) -> torch.optim.Optimizer:
         """The run's optimizer over the method's parameter groups and the online probe's, its lr
         scaled linearly by `global_batch` / 256 where `optimizer.scale_lr` says so (Goyal et al.
-        2017); no schedule."""
+        2017; `global_batch` is only read then); no schedule."""
         cfg = dict(self.optim_cfg)
         name, lr = cfg.pop("name"), float(cfg.pop("lr"))
         if cfg.pop("scale_lr", False):
+            if global_batch is None:
+                raise ValueError("optimizer.scale_lr needs the global batch size")
             lr = lr * global_batch / 256
         groups = self.parameter_groups(False)  # exclude_bias_n_norm: build_optimizer applies it
         probe = None if self.online_eval is None else self.online_eval.param_group(name)
@@ -367,9 +369,10 @@ class SSLMethod(pl.LightningModule):
         return build_optimizer(groups, name, lr, **cfg)
 
     def configure_optimizers(self):
-        batch = (
-            self.data.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
-        )
+        batch = None  # the global batch, read from the Trainer only when the lr scales with it
+        if self.optim_cfg.get("scale_lr", False):
+            trainer = self.trainer
+            batch = self.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
         optimizer = self.build_optimizer_for(batch)
         return {
             "optimizer": optimizer,
