@@ -191,16 +191,26 @@ def nearest_neighbour(z: torch.Tensor, support: torch.Tensor) -> tuple[torch.Ten
     return support[idx], idx
 
 
-def nnclr_loss(nn: torch.Tensor, p: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def nnclr_loss(
+    nn: torch.Tensor, p: torch.Tensor, temperature: float = 0.1, transposed: bool = False
+) -> torch.Tensor:
     """NNCLR's loss (Dwibedi et al. 2021, eq. 2, with the prediction head of sec. 3.2):
         L_i = -log exp(NN(z_i, Q) . p_i^+ / T) / sum_k exp(NN(z_i, Q) . p_k^+ / T),
     the support-set neighbour of view 1's embedding as the anchor, the predictions of view 2 of the
     batch as candidates (its own the positive), cosines; the mean over this rank's anchors.
 
+    With `transposed`, sec. 3.2's symmetrising term as well, the softmax over the batch's
+    neighbours for a fixed prediction (the columns of the same logits):
+        L'_i = -log exp(NN(z_i, Q) . p_i^+ / T) / sum_k exp(NN(z_k, Q) . p_i^+ / T),
+    and the loss is (mean L + mean L') / 2. The paper adds the term; the mean of the two halves the
+    loss so that it keeps the scale of eq. 2 alone (the reproductions in VISSL, nnclr_loss.py, and
+    the keras example take the same mean of their four terms).
+
     nn: NxD neighbours (constants), p: NxD predictions of the other view (gradients flow). Under DDP
-    the candidates p_k^+ come from every rank with gradients (as nt_xent), so DDP's gradient
-    averaging gives the single-process gradient of the global batch (solo-learn@9187ea39
-    solo/losses/nnclr.py gathers them the same way).
+    the candidates p_k^+ come from every rank with gradients (as nt_xent), and the neighbours
+    NN(z_k, Q) of L' from every rank without (they are constants), so DDP's gradient averaging gives
+    the single-process gradient of the global batch (solo-learn@9187ea39 solo/losses/nnclr.py
+    gathers the predictions the same way).
     """
     nn = F.normalize(nn.detach().float(), dim=1)
     p = F.normalize(p.float(), dim=1)
@@ -208,4 +218,8 @@ def nnclr_loss(nn: torch.Tensor, p: torch.Tensor, temperature: float = 0.1) -> t
     candidates = gather_with_grad(p)  # (W*N) x D
     logits = nn @ candidates.T / temperature
     labels = torch.arange(nn.shape[0], device=nn.device) + rank * nn.shape[0]
-    return F.cross_entropy(logits, labels)
+    loss = F.cross_entropy(logits, labels)
+    if not transposed:
+        return loss
+    anchors = gather_no_grad(nn)  # (W*N) x D: every rank's neighbours, constants
+    return (loss + F.cross_entropy(p @ anchors.T / temperature, labels)) / 2

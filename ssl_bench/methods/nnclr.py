@@ -5,7 +5,11 @@ SimCLR's loss with a different anchor: the positive of an image's view is the ne
 its embedding in a support set Q, a FIFO queue of the normalised embeddings of earlier batches
 (nn/queue.py `FeatureQueue`, written with the embeddings of every rank), scored against the
 prediction of the other view (eq. 2 with the prediction head of sec. 3.2; losses/contrastive.py
-`nnclr_loss`). The loss is symmetrised: the mean of NN(z1) against p2 and NN(z2) against p1.
+`nnclr_loss`). The loss is symmetrised over the views: the mean of NN(z1) against p2 and NN(z2)
+against p1. `transposed_term` (default, the paper's sec. 3.2 implementation details) adds to each
+the term whose softmax runs over the batch's neighbours for a fixed prediction, as the
+reproductions in VISSL (losses/nnclr_loss.py) and the keras example do; solo-learn's loss
+(solo/losses/nnclr.py) has no such term, so its CIFAR recipes set `transposed_term: false`.
 
 Heads (sec. 4, implementation details): a projector of `proj_layers` linear layers with BN after
 every one and ReLU after all but the last, and a predictor Linear-BN-ReLU-Linear (no output BN).
@@ -39,6 +43,7 @@ class NNCLR(SSLMethod):
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 256,
         pred_hidden_dim: int = 4096,
+        transposed_term: bool = True,
         bn_stats: str = "per_view",
         **kwargs,
     ):
@@ -60,6 +65,7 @@ class NNCLR(SSLMethod):
             proj_layers=proj_layers,
         )
         self.temperature = float(temperature)
+        self.transposed_term = bool(transposed_term)
         self.projector = MLP(
             self.feat_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers, bn="all"
         )
@@ -74,7 +80,8 @@ class NNCLR(SSLMethod):
         support = self.support()  # K x D, read before this batch is written
         nn1, idx1 = nearest_neighbour(z1, support)
         nn2, _ = nearest_neighbour(z2, support)
-        loss = (nnclr_loss(nn1, p2, self.temperature) + nnclr_loss(nn2, p1, self.temperature)) / 2
+        t, both = self.temperature, self.transposed_term
+        loss = (nnclr_loss(nn1, p2, t, both) + nnclr_loss(nn2, p1, t, both)) / 2
         with torch.no_grad():  # how close the neighbours are to the embeddings they replace
             nn_sim = (F.normalize(z1.float(), dim=1) * nn1).sum(dim=1).mean()
         self.support.enqueue(F.normalize(z1.detach().float(), dim=1))

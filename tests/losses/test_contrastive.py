@@ -282,6 +282,38 @@ def test_nnclr_loss_matches_eq_2_value_and_gradient():
         assert torch.equal(nn1, support[idx])
 
 
+def nnclr_symmetrised(z1, p2, support, t):
+    """Sec. 3.2 (implementation details): eq. 2 symmetrised by adding, for each i, the term
+        L'_i = -log exp(NN(z_i, Q) . p_i^+ / t) / sum_{k=1..n} exp(NN(z_k, Q) . p_i^+ / t),
+    as loops; the paper adds the two, ours (as VISSL's nnclr_loss.py) takes their mean."""
+    z1, p2 = F.normalize(z1, dim=1), F.normalize(p2, dim=1)
+    nns = []
+    for i in range(z1.shape[0]):
+        dists = [torch.linalg.norm(z1[i] - q) for q in support]
+        nns.append(support[int(torch.stack(dists).argmin())].detach())
+    added = 0.0
+    for i in range(z1.shape[0]):
+        num = torch.exp(nns[i] @ p2[i] / t)
+        den = sum(torch.exp(nns[k] @ p2[i] / t) for k in range(z1.shape[0]))
+        added = added - torch.log(num / den)
+    return (nnclr_eq_2(z1, p2, support, t) + added / z1.shape[0]) / 2
+
+
+def test_nnclr_loss_with_the_transposed_term_matches_sec_3_2_value_and_gradient():
+    torch.manual_seed(1)
+    z1 = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    p2 = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    support = F.normalize(torch.randn(4, 5, dtype=torch.float64), dim=1)  # neighbours repeat
+    for t in (0.1, 0.5):
+        nn1, _ = nearest_neighbour(z1, support)
+        ours = nnclr_loss(nn1, p2, t, transposed=True)
+        ref = nnclr_symmetrised(z1, p2, support, t)
+        assert math.isclose(ours.item(), ref.item(), rel_tol=1e-6), (ours, ref)
+        assert not math.isclose(ours.item(), nnclr_loss(nn1, p2, t).item(), rel_tol=1e-3)
+        g_ours, g_ref = torch.autograd.grad(ours, (p2,)), torch.autograd.grad(ref, (p2,))
+        assert torch.allclose(g_ours[0], g_ref[0], atol=1e-6)
+
+
 def test_nearest_neighbour_is_the_closest_support_row():
     support = F.normalize(torch.randn(50, 8), dim=1)
     z = 3.0 * support[[7, 30, 7]] + 0.01 * torch.randn(3, 8)  # scaled: the cosine decides

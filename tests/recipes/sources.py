@@ -648,34 +648,49 @@ SOURCES["moco_v3_cifar10"] = {
 }
 
 # ---- NNCLR: the paper's ImageNet recipe (no official code) and solo-learn's CIFAR one ------------
+# The paper's text could not be read from here; every value below that the paper states was checked
+# against VISSL's reproduction, facebookresearch/vissl configs/config/pretrain/nnclr/
+# nnclr_8node_resnet.yaml and vissl/losses/nnclr_loss.py (read at the fork clane9/vissl@fc6cd41;
+# VISSL's docs/source/ssl_approaches/nnclr.rst: "the exact hyperparameter settings to reproduce the
+# model"), cited as VISSL below.
 SOURCES["nnclr"] = {
     "cite": "Dwibedi et al. 2021 (NNCLR), arXiv:2104.14548 sec. 4.1 implementation details",
     "values": {
         # projection MLP [2048, 2048, d], BN after every layer, ReLU after all but the last;
-        # d = 256; prediction MLP [4096, d]; temperature 0.1; support set 98,304
+        # d = 256; prediction MLP [4096, d]; temperature 0.1; support set 98,304 (VISSL: HEAD
+        # PARAMS mlp [2048, 2048, 2048] + mlp [2048, 256] with BN, skip_mlp [256, 4096, 256];
+        # nnclr_loss embedding_dim 256, queue_size 98304, temperature 0.1)
         "method.temperature": 0.1,
         "method.queue_size": 98304,
         "method.proj_layers": 3,
         "method.proj_hidden_dim": 2048,
         "method.proj_output_dim": 256,
         "method.pred_hidden_dim": 4096,
+        # sec. 3.2 implementation details: the loss symmetrised by the term over the neighbours
+        # (VISSL nnclr_loss.py: "transpose similarities are included to symmetrize the loss / see
+        # Section 3.2 Implementation details")
+        "method.transposed_term": True,
         "method.bn_stats": NotInSource("the paper does not say how the views are batched"),
         # LARS, learning rate 4.8 at batch 4096 (0.3 per 256 images), weight decay 1e-6, 10 warm-up
-        # epochs, cosine decay; LARS's own settings are not stated (BYOL's stand in, as the recipe
-        # says)
+        # epochs, cosine decay to 0 (VISSL: base_value 0.3, base_lr_batch_size 256, auto_scale;
+        # weight_decay 1e-6; linear then cosine to 0.0 over lengths [0.01, 0.99] of 1000 epochs)
         "optimizer.name": "lars",
         "optimizer.lr": 0.3,
         "optimizer.scale_lr": True,
         "optimizer.weight_decay": 1.0e-6,
-        "optimizer.momentum": NotInSource("LARS momentum not stated (BYOL's 0.9)"),
-        "optimizer.nesterov": NotInSource("not stated"),
-        "optimizer.eta": NotInSource("LARS trust coefficient not stated (BYOL's 1e-3)"),
+        "optimizer.momentum": NotInSource("not in the paper's text (BYOL's and VISSL's: 0.9)"),
+        "optimizer.nesterov": NotInSource("not stated (VISSL: nesterov False)"),
+        "optimizer.eta": NotInSource("trust coefficient not stated (BYOL's and VISSL's: 1e-3)"),
         "optimizer.eps": NotInSource("not stated"),
-        "optimizer.clip_lr": NotInSource("not stated"),
+        "optimizer.clip_lr": NotInSource("not stated (VISSL's LARS has no clipping)"),
         "optimizer.betas": None,
-        "optimizer.exclude_bias_n_norm": NotInSource("not stated (BYOL's exclusion)"),
+        "optimizer.exclude_bias_n_norm": NotInSource(
+            "not stated (BYOL's exclusion; VISSL: exclude_bias_and_norm True)"
+        ),
+        # the warm-up's start is not in what we could check: VISSL's starts at 0.6 (4.8 / 8)
         **_warmup_from_zero_cosine(10),
-        # "the same data augmentation as BYOL": BYOL's table 6
+        # "the same data augmentation as BYOL": BYOL's table 6 (VISSL's config says the paper
+        # gives no other detail; its colour jitter is SimCLR's strength 0.5, with a TODO)
         **_moco_v3_views(224, (0.08, 1.0), blur=(1.0, 0.1)),
         "data.image_size": 224,
         "data.batch_size": OWN_BATCH,
@@ -696,6 +711,8 @@ SOURCES["nnclr_cifar10"] = {
         "method.proj_hidden_dim": 2048,
         "method.proj_output_dim": 256,
         "method.pred_hidden_dim": 4096,
+        # solo/losses/nnclr.py: logits = nn @ p.T only, no term over the neighbours
+        "method.transposed_term": False,
         "method.bn_stats": "per_view",
         # optimizer: lars, lr 0.4, weight_decay 1e-5, kwargs clip_lr True, eta 0.02,
         # exclude_bias_n_norm True
