@@ -4,11 +4,11 @@ marginals) and InstDisc's and CMC's memory banks (gathered row updates, an all-r
 in-batch cross-view loss (candidates gathered with gradients), Barlow Twins' cross-correlation
 (global standardisation, all-reduced matrix), VICReg's variance and covariance (embeddings gathered
 with gradients), MoCo v3's in-batch keys (gathered without gradient), NNCLR's support set (every
-rank's embeddings written) and its candidate predictions (gathered with gradients), DINO's centre
-(the teacher's batch mean all-reduced) - the parameter
-gradients of 2 CPU processes with batch B each, averaged as DDP averages them, equal those of 1
-process with batch 2B on the same samples. Two steps each, so what the first step wrote into the
-queue / bank / support set is part of the second step's loss.
+rank's embeddings written), its candidate predictions (gathered with gradients) and the neighbours
+of its transposed term (gathered), DINO's centre (the teacher's batch mean all-reduced) - the
+parameter gradients of 2 CPU processes with batch B each, averaged as DDP averages them, equal those
+of 1 process with batch 2B on the same samples. Two steps each, so what the first step wrote into
+the queue / bank / support set is part of the second step's loss.
 
 BatchNorm layers are put in eval mode: per-rank batch statistics are what `trainer.sync_batchnorm`
 is for, not what this test is about (MoCo's shuffled BN is tested in test_queue.py)."""
