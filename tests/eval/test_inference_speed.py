@@ -121,4 +121,32 @@ def test_speed_measures_the_baseline_and_a_training_epoch(tmp_path, capsys):
     assert 0 < res["knn_s"] < res["baseline_s"]
     assert 0 < res["train_forward_s"] < res["train_forward_backward_s"]
     assert res["ratio"] == pytest.approx(res["baseline_s"] / res["train_forward_s"])
-    assert "ratio baseline / training forward" in capsys.readouterr().out
+    # the literal reading: every view of the epoch (SimCLR's two), so about twice the forwards
+    assert res["views_per_image"] == 2 and res["train_views_forward_s"] > 0
+    assert res["ratio_views"] == pytest.approx(res["baseline_s"] / res["train_views_forward_s"])
+    out = capsys.readouterr().out
+    assert "ratio baseline / training forward" in out and "forward passes of every view (2" in out
+
+
+def test_view_batches_are_the_runs_views_of_whole_batches():
+    """The views `ssl_bench.eval.speed` times: the run's own pipeline (two 32 px views for SimCLR
+    on the tiny config) over every whole batch of the train split, channels_last; none without
+    device views."""
+    import tempfile
+    from pathlib import Path
+
+    from ssl_bench.api import compose
+    from ssl_bench.eval.speed import build, view_batches, with_defaults
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dm, _, _ = build(compose(with_defaults(TINY)), Path(tmp))
+    views = view_batches(dm, torch.device("cpu"))
+    assert len(views) == len(dm.splits["train"]) // dm.batch_size
+    assert all(len(batch) == 2 for batch in views)
+    v = views[0][0]
+    assert v.shape == (dm.batch_size, 3, 32, 32) and v.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    assert not torch.equal(views[0][0], views[0][1])  # two random views, not one image twice
+    dm.use_device_views = False
+    assert view_batches(dm, torch.device("cpu")) is None
