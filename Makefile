@@ -4,7 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo lint format test test-fast test-long bench bench-lightly bench-gpu clean
+.PHONY: help install demo lint format test test-fast test-long bench bench-lightly bench-gpu gpu-wheels \
+	bench-gpu-device clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +52,25 @@ bench-lightly: $(STAMP)  ## every method beside lightly's loop on this CPU (~25 
 
 bench-gpu: $(STAMP)  ## issue 17's GPU targets (SimCLR/BYOL epoch, views, memory, lightly ratio; < 8 min)
 	$(PY) -m ssl_bench.bench --suite gpu
+
+# A lent GPU machine (the workplace's device tool) has its own python3 with PyTorch, Lightning, timm,
+# torchmetrics and rich, and no network. `make gpu-wheels` puts here, into .whl/ (git-ignored), the
+# wheels it lacks for the GPU suite; the device then runs `make bench-gpu-device` over the working
+# tree with .whl/ carried, and the tables come back from $$OUT (README.md, "Speed").
+GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.1 lightly==1.6.0
+gpu-wheels: $(STAMP)  ## the wheels a bare GPU machine lacks for the GPU suite, into .whl/
+	rm -rf .whl && mkdir -p .whl
+	$(PY) -m pip download -q --no-deps -d .whl $(GPU_WHEELS)
+	$(PY) -m pip wheel -q --no-deps -w .whl antlr4-python3-runtime==4.9.3
+
+GPU_OUT ?= $(if $(OUT),$(OUT),.)
+DEVICE_PY ?= python3
+GPU_ARGS ?=
+bench-gpu-device:  ## on a lent GPU machine: the GPU suite with its python3 and .whl/ (no venv, no network)
+	$(DEVICE_PY) -m pip install -q --no-index --no-deps --no-compile --target /tmp/ssl_bench_site .whl/*.whl
+	PYTHONPATH=/tmp/ssl_bench_site:$(CURDIR) WANDB_MODE=disabled PYTHONUNBUFFERED=1 \
+	  $(DEVICE_PY) -m ssl_bench.bench --suite gpu --out $(GPU_OUT)/gpu_suite.md \
+	  --json $(GPU_OUT)/gpu_suite.json $(GPU_ARGS)
 
 clean:  ## remove run outputs and caches
 	rm -rf outputs multirun .pytest_cache
