@@ -199,8 +199,9 @@ def nnclr_loss(
     the support-set neighbour of view 1's embedding as the anchor, the predictions of view 2 of the
     batch as candidates (its own the positive), cosines; the mean over this rank's anchors.
 
-    With `transposed`, sec. 3.2's symmetrising term as well, the softmax over the batch's
-    neighbours for a fixed prediction (the columns of the same logits):
+    With `transposed`, sec. 3.2's symmetrising term as well (as VISSL's reproduction cites it; the
+    paper's text was not read here), the softmax over the batch's neighbours for a fixed prediction
+    (the columns of the same logits):
         L'_i = -log exp(NN(z_i, Q) . p_i^+ / T) / sum_k exp(NN(z_k, Q) . p_i^+ / T),
     and the loss is (mean L + mean L') / 2. The paper adds the term; the mean of the two halves the
     loss so that it keeps the scale of eq. 2 alone (the reproductions in VISSL, nnclr_loss.py, and

@@ -6,10 +6,11 @@ its embedding in a support set Q, a FIFO queue of the normalised embeddings of e
 (nn/queue.py `FeatureQueue`, written with the embeddings of every rank), scored against the
 prediction of the other view (eq. 2 with the prediction head of sec. 3.2; losses/contrastive.py
 `nnclr_loss`). The loss is symmetrised over the views: the mean of NN(z1) against p2 and NN(z2)
-against p1. `transposed_term` (default, the paper's sec. 3.2 implementation details) adds to each
-the term whose softmax runs over the batch's neighbours for a fixed prediction, as the
-reproductions in VISSL (losses/nnclr_loss.py) and the keras example do; solo-learn's loss
-(solo/losses/nnclr.py) has no such term, so its CIFAR recipes set `transposed_term: false`.
+against p1. `transposed_term` (default) adds to each the term whose softmax runs over the batch's
+neighbours for a fixed prediction: the paper's sec. 3.2 symmetrisation as VISSL's reproduction
+(vissl/losses/nnclr_loss.py) cites it and as the keras example computes it - the paper's own text
+could not be read here. solo-learn's loss (solo/losses/nnclr.py) has no such term, so its CIFAR
+recipes set `transposed_term: false`.
 
 Heads (sec. 4, implementation details): a projector of `proj_layers` linear layers with BN after
 every one and ReLU after all but the last, and a predictor Linear-BN-ReLU-Linear (no output BN).

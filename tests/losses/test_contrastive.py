@@ -283,7 +283,8 @@ def test_nnclr_loss_matches_eq_2_value_and_gradient():
 
 
 def nnclr_symmetrised(z1, p2, support, t):
-    """Sec. 3.2 (implementation details): eq. 2 symmetrised by adding, for each i, the term
+    """Sec. 3.2 (implementation details, as VISSL's nnclr_loss.py cites it and the keras example
+    computes it): eq. 2 symmetrised by adding, for each i, the term
         L'_i = -log exp(NN(z_i, Q) . p_i^+ / t) / sum_{k=1..n} exp(NN(z_k, Q) . p_i^+ / t),
     as loops; the paper adds the two, ours (as VISSL's nnclr_loss.py) takes their mean."""
     z1, p2 = F.normalize(z1, dim=1), F.normalize(p2, dim=1)
