@@ -155,10 +155,7 @@ def view_batches(dm, device: torch.device) -> list[list[torch.Tensor]] | None:
     the data has no device views (image folders: their views are made per item on the CPU)."""
     if not getattr(dm, "use_device_views", False):
         return None
-    from ssl_bench.views.batch import BatchViews
-
-    info, images = dm.info, dm.splits["train"].images
-    make = BatchViews(dm.pipelines, info.mean, info.std, seed=dm.seed).to(device)
+    images, make = dm.splits["train"].images, dm.batch_views.to(device)  # the run's own view path
     out = []
     with torch.no_grad():
         for start in range(0, len(images) - dm.batch_size + 1, dm.batch_size):
@@ -217,7 +214,8 @@ def one_repeat(cfg, run_dir: Path, backward: bool, tag: str, log=print) -> dict[
     dm, model, trainer = build(cfg, run_dir)
     base = time_baseline(trainer, model, dm)
     log(f"{tag} baseline {base['baseline_s']:.1f} s (kNN {base['knn_s']:.1f} s)")
-    batches = training_batches(dm, next(model.parameters()).device)
+    device = next(model.parameters()).device
+    batches = training_batches(dm, device)
     trained = copy.deepcopy(model)  # train-mode BN must not move the baseline's model
     precision = str(trainer.precision)
     res = {
@@ -237,7 +235,7 @@ def one_repeat(cfg, run_dir: Path, backward: bool, tag: str, log=print) -> dict[
         res["train_forward_backward_s"] = both
         log(f"{tag} one epoch of training forward + backward passes {both:.1f} s")
     del batches  # the views below take their memory
-    views = view_batches(dm, next(model.parameters()).device)
+    views = view_batches(dm, device)
     if views is not None:
         res["views_per_image"] = len(views[0])
         flat = [v for batch in views for v in batch]
