@@ -4,7 +4,7 @@ bad keys and a non-ViT backbone, the CLI on ViT-Tiny, learning."""
 
 import pytest
 import torch
-from conftest import FAST, run_cli
+from conftest import FAST, learning_run, run_cli
 from conftest import narrow_backbone as narrow
 
 import ssl_bench.methods.mae as mae_module
@@ -165,8 +165,69 @@ def test_fast_dev_run_through_cli_on_vit_tiny(tmp_path):
 
 
 # ---- learning ------------------------------------------------------------------------------------
-# MAE does not lift kNN above its random init reliably in a CI-sized run. Measured on the shared
-# 2-core machine with the conftest.LEARN run (kNN top-1 init -> best, 2000 images, batch 64) and
+# MAE lifts kNN above its random init in the shared short run (conftest.LEARN: 2000 synthetic
+# images, batch 64) with three changes from the earlier attempts below: pixel targets
+# (norm_pix_loss=false; the normalised targets amplify the flat background's noise here and kNN
+# falls), a decoder of the paper's depth (8 blocks, width 128: the paper's table 1a, a deeper
+# decoder leaves the encoder's last layers more abstract) and average pooling of the encoder's
+# tokens for kNN (timm's global_pool=avg, the pooling of the paper's fine-tuning; the class token is
+# the default for probes). ViT-Tiny's width with 4 blocks, patch 8 (a 4x4 grid, 4 patches visible),
+# AdamW lr 2e-3 (betas 0.9 / 0.95, weight decay 0.05), half an epoch of warm-up and a cosine, 6
+# epochs (186 steps), kNN k=50 over 2000 test images (500 left the margin inside the noise: +-2
+# points), one thread each, 2 runs side by side on the 2 cores (61-66 s each). kNN top-1 init -> per
+# epoch, seeds 0-3 (2026-12-01):
+#   20.1 -> 24.8 27.5 28.0 27.5 28.5 28.5 (+8.4); 21.2 -> 21.0 23.7 26.7 25.2 27.1 26.4 (+5.9);
+#   20.7 -> 24.0 25.4 25.5 26.9 26.6 26.4 (+6.2); 20.1 -> 27.1 24.7 26.2 25.9 27.5 27.1 (+7.4)
+# seeds 4-7: +7.3, +6.3, +5.0, +7.1. The same seeds 0-3 without the online probe (online_eval.
+# probe=false: the probe's init draws from the RNG before the decoder's, so these are other random
+# streams, not other code): +4.4, +3.0, +7.5, +6.6. Over these 12 runs the gain is 3.0-8.4, mean
+# 6.3; the test asks for +3, the lowest of them: another CPU's float rounding makes another
+# stream, hence the low bar (one evaluation on 2000 test images is noisy by about +-1 point).
+# Near it: the class token instead of average pooling +7.6, +5.9, +4.1, +5.2 (falls back after epoch
+# 2); lr 3e-3 +7.0, +7.1, +3.7, +7.0; 5 epochs +6.3, +5.3, +6.4, +8.4; mask ratio 0.5 +11.1, +5.5,
+# +1.9, +5.8; 4000 images for 3 epochs +9.8, +3.2, +5.1, +6.1; normalised-pixel targets -1.2, -5.4
+# (seeds 0, 2; 4 epochs, 500 test images); patch 4 (8x8 grid, 3x the time) +5.4, +2.6; decoder 8 x
+# 256 +2.0, +4.8; lr 1e-3 (500 test images) 4 epochs +4.6, +3.8, 8 epochs +2.8, +3.4, +5.6, +2.8.
+MAE_LEARN = [
+    "backbone=vit_tiny",
+    "augmentation=mae",
+    "optimizer=adamw",
+    "data.vit_patch_size=8",
+    "+backbone.kwargs.depth=4",
+    "+backbone.kwargs.global_pool=avg",
+    "data.options.n_test=2000",
+    "method.decoder_embed_dim=128",
+    "method.decoder_depth=8",
+    "method.decoder_num_heads=4",
+    "method.norm_pix_loss=false",
+    "optimizer.lr=2e-3",
+    "optimizer.betas=[0.9,0.95]",
+    "optimizer.weight_decay=0.05",
+    "trainer.max_epochs=6",
+]
+
+
+def check_knn_learned(tmp_path, seed: int) -> None:
+    init, best, _ = learning_run("mae", tmp_path, [*MAE_LEARN, f"seed={seed}"])
+    assert best >= init + 3, (seed, init, best)  # 12 runs: +3.0 to +8.4 (seed 0: +8.4)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1300)
+def test_mae_lifts_knn_above_its_random_init(tmp_path):
+    check_knn_learned(tmp_path, 0)
+
+
+@pytest.mark.long
+@pytest.mark.timeout(1300)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_mae_lifts_knn_on_other_seeds(tmp_path, seed):
+    """The margin of the default suite's seed 0 over seeds 1-3 (`make test-long`)."""
+    check_knn_learned(tmp_path, seed)
+
+
+# Earlier attempts, which did not lift kNN reliably: a decoder of 1-2 blocks, 500 test images.
+# Measured on the shared 2-core machine with the conftest.LEARN run (kNN top-1 init -> best) and
 # ViT-Tiny of 4 blocks, AdamW (betas 0.9 / 0.95), a decoder of 2 blocks x 128, no probe:
 #   patch 8 (4x4 grid), pixel targets, lr 5e-4, 3 epochs (~27 CPU-s a run), seeds 0-3:
 #   18.4 -> 29.2 (+10.8), 20.6 -> 26.8 (+6.2), 21.2 -> 15.8 (-5.4), 18.0 -> 19.2 (+1.2)
@@ -185,11 +246,11 @@ def test_fast_dev_run_through_cli_on_vit_tiny(tmp_path):
 #   very different scale), 6 epochs, class token: -7.4, -4.6, -3.6, -7.2; average pooling: -10.2,
 #   -8.8, -9.6, -10.0 (standardising lifts the random init more than the trained encoder).
 # On Fashion-MNIST (experiment=fmnist_mae) kNN dips below its random init for the first epochs and
-# passes it after ~8 (tests/test_learning.py). So this test checks what MAE learns in ~150 steps -
-# to reconstruct the masked patches from the visible ones - and the kNN margin is left to the
-# Fashion-MNIST experiment (`make test-long`).
+# passes it after ~8 (tests/test_learning.py).
 #
-# The run: ViT-Tiny's width with 2 blocks, patch 8 at 32 px, a decoder of 1 x 64, normalised-pixel
+# What MAE learns first - to reconstruct the masked patches from the visible ones - is checked on
+# its own, in-process and with the normalised targets of MAE's recipe. The run: ViT-Tiny's width
+# with 2 blocks, patch 8 at 32 px, a decoder of 1 x 64, normalised-pixel
 # targets, 150 AdamW steps (lr 1e-3, betas 0.9 / 0.95) on batches of 64 flipped synthetic images
 # (1024 to train on), scored on 256 others with one fixed mask. Held-out masked-patch loss (init ->
 # trained; predicting 0 for every normalised target scores (P - 1) / P = 0.995) and the loss when
