@@ -216,17 +216,13 @@ def check_knn_learned(tmp_path, seed: int) -> None:
     assert best >= init + 3, (seed, init, best)  # 12 runs: +3.0 to +8.4 (seed 0: +8.4)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1300)
-def test_mae_lifts_knn_above_its_random_init(tmp_path):
-    check_knn_learned(tmp_path, 0)
-
-
+# All four seeds run under `make test-long`, not `make test`: one run costs 52-58 s of a CI worker,
+# and with seed 0 in `make test` the suite took 11:33, 12:13 and 12:01 in three clean-clone runs on
+# 2026-12-01 (issue 17 item 5 asks for < 12 minutes). `make test` keeps the reconstruction test.
 @pytest.mark.long
 @pytest.mark.timeout(1300)
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_mae_lifts_knn_on_other_seeds(tmp_path, seed):
-    """The margin of the default suite's seed 0 over seeds 1-3 (`make test-long`)."""
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_mae_lifts_knn_above_its_random_init(tmp_path, seed):
     check_knn_learned(tmp_path, seed)
 
 
